@@ -1,0 +1,180 @@
+"""The lifting pass: put each leaf module's lowering attributes on its ``call_module`` node.
+
+``lift(gm)`` walks every graph (recursing into nested ``GraphModule``s) and stores a :class:`LoweringRecord` in
+``node.meta["lowering"]`` for every ``call_module`` node whose target is a leaf module. Tensor attributes in the
+record are the module's own tensors (not copies); hyperparameters are normalised to plain values (int, float,
+bool, str, None, tuples of those, ``torch.dtype``/``device``/``memory_format``/``layout``); a function-valued
+attribute (e.g. ``TransformerEncoderLayer.activation``) becomes its canonical qualified name, and a module-valued
+one becomes its type name (its own attributes are fetched by dotted names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .book import LoweringRule, rule_for, type_name
+from .errors import LiftError, UnsupportedModuleError
+from .targets import function_name
+
+__all__ = ["LoweringRecord", "lift", "META_KEY", "iter_graph_modules"]
+
+#: Key of ``node.meta`` that holds the lowering record.
+META_KEY = "lowering"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoweringRecord:
+    """What the lifting pass stores on a ``call_module`` node.
+
+    Attributes:
+        module_type: qualified type name of the rule's class, e.g. ``"torch.nn.Conv2d"``.
+        version: the lowering rule's version (0 when unsupported).
+        module_version: the module class's ``_version``.
+        attrs: attribute name → value (read-only mapping); tensors are the module's own tensors.
+        unsupported: None when lifted; otherwise why no rule applied (only with ``lift(..., strict=False)``).
+    """
+
+    module_type: str
+    version: int
+    module_version: int
+    attrs: Mapping[str, Any]
+    unsupported: str | None = None
+
+    @property
+    def supported(self) -> bool:
+        return self.unsupported is None
+
+
+_PASSTHROUGH = (torch.dtype, torch.device, torch.memory_format, torch.layout)
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Normalise one fetched attribute value (see the module docstring)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (tuple, list)):  # includes torch.Size
+        return tuple(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, _PASSTHROUGH):
+        return value
+    if isinstance(value, nn.Module):
+        return type_name(type(value))
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
+        return function_name(value)
+    raise LiftError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which has no plain "
+                    f"encoding; expected a tensor, int, float, bool, str, None, tuple, dtype, device, function "
+                    f"or module. Drop it from the rule's attrs or register a rule that fetches its parts")
+
+
+def _record(rule: LoweringRule, module: nn.Module, where: str) -> LoweringRecord:
+    try:
+        raw = rule.fetch(module)
+    except AttributeError as e:
+        raise LiftError(f"{where}: the {rule.type_name} rule (version {rule.version}) names an attribute the "
+                        f"module does not have ({e}); fix the rule's attrs or its match function") from e
+    attrs = {name: _plain(value, f"{where} attribute '{name}'") for name, value in raw.items()}
+    return LoweringRecord(
+        module_type=rule.type_name,
+        version=rule.version,
+        module_version=getattr(type(module), "_version", 1),
+        attrs=types.MappingProxyType(attrs),
+    )
+
+
+def iter_graph_modules(gm: fx.GraphModule, path: str = ""):
+    """Yield ``(path, graph_module)`` for ``gm`` and every GraphModule it calls through ``call_module``, depth
+    first in node order; each GraphModule object is yielded once."""
+    seen: set[int] = set()
+
+    def walk(g: fx.GraphModule, p: str):
+        if id(g) in seen:
+            return
+        seen.add(id(g))
+        yield p, g
+        for node in g.graph.nodes:
+            if node.op == "call_module":
+                sub = g.get_submodule(node.target)
+                if isinstance(sub, fx.GraphModule):
+                    yield from walk(sub, f"{p}.{node.target}" if p else node.target)
+
+    yield from walk(gm, path)
+
+
+def lift(gm: fx.GraphModule, *, strict: bool = True) -> fx.GraphModule:
+    """Store a lowering record in ``node.meta["lowering"]`` on every leaf ``call_module`` node.
+
+    Args:
+        gm: the graph module; nested GraphModules reached by ``call_module`` are lifted too.
+        strict: if true, any module without a usable rule raises one error listing all of them; if false, such
+            nodes get a record with ``unsupported`` set to the reason, and the rest is lifted.
+
+    Returns:
+        ``gm`` itself (modified in place).
+
+    Raises:
+        UnsupportedModuleError: ``strict`` and at least one leaf module has no usable rule.
+        LiftError: a rule names an attribute its module lacks, or a value has no plain encoding.
+
+    Example:
+        >>> import torch, torch.nn as nn, fxlower
+        >>> gm = torch.fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
+        >>> rec = fxlower.lift(gm).graph.find_nodes(op="call_module")[0].meta["lowering"]
+        >>> rec.module_type, rec.attrs["kernel_size"]
+        ('torch.nn.Conv2d', (3, 3))
+    """
+    if not isinstance(gm, fx.GraphModule):
+        raise TypeError(f"lift expects a torch.fx.GraphModule, got {type(gm).__qualname__}")
+    unsupported: dict[str, list[tuple[str, str]]] = {}
+    pending: list[tuple[fx.Node, LoweringRecord]] = []
+    for path, g in iter_graph_modules(gm):
+        for node in g.graph.nodes:
+            if node.op != "call_module":
+                continue
+            module = g.get_submodule(node.target)
+            if isinstance(module, fx.GraphModule):
+                continue
+            where = f"node '{node.name}'" + (f" in graph '{path}'" if path else "")
+            try:
+                rule = rule_for(module)
+            except UnsupportedModuleError as e:
+                tname = type_name(type(module))
+                unsupported.setdefault(tname, []).append((where, str(e)))
+                pending.append((node, LoweringRecord(tname, 0, getattr(type(module), "_version", 1),
+                                                     types.MappingProxyType({}), unsupported=str(e))))
+                continue
+            pending.append((node, _record(rule, module, f"{where} ({rule.type_name})")))
+    if unsupported and strict:
+        raise UnsupportedModuleError(_unsupported_message(unsupported), unsupported)
+    for node, record in pending:
+        node.meta[META_KEY] = record
+    return gm
+
+
+def _unsupported_message(unsupported: dict[str, list[tuple[str, str]]]) -> str:
+    lines = [f"{len(unsupported)} module type(s) in the graph have no usable lowering rule:"]
+    for tname, uses in sorted(unsupported.items()):
+        reason = uses[0][1]
+        nodes = ", ".join(w for w, _ in uses)
+        lines.append(f"  {tname}: {reason}; used by {nodes}")
+    first = sorted(unsupported)[0].rsplit(".", 1)[-1]
+    lines.append("Register a rule for each, e.g. decorate the class with "
+                 "@fxlower.register_module(attrs=[\"weight\", ...], version=1), or call "
+                 f"fxlower.register_module({first}, attrs=[...], version=1); "
+                 "or pass strict=False to record these nodes as unsupported.")
+    return "\n".join(lines)

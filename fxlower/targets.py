@@ -1,0 +1,143 @@
+"""Canonical names of ``call_function`` targets, the load-time allow-list, and user-registered functions.
+
+Export writes every function target under one canonical name: the first public alias found in, in order,
+``torch``, ``torch.nn.functional``, ``torch.linalg``, ``torch.fft``, ``torch.special``, ``operator``, ``math`` and a
+few ``builtins`` (so ``_operator.add`` is written ``operator.add``, ``torch.functional.einsum`` is written
+``torch.einsum``). Load resolves a name only through this table, built from modules fxlower itself imports, or
+through :func:`register_function`; it never imports a module or looks up a name found in a file.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import operator
+import types
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import RegistrationError, UnsupportedTargetError
+
+__all__ = ["function_name", "resolve_function", "register_function", "allowed_names", "is_allowed_method"]
+
+# Functions of these namespaces that do I/O, touch global state or run code are never allow-listed.
+_DENIED = frozenset({
+    "torch.load", "torch.save", "torch.from_file", "torch.compile", "torch.manual_seed", "torch.seed",
+    "torch.initial_seed", "torch.set_grad_enabled", "torch.set_default_dtype", "torch.set_default_device",
+    "torch.set_default_tensor_type", "torch.set_num_threads", "torch.set_num_interop_threads",
+    "torch.set_printoptions", "torch.set_rng_state", "torch.set_flush_denormal", "torch.set_warn_always",
+    "torch.use_deterministic_algorithms", "torch.set_deterministic_debug_mode", "torch.set_float32_matmul_precision",
+    "torch.set_autocast_enabled", "torch.import_ir_module", "torch.import_ir_module_from_buffer",
+    "torch.wait", "torch.fork", "torch.vmap", "torch.cond", "torch.while_loop", "torch.func",
+    "torch.autocast_increment_nesting", "torch.autocast_decrement_nesting", "torch.clear_autocast_cache",
+    "operator.call",  # calls any callable value, e.g. a bound method reached through getattr
+})
+_BUILTINS = ("getattr", "len", "abs", "min", "max", "round", "int", "float", "bool", "pow", "divmod")
+# torch functions fx itself emits that are not public.
+_EXTRA = (("torch._assert", torch._assert),)
+
+
+def _build_table() -> tuple[dict[str, Callable], dict[int, str]]:
+    by_name: dict[str, Callable] = {}
+    by_id: dict[int, str] = {}
+
+    def add(name: str, fn: object) -> None:
+        if name in _DENIED or name in by_name:
+            return
+        if not isinstance(fn, (types.FunctionType, types.BuiltinFunctionType)):
+            return
+        by_name[name] = fn
+        by_id.setdefault(id(fn), name)
+
+    torch_names = [n for n in dir(torch._C._VariableFunctions) if not n.startswith("_")]
+    torch_names += list(torch.functional.__all__)
+    for n in sorted(set(torch_names)):
+        if hasattr(torch, n):
+            add(f"torch.{n}", getattr(torch, n))
+    for prefix, mod in (("torch.nn.functional", F), ("torch.linalg", torch.linalg), ("torch.fft", torch.fft),
+                        ("torch.special", torch.special), ("operator", operator), ("math", math)):
+        for n in sorted(vars(mod)):
+            if not n.startswith("_"):
+                add(f"{prefix}.{n}", getattr(mod, n))
+    for n in _BUILTINS:
+        add(f"builtins.{n}", getattr(builtins, n))
+    for name, fn in _EXTRA:
+        add(name, fn)
+    return by_name, by_id
+
+
+_ALLOWED, _ALLOWED_IDS = _build_table()
+_REGISTERED: dict[str, Callable] = {}
+_REGISTERED_IDS: dict[int, str] = {}
+
+
+def allowed_names() -> frozenset[str]:
+    """Every built-in allow-listed function name."""
+    return frozenset(_ALLOWED)
+
+
+def function_name(fn: Callable) -> str:
+    """The canonical name export writes for ``fn``: its allow-list name, else its registered name, else
+    ``module.qualname`` (which loads only once registered)."""
+    name = _ALLOWED_IDS.get(id(fn)) or _REGISTERED_IDS.get(id(fn))
+    if name is not None:
+        return name
+    module = getattr(fn, "__module__", None) or "<unknown>"
+    if module == "_operator":
+        module = "operator"
+    return f"{module}.{getattr(fn, '__qualname__', getattr(fn, '__name__', repr(fn)))}"
+
+
+def resolve_function(name: str, where: str = "") -> Callable:
+    """The callable for a canonical name, from the allow-list or the user's registrations only.
+
+    Raises:
+        UnsupportedTargetError: the name is neither allow-listed nor registered.
+    """
+    fn = _ALLOWED.get(name) or _REGISTERED.get(name)
+    if fn is None:
+        at = f" ({where})" if where else ""
+        raise UnsupportedTargetError(
+            f"call_function target '{name}'{at} is not on fxlower's allow-list and was not registered; if you "
+            f"trust it, call fxlower.register_function(fn, name='{name}') before loading")
+    return fn
+
+
+def register_function(fn: Callable, name: str | None = None, *, replace: bool = False) -> Callable:
+    """Allow ``fn`` as a ``call_function`` target on load (and name it so on export).
+
+    Args:
+        fn: the function (e.g. one wrapped with ``torch.fx.wrap`` that the tracer kept as a leaf).
+        name: the name the exporter records; defaults to ``fn.__module__ + "." + fn.__qualname__``.
+        replace: allow re-registering a name with another function.
+
+    Returns:
+        ``fn``, so this works as a decorator.
+
+    Raises:
+        RegistrationError: the name is allow-listed already, or registered to another function.
+    """
+    if not callable(fn):
+        raise RegistrationError(f"register_function expects a callable, got {type(fn).__qualname__}")
+    if name is None:
+        name = f"{fn.__module__}.{fn.__qualname__}"
+    if not isinstance(name, str) or not name or any(not p.isidentifier() for p in name.split(".")):
+        raise RegistrationError(f"register_function: {name!r} is not a dotted name")
+    if name in _ALLOWED:
+        raise RegistrationError(f"'{name}' is a built-in allow-listed function; it needs no registration")
+    old = _REGISTERED.get(name)
+    if old is not None and old is not fn and not replace:
+        raise RegistrationError(f"'{name}' is already registered to another function; pass replace=True")
+    if old is not None:
+        _REGISTERED_IDS.pop(id(old), None)
+    _REGISTERED[name] = fn
+    _REGISTERED_IDS[id(fn)] = name
+    return fn
+
+
+def is_allowed_method(name: str) -> bool:
+    """Whether a ``call_method`` target may be called on load: a public method of ``torch.Tensor``."""
+    return (isinstance(name, str) and name.isidentifier() and not name.startswith("_")
+            and callable(getattr(torch.Tensor, name, None)))
