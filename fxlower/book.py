@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch.nn as nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from .errors import RegistrationError, UnsupportedModuleError
 
@@ -154,7 +155,7 @@ def register_module(
         RegistrationError: ``cls`` already has a rule and ``replace`` is false, or the arguments are invalid.
 
     Example:
-        >>> import torch.nn as nn, fxlower
+        >>> import torch, torch.nn as nn, fxlower
         >>> @fxlower.register_module(attrs=["weight", "scale"], version=1)
         ... class Scale(nn.Module):
         ...     def __init__(self):
@@ -165,6 +166,10 @@ def register_module(
     """
 
     def apply(klass: type) -> type:
+        if isinstance(attrs, str):  # tuple("weight") would silently become ("w", "e", ...)
+            raise RegistrationError(
+                f"{type_name(klass) if isinstance(klass, type) else repr(klass)}: attrs must be a list of "
+                f"attribute names, got the string {attrs!r}; write attrs=[{attrs!r}]")
         rule = LoweringRule(
             module_type=klass,
             version=version,
@@ -214,10 +219,18 @@ def rule_for(module: nn.Module) -> LoweringRule:
 
     Raises:
         UnsupportedModuleError: no rule applies; the message says why (no rule, ``forward`` overridden by a
-            subclass, or a module ``_version`` newer than the rule's).
+            subclass, a module ``_version`` newer than the rule's, or a lazy module not yet initialised).
     """
     cls = type(module)
     name = type_name(cls)
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        # A lazy module's class does not override forward, so without this check it would get its base's rule
+        # (LazyLinear -> Linear) and fetch UninitializedParameter placeholders instead of tensors.
+        becomes = getattr(cls, "cls_to_become", None)
+        after = f" (it then becomes {type_name(becomes)})" if isinstance(becomes, type) else ""
+        raise UnsupportedModuleError(
+            f"{name} is a lazy module whose parameters are not initialised yet; run one forward pass{after} "
+            f"before lifting")
     overriding: list[str] = []
     for klass in cls.__mro__:
         rule = _REGISTRY.get(klass)

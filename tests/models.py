@@ -377,7 +377,11 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))
-            att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+            # ``self.bias`` is a plain tensor during symbolic tracing (buffers are
+            # not proxied by default) and a real tensor cannot be sliced with the
+            # proxy ``T``; ``type_as`` (a no-op at runtime) turns it into a proxy.
+            mask = self.bias.type_as(att)[:, :, :T, :T]
+            att = att.masked_fill(mask == 0, float("-inf"))
             att = F.softmax(att, dim=-1)
             y = att @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)

@@ -1,0 +1,308 @@
+"""The manifest schema, declared once as frozen dataclasses.
+
+The msgpack encoding (:func:`to_obj`) and the checked decoding (:func:`from_obj`) are derived from the type
+hints; so is the JSON Schema in ``docs/schema.json`` (:func:`json_schema`). A field added in a minor version
+MUST have a default (a reader of the new minor then accepts files of the older one); ``tests/test_schema.py``
+fails with "bump to X.Y" otherwise.
+
+Field types: ``str``, ``int`` (int64), ``float`` (float64), ``bool``, ``list[T]``, ``dict[str, T]``,
+``T | None``, a nested dataclass, ``Value`` (see :mod:`fxlower.values`) and ``Meta`` (output metadata). Value
+and Meta fields are kept as their raw msgpack objects here; :mod:`fxlower.loading` decodes them in graph context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, NewType, Union
+
+from .constants import FORMAT_VERSION
+from .errors import FormatError
+from .values import INT64_MAX, INT64_MIN, _kind
+
+__all__ = [
+    "SCHEMA_VERSION", "Value", "Meta", "Producer", "FileEntry", "TensorEntry", "Lowering", "Node", "Graph",
+    "Signature", "Tolerance", "Golden", "Manifest", "to_obj", "from_obj", "json_schema",
+]
+
+SCHEMA_VERSION = FORMAT_VERSION
+
+#: A Value (docs/format.md, "Values"), kept as its msgpack object.
+Value = NewType("Value", object)
+#: Output metadata (docs/format.md, "Output metadata"), kept as its msgpack object.
+Meta = NewType("Meta", object)
+
+
+@dataclasses.dataclass(frozen=True)
+class Producer:
+    name: str
+    version: str
+    torch: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    path: str
+    role: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dtype: str
+    shape: list[int]
+    file: str
+    key: str
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Lowering:
+    module_type: str
+    version: int
+    module_version: int
+    attrs: dict[str, Value]
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    name: str
+    op: str
+    target: str
+    args: list[Value]
+    kwargs: dict[str, Value]
+    inputs: list[str]
+    users: list[str]
+    meta: Meta | None
+    lowering: Lowering | None
+    graph: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    name: str
+    nodes: list[Node]
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    inputs: list[str]
+    output: Value
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Golden:
+    mode: str
+    file: str
+    inputs: list[Value]
+    outputs: Value
+    nodes: dict[str, Value]
+    tolerances: dict[str, Tolerance]
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    format: str
+    format_version: list[int]
+    producer: Producer
+    files: list[FileEntry]
+    tensors: list[TensorEntry]
+    graphs: list[Graph]
+    signature: Signature
+    golden: Golden | None
+    digest: str
+
+
+# ------------------------------------------------------------------------------------------------ encoding
+
+def to_obj(value: Any) -> Any:
+    """A schema object as plain msgpack types: dataclasses become maps in field order."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_obj(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [to_obj(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_obj(v) for k, v in value.items()}
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _is_extension_key(key: str) -> bool:
+    return key.startswith("x-")
+
+
+def from_obj(cls: type, obj: Any, where: str) -> Any:
+    """Decode and type-check ``obj`` as an instance of the schema dataclass ``cls``.
+
+    Unknown keys are rejected unless they start with ``x-`` (the extension namespace, ignored). A field with a
+    default may be absent.
+
+    Raises:
+        FormatError: "schema.missing_field", "schema.unknown_field" or "schema.type", naming the field.
+    """
+    if type(obj) is not dict:
+        raise FormatError("schema.type", f"expected a map ({cls.__name__}), found {_kind(obj)}", where)
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
+    for key in obj:
+        if key not in names and not _is_extension_key(key):
+            raise FormatError("schema.unknown_field", f"unknown field '{key}' in {cls.__name__}; expected "
+                              f"{sorted(names)} (extension fields start with 'x-')", where)
+    hints = _hints(cls)
+    kwargs = {}
+    for f in fields:
+        if f.name not in obj:
+            if f.default is not dataclasses.MISSING:
+                kwargs[f.name] = f.default
+                continue
+            raise FormatError("schema.missing_field", f"{cls.__name__} requires the field '{f.name}'", where)
+        kwargs[f.name] = _check(hints[f.name], obj[f.name], f"{where}.{f.name}")
+    return cls(**kwargs)
+
+
+def _check(hint: Any, obj: Any, where: str) -> Any:
+    if hint is Value or hint is Meta:
+        return obj  # decoded in context by fxlower.loading
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if obj is None:
+            return None
+        return _check(args[0], obj, where)
+    if origin is list:
+        if type(obj) is not list:
+            raise FormatError("schema.type", f"expected an array, found {_kind(obj)}", where)
+        (item,) = typing.get_args(hint)
+        return [_check(item, v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if origin is dict:
+        if type(obj) is not dict:
+            raise FormatError("schema.type", f"expected a map, found {_kind(obj)}", where)
+        _, item = typing.get_args(hint)
+        return {k: _check(item, v, f"{where}.{k}") for k, v in obj.items()}
+    if dataclasses.is_dataclass(hint):
+        return from_obj(hint, obj, where)
+    if hint is int:
+        if type(obj) is not int or not INT64_MIN <= obj <= INT64_MAX:
+            raise FormatError("schema.type", f"expected an int64, found {_kind(obj)} {obj!r:.40}", where)
+        return obj
+    if hint in (str, float, bool):
+        if type(obj) is not hint:
+            raise FormatError("schema.type", f"expected {_kind(hint())}, found {_kind(obj)}", where)
+        return obj
+    raise TypeError(f"schema hint {hint!r} at {where} has no decoder")  # a bug in this module, not in a file
+
+
+# ------------------------------------------------------------------------------------------------ JSON Schema
+
+_VALUE_SCHEMA = {
+    "description": "A Value (docs/format.md, Values): nil, bool, int64, float64, str, or a tagged map.",
+    "oneOf": [
+        {"type": ["null", "boolean", "integer", "number", "string"]},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "properties": {"t": {"enum": ["node", "tensor", "dtype", "device", "memory_format", "layout"]},
+                        "v": {"type": "string"}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "properties": {"t": {"enum": ["list", "tuple"]}, "v": {"type": "array", "items": {"$ref": "#/$defs/Value"}}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "properties": {"t": {"const": "dict"}, "v": {"type": "array", "items": {
+             "type": "array", "prefixItems": [{"type": ["string", "integer"]}, {"$ref": "#/$defs/Value"}],
+             "minItems": 2, "maxItems": 2}}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "properties": {"t": {"const": "slice"}, "v": {"type": "array", "items": {"$ref": "#/$defs/Value"},
+                                                       "minItems": 3, "maxItems": 3}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "properties": {"t": {"const": "ellipsis"}, "v": {"type": "null"}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "properties": {"t": {"const": "complex"}, "v": {"type": "array", "items": {"type": "number"},
+                                                         "minItems": 2, "maxItems": 2}}},
+    ],
+}
+_META_SCHEMA = {
+    "description": "Output metadata of a node (docs/format.md, Output metadata).",
+    "oneOf": [
+        {"type": "object", "additionalProperties": False, "required": ["t", "dtype", "shape"],
+         "properties": {"t": {"const": "tensor"}, "dtype": {"type": "string"},
+                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 64}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "properties": {"t": {"enum": ["tuple", "list"]}, "v": {"type": "array", "items": {"$ref": "#/$defs/Meta"}}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "properties": {"t": {"const": "dict"}, "v": {"type": "array", "items": {
+             "type": "array", "prefixItems": [{"type": ["string", "integer"]}, {"$ref": "#/$defs/Meta"}],
+             "minItems": 2, "maxItems": 2}}}},
+        {"type": "object", "additionalProperties": False, "required": ["t"],
+         "properties": {"t": {"enum": ["int", "float", "bool", "str", "none", "other"]}}},
+    ],
+}
+
+
+def _json_type(hint: Any) -> dict[str, Any]:
+    if hint is Value:
+        return {"$ref": "#/$defs/Value"}
+    if hint is Meta:
+        return {"$ref": "#/$defs/Meta"}
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return {"anyOf": [_json_type(inner), {"type": "null"}]}
+    if origin is list:
+        return {"type": "array", "items": _json_type(typing.get_args(hint)[0])}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _json_type(typing.get_args(hint)[1])}
+    if dataclasses.is_dataclass(hint):
+        return {"$ref": f"#/$defs/{hint.__name__}"}
+    return {"type": {int: "integer", float: "number", str: "string", bool: "boolean"}[hint]}
+
+
+def _dataclasses(root: type) -> list[type]:
+    out: list[type] = []
+
+    def visit(hint: Any) -> None:
+        if dataclasses.is_dataclass(hint):
+            if hint in out:
+                return
+            out.append(hint)
+            for h in _hints(hint).values():
+                visit(h)
+        for a in typing.get_args(hint):
+            visit(a)
+
+    visit(root)
+    return out
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the manifest, rendered from the dataclasses."""
+    defs: dict[str, Any] = {"Value": _VALUE_SCHEMA, "Meta": _META_SCHEMA}
+    for cls in _dataclasses(Manifest):
+        hints = _hints(cls)
+        fields = dataclasses.fields(cls)
+        defs[cls.__name__] = {
+            "type": "object",
+            "required": [f.name for f in fields if f.default is dataclasses.MISSING],
+            "properties": {f.name: _json_type(hints[f.name]) for f in fields},
+            "patternProperties": {"^x-": {}},
+            "additionalProperties": False,
+        }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"fxlower manifest, format {SCHEMA_VERSION[0]}.{SCHEMA_VERSION[1]}",
+        "$ref": "#/$defs/Manifest",
+        "$defs": defs,
+    }

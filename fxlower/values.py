@@ -1,0 +1,318 @@
+"""The value encoding: Python values carried by fx nodes <-> plain msgpack objects, and output metadata.
+
+A Value is written as itself when it is ``nil``, a bool, a 64-bit int, a float64 or a str. Every other kind is a
+map with exactly the keys ``"t"`` (the kind) and ``"v"`` (its payload)::
+
+    {"t": "node",   "v": "<node name>"}        an earlier node of the same graph
+    {"t": "tensor", "v": "<tensor name>"}      an entry of the manifest's tensor table
+    {"t": "list",   "v": [Value, ...]}
+    {"t": "tuple",  "v": [Value, ...]}
+    {"t": "dict",   "v": [[key, Value], ...]}  key: str or int; order kept
+    {"t": "slice",  "v": [start, stop, step]}  each a Value
+    {"t": "ellipsis", "v": nil}
+    {"t": "complex", "v": [re, im]}            float64s
+    {"t": "dtype",  "v": "F32"}                a dtype code (docs/format.md)
+    {"t": "device", "v": "cpu" | "cuda:0"}
+    {"t": "memory_format", "v": "channels_last"}
+    {"t": "layout", "v": "strided"}
+
+Output metadata ("Meta") describes what a node produces::
+
+    {"t": "tensor", "dtype": "F32", "shape": [1, 3]}
+    {"t": "tuple" | "list", "v": [Meta, ...]}
+    {"t": "dict", "v": [[key, Meta], ...]}
+    {"t": "int" | "float" | "bool" | "str" | "none" | "other"}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from .constants import (CODE_OF_DTYPE, DTYPE_CODES, LAYOUTS, MAX_RANK, MAX_VALUE_DEPTH, MEMORY_FORMATS,
+                        STORAGE_DTYPES)
+from .errors import ExportError, FormatError
+
+__all__ = ["encode", "decode", "encode_meta", "check_meta", "meta_of", "INT64_MIN", "INT64_MAX"]
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+_MEMORY_FORMAT_NAMES = {v: k for k, v in MEMORY_FORMATS.items()}
+_LAYOUT_NAMES = {v: k for k, v in LAYOUTS.items()}
+_DEVICE_RE = re.compile(r"^[a-z_]+(:[0-9]{1,6})?$")
+_VALUE_KINDS = frozenset({"node", "tensor", "list", "tuple", "dict", "slice", "ellipsis", "complex", "dtype",
+                          "device", "memory_format", "layout"})
+
+
+def _tagged(kind: str, payload: Any) -> dict[str, Any]:
+    return {"t": kind, "v": payload}
+
+
+def encode(value: Any, *, tensor_name: Callable[[torch.Tensor], str] | None = None, where: str = "value",
+           _depth: int = 0) -> Any:
+    """Encode a Python value for the manifest.
+
+    Args:
+        value: what an fx node argument (or a lowering attribute) holds.
+        tensor_name: maps a tensor to its name in the tensor table; tensors are refused without it.
+        where: names the value in error messages.
+
+    Raises:
+        ExportError: the value has no encoding (naming where and its type), an int is outside int64, or
+            nesting is deeper than the format allows.
+    """
+    if _depth > MAX_VALUE_DEPTH:
+        raise ExportError(f"{where} nests deeper than {MAX_VALUE_DEPTH} levels")
+    t = type(value)
+    if value is None or t is bool or t is str:
+        return value
+    if t is float:
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ExportError(f"{where} is the int {value}, outside the 64-bit range the format stores")
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, fx.Node):
+        return _tagged("node", value.name)
+    if isinstance(value, torch.Tensor):
+        if tensor_name is None:
+            raise ExportError(f"{where} is a tensor, which is only allowed where the tensor table can hold it")
+        return _tagged("tensor", tensor_name(value))
+    d = _depth + 1
+    if isinstance(value, list):
+        return _tagged("list", [encode(v, tensor_name=tensor_name, where=f"{where}[{i}]", _depth=d)
+                                for i, v in enumerate(value)])
+    if isinstance(value, tuple):
+        return _tagged("tuple", [encode(v, tensor_name=tensor_name, where=f"{where}[{i}]", _depth=d)
+                                 for i, v in enumerate(value)])
+    if isinstance(value, dict):
+        pairs = []
+        for k, v in value.items():
+            if type(k) is not str and (type(k) is not int or not INT64_MIN <= k <= INT64_MAX):
+                raise ExportError(f"{where} has the dict key {k!r}; only str and int64 keys are encodable")
+            pairs.append([k, encode(v, tensor_name=tensor_name, where=f"{where}[{k!r}]", _depth=d)])
+        return _tagged("dict", pairs)
+    if isinstance(value, slice):
+        return _tagged("slice", [encode(x, tensor_name=tensor_name, where=f"{where}.{n}", _depth=d)
+                                 for n, x in (("start", value.start), ("stop", value.stop), ("step", value.step))])
+    if value is Ellipsis:
+        return _tagged("ellipsis", None)
+    if isinstance(value, complex):
+        return _tagged("complex", [float(value.real), float(value.imag)])
+    if isinstance(value, torch.dtype):
+        code = CODE_OF_DTYPE.get(value)
+        if code is None:
+            raise ExportError(f"{where} is the dtype {value}, which has no code in format v1")
+        return _tagged("dtype", code)
+    if isinstance(value, torch.device):
+        return _tagged("device", str(value))
+    if isinstance(value, torch.memory_format):
+        return _tagged("memory_format", _MEMORY_FORMAT_NAMES[value])
+    if isinstance(value, torch.layout):
+        return _tagged("layout", _LAYOUT_NAMES[value])
+    raise ExportError(f"{where} is a {t.__module__}.{t.__qualname__} ({value!r:.80}), which the format cannot "
+                      f"encode; expected None, bool, int, float, str, list, tuple, dict, slice, Ellipsis, complex, "
+                      f"a node, a tensor, torch.dtype, torch.device, torch.memory_format or torch.layout")
+
+
+def _bad(where: str, message: str, code: str = "schema.type") -> FormatError:
+    return FormatError(code, message, where)
+
+
+def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = None,
+           tensor: Callable[[str, str], Any] | None = None, _depth: int = 0) -> Any:
+    """Decode (and validate) a Value read from a manifest.
+
+    Args:
+        obj: the msgpack object.
+        where: file and field, for error messages.
+        node: resolves a node name (``node(name, where)``); it raises if the name is not defined yet.
+            Without it, node references are rejected.
+        tensor: resolves a tensor name likewise; without it, tensor references are rejected.
+
+    Raises:
+        FormatError: the object is not a well-formed Value ("schema.type", "schema.depth"), or a reference does
+            not resolve (the resolver's error).
+    """
+    if _depth > MAX_VALUE_DEPTH:
+        raise _bad(where, f"value nests deeper than {MAX_VALUE_DEPTH} levels", "schema.depth")
+    t = type(obj)
+    if obj is None or t is bool or t is str or t is float:
+        return obj
+    if t is int:
+        return obj
+    if t is not dict:
+        raise _bad(where, f"expected a Value, found {_kind(obj)}")
+    if set(obj) != {"t", "v"}:
+        raise _bad(where, f"a tagged Value has exactly the keys 't' and 'v', found {sorted(obj)}")
+    kind, payload = obj["t"], obj["v"]
+    if kind not in _VALUE_KINDS:
+        raise _bad(where, f"unknown Value kind {kind!r}; expected one of {sorted(_VALUE_KINDS)}")
+    d = _depth + 1
+    if kind == "node" or kind == "tensor":
+        if type(payload) is not str:
+            raise _bad(where, f"a {kind} reference holds a name, found {_kind(payload)}")
+        resolver = node if kind == "node" else tensor
+        if resolver is None:
+            raise _bad(where, f"a {kind} reference is not allowed here", f"{'graph' if kind == 'node' else 'tensor'}.reference")
+        return resolver(payload, where)
+    if kind in ("list", "tuple"):
+        items = _array(payload, where)
+        out = [decode(v, f"{where}[{i}]", node=node, tensor=tensor, _depth=d) for i, v in enumerate(items)]
+        return out if kind == "list" else tuple(out)
+    if kind == "dict":
+        result: dict[Any, Any] = {}
+        for i, pair in enumerate(_array(payload, where)):
+            if type(pair) is not list or len(pair) != 2:
+                raise _bad(f"{where}[{i}]", "a dict entry is a [key, Value] pair")
+            key = pair[0]
+            if type(key) is not str and type(key) is not int:
+                raise _bad(f"{where}[{i}]", f"a dict key is a str or an int, found {_kind(key)}")
+            if key in result:
+                raise _bad(f"{where}[{i}]", f"dict key {key!r} appears twice", "manifest.duplicate_key")
+            result[key] = decode(pair[1], f"{where}[{key!r}]", node=node, tensor=tensor, _depth=d)
+        return result
+    if kind == "slice":
+        items = _array(payload, where)
+        if len(items) != 3:
+            raise _bad(where, f"a slice is [start, stop, step], found {len(items)} items")
+        return slice(*(decode(v, f"{where}[{i}]", node=node, tensor=tensor, _depth=d) for i, v in enumerate(items)))
+    if kind == "ellipsis":
+        if payload is not None:
+            raise _bad(where, "an ellipsis has a nil payload")
+        return Ellipsis
+    if kind == "complex":
+        items = _array(payload, where)
+        if len(items) != 2 or any(type(x) is not float for x in items):
+            raise _bad(where, "a complex is [re, im], two float64s")
+        return complex(items[0], items[1])
+    if type(payload) is not str:
+        raise _bad(where, f"a {kind} is written as a string, found {_kind(payload)}")
+    if kind == "dtype":
+        if payload not in DTYPE_CODES:
+            raise _bad(where, f"unknown dtype code {payload!r}", "tensor.dtype")
+        return DTYPE_CODES[payload]
+    if kind == "device":
+        if not _DEVICE_RE.match(payload):
+            raise _bad(where, f"{payload!r} is not a device string such as 'cpu' or 'cuda:0'")
+        try:
+            return torch.device(payload)
+        except (RuntimeError, ValueError) as e:
+            raise _bad(where, f"{payload!r} is not a device torch knows ({e})") from None
+    if kind == "memory_format":
+        if payload not in MEMORY_FORMATS:
+            raise _bad(where, f"unknown memory format {payload!r}; expected one of {sorted(MEMORY_FORMATS)}")
+        return MEMORY_FORMATS[payload]
+    if payload not in LAYOUTS:  # layout
+        raise _bad(where, f"unknown layout {payload!r}; expected one of {sorted(LAYOUTS)}")
+    return LAYOUTS[payload]
+
+
+def _array(obj: Any, where: str) -> list:
+    if type(obj) is not list:
+        raise _bad(where, f"expected an array, found {_kind(obj)}")
+    return obj
+
+
+def _kind(obj: Any) -> str:
+    names = {type(None): "nil", bool: "a bool", int: "an int", float: "a float", str: "a str", bytes: "bin",
+             list: "an array", dict: "a map"}
+    return names.get(type(obj), type(obj).__name__)
+
+
+# --------------------------------------------------------------------------------------------------- metadata
+
+_SCALAR_META = {bool: "bool", int: "int", float: "float", str: "str", type(None): "none"}
+
+
+def meta_of(value: Any, _depth: int = 0) -> dict[str, Any]:
+    """Output metadata for a runtime value (what a node produced)."""
+    if isinstance(value, torch.Tensor):
+        code = CODE_OF_DTYPE.get(value.dtype)
+        if code is None:
+            return {"t": "other"}
+        return {"t": "tensor", "dtype": code, "shape": [int(s) for s in value.shape]}
+    if _depth >= MAX_VALUE_DEPTH:
+        return {"t": "other"}
+    if isinstance(value, (tuple, list)):
+        return {"t": "list" if isinstance(value, list) else "tuple", "v": [meta_of(v, _depth + 1) for v in value]}
+    if isinstance(value, dict) and all(type(k) in (str, int) for k in value):
+        return {"t": "dict", "v": [[k, meta_of(v, _depth + 1)] for k, v in value.items()]}
+    for klass, name in _SCALAR_META.items():
+        if type(value) is klass:
+            return {"t": name}
+    return {"t": "other"}
+
+
+encode_meta = meta_of
+
+_META_LEAVES = frozenset({"int", "float", "bool", "str", "none", "other"})
+
+
+def check_meta(obj: Any, where: str, _depth: int = 0) -> None:
+    """Validate output metadata read from a manifest.
+
+    Raises:
+        FormatError: not well-formed ("schema.type"), too deep ("schema.depth"), bad dtype ("tensor.dtype") or
+            bad shape ("tensor.shape").
+    """
+    if _depth > MAX_VALUE_DEPTH:
+        raise _bad(where, f"metadata nests deeper than {MAX_VALUE_DEPTH} levels", "schema.depth")
+    if type(obj) is not dict or type(obj.get("t")) is not str:
+        raise _bad(where, f"output metadata is a map with a 't' kind, found {_kind(obj)}")
+    kind = obj["t"]
+    if kind == "tensor":
+        if set(obj) != {"t", "dtype", "shape"}:
+            raise _bad(where, f"tensor metadata has exactly the keys t, dtype, shape; found {sorted(obj)}")
+        if obj["dtype"] not in DTYPE_CODES:
+            raise _bad(where, f"unknown dtype code {obj['dtype']!r}", "tensor.dtype")
+        check_shape(obj["shape"], where)
+    elif kind in ("tuple", "list", "dict"):
+        if set(obj) != {"t", "v"}:
+            raise _bad(where, f"{kind} metadata has exactly the keys t, v; found {sorted(obj)}")
+        for i, item in enumerate(_array(obj["v"], where)):
+            if kind == "dict":
+                if type(item) is not list or len(item) != 2 or type(item[0]) not in (str, int):
+                    raise _bad(f"{where}[{i}]", "a dict metadata entry is a [str or int key, Meta] pair")
+                item = item[1]
+            check_meta(item, f"{where}[{i}]", _depth + 1)
+    elif kind in _META_LEAVES:
+        if set(obj) != {"t"}:
+            raise _bad(where, f"{kind} metadata has only the key t; found {sorted(obj)}")
+    else:
+        raise _bad(where, f"unknown metadata kind {kind!r}")
+
+
+def check_shape(shape: Any, where: str) -> int:
+    """Validate a shape and return its element count, with checked arithmetic.
+
+    Raises:
+        FormatError ("tensor.shape"): not an array of non-negative ints, rank over the cap, or an element count
+            whose byte size could overflow int64.
+    """
+    if type(shape) is not list:
+        raise _bad(where, f"a shape is an array of ints, found {_kind(shape)}", "tensor.shape")
+    if len(shape) > MAX_RANK:
+        raise _bad(where, f"rank {len(shape)} exceeds the maximum {MAX_RANK}", "tensor.shape")
+    count = 1
+    for i, dim in enumerate(shape):
+        if type(dim) is not int or not 0 <= dim <= INT64_MAX:
+            raise _bad(where, f"dimension {i} is {dim!r}; dimensions are non-negative int64s", "tensor.shape")
+        count *= dim  # exact: Python ints do not overflow
+    if count * 8 > INT64_MAX:
+        raise _bad(where, f"shape {shape[:8]} has more elements than a 64-bit byte size can hold", "tensor.shape")
+    return count
+
+
+def storage_itemsize(code: str) -> int:
+    """Bytes per element of a storage dtype code (caller validated the code)."""
+    return STORAGE_DTYPES[code][1]
