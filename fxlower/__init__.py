@@ -1,6 +1,44 @@
-"""fxlower: export torch.fx graphs with their lowering attributes to an artifact C++ compilers read."""
-from .book import register_module
-from .errors import (ExportError, FormatError, FxLowerError, LiftError, RegistrationError,
-                     UnsupportedModuleError, UnsupportedTargetError, VersionError)
+"""fxlower: export torch.fx graphs, with every leaf module's lowering attributes, to an artifact that accelerator
+compilers read without Python.
+
+The verbs::
+
+    fxlower.lift(gm)                      # lowering records on every leaf call_module node
+    fxlower.export(gm, path, inputs)      # write the artifact directory (docs/format.md)
+    fxlower.load(path)                    # read it back, safely; .to_graph_module() rebuilds the program
+    fxlower.register_module(cls, ...)     # a lowering rule for your own leaf module
+    fxlower.register_function(fn)         # allow your own call_function target on load
+"""
 
 __version__ = "0.1.0"
+
+from .book import register_module
+from .constants import FORMAT_VERSION
+from .errors import (ExportError, FormatError, FxLowerError, LiftError, RegistrationError, UnsupportedModuleError,
+                     UnsupportedTargetError, VersionError)
+from .lifting import LoweringRecord, lift
+from .loading import Artifact, load
+from .targets import register_function
+from .writing import ArtifactExistsError, ExportSummary, export
+
+__all__ = [
+    "__version__",
+    "FORMAT_VERSION",
+    "lift",
+    "export",
+    "load",
+    "register_module",
+    "register_function",
+    "Artifact",
+    "ExportSummary",
+    "LoweringRecord",
+    "FxLowerError",
+    "UnsupportedModuleError",
+    "RegistrationError",
+    "LiftError",
+    "ExportError",
+    "ArtifactExistsError",
+    "UnsupportedTargetError",
+    "FormatError",
+    "VersionError",
+]

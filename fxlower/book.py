@@ -61,8 +61,9 @@ class LoweringRule:
         attrs: attribute names to fetch, in order. Dotted names reach into children (``"out_proj.weight"``).
         module_version: the class ``_version`` the rule was written against.
         match: maps ``(attr name, module._version)`` to the attribute name on the module (seed compatible).
-        subtree_tensors: also fetch every parameter and buffer of the module's subtree under its dotted name
-            (for composite leaves such as ``nn.TransformerEncoder``).
+        subtree_tensors: also fetch every descendant module (recorded as its type name) and every parameter and
+            buffer of the module's subtree under its dotted name (for composite leaves such as
+            ``nn.TransformerEncoder``).
         instance_attrs: optional function returning extra attribute names that depend on the instance
             (e.g. per-layer hyperparameters of ``layers.0`` … ``layers.N-1``).
     """
@@ -85,6 +86,9 @@ class LoweringRule:
         if self.instance_attrs is not None:
             names.update(dict.fromkeys(self.instance_attrs(module)))
         if self.subtree_tensors:
+            # Every descendant module (its value is lifted as its type name, so a consumer knows what it is),
+            # then every tensor of the subtree.
+            names.update(dict.fromkeys(n for n, _ in module.named_modules(remove_duplicate=False) if n))
             names.update(dict.fromkeys(n for n, _ in module.named_parameters(remove_duplicate=False)))
             names.update(dict.fromkeys(n for n, _ in module.named_buffers(remove_duplicate=False)))
         return tuple(names)

@@ -74,7 +74,10 @@ def _plain(value: Any, where: str) -> Any:
     if isinstance(value, _PASSTHROUGH):
         return value
     if isinstance(value, nn.Module):
-        return type_name(type(value))
+        try:  # the class whose semantics it has (e.g. torch.nn.Linear for NonDynamicallyQuantizableLinear)
+            return rule_for(value).type_name
+        except UnsupportedModuleError:
+            return type_name(type(value))
     if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
         return function_name(value)
     raise LiftError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which has no plain "

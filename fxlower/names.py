@@ -1,0 +1,80 @@
+"""Name and path rules shared by the writer and the reader (docs/format.md sections 1 and 3).
+
+One validator serves both sides, so the writer never produces a name the reader refuses.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .constants import MANIFEST_FILE, MAX_NAME_BYTES
+from .errors import FormatError
+
+__all__ = ["check_name", "check_file_path", "check_dotted_target", "check_method_name", "check_function_name",
+           "check_identifier"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PATH = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
+_COMPONENT = re.compile(r"^[A-Za-z0-9_]+$")
+_METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLACEHOLDER = re.compile(r"^\*{0,2}[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_name(name: object, where: str, *, allow_empty: bool = False) -> str:
+    """A node, graph, tensor or key name: UTF-8, 1 to 1024 bytes, no control characters.
+
+    Raises:
+        FormatError ("schema.name").
+    """
+    if type(name) is not str:
+        raise FormatError("schema.type", f"a name is a str, found {type(name).__name__}", where)
+    if name == "" and allow_empty:
+        return name
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size == 0 or size > MAX_NAME_BYTES:
+        raise FormatError("schema.name", f"name of {size} bytes; names have 1 to {MAX_NAME_BYTES} bytes", where)
+    if _CONTROL.search(name):
+        raise FormatError("schema.name", f"name {name!r:.80} contains a control character", where)
+    return name
+
+
+def check_file_path(path: object, where: str) -> str:
+    """A listed file path: one component of ``[A-Za-z0-9._-]``, 1..255 bytes, not ``.``/``..``/the manifest.
+
+    Raises:
+        FormatError ("path.invalid").
+    """
+    if type(path) is not str:
+        raise FormatError("schema.type", f"a file path is a str, found {type(path).__name__}", where)
+    if not _PATH.match(path) or path in (".", "..") or path == MANIFEST_FILE:
+        raise FormatError("path.invalid", f"{path!r:.80} is not a valid member path: one component of "
+                          f"[A-Za-z0-9._-], not '.', '..' or '{MANIFEST_FILE}'", where)
+    return path
+
+
+def check_dotted_target(target: str, where: str) -> str:
+    """A ``get_attr``/``call_module`` target: dotted components of ``[A-Za-z0-9_]+`` not starting ``__``."""
+    parts = target.split(".")
+    if not all(_COMPONENT.match(p) and not p.startswith("__") for p in parts):
+        raise FormatError("graph.target", f"{target!r:.80} is not a dotted attribute path (components of "
+                          f"[A-Za-z0-9_], none starting with '__')", where)
+    return target
+
+
+def check_method_name(target: str, where: str) -> str:
+    if not _METHOD.match(target):
+        raise FormatError("graph.target", f"{target!r:.80} is not a public method name", where)
+    return target
+
+
+def check_function_name(target: str, where: str) -> str:
+    if not all(_IDENT.match(p) for p in target.split(".")) or "." not in target:
+        raise FormatError("graph.target", f"{target!r:.80} is not a dotted function name like 'torch.add'", where)
+    return target
+
+
+def check_identifier(target: str, where: str) -> str:
+    if not _PLACEHOLDER.match(target):
+        raise FormatError("graph.target", f"placeholder target {target!r:.80} is not an identifier", where)
+    return target

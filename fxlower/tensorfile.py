@@ -1,0 +1,262 @@
+"""safetensors files: a streaming, hashing writer and a strict header reader (docs/format.md section 5).
+
+The writer stores each tensor from its own memory (a contiguous CPU tensor is never copied; a non-contiguous or
+CUDA one is copied alone), hashes it with SHA-256 on a second thread while it is being written, and orders tensors
+by item size then key so that every tensor is aligned to its item size in the file.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+import sys
+from collections.abc import Iterable
+
+import torch
+
+from .constants import CODE_OF_DTYPE, MAX_SAFETENSORS_HEADER, SAFETENSORS_ALIGN, STORAGE_DTYPES
+from .errors import ExportError, FormatError
+from .names import check_name
+from .values import INT64_MAX, check_shape
+
+__all__ = ["StoredTensor", "write_tensor_file", "read_header", "tensor_bytes", "storage_code"]
+
+_CHUNK = 64 << 20
+_MAX_JSON_DEPTH = 128
+_SWAP_DTYPE = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredTensor:
+    """One tensor of a safetensors header; ``begin``/``end`` are absolute file offsets."""
+
+    key: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def storage_code(t: torch.Tensor, where: str) -> str:
+    """The storage dtype code of a tensor fxlower can store, or ExportError naming what it is."""
+    kind = None
+    if t.is_sparse or t.layout != torch.strided:
+        kind = f"a sparse tensor (layout {t.layout})"
+    elif t.is_quantized:
+        kind = "a quantized tensor"
+    elif t.is_nested:
+        kind = "a nested tensor"
+    elif t.device.type == "meta":
+        kind = "a meta tensor (it has no data)"
+    elif type(t) not in (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer):
+        kind = f"a tensor subclass {type(t).__module__}.{type(t).__qualname__}"
+    if kind is not None:
+        raise ExportError(f"{where} is {kind}; format v1 stores dense strided tensors only. Convert it "
+                          f"(e.g. .to_dense(), .dequantize(), a real tensor) before export")
+    code = CODE_OF_DTYPE.get(t.dtype)
+    if code is None or code not in STORAGE_DTYPES:
+        raise ExportError(f"{where} has dtype {t.dtype}, which format v1 cannot store (storage dtypes: "
+                          f"{', '.join(STORAGE_DTYPES)})")
+    return code
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The tensor's elements, row-major and little-endian, as a byte view.
+
+    A contiguous CPU tensor is viewed in place; otherwise only this tensor is copied.
+    """
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.resolve_conj().resolve_neg().contiguous()
+    if t.numel() == 0:
+        return memoryview(b"")
+    flat = t.reshape(-1)
+    if sys.byteorder == "big" and flat.element_size() > 1:
+        flat = torch.from_numpy(flat.view(_SWAP_DTYPE[flat.element_size()]).numpy().byteswap())
+    return memoryview(flat.view(torch.uint8).numpy()).cast("B")
+
+
+def _header(items: list[tuple[str, str, tuple[int, ...]]]) -> tuple[bytes, list[tuple[str, int, int]]]:
+    """Header bytes (padded) and (key, begin, end) data offsets for items already in file order."""
+    header: dict[str, object] = {}
+    offsets = []
+    pos = 0
+    for key, code, shape in items:
+        n = STORAGE_DTYPES[code][1]
+        for d in shape:
+            n *= d
+        header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [pos, pos + n]}
+        offsets.append((key, pos, pos + n))
+        pos += n
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    pad = (-(8 + len(raw))) % SAFETENSORS_ALIGN
+    return raw + b" " * pad, offsets
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    view = data
+    while len(view):
+        n = os.write(fd, view[:_CHUNK])
+        view = view[n:]
+
+
+def _sha256(buf: memoryview) -> str:
+    h = hashlib.sha256()
+    for i in range(0, len(buf), _CHUNK):
+        h.update(buf[i:i + _CHUNK])
+    return h.hexdigest()
+
+
+def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, str]:
+    """Write a safetensors file to ``fd`` and return ``{key: sha256 hex}``.
+
+    Args:
+        fd: an open, writable file descriptor positioned at 0 (the caller fsyncs and closes it).
+        tensors: ``(key, tensor)`` pairs; keys unique. Tensors are fetched to the host one at a time.
+
+    Raises:
+        ExportError: a tensor cannot be stored (kind or dtype); OSError from writing propagates.
+    """
+    entries = []
+    for key, t in tensors:
+        entries.append((key, storage_code(t, f"tensor '{key}'"), tuple(int(s) for s in t.shape), t))
+    entries.sort(key=lambda e: (-STORAGE_DTYPES[e[1]][1], e[0]))
+    header, _ = _header([(k, c, s) for k, c, s, _ in entries])
+    _write_all(fd, memoryview(struct.pack("<Q", len(header)) + header))
+    hashes: dict[str, str] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxlower-hash") as pool:
+        pending = []
+        for key, _, _, t in entries:
+            buf = tensor_bytes(t)
+            pending.append((key, pool.submit(_sha256, buf)))
+            _write_all(fd, buf)
+            # Keep at most one hash behind the writer so host copies of CUDA/strided tensors are freed early.
+            while len(pending) > 1:
+                k, fut = pending.pop(0)
+                hashes[k] = fut.result()
+        for k, fut in pending:
+            hashes[k] = fut.result()
+    return hashes
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def _json_depth_ok(raw: bytes) -> bool:
+    depth = 0
+    in_str = False
+    escape = False
+    for b in raw:
+        if in_str:
+            if escape:
+                escape = False
+            elif b == 0x5C:
+                escape = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x7B, 0x5B):
+            depth += 1
+            if depth > _MAX_JSON_DEPTH:
+                return False
+        elif b in (0x7D, 0x5D):
+            depth -= 1
+    return True
+
+
+def read_header(f, file_size: int, where: str) -> dict[str, StoredTensor]:
+    """Read and validate a safetensors header (docs/format.md section 5).
+
+    Args:
+        f: a binary file object positioned at 0.
+        file_size: the file's size from ``fstat``.
+        where: the file's name, for messages.
+
+    Returns:
+        key -> StoredTensor with absolute offsets, in header order.
+
+    Raises:
+        FormatError: "safetensors.header", "safetensors.layout", "schema.name", "tensor.dtype", "tensor.shape".
+    """
+    def bad(msg: str, code: str = "safetensors.header") -> FormatError:
+        return FormatError(code, msg, where)
+
+    if file_size < 8:
+        raise bad(f"file of {file_size} bytes is shorter than the 8-byte header length")
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > MAX_SAFETENSORS_HEADER or n > file_size - 8:
+        raise bad(f"header length {n} exceeds the limit {MAX_SAFETENSORS_HEADER} or the file size {file_size}")
+    raw = f.read(n)
+    if len(raw) != n:
+        raise bad(f"file ended inside the {n}-byte header")
+    if not raw.startswith(b"{"):
+        raise bad("header does not start with '{' (leading whitespace or not a JSON object)")
+    body = raw.rstrip(b" ")
+    if not _json_depth_ok(body):
+        raise bad(f"header JSON nests deeper than {_MAX_JSON_DEPTH}")
+
+    def no_dups(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise bad(f"header has the key {k!r:.80} twice")
+            out[k] = v
+        return out
+
+    try:
+        text = body.decode("utf-8")
+        obj = json.loads(text, object_pairs_hook=no_dups, parse_constant=lambda c: _reject_constant(c, where))
+    except FormatError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise bad(f"header is not one valid UTF-8 JSON object followed by spaces ({e})") from None
+    if type(obj) is not dict:
+        raise bad("header is not a JSON object")
+    data_start = 8 + n
+    if data_start % SAFETENSORS_ALIGN:
+        raise bad(f"data section starts at byte {data_start}, not a multiple of {SAFETENSORS_ALIGN}",
+                  "safetensors.layout")
+    entries: dict[str, StoredTensor] = {}
+    for key, info in obj.items():
+        if key == "__metadata__":
+            if type(info) is not dict or any(type(v) is not str for v in info.values()):
+                raise bad("__metadata__ is not a map of str to str")
+            continue
+        check_name(key, f"{where}: key")
+        if type(info) is not dict or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise bad(f"tensor {key!r:.80} must have exactly dtype, shape and data_offsets")
+        code, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
+        if type(code) is not str or code not in STORAGE_DTYPES:
+            raise FormatError("tensor.dtype", f"tensor {key!r:.80} has unknown dtype {code!r:.40}", where)
+        count = check_shape(shape, f"{where}: tensor {key!r:.80}")
+        if (type(offs) is not list or len(offs) != 2 or any(type(x) is not int for x in offs)
+                or not 0 <= offs[0] <= offs[1] <= INT64_MAX):
+            raise bad(f"tensor {key!r:.80} data_offsets is not [begin, end] with 0 <= begin <= end")
+        size = STORAGE_DTYPES[code][1]
+        if offs[1] - offs[0] != count * size:
+            raise bad(f"tensor {key!r:.80} spans {offs[1] - offs[0]} bytes but {code}{shape} needs {count * size}",
+                      "safetensors.layout")
+        entries[key] = StoredTensor(key, code, tuple(shape), data_start + offs[0], data_start + offs[1])
+    pos = data_start
+    for e in sorted(entries.values(), key=lambda e: (e.begin, e.end)):
+        if e.begin != pos:
+            raise bad(f"tensor {e.key!r:.80} starts at data offset {e.begin - data_start}, expected "
+                      f"{pos - data_start} (gap or overlap)", "safetensors.layout")
+        if e.begin % STORAGE_DTYPES[e.dtype][1]:
+            raise bad(f"tensor {e.key!r:.80} at file offset {e.begin} is not aligned to its item size",
+                      "safetensors.layout")
+        pos = e.end
+    if pos != file_size:
+        raise bad(f"tensors end at byte {pos} but the file has {file_size} bytes (truncated or trailing data)",
+                  "safetensors.layout")
+    return entries
+
+
+def _reject_constant(name: str, where: str):
+    raise FormatError("safetensors.header", f"header contains the non-JSON constant {name}", where)
+

@@ -1,0 +1,545 @@
+"""``fxlower.export``: write an artifact directory, streaming and atomically (docs/format.md).
+
+Export runs in explicit phases — COLLECT (lift, gather graphs and tensors, run the example inputs), ENCODE
+(build and validate the manifest), WRITE_TENSORS, WRITE_MANIFEST, PUBLISH — in a temporary sibling directory
+``<target>.fxlower-tmp-<random>`` that is created first (so a missing or read-only parent fails before any heavy
+work). Files are fsynced, then the directory, then it is renamed into place without replacing anything
+(``renameat2(RENAME_NOREPLACE)``), or swapped with the old artifact (``RENAME_EXCHANGE``) when overwriting, and
+the parent is fsynced. On any failure, interruption included, the temporary directory is removed and the target
+is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import enum
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import torch
+import torch.fx as fx
+
+from . import __version__
+from .constants import (FORMAT_ID, FORMAT_VERSION, GOLDEN_FILE, MANIFEST_FILE, ROLE_GOLDEN, ROLE_WEIGHTS,
+                        TOLERANCES, WEIGHTS_FILE)
+from .errors import ExportError, FormatError
+from .lifting import META_KEY, iter_graph_modules, lift
+from .names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
+from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, Node, Producer, Signature, TensorEntry,
+                     Tolerance, to_obj)
+from .targets import function_name
+from .tensorfile import storage_code, write_tensor_file
+from .values import encode, meta_of
+
+__all__ = ["export", "ExportSummary", "ArtifactExistsError", "pack_manifest"]
+
+
+class ArtifactExistsError(ExportError, FileExistsError):
+    """The target path exists and ``overwrite`` was not given."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSummary:
+    """What :func:`export` wrote."""
+
+    path: str
+    nodes: int
+    graphs: int
+    tensors: int
+    bytes_written: int
+    digest: str
+
+
+class Phase(enum.IntEnum):
+    COLLECT = 1
+    ENCODE = 2
+    WRITE_TENSORS = 3
+    WRITE_MANIFEST = 4
+    PUBLISH = 5
+    DONE = 6
+
+
+def pack_manifest(manifest: Manifest) -> bytes:
+    """The manifest's bytes: shortest forms, float64 floats, fields in schema order."""
+    return msgpack.packb(to_obj(manifest), use_bin_type=True, use_single_float=False)
+
+
+# ------------------------------------------------------------------------------------------------ tensors
+
+def _alias_key(t: torch.Tensor) -> tuple | None:
+    """Tensors with equal keys view the same bytes; None for tensors without storage bytes."""
+    if t.numel() == 0 or t.device.type == "meta":
+        return None
+    return (t.untyped_storage().data_ptr(), t.device, t.storage_offset(), tuple(t.shape), tuple(t.stride()),
+            t.dtype)
+
+
+class _TensorTable:
+    """Names tensors, detects aliases (same bytes under two names) and groups them by file."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, tuple[torch.Tensor, str]] = {}  # name -> (tensor, role)
+        self._by_id: dict[int, str] = {}
+
+    def add(self, name: str, t: torch.Tensor, role: str) -> str:
+        check_name(name, f"tensor '{name}'")
+        storage_code(t, f"tensor '{name}'")
+        if name in self.tensors:
+            if self.tensors[name][0] is not t:
+                raise ExportError(f"two different tensors are both named '{name}'")
+            return name
+        self.tensors[name] = (t, role)
+        self._by_id.setdefault(id(t), name)
+        return name
+
+    def name_of(self, t: torch.Tensor) -> str | None:
+        return self._by_id.get(id(t))
+
+    def entries(self, hashes: dict[tuple[str, str], str], files: dict[str, str]) -> list[TensorEntry]:
+        """Table entries sorted by name; ``hashes`` maps (role, key) to sha256."""
+        out = []
+        keys = self.keys()
+        for name in sorted(self.tensors):
+            t, role = self.tensors[name]
+            key = keys[name]
+            out.append(TensorEntry(name=name, dtype=storage_code(t, name), shape=[int(s) for s in t.shape],
+                                   file=files[role], key=key, sha256=hashes[(role, key)]))
+        return out
+
+    def keys(self) -> dict[str, str]:
+        """name -> stored key: the smallest name of its alias group."""
+        groups: dict[tuple, list[str]] = {}
+        for name, (t, role) in self.tensors.items():
+            k = _alias_key(t)
+            groups.setdefault((role, k) if k is not None else (role, "name", name), []).append(name)
+        keys = {}
+        for names in groups.values():
+            for n in names:
+                keys[n] = min(names)
+        return keys
+
+    def stored(self, role: str) -> list[tuple[str, torch.Tensor]]:
+        keys = self.keys()
+        return [(n, t) for n, (t, r) in sorted(self.tensors.items()) if r == role and keys[n] == n]
+
+
+def _get_attr(root: torch.nn.Module, dotted: str) -> Any:
+    obj: Any = root
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+class _Recorder(fx.Interpreter):
+    """Runs a graph (and its nested graphs), reporting every node's result to ``sink(path, node, value)``."""
+
+    def __init__(self, gm: fx.GraphModule, path: str, sink: Callable[[str, fx.Node, Any], None]):
+        super().__init__(gm)
+        self.path = path
+        self.sink = sink
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        self.sink(self.path, n, out)
+        return out
+
+    def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
+        sub = self.fetch_attr(target)
+        if isinstance(sub, fx.GraphModule):
+            names = [p.target for p in sub.graph.find_nodes(op="placeholder")]
+            pos = list(args) + [kwargs[n.lstrip("*")] for n in names[len(args):] if n.lstrip("*") in kwargs]
+            path = f"{self.path}.{target}" if self.path else target
+            return _Recorder(sub, path, self.sink).run(*pos)
+        return super().call_module(target, args, kwargs)
+
+
+def _clone_tree(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone_tree(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _clone_tree(v) for k, v in value.items()}
+    return value
+
+
+def _meta_from_node(node: fx.Node) -> dict | None:
+    """Metadata from an earlier shape propagation (``tensor_meta``) or fake-tensor trace (``val``)."""
+    if "val" in node.meta:
+        return meta_of(node.meta["val"])
+    tm = node.meta.get("tensor_meta")
+    if tm is None:
+        return None
+
+    def conv(x: Any) -> Any:
+        if hasattr(x, "shape") and hasattr(x, "dtype"):
+            return torch.empty(tuple(x.shape), dtype=x.dtype, device="meta")
+        if isinstance(x, (list, tuple)):
+            return type(x)(conv(v) for v in x)
+        if isinstance(x, dict):
+            return {k: conv(v) for k, v in x.items()}
+        return x
+    return meta_of(conv(tm))
+
+
+# ------------------------------------------------------------------------------------------------ the program
+
+class _Program:
+    """Collects and encodes everything the manifest says about one GraphModule."""
+
+    def __init__(self, gm: fx.GraphModule, example_inputs: tuple | None, golden: bool | str):
+        self.phase = Phase.COLLECT
+        self.gm = gm
+        self.table = _TensorTable()
+        self.graph_modules = list(iter_graph_modules(gm))
+        self.graph_index = {id(g): i for i, (_, g) in enumerate(self.graph_modules)}
+        self.metas: dict[tuple[str, str], dict] = {}
+        self.node_values: dict[str, Any] = {}
+        self.golden_mode = "nodes" if golden == "nodes" else ("outputs" if golden else None)
+        self.example_inputs = example_inputs
+        self.golden_inputs: tuple | None = None
+        self.golden_outputs: Any = None
+
+    def advance(self, expected: Phase, to: Phase) -> None:
+        if self.phase != expected:
+            raise RuntimeError(f"export phase {to.name} requested while in {self.phase.name}; "
+                               f"expected {expected.name}")  # a bug in fxlower, not in the input
+        self.phase = to
+
+    def collect(self) -> None:
+        lift(self.gm, strict=True)
+        gm = self.gm
+        for name, t in gm.named_parameters(remove_duplicate=False):
+            self.table.add(name, t, ROLE_WEIGHTS)
+        for name, t in gm.named_buffers(remove_duplicate=False):
+            self.table.add(name, t, ROLE_WEIGHTS)
+        for path, g in self.graph_modules:
+            for node in g.graph.nodes:
+                if node.op == "get_attr":
+                    fqn = f"{path}.{node.target}" if path else node.target
+                    try:
+                        value = _get_attr(g, node.target)
+                    except AttributeError as e:
+                        raise ExportError(f"get_attr node '{node.name}' names '{node.target}', which the module "
+                                          f"does not have ({e})") from e
+                    if not isinstance(value, torch.Tensor):
+                        raise ExportError(f"get_attr node '{node.name}' names '{node.target}', a "
+                                          f"{type(value).__qualname__}; format v1 stores tensors only")
+                    self.table.add(fqn, value, ROLE_WEIGHTS)
+        for path, g in self.graph_modules:
+            for node in g.graph.nodes:
+                record = node.meta.get(META_KEY) if node.op == "call_module" else None
+                if record is None:
+                    continue
+                prefix = f"{path}.{node.target}" if path else node.target
+                for attr, value in record.attrs.items():
+                    if isinstance(value, torch.Tensor) and self.table.name_of(value) is None:
+                        self.table.add(f"{prefix}.{attr}", value, ROLE_WEIGHTS)
+        if self.example_inputs is not None:
+            self._run()
+        self.advance(Phase.COLLECT, Phase.ENCODE)
+
+    def _run(self) -> None:
+        inputs = tuple(self.example_inputs)
+        self.golden_inputs = _clone_tree(inputs)
+        keep_nodes = self.golden_mode == "nodes"
+
+        def sink(path: str, node: fx.Node, value: Any) -> None:
+            self.metas[(path, node.name)] = meta_of(value)
+            if keep_nodes and path == "" and node.op not in ("placeholder", "output"):
+                self.node_values[node.name] = _clone_tree(value)
+
+        with torch.no_grad():
+            out = _Recorder(self.gm, "", sink).run(*_clone_tree(inputs))
+        self.golden_outputs = out
+
+    # --- encoding ---
+
+    def _tensor_ref(self, t: torch.Tensor) -> str:
+        name = self.table.name_of(t)
+        if name is None:
+            raise ExportError("a lowering attribute holds a tensor that is not in the tensor table")
+        return name
+
+    def _golden_namer(self, prefix: str) -> Callable[[torch.Tensor], str]:
+        counter = iter(range(1 << 62))
+
+        def name(t: torch.Tensor) -> str:
+            return self.table.add(f"{prefix}/{next(counter)}", t, ROLE_GOLDEN)
+        return name
+
+    def encode_graph(self, path: str, g: fx.GraphModule) -> Graph:
+        nodes = []
+        gwhere = f"graph '{path}'" if path else "root graph"
+        for node in g.graph.nodes:
+            where = f"node '{node.name}' in {gwhere}"
+            check_name(node.name, where)
+            target = self._target(node, where)
+            args = [encode(a, where=f"{where} args[{i}]") for i, a in enumerate(node.args)]
+            kwargs = {k: encode(v, where=f"{where} kwargs['{k}']") for k, v in node.kwargs.items()}
+            lowering = None
+            sub_graph = None
+            if node.op == "call_module":
+                module = g.get_submodule(node.target)
+                if isinstance(module, fx.GraphModule):
+                    sub_graph = self.graph_index[id(module)]
+                else:
+                    rec = node.meta[META_KEY]
+                    lowering = Lowering(
+                        module_type=rec.module_type, version=rec.version, module_version=rec.module_version,
+                        attrs={k: encode(v, tensor_name=self._tensor_ref, where=f"{where} attribute '{k}'")
+                               for k, v in rec.attrs.items()})
+            meta = self.metas.get((path, node.name))
+            if meta is None and (path, node.name) not in self.metas:
+                meta = _meta_from_node(node)
+            nodes.append(Node(
+                name=node.name, op=node.op, target=target, args=args, kwargs=kwargs,
+                inputs=[n.name for n in node.all_input_nodes], users=[u.name for u in node.users],
+                meta=meta, lowering=lowering, graph=sub_graph))
+        return Graph(name=path, nodes=nodes)
+
+    @staticmethod
+    def _target(node: fx.Node, where: str) -> str:
+        try:
+            if node.op == "call_function":
+                return check_function_name(function_name(node.target), where)
+            if node.op == "call_method":
+                return check_method_name(node.target, where)
+            if node.op in ("get_attr", "call_module"):
+                return check_dotted_target(node.target, where)
+            if node.op == "placeholder":
+                return check_identifier(node.target, where)
+        except FormatError as e:
+            raise ExportError(f"{where}: its target cannot be written: {e}") from e
+        return "output"
+
+    def encode_program(self) -> tuple[list[Graph], Signature, Golden | None]:
+        graphs = [self.encode_graph(path, g) for path, g in self.graph_modules]
+        root = self.gm.graph
+        output = [n for n in root.nodes if n.op == "output"]
+        if len(output) != 1:
+            raise ExportError(f"the root graph has {len(output)} output nodes; expected exactly one")
+        signature = Signature(inputs=[n.name for n in root.find_nodes(op="placeholder")],
+                              output=encode(output[0].args[0], where="output"))
+        golden = None
+        if self.golden_mode is not None:
+            inputs = [encode(v, tensor_name=self._golden_namer(f"golden/inputs/{i}"), where=f"golden input {i}")
+                      for i, v in enumerate(self.golden_inputs)]
+            outputs = encode(self.golden_outputs, tensor_name=self._golden_namer("golden/outputs"),
+                             where="golden output")
+            nodes = {n: encode(v, tensor_name=self._golden_namer(f"golden/nodes/{n}"), where=f"golden node '{n}'")
+                     for n, v in self.node_values.items() if _has_tensor(v)}
+            dtypes = sorted({c for c in (storage_code(t, n) for n, (t, r) in self.table.tensors.items()
+                                         if r == ROLE_GOLDEN and not n.startswith("golden/inputs/"))})
+            tolerances = {c: Tolerance(*TOLERANCES.get(c, (0.0, 0.0))) for c in dtypes}
+            golden = Golden(mode=self.golden_mode, file=GOLDEN_FILE, inputs=inputs, outputs=outputs, nodes=nodes,
+                            tolerances=tolerances)
+        return graphs, signature, golden
+
+
+def _has_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_tensor(v) for v in value.values())
+    return False
+
+
+def _digest(graphs: list[Graph], tensors: list[TensorEntry], signature: Signature) -> str:
+    weights = [t for t in tensors if t.file == WEIGHTS_FILE]
+    blob = msgpack.packb([to_obj(graphs), to_obj(weights), to_obj(signature)], use_bin_type=True)
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ file system
+
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2(src: str, dst: str, flags: int) -> bool:
+    """Linux renameat2; False if the platform lacks it (the caller then falls back)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), ctypes.c_uint(flags)) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL) and flags:
+        return False
+    raise OSError(err, os.strerror(err), dst)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(tmp: str, name: str, write: Callable[[int], Any]) -> tuple[Any, int]:
+    """Create ``tmp/name`` (mode 0o666 less the umask), let ``write(fd)`` fill it, fsync, close."""
+    path = os.path.join(tmp, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        result = write(fd)
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    return result, size
+
+
+def _is_replaceable(target: str) -> bool:
+    st = os.lstat(target)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return False
+    entries = os.listdir(target)
+    return not entries or MANIFEST_FILE in entries
+
+
+def _publish(tmp: str, target: str, overwrite: bool) -> None:
+    exists = os.path.lexists(target)
+    if exists and not overwrite:
+        raise ArtifactExistsError(errno.EEXIST, f"{target} exists; pass overwrite=True to replace it", target)
+    if not exists:
+        try:
+            if not _renameat2(tmp, target, _RENAME_NOREPLACE):
+                if os.path.lexists(target):
+                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), target)
+                os.rename(tmp, target)
+        except FileExistsError:
+            raise ArtifactExistsError(errno.EEXIST, f"{target} was created by someone else during export; "
+                                      f"pass overwrite=True to replace it", target) from None
+        return
+    if not _is_replaceable(target):
+        raise ExportError(f"{target} exists and is not an fxlower artifact directory (no {MANIFEST_FILE}); "
+                          f"refusing to replace it even with overwrite=True")
+    if _renameat2(tmp, target, _RENAME_EXCHANGE):
+        shutil.rmtree(tmp)  # tmp now holds the old artifact
+        return
+    old = f"{target}.fxlower-old-{secrets.token_hex(8)}"
+    os.rename(target, old)
+    os.rename(tmp, target)
+    shutil.rmtree(old)
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+def export(gm: fx.GraphModule, path: str | os.PathLike, example_inputs: tuple | None = None, *,
+           golden: bool | str = False, overwrite: bool = False) -> ExportSummary:
+    """Lift ``gm`` and write it as an fxlower artifact directory at ``path``.
+
+    Args:
+        gm: the GraphModule; nested GraphModules reached by ``call_module`` become graphs of their own.
+        path: the artifact directory to create.
+        example_inputs: positional inputs; when given, every node's output shape and dtype are recorded from a
+            run on them (otherwise from ``node.meta`` where an earlier pass left them).
+        golden: ``True`` to store the example inputs and the outputs they produce, with tolerances;
+            ``"nodes"`` to store every root node's output too. Requires ``example_inputs``.
+        overwrite: replace an existing artifact at ``path`` (atomically); otherwise an existing path raises.
+
+    Returns:
+        An :class:`ExportSummary` (path, node and tensor counts, bytes written, digest).
+
+    Raises:
+        ArtifactExistsError: ``path`` exists and ``overwrite`` is false (also a ``FileExistsError``).
+        UnsupportedModuleError: a leaf module has no lowering rule.
+        ExportError: a value, tensor or name cannot be written, or the file system failed (errno and path named).
+
+    Example:
+        >>> import torch, torch.nn as nn, fxlower
+        >>> gm = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(4, 2), nn.ReLU()))
+        >>> s = fxlower.export(gm, "/tmp/doc-example.fxl", (torch.randn(1, 4),), golden=True, overwrite=True)
+        >>> s.nodes, s.tensors
+        (4, 4)
+    """
+    if not isinstance(gm, fx.GraphModule):
+        raise TypeError(f"export expects a torch.fx.GraphModule, got {type(gm).__qualname__}")
+    if golden not in (False, True, "nodes"):
+        raise ValueError(f"golden must be False, True or 'nodes', got {golden!r}")
+    if golden and example_inputs is None:
+        raise ValueError("golden data needs example_inputs")
+    if example_inputs is not None and not isinstance(example_inputs, tuple):
+        example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    target = os.path.abspath(os.fspath(path))
+    parent, base = os.path.split(target)
+    if os.path.lexists(target) and not overwrite:
+        raise ArtifactExistsError(errno.EEXIST, f"{target} exists; pass overwrite=True to replace it", target)
+    tmp = os.path.join(parent, f"{base}.fxlower-tmp-{secrets.token_hex(8)}")
+    try:
+        os.mkdir(tmp, 0o777)
+    except OSError as e:
+        raise ExportError(f"cannot create the temporary directory in {parent}: {e.strerror} "
+                          f"(errno {e.errno})") from e
+    try:
+        return _export_into(gm, example_inputs, golden, tmp, target, overwrite)
+    except OSError as e:
+        if isinstance(e, ArtifactExistsError):
+            raise
+        raise ExportError(f"export to {target} failed: {e.strerror or e} (errno {e.errno}, "
+                          f"{e.filename or tmp})") from e
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp)
+
+
+def _export_into(gm: fx.GraphModule, example_inputs: tuple | None, golden: bool | str, tmp: str, target: str,
+                 overwrite: bool) -> ExportSummary:
+    program = _Program(gm, example_inputs, golden)
+    program.collect()
+    graphs, signature, golden_obj = program.encode_program()
+    program.advance(Phase.ENCODE, Phase.WRITE_TENSORS)
+
+    roles = sorted({role for _, role in program.table.tensors.values()})
+    files = {ROLE_WEIGHTS: WEIGHTS_FILE, ROLE_GOLDEN: GOLDEN_FILE}
+    hashes: dict[tuple[str, str], str] = {}
+    total = 0
+    for role in roles:
+        stored = program.table.stored(role)
+        file_hashes, size = _write_file(tmp, files[role], lambda fd: write_tensor_file(fd, stored))
+        hashes.update({(role, k): h for k, h in file_hashes.items()})
+        total += size
+    program.advance(Phase.WRITE_TENSORS, Phase.WRITE_MANIFEST)
+
+    tensors = program.table.entries(hashes, files)
+    manifest = Manifest(
+        format=FORMAT_ID,
+        format_version=list(FORMAT_VERSION),
+        producer=Producer(name="fxlower", version=__version__, torch=torch.__version__),
+        files=[FileEntry(path=files[r], role=r) for r in roles],
+        tensors=tensors,
+        graphs=graphs,
+        signature=signature,
+        golden=golden_obj,
+        digest=_digest(graphs, tensors, signature),
+    )
+    data = pack_manifest(manifest)
+    _, size = _write_file(tmp, MANIFEST_FILE, lambda fd: os.write(fd, data) if len(data) < (1 << 30) else None)
+    if size != len(data):
+        raise ExportError(f"short write of {MANIFEST_FILE}: {size} of {len(data)} bytes")
+    total += size
+    _fsync_dir(tmp)
+    program.advance(Phase.WRITE_MANIFEST, Phase.PUBLISH)
+
+    _publish(tmp, target, overwrite)
+    _fsync_dir(os.path.dirname(target))
+    program.advance(Phase.PUBLISH, Phase.DONE)
+    return ExportSummary(path=target, nodes=sum(len(g.nodes) for g in graphs), graphs=len(graphs),
+                         tensors=len(tensors), bytes_written=total, digest=manifest.digest)
