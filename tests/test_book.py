@@ -552,9 +552,12 @@ def test_register_module_as_a_call_with_dotted_names_and_instance_attrs():
     try:
         block = Block(2)
         got = rule_for(block).fetch(block)
+        # Declared attrs, per-instance attrs, every descendant module (by path), then every subtree tensor.
         assert list(got) == ["proj.in_features", "heads.0.out_features", "heads.1.out_features",
+                             "proj", "heads", "heads.0", "heads.1",
                              "proj.weight", "proj.bias", "heads.0.weight", "heads.0.bias", "heads.1.weight",
                              "heads.1.bias"]
+        assert got["heads"] is block.heads
         assert got["heads.1.weight"] is block.heads[1].weight
     finally:
         unregister_module(Block)

@@ -1,0 +1,545 @@
+"""Benchmarks for fxlower.export / fxlower.load. Prints figures; asserts nothing.
+
+Two benchmarks (see benchmarks/README.md):
+
+* weights: a >= 1 GB float32 Linear stack. Wall time of fxlower.export against safetensors.torch.save_file,
+  torch.save (each also followed by an fsync, since neither syncs) and a raw os.write + fsync of the same number
+  of bytes (the physical limit). Peak extra memory of each write is measured in a fresh subprocess
+  (``--one VARIANT``): the model is built, the variant is run once on a tiny model (imports, thread pools), the
+  kernel's peak-RSS mark is reset (``/proc/self/clear_refs`` = 5), the write runs, and VmHWM minus the RSS just
+  before the write is reported.
+* graph: N blocks of [Linear(16,16), ReLU, add residual] (~3N nodes). symbolic_trace, fxlower.export (without
+  and with example inputs), fxlower.load, Artifact.to_graph_module, torch.export.export and torch.export.save.
+
+Rounds alternate the order of the compared commands (forward on even rounds, reversed on odd ones); reported
+figures are medians over rounds, and ratios are medians of per-round ratios. Before each timed write the script
+touches as much memory as the write will put in the page cache (this VM returns idle memory to its host, and the
+first big write after a pause would otherwise pay to get it back).
+
+Run from the repository root:
+
+    PYTHONPATH=. python3 benchmarks/bench_export.py                  # both benchmarks, 3 rounds
+    PYTHONPATH=. python3 benchmarks/bench_export.py --only graph --graph-blocks 500
+    PYTHONPATH=. python3 benchmarks/bench_export.py --profile        # adds cProfile reports of fxlower.export
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import gc
+import io
+import json
+import os
+import pstats
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import fxlower  # noqa: E402
+
+MIB = 1 << 20
+RAW_CHUNK = 64 * MIB
+
+WEIGHT_VARIANTS = ["raw", "fxlower", "safetensors", "safetensors+fsync", "torch.save", "torch.save+fsync"]
+
+# ================================================================================================ helpers
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def warm_memory(nbytes: int) -> None:
+    """Touch and free ``nbytes`` so that the guest has backed pages ready for the page cache."""
+    if nbytes <= 0:
+        return
+    buf = torch.empty(nbytes, dtype=torch.uint8)
+    buf.fill_(1)
+    del buf
+
+
+def rm(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def default_dir() -> str:
+    base = os.path.join(REPO, "build")
+    os.makedirs(base, exist_ok=True)
+    return tempfile.mkdtemp(prefix="bench-export-", dir=base)
+
+
+# ================================================================================================ weights model
+
+
+class LinearStack(nn.Module):
+    def __init__(self, dims: list[int]):
+        super().__init__()
+        layers = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(a, b, device="meta"))
+            if i < len(dims) - 2:
+                layers.append(nn.ReLU())
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def weights_dims(args) -> list[int]:
+    return [args.width // 2] + [args.width] * (args.layers + 1) + [args.width // 2]
+
+
+def build_weights_model(args) -> fx.GraphModule:
+    model = LinearStack(weights_dims(args)).to_empty(device="cpu")
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            p.uniform_(-0.01, 0.01, generator=g)  # real, touched pages
+    model.eval()
+    return fx.symbolic_trace(model)
+
+
+def state_dict_of(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in gm.state_dict().items()}
+
+
+def tensor_nbytes(sd: dict[str, torch.Tensor]) -> tuple[int, int]:
+    sizes = [t.numel() * t.element_size() for t in sd.values()]
+    return sum(sizes), max(sizes)
+
+
+def raw_write(buf: torch.Tensor, path: str) -> None:
+    mv = memoryview(buf.numpy()).cast("B")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        pos = 0
+        n = len(mv)
+        while pos < n:
+            pos += os.write(fd, mv[pos:pos + RAW_CHUNK])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def run_variant(variant: str, gm: fx.GraphModule, sd: dict, raw_buf: torch.Tensor | None, out: str) -> None:
+    """One write of ``variant`` to ``out`` (a directory for fxlower, a file otherwise)."""
+    if variant == "raw":
+        raw_write(raw_buf, out)
+    elif variant == "fxlower":
+        fxlower.export(gm, out, overwrite=True)
+    elif variant.startswith("safetensors"):
+        import safetensors.torch
+        safetensors.torch.save_file(sd, out)
+        if variant.endswith("+fsync"):
+            fsync_path(out)
+    elif variant.startswith("torch.save"):
+        torch.save(sd, out)
+        if variant.endswith("+fsync"):
+            fsync_path(out)
+    else:
+        raise ValueError(variant)
+
+
+def out_path(d: str, variant: str) -> str:
+    return os.path.join(d, variant.replace("+", "_").replace(".", "_") + (".fxl" if variant == "fxlower" else ".bin"))
+
+
+def one_variant_memory(args) -> None:
+    """Child process: build the model, run ``args.one`` once, print its peak extra memory as JSON."""
+    variant = args.one
+    gm = build_weights_model(args)
+    sd = state_dict_of(gm)
+    total, largest = tensor_nbytes(sd)
+    raw_buf = None
+    if variant == "raw":
+        raw_buf = torch.empty(total, dtype=torch.uint8).fill_(7)
+    # One-time costs (lazy imports, thread pools, allocator arenas) on a tiny model, outside the measurement.
+    tiny = fx.symbolic_trace(LinearStack([8, 8, 8]).to_empty(device="cpu"))
+    tiny_out = out_path(args.dir, "tiny-" + variant)
+    run_variant(variant, tiny, state_dict_of(tiny), torch.zeros(64, dtype=torch.uint8), tiny_out)
+    rm(tiny_out)
+    gc.collect()
+    out = out_path(args.dir, variant)
+    rm(out)
+    warm_memory(total + (64 * MIB))
+    gc.collect()
+    base_kib = status_kib("VmRSS")
+    method = "clear_refs"
+    if not reset_peak_rss():
+        method = "ru_maxrss"  # only valid when the write's peak exceeds the build's
+    before_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    run_variant(variant, gm, sd, raw_buf, out)
+    dt = time.perf_counter() - t0
+    if method == "clear_refs":
+        extra_kib = status_kib("VmHWM") - base_kib
+    else:
+        extra_kib = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - max(before_max, base_kib))
+    rm(out)
+    print(json.dumps({"variant": variant, "extra_mib": extra_kib / 1024, "method": method, "seconds": dt,
+                      "largest_mib": largest / MIB, "total_bytes": total}))
+
+
+def measure_memory(args, variant: str) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", variant, "--dir", args.dir,
+           "--width", str(args.width), "--layers", str(args.layers)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if res.returncode != 0:
+        sys.stderr.write(res.stderr)
+        return {"variant": variant, "extra_mib": float("nan"), "method": "failed"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def bench_weights(args) -> dict:
+    print("== weights benchmark ==", flush=True)
+    t0 = time.perf_counter()
+    gm = build_weights_model(args)
+    sd = state_dict_of(gm)
+    total, largest = tensor_nbytes(sd)
+    print(f"model: Linear stack dims {weights_dims(args)}, {len(sd)} tensors, {total / 1e9:.3f} GB float32, "
+          f"largest tensor {largest / MIB:.0f} MiB (built in {time.perf_counter() - t0:.1f} s)", flush=True)
+    raw_buf = torch.empty(total, dtype=torch.uint8).fill_(7)
+
+    # Untimed warm-up: one raw write (page cache, file system) and one tiny run of each variant (imports).
+    warm = out_path(args.dir, "warmup")
+    warm_memory(total)
+    raw_write(raw_buf, warm)
+    rm(warm)
+    tiny = fx.symbolic_trace(LinearStack([8, 8, 8]).to_empty(device="cpu"))
+    for v in WEIGHT_VARIANTS:
+        p = out_path(args.dir, "tiny-" + v)
+        run_variant(v, tiny, state_dict_of(tiny), torch.zeros(64, dtype=torch.uint8), p)
+        rm(p)
+    os.sync()
+
+    times: dict[str, list[float]] = {v: [] for v in WEIGHT_VARIANTS}
+    for r in range(args.rounds):
+        order = WEIGHT_VARIANTS if r % 2 == 0 else WEIGHT_VARIANTS[::-1]
+        for v in order:
+            out = out_path(args.dir, v)
+            rm(out)
+            gc.collect()
+            warm_memory(total + 64 * MIB)
+            t = time.perf_counter()
+            run_variant(v, gm, sd, raw_buf, out)
+            dt = time.perf_counter() - t
+            times[v].append(dt)
+            os.sync()  # untimed: the non-fsync variants' dirty pages must not slow the next command
+            rm(out)
+        print(f"round {r + 1}/{args.rounds} ({'forward' if r % 2 == 0 else 'reversed'}): "
+              + ", ".join(f"{v} {times[v][-1]:.2f}s" for v in WEIGHT_VARIANTS), flush=True)
+    del raw_buf
+    gc.collect()
+
+    mem = {}
+    if not args.no_memory:
+        for v in WEIGHT_VARIANTS:
+            mem[v] = measure_memory(args, v)
+            print(f"memory {v}: +{mem[v]['extra_mib']:.1f} MiB ({mem[v]['method']})", flush=True)
+
+    rows = []
+    for v in WEIGHT_VARIANTS:
+        ts = times[v]
+        vs_raw = median([a / b for a, b in zip(ts, times["raw"])])
+        vs_fx = median([a / b for a, b in zip(ts, times["fxlower"])])
+        rows.append((v, median(ts), total / median(ts) / 1e9, vs_raw, vs_fx,
+                     mem.get(v, {}).get("extra_mib", float("nan")), largest / MIB))
+    print()
+    print(f"weights: {total / 1e9:.3f} GB in {len(sd)} tensors, {args.rounds} rounds, alternating order; "
+          f"medians (ratios are medians of per-round ratios)")
+    hdr = ("variant", "median s", "GB/s", "vs raw", "vs fxlower", "peak extra MiB", "largest MiB")
+    print(f"{hdr[0]:<19}{hdr[1]:>9}{hdr[2]:>7}{hdr[3]:>8}{hdr[4]:>11}{hdr[5]:>16}{hdr[6]:>13}")
+    for v, t, gbs, rr, rf, m, lg in rows:
+        print(f"{v:<19}{t:>9.3f}{gbs:>7.3f}{rr:>8.3f}{rf:>11.3f}{m:>16.1f}{lg:>13.0f}")
+    print("notes: safetensors.save_file and torch.save do not fsync (their '+fsync' rows add one); fxlower "
+          "also hashes every tensor (SHA-256), fsyncs the directory and renames it into place.")
+    fx_ratio_raw = rows[1][3]
+    beats = all(rows[1][1] < r[1] for r in rows[2:])
+    fx_mem = rows[1][5]
+    print("aims: fxlower within 10% of the raw write: "
+          f"{'MET' if fx_ratio_raw <= 1.10 else 'MISSED'} ({fx_ratio_raw:.3f}x); "
+          f"ahead of both peers (all four rows): {'MET' if beats else 'MISSED'}; "
+          f"extra memory <= largest tensor: "
+          f"{'MET' if fx_mem <= largest / MIB else ('MISSED' if fx_mem == fx_mem else 'not measured')} "
+          f"({fx_mem:.1f} MiB vs {largest / MIB:.0f} MiB)")
+    print(flush=True)
+    return {"times": times, "memory": mem, "total_bytes": total, "largest_bytes": largest}
+
+
+# ================================================================================================ graph model
+
+
+class Block(nn.Module):
+    def __init__(self, d: int = 16):
+        super().__init__()
+        self.linear = nn.Linear(d, d)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return x + self.relu(self.linear(x))
+
+
+class BlockStack(nn.Module):
+    def __init__(self, n: int):
+        super().__init__()
+        self.blocks = nn.Sequential(*[Block() for _ in range(n)])
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+def bench_graph(args) -> dict:
+    print(f"== graph benchmark: {args.graph_blocks} blocks of [Linear(16,16), ReLU, add] ==", flush=True)
+    torch.manual_seed(0)
+    model = BlockStack(args.graph_blocks).eval()
+    x = torch.randn(4, 16)
+    d = args.dir
+    art = os.path.join(d, "graph.fxl")
+    gm0 = fx.symbolic_trace(model)
+    nodes = len(gm0.graph.nodes)
+    s = fxlower.export(gm0, art, (x,), overwrite=True)
+    a = fxlower.load(art)
+    rebuilt = a.to_graph_module()
+    a.close()
+    with torch.no_grad():
+        err = (rebuilt(x) - model(x)).abs().max().item()
+    print(f"graph: {nodes} fx nodes; artifact {s.nodes} nodes, {s.tensors} tensors, "
+          f"manifest {os.path.getsize(os.path.join(art, 'manifest.msgpack')) / 1e6:.2f} MB; "
+          f"rebuilt module max |diff| {err:.2e}", flush=True)
+
+    def t_trace():
+        t = time.perf_counter()
+        fx.symbolic_trace(model)
+        return time.perf_counter() - t
+
+    def t_export(with_inputs: bool):
+        def f():
+            gm = fx.symbolic_trace(model)  # a fresh, never-lifted module (untimed)
+            out = os.path.join(d, "graph-round.fxl")
+            rm(out)
+            gc.collect()
+            t = time.perf_counter()
+            fxlower.export(gm, out, (x,) if with_inputs else None, overwrite=True)
+            dt = time.perf_counter() - t
+            rm(out)
+            return dt
+        return f
+
+    def t_load():
+        t = time.perf_counter()
+        art_obj = fxlower.load(art)
+        dt = time.perf_counter() - t
+        art_obj.close()
+        return dt
+
+    def t_to_gm():
+        art_obj = fxlower.load(art)
+        gc.collect()
+        t = time.perf_counter()
+        art_obj.to_graph_module()
+        dt = time.perf_counter() - t
+        art_obj.close()
+        return dt
+
+    def t_load_to_gm():
+        t = time.perf_counter()
+        art_obj = fxlower.load(art)
+        art_obj.to_graph_module()
+        dt = time.perf_counter() - t
+        art_obj.close()
+        return dt
+
+    te_times: dict[str, list[float]] = {"torch.export.export": [], "torch.export.save": []}
+
+    def t_torch_export():
+        gc.collect()
+        t = time.perf_counter()
+        ep = torch.export.export(model, (x,))
+        t1 = time.perf_counter()
+        out = os.path.join(d, "graph.pt2")
+        torch.export.save(ep, out)
+        t2 = time.perf_counter()
+        rm(out)
+        te_times["torch.export.export"].append(t1 - t)
+        te_times["torch.export.save"].append(t2 - t1)
+        return t2 - t
+
+    items = [("symbolic_trace", t_trace),
+             ("fxlower.export", t_export(False)),
+             ("fxlower.export (inputs)", t_export(True)),
+             ("fxlower.load", t_load),
+             ("to_graph_module", t_to_gm),
+             ("load + to_graph_module", t_load_to_gm)]
+    if not args.no_torch_export:
+        items.append(("torch.export export+save", t_torch_export))
+    for _, f in items:  # warm-up (imports, caches), untimed
+        if f is not t_torch_export:
+            f()
+    times: dict[str, list[float]] = {k: [] for k, _ in items}
+    for r in range(args.rounds):
+        order = items if r % 2 == 0 else items[::-1]
+        for k, f in order:
+            gc.collect()
+            times[k].append(f())
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {times[k][-1]:.2f}s" for k, _ in items),
+              flush=True)
+    times.update({k: v for k, v in te_times.items() if v})
+
+    trace = times["symbolic_trace"]
+    print()
+    print(f"graph: {args.graph_blocks} blocks, {nodes} nodes, {args.rounds} rounds, alternating order; medians")
+    print(f"{'step':<27}{'median s':>10}{'per node us':>13}{'vs trace':>10}")
+    for k, ts in times.items():
+        vs = median([a / b for a, b in zip(ts, trace)])
+        print(f"{k:<27}{median(ts):>10.3f}{median(ts) / nodes * 1e6:>13.1f}{vs:>10.2f}")
+    r0 = median([a / b for a, b in zip(times["fxlower.export"], trace)])
+    r1 = median([a / b for a, b in zip(times["fxlower.export (inputs)"], trace)])
+    print(f"aim: exporting costs less than tracing (export/trace < 1): without inputs "
+          f"{'MET' if r0 < 1 else 'MISSED'} ({r0:.2f}x); with inputs {'MET' if r1 < 1 else 'MISSED'} ({r1:.2f}x)")
+    print(flush=True)
+    return {"times": times, "nodes": nodes}
+
+
+# ================================================================================================ profiling
+
+
+def profile_call(label: str, fn, top: int) -> None:
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.enable()
+    fn()
+    prof.disable()
+    dt = time.perf_counter() - t
+    print(f"-- cProfile: {label} ({dt:.2f} s under the profiler) --")
+    for sort in ("tottime", "cumulative"):
+        s = io.StringIO()
+        st = pstats.Stats(prof, stream=s)
+        st.strip_dirs().sort_stats(sort).print_stats(top)
+        text = s.getvalue()
+        start = text.find("   ncalls")
+        print(f"top {top} by {sort}:")
+        print(text[start:].rstrip())
+    print(flush=True)
+
+
+def bench_profile(args) -> None:
+    print("== profiles ==", flush=True)
+    d = args.dir
+    if args.only in (None, "graph"):
+        model = BlockStack(args.graph_blocks).eval()
+        x = torch.randn(4, 16)
+        out = os.path.join(d, "prof-graph.fxl")
+        fxlower.export(fx.symbolic_trace(BlockStack(4)), out, overwrite=True)  # warm-up
+        for with_inputs in (False, True):
+            gm = fx.symbolic_trace(model)
+            rm(out)
+            gc.collect()
+            profile_call(f"fxlower.export, {args.graph_blocks} blocks, inputs={with_inputs}",
+                         lambda: fxlower.export(gm, out, (x,) if with_inputs else None, overwrite=True),
+                         args.profile_top)
+        rm(out)
+        fxlower.export(fx.symbolic_trace(model), out, overwrite=True)
+        profile_call(f"fxlower.load, {args.graph_blocks} blocks", lambda: fxlower.load(out).close(),
+                     args.profile_top)
+        a = fxlower.load(out)
+        profile_call(f"Artifact.to_graph_module, {args.graph_blocks} blocks", a.to_graph_module, args.profile_top)
+        a.close()
+        rm(out)
+    if args.only in (None, "weights"):
+        gm = build_weights_model(args)
+        out = os.path.join(d, "prof-weights.fxl")
+        warm_memory(tensor_nbytes(state_dict_of(gm))[0])
+        profile_call("fxlower.export, weights (main thread only; hashing runs on another thread)",
+                     lambda: fxlower.export(gm, out, overwrite=True), args.profile_top)
+        rm(out)
+
+
+# ================================================================================================ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dir", default=None, help="output directory (default: a new temp dir under build/)")
+    ap.add_argument("--only", choices=["weights", "graph"], default=None)
+    ap.add_argument("--width", type=int, default=8192, help="weights model width (default 8192)")
+    ap.add_argument("--layers", type=int, default=3,
+                    help="square width x width layers in the weights model (default 3: 1.07 GB in all)")
+    ap.add_argument("--graph-blocks", type=int, default=2000)
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-variant memory subprocesses")
+    ap.add_argument("--no-torch-export", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="also print cProfile reports of fxlower")
+    ap.add_argument("--profile-top", type=int, default=25)
+    ap.add_argument("--keep", action="store_true", help="keep the output directory")
+    ap.add_argument("--one", choices=WEIGHT_VARIANTS, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.one:
+        one_variant_memory(args)
+        return
+
+    own_dir = args.dir is None
+    args.dir = os.path.abspath(args.dir) if args.dir else default_dir()
+    os.makedirs(args.dir, exist_ok=True)
+    print(f"torch {torch.__version__}, fxlower {fxlower.__version__}, python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cpus, {args.rounds} rounds", flush=True)
+    try:
+        if args.only in (None, "weights"):
+            bench_weights(args)
+        if args.only in (None, "graph"):
+            bench_graph(args)
+        if args.profile:
+            bench_profile(args)
+    finally:
+        if own_dir and not args.keep:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(args.dir)
+
+
+if __name__ == "__main__":
+    main()
