@@ -22,6 +22,7 @@ import mmap
 import os
 import re
 import stat
+import struct
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -91,9 +92,23 @@ class LoadedGraph:
 
 # ------------------------------------------------------------------------------------------------ manifest bytes
 
+def _no_timestamp(obj: Any) -> None:
+    # msgpack decodes extension type -1 (timestamp) itself, without calling ext_hook.
+    if type(obj) is msgpack.Timestamp:
+        raise FormatError("manifest.decode", "extension type -1 (timestamp) is not allowed", MANIFEST_FILE)
+
+
+def _list_hook(items: list) -> list:
+    for v in items:
+        _no_timestamp(v)
+    return items
+
+
 def _pairs_hook(pairs: list) -> dict:
     out: dict = {}
     for k, v in pairs:
+        _no_timestamp(k)
+        _no_timestamp(v)
         if type(k) is not str:
             raise FormatError("manifest.key_type", f"a map key is {_kind(k)}; keys are strings", MANIFEST_FILE)
         if k in out:
@@ -119,13 +134,14 @@ def loads_manifest(data: bytes) -> Manifest:
     n = max(len(data), 1)
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=False, object_pairs_hook=_pairs_hook,
-                              ext_hook=_ext_hook, max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n,
+                              list_hook=_list_hook, ext_hook=_ext_hook, max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n,
                               max_ext_len=n, use_list=True)
     except FormatError:
         raise
     except (msgpack.UnpackException, ValueError, TypeError, OverflowError, RecursionError) as e:
         raise FormatError("manifest.decode", f"not one well-formed MessagePack object "
                           f"({type(e).__name__}: {str(e)[:120] or 'invalid data'})", MANIFEST_FILE) from None
+    _no_timestamp(obj)
     _check_version(obj)
     return from_obj(Manifest, obj, MANIFEST_FILE)
 
@@ -355,12 +371,21 @@ class Artifact:
                 ``call_method`` target is not a public ``torch.Tensor`` method, or a module type has no rule.
         """
         built: dict[int, fx.GraphModule] = {}
-        order = _callee_first(self.graphs)
-        for index in order:
-            built[index] = self._build_graph(index, built)
+        copies: dict[tuple[str, str], torch.Tensor] = {}
+
+        def owned(name: str) -> torch.Tensor:
+            """An owned copy of a tensor; aliases (same file and key) share one copy, as tied weights did."""
+            entry = self.tensors[name]
+            key = (entry.file, entry.key)
+            if key not in copies:
+                copies[key] = self.tensor(name).clone()
+            return copies[key]
+
+        for index in _callee_first(self.graphs):
+            built[index] = self._build_graph(index, built, owned)
         return built[0]
 
-    def _build_graph(self, index: int, built: dict[int, fx.GraphModule]) -> fx.GraphModule:
+    def _build_graph(self, index: int, built: dict[int, fx.GraphModule], owned) -> fx.GraphModule:
         g = self.graphs[index]
         graph = fx.Graph()
         root: dict[str, Any] = {}
@@ -384,10 +409,10 @@ class Artifact:
                         raise UnsupportedTargetError(f"call_method target '{node.target}' ({where}) is not a "
                                                      f"public torch.Tensor method")
                 elif node.op == "get_attr":
-                    root[node.target] = self.tensor(prefix + node.target).clone()
+                    root[node.target] = owned(prefix + node.target)
                 elif node.op == "call_module":
                     root[node.target] = (built[node.graph] if node.graph is not None
-                                         else _rebuild_module(node.lowering, self, where))
+                                         else _rebuild_module(node.lowering, owned, where))
                 out = graph.create_node(node.op, target, tuple(args), kwargs, name=node.name)
             env[node.name] = out
         gm = fx.GraphModule(root, graph, class_name="FxLowerGraphModule")
@@ -457,7 +482,7 @@ def _finish(module: nn.Module) -> None:
         module._init_flat_weights()
 
 
-def _rebuild_module(record: LoweringRecord, artifact: Artifact, where: str) -> nn.Module:
+def _rebuild_module(record: LoweringRecord, owned, where: str) -> nn.Module:
     classes = _module_classes()
     cls = classes.get(record.module_type)
     if cls is None:
@@ -478,7 +503,7 @@ def _rebuild_module(record: LoweringRecord, artifact: Artifact, where: str) -> n
             parent.add_module(leaf, child) if not isinstance(parent, nn.ModuleList) else parent.append(child)
             continue
         if isinstance(value, TensorRef):
-            t = artifact.tensor(value.name).clone()
+            t = owned(value.name)
             if t.is_floating_point():
                 parent.register_parameter(leaf, nn.Parameter(t, requires_grad=False))
             else:
@@ -547,7 +572,7 @@ class _Validator:
             self.tensor_names[t.name] = t
             if t.dtype not in STORAGE_DTYPES:
                 raise FormatError("tensor.dtype", f"unknown storage dtype {t.dtype!r:.40}", where + ".dtype")
-            check_shape(t.shape, where + ".shape")
+            check_shape(t.shape, where + ".shape", STORAGE_DTYPES[t.dtype][1])
             if t.file not in files:
                 raise FormatError("tensor.reference", f"file '{t.file}' is not listed in files", where + ".file")
             check_name(t.key, where + ".key")
@@ -750,7 +775,7 @@ class _Validator:
             return NodeRef(name)
         decode(self.m.signature.output, where + ".output", node=resolve)
         out_node = [n for n in self.m.graphs[0].nodes if n.op == "output"][0]
-        if self.m.signature.output != out_node.args[0]:
+        if not _same_value(self.m.signature.output, out_node.args[0]):
             raise FormatError("graph.output", "signature output differs from the output node's args[0]",
                               where + ".output")
 
@@ -789,6 +814,21 @@ class _Validator:
         if not (d.startswith("sha256:") and _SHA256.match(d[7:])):
             raise FormatError("schema.type", "digest is not 'sha256:' and 64 lowercase hex digits",
                               f"{MANIFEST_FILE}: digest")
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equality of two decoded msgpack objects as MessagePack values: types must match (a bool is not an int,
+    an int not a float), floats compare by their bits (NaN equals NaN, -0.0 differs from 0.0), maps compare by
+    key set whatever their order. Both were depth-checked by decode()."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    if type(a) is list:
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    return a == b
 
 
 def _collect_refs(value: Any, out: dict[str, None]) -> None:

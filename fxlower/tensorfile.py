@@ -233,7 +233,7 @@ def read_header(f, file_size: int, where: str) -> dict[str, StoredTensor]:
         code, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
         if type(code) is not str or code not in STORAGE_DTYPES:
             raise FormatError("tensor.dtype", f"tensor {key!r:.80} has unknown dtype {code!r:.40}", where)
-        count = check_shape(shape, f"{where}: tensor {key!r:.80}")
+        count = check_shape(shape, f"{where}: tensor {key!r:.80}", STORAGE_DTYPES[code][1])
         if (type(offs) is not list or len(offs) != 2 or any(type(x) is not int for x in offs)
                 or not 0 <= offs[0] <= offs[1] <= INT64_MAX):
             raise bad(f"tensor {key!r:.80} data_offsets is not [begin, end] with 0 <= begin <= end")

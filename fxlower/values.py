@@ -149,13 +149,15 @@ def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = Non
     if obj is None or t is bool or t is str or t is float:
         return obj
     if t is int:
+        if not INT64_MIN <= obj <= INT64_MAX:
+            raise _bad(where, f"the int {obj} is outside int64")
         return obj
     if t is not dict:
         raise _bad(where, f"expected a Value, found {_kind(obj)}")
     if set(obj) != {"t", "v"}:
         raise _bad(where, f"a tagged Value has exactly the keys 't' and 'v', found {sorted(obj)}")
     kind, payload = obj["t"], obj["v"]
-    if kind not in _VALUE_KINDS:
+    if type(kind) is not str or kind not in _VALUE_KINDS:
         raise _bad(where, f"unknown Value kind {kind!r}; expected one of {sorted(_VALUE_KINDS)}")
     d = _depth + 1
     if kind == "node" or kind == "tensor":
@@ -175,8 +177,8 @@ def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = Non
             if type(pair) is not list or len(pair) != 2:
                 raise _bad(f"{where}[{i}]", "a dict entry is a [key, Value] pair")
             key = pair[0]
-            if type(key) is not str and type(key) is not int:
-                raise _bad(f"{where}[{i}]", f"a dict key is a str or an int, found {_kind(key)}")
+            if type(key) is not str and (type(key) is not int or not INT64_MIN <= key <= INT64_MAX):
+                raise _bad(f"{where}[{i}]", f"a dict key is a str or an int64, found {_kind(key)} {key!r:.40}")
             if key in result:
                 raise _bad(f"{where}[{i}]", f"dict key {key!r} appears twice", "manifest.duplicate_key")
             result[key] = decode(pair[1], f"{where}[{key!r}]", node=node, tensor=tensor, _depth=d)
@@ -255,6 +257,9 @@ def meta_of(value: Any, _depth: int = 0) -> dict[str, Any]:
 
 encode_meta = meta_of
 
+#: Bytes per element of every dtype code, value-only complex codes included (for byte-size overflow checks).
+_ITEMSIZE = {**{k: v[1] for k, v in STORAGE_DTYPES.items()}, "C64": 8, "C128": 16}
+
 _META_LEAVES = frozenset({"int", "float", "bool", "str", "none", "other"})
 
 
@@ -273,15 +278,19 @@ def check_meta(obj: Any, where: str, _depth: int = 0) -> None:
     if kind == "tensor":
         if set(obj) != {"t", "dtype", "shape"}:
             raise _bad(where, f"tensor metadata has exactly the keys t, dtype, shape; found {sorted(obj)}")
-        if obj["dtype"] not in DTYPE_CODES:
-            raise _bad(where, f"unknown dtype code {obj['dtype']!r}", "tensor.dtype")
-        check_shape(obj["shape"], where)
+        code = obj["dtype"]
+        if type(code) is not str:
+            raise _bad(where, f"a dtype code is a str, found {_kind(code)}")
+        if code not in DTYPE_CODES:
+            raise _bad(where, f"unknown dtype code {code!r:.40}", "tensor.dtype")
+        check_shape(obj["shape"], where, _ITEMSIZE[code])
     elif kind in ("tuple", "list", "dict"):
         if set(obj) != {"t", "v"}:
             raise _bad(where, f"{kind} metadata has exactly the keys t, v; found {sorted(obj)}")
         for i, item in enumerate(_array(obj["v"], where)):
             if kind == "dict":
-                if type(item) is not list or len(item) != 2 or type(item[0]) not in (str, int):
+                if (type(item) is not list or len(item) != 2 or type(item[0]) not in (str, int)
+                        or (type(item[0]) is int and not INT64_MIN <= item[0] <= INT64_MAX)):
                     raise _bad(f"{where}[{i}]", "a dict metadata entry is a [str or int key, Meta] pair")
                 item = item[1]
             check_meta(item, f"{where}[{i}]", _depth + 1)
@@ -292,12 +301,15 @@ def check_meta(obj: Any, where: str, _depth: int = 0) -> None:
         raise _bad(where, f"unknown metadata kind {kind!r}")
 
 
-def check_shape(shape: Any, where: str) -> int:
+def check_shape(shape: Any, where: str, itemsize: int = 8) -> int:
     """Validate a shape and return its element count, with checked arithmetic.
+
+    Args:
+        itemsize: bytes per element of the tensor's dtype; the byte size ``count * itemsize`` must fit int64.
 
     Raises:
         FormatError ("tensor.shape"): not an array of non-negative ints, rank over the cap, or an element count
-            whose byte size could overflow int64.
+            whose byte size overflows int64.
     """
     if type(shape) is not list:
         raise _bad(where, f"a shape is an array of ints, found {_kind(shape)}", "tensor.shape")
@@ -308,7 +320,7 @@ def check_shape(shape: Any, where: str) -> int:
         if type(dim) is not int or not 0 <= dim <= INT64_MAX:
             raise _bad(where, f"dimension {i} is {dim!r}; dimensions are non-negative int64s", "tensor.shape")
         count *= dim  # exact: Python ints do not overflow
-    if count * 8 > INT64_MAX:
+    if count * itemsize > INT64_MAX:
         raise _bad(where, f"shape {shape[:8]} has more elements than a 64-bit byte size can hold", "tensor.shape")
     return count
 

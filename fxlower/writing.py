@@ -266,10 +266,17 @@ class _Program:
 
     # --- encoding ---
 
-    def _tensor_ref(self, t: torch.Tensor) -> str:
-        name = self.table.name_of(t)
-        if name is None:
-            raise ExportError("a lowering attribute holds a tensor that is not in the tensor table")
+    def _attr_namer(self, own: str) -> Callable[[torch.Tensor], str]:
+        """Names a lowering attribute's tensor: by the module's own name for it (``own``) when that names this
+        very tensor, else by its first name in the table (e.g. a tied weight owned elsewhere)."""
+        def name(t: torch.Tensor) -> str:
+            entry = self.table.tensors.get(own)
+            if entry is not None and entry[0] is t:
+                return own
+            found = self.table.name_of(t)
+            if found is None:
+                raise ExportError(f"lowering attribute '{own}' holds a tensor that is not in the tensor table")
+            return found
         return name
 
     def _golden_namer(self, prefix: str) -> Callable[[torch.Tensor], str]:
@@ -296,9 +303,11 @@ class _Program:
                     sub_graph = self.graph_index[id(module)]
                 else:
                     rec = node.meta[META_KEY]
+                    prefix = f"{path}.{node.target}" if path else node.target
                     lowering = Lowering(
                         module_type=rec.module_type, version=rec.version, module_version=rec.module_version,
-                        attrs={k: encode(v, tensor_name=self._tensor_ref, where=f"{where} attribute '{k}'")
+                        attrs={k: encode(v, tensor_name=self._attr_namer(f"{prefix}.{k}"),
+                                         where=f"{where} attribute '{k}'")
                                for k, v in rec.attrs.items()})
             meta = self.metas.get((path, node.name))
             if meta is None and (path, node.name) not in self.metas:

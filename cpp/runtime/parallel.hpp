@@ -1,0 +1,18 @@
+// fxlower reference runtime: threads. One small pool (N-1 workers plus the calling thread) for the kernels'
+// parallel loops; OpenBLAS runs its own threads for matrix products, set to the same count.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace fxlower::rt {
+
+// Sets the runtime's thread count (>= 1), for its own pool and for OpenBLAS.
+void set_num_threads(int n);
+int num_threads();
+
+// Runs fn(begin, end) over [0, n) in up to num_threads() contiguous chunks of at least `grain` items; runs
+// serially when n < 2 * grain, with one thread, or when called from inside another parallel_for.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+}  // namespace fxlower::rt
