@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import keyword
 import math
 import mmap
 import os
@@ -408,7 +409,10 @@ class Artifact:
                     if not is_allowed_method(node.target):
                         raise UnsupportedTargetError(f"call_method target '{node.target}' ({where}) is not a "
                                                      f"public torch.Tensor method")
-                elif node.op == "get_attr":
+                if node.op in ("get_attr", "call_module") and node.target.split(".")[0] in _graph_module_names():
+                    raise UnsupportedTargetError(f"{node.op} target '{node.target}' ({where}) would replace the "
+                                                 f"GraphModule attribute '{node.target.split('.')[0]}'")
+                if node.op == "get_attr":
                     root[node.target] = owned(prefix + node.target)
                 elif node.op == "call_module":
                     root[node.target] = (built[node.graph] if node.graph is not None
@@ -418,6 +422,18 @@ class Artifact:
         gm = fx.GraphModule(root, graph, class_name="FxLowerGraphModule")
         gm.eval()
         return gm
+
+
+_GRAPH_MODULE_NAMES: frozenset[str] = frozenset()
+
+
+def _graph_module_names() -> frozenset[str]:
+    """Attribute names a GraphModule has of its own (``forward``, ``graph``, ``training``, ...)."""
+    global _GRAPH_MODULE_NAMES
+    if not _GRAPH_MODULE_NAMES:
+        _GRAPH_MODULE_NAMES = frozenset(dir(fx.GraphModule)) | frozenset(vars(fx.GraphModule(nn.Module(),
+                                                                                             fx.Graph())))
+    return _GRAPH_MODULE_NAMES
 
 
 def _callee_first(graphs: tuple[LoadedGraph, ...]) -> list[int]:
@@ -497,10 +513,17 @@ def _rebuild_module(record: LoweringRecord, owned, where: str) -> nn.Module:
         if parent is None:
             raise UnsupportedTargetError(f"{where}: attribute '{name}' is below '{parent_path}', whose module "
                                          f"type the record does not give")
+        if leaf.startswith("__") or hasattr(parent, leaf):
+            raise UnsupportedTargetError(f"{where}: attribute '{name}' would replace "
+                                         f"{type(parent).__qualname__}.{leaf}, which the module has already (a "
+                                         f"method, property or state); a lowering record only adds attributes")
         if isinstance(value, str) and value in classes:
             child = _new_module(classes[value])
             modules[name] = child
-            parent.add_module(leaf, child) if not isinstance(parent, nn.ModuleList) else parent.append(child)
+            if isinstance(parent, nn.ModuleList) and leaf != str(len(parent)):
+                raise UnsupportedTargetError(f"{where}: '{name}' is not the next index of the ModuleList "
+                                             f"'{parent_path}' (expected '{parent_path}.{len(parent)}')")
+            parent.add_module(leaf, child)
             continue
         if isinstance(value, TensorRef):
             t = owned(value.name)
@@ -655,7 +678,7 @@ class _Validator:
                 raise FormatError("graph.output", "a node follows the output node", where)
             self._target(n, where, prefix)
             for k in n.kwargs:
-                if not _IDENT.match(k):
+                if not _IDENT.match(k) or keyword.iskeyword(k):
                     raise FormatError("schema.name", f"keyword {k!r:.40} is not an identifier", where + ".kwargs")
             args = tuple(decode(a, f"{where}.args[{i}]", node=resolve_node) for i, a in enumerate(n.args))
             kwargs = {k: decode(v, f"{where}.kwargs.{k}", node=resolve_node) for k, v in n.kwargs.items()}

@@ -5,6 +5,7 @@ One validator serves both sides, so the writer never produces a name the reader 
 
 from __future__ import annotations
 
+import keyword
 import re
 
 from .constants import MANIFEST_FILE, MAX_NAME_BYTES
@@ -75,6 +76,7 @@ def check_function_name(target: str, where: str) -> str:
 
 
 def check_identifier(target: str, where: str) -> str:
-    if not _PLACEHOLDER.match(target):
+    """A placeholder target: a Python identifier (not a keyword), optionally starred (``*args``, ``**kwargs``)."""
+    if not _PLACEHOLDER.match(target) or keyword.iskeyword(target.lstrip("*")):
         raise FormatError("graph.target", f"placeholder target {target!r:.80} is not an identifier", where)
     return target

@@ -223,9 +223,13 @@ def read_header(f, file_size: int, where: str) -> dict[str, StoredTensor]:
                   "safetensors.layout")
     entries: dict[str, StoredTensor] = {}
     for key, info in obj.items():
+        _check_utf8(key, where)
         if key == "__metadata__":
             if type(info) is not dict or any(type(v) is not str for v in info.values()):
                 raise bad("__metadata__ is not a map of str to str")
+            for k, v in info.items():
+                _check_utf8(k, where)
+                _check_utf8(v, where)
             continue
         check_name(key, f"{where}: key")
         if type(info) is not dict or set(info) != {"dtype", "shape", "data_offsets"}:
@@ -255,6 +259,15 @@ def read_header(f, file_size: int, where: str) -> dict[str, StoredTensor]:
         raise bad(f"tensors end at byte {pos} but the file has {file_size} bytes (truncated or trailing data)",
                   "safetensors.layout")
     return entries
+
+
+def _check_utf8(text: str, where: str) -> None:
+    """JSON ``\\ud800`` escapes decode to lone surrogates, which are not Unicode text (not UTF-8 encodable)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError("safetensors.header", f"header string {text!r:.60} holds a lone surrogate escape",
+                          where) from None
 
 
 def _reject_constant(name: str, where: str):

@@ -1,0 +1,1408 @@
+"""Malformed artifacts: every rejection path of ``fxlower.load`` (docs/format.md sections 1, 2, 5, 10, 11).
+
+Each test starts from one small valid export (copied into ``tmp_path``), corrupts exactly one thing — a decoded
+manifest re-packed with ``msgpack.packb``, raw byte surgery for MessagePack-level faults, or a rewritten
+safetensors header — and checks the exact error class, the exact ``.code`` and that the message names the file,
+field or tensor at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import msgpack
+import pytest
+import torch
+import torch.fx
+import torch.nn as nn
+
+import fxlower
+from fxlower import FormatError, UnsupportedTargetError, VersionError
+
+MANIFEST = "manifest.msgpack"
+WEIGHTS = "weights.safetensors"
+GOLDEN = "golden.safetensors"
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------------------------ the base model
+
+@torch.fx.wrap
+def fxl_test_double(x):
+    """A user function the tracer keeps as a leaf (not on the allow-list)."""
+    return x * 2
+
+
+class Small(nn.Module):
+    """x -> lin (call_module) -> torch.relu -> * scale (get_attr) -> .sum(-1) (call_method)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+        self.register_buffer("scale", torch.full((3,), 0.5))
+
+    def forward(self, x):
+        y = torch.relu(self.lin(x))
+        y = y * self.scale
+        return y.sum(-1)
+
+
+class UsesWrapped(nn.Module):
+    def forward(self, x):
+        return fxl_test_double(x) + 1
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("base") / "small.fxl"
+    fxlower.export(torch.fx.symbolic_trace(Small().eval()), path, (torch.randn(2, 4),), golden=True)
+    return path
+
+
+@pytest.fixture
+def art(base, tmp_path) -> Path:
+    """A fresh copy of the valid base artifact."""
+    dst = tmp_path / "a.fxl"
+    shutil.copytree(base, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def wrapped_base(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("wrapped") / "wrapped.fxl"
+    fxlower.export(torch.fx.symbolic_trace(UsesWrapped()), path, (torch.arange(4.0),), golden=True)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def read_m(p: Path) -> dict:
+    return msgpack.unpackb((p / MANIFEST).read_bytes(), raw=False, strict_map_key=False)
+
+
+def write_m(p: Path, m) -> None:
+    (p / MANIFEST).write_bytes(msgpack.packb(m, use_bin_type=True))
+
+
+def edit(p: Path, fn) -> None:
+    """Decode the manifest, let ``fn`` change it in place, re-pack it."""
+    m = read_m(p)
+    fn(m)
+    write_m(p, m)
+
+
+def node(m: dict, name: str, graph: int = 0) -> dict:
+    return next(n for n in m["graphs"][graph]["nodes"] if n["name"] == name)
+
+
+def tensor(m: dict, name: str) -> dict:
+    return next(t for t in m["tensors"] if t["name"] == name)
+
+
+class Pairs(list):
+    """A map given as (key, value) pairs, so keys may repeat or have any type."""
+
+
+def pack(obj) -> bytes:
+    """msgpack.packb, but a :class:`Pairs` is written as a map of exactly those pairs."""
+    if isinstance(obj, dict):
+        obj = Pairs(obj.items())
+    if isinstance(obj, Pairs):
+        return msgpack.Packer().pack_map_header(len(obj)) + b"".join(pack(k) + pack(v) for k, v in obj)
+    if isinstance(obj, list):
+        return msgpack.Packer().pack_array_header(len(obj)) + b"".join(pack(v) for v in obj)
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def add_top_level(p: Path, key: bytes, value: bytes) -> None:
+    """Raw surgery: append one packed key/value pair to the top-level fixmap of the manifest."""
+    raw = (p / MANIFEST).read_bytes()
+    assert 0x80 <= raw[0] < 0x8F
+    (p / MANIFEST).write_bytes(bytes([raw[0] + 1]) + raw[1:] + key + value)
+
+
+def replace_once(p: Path, old: bytes, new: bytes, name: str = MANIFEST) -> None:
+    raw = (p / name).read_bytes()
+    assert raw.count(old) >= 1, old
+    (p / name).write_bytes(raw.replace(old, new, 1))
+
+
+def read_st(path: Path) -> tuple[dict, bytes]:
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def st_bytes(header, data: bytes, *, align: bool = True) -> bytes:
+    """A safetensors file from a header (dict, or raw JSON bytes) and a data section; padded with spaces."""
+    raw = header if isinstance(header, bytes) else json.dumps(header, separators=(",", ":")).encode()
+    if align:
+        raw += b" " * ((-(8 + len(raw))) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def rejects(p, code: str, *needles: str, cls: type = FormatError, **load_kwargs) -> FormatError:
+    """Assert that loading ``p`` raises exactly ``cls`` with ``code``, and the message holds every needle."""
+    with pytest.raises(FormatError) as info:
+        fxlower.load(p, **load_kwargs)
+    err = info.value
+    assert type(err) is cls, f"{type(err).__name__} instead of {cls.__name__}: {err}"
+    assert err.code == code, f"code {err.code} instead of {code}: {err}"
+    for needle in needles:
+        assert needle in str(err), f"{needle!r} not named in: {err}"
+    return err
+
+
+def nested_graph(name: str, callee: int | None) -> dict:
+    """A nested graph (a, call_module inner [graph=callee], output) written by hand."""
+    def n(name, op, target, args, inputs, users, graph=None):
+        return {"name": name, "op": op, "target": target, "args": args, "kwargs": {}, "inputs": inputs,
+                "users": users, "meta": None, "lowering": None, "graph": graph}
+    if callee is None:
+        return {"name": name, "nodes": [n("a", "placeholder", "a", [], [], ["output"]),
+                                        n("output", "output", "output", [{"t": "node", "v": "a"}], ["a"], [])]}
+    return {"name": name, "nodes": [
+        n("a", "placeholder", "a", [], [], ["c"]),
+        n("c", "call_module", "inner", [{"t": "node", "v": "a"}], ["a"], ["output"], graph=callee),
+        n("output", "output", "output", [{"t": "node", "v": "c"}], ["c"], [])]}
+
+
+def test_base_artifact_is_valid(art):
+    a = fxlower.load(art, verify=True)
+    gm = a.to_graph_module()
+    assert torch.equal(gm(*a.golden_inputs()), a.golden_outputs())
+
+
+# ------------------------------------------------------------------------------------------------ directory
+
+def test_rejects_missing_directory(tmp_path):
+    rejects(tmp_path / "nowhere.fxl", "artifact.missing", "nowhere.fxl")
+
+
+def test_rejects_missing_manifest(art):
+    (art / MANIFEST).unlink()
+    rejects(art, "artifact.missing", MANIFEST)
+
+
+def test_rejects_missing_listed_file(art):
+    (art / WEIGHTS).unlink()
+    rejects(art, "artifact.missing", WEIGHTS)
+
+
+def test_rejects_unlisted_extra_file_in_strict_mode(art):
+    (art / "notes.txt").write_text("hello")
+    rejects(art, "artifact.extra_file", "notes.txt")
+
+
+def test_rejects_unlisted_extra_directory_in_strict_mode(art):
+    (art / "sub").mkdir()
+    rejects(art, "artifact.extra_file", "sub")
+
+
+def test_accepts_unlisted_extra_file_when_not_strict(art):
+    (art / "notes.txt").write_text("hello")
+    fxlower.load(art, strict=False, verify=True)
+
+
+def test_non_strict_never_opens_an_unlisted_fifo(art):
+    os.mkfifo(art / "pipe")
+    with _alarm(10):
+        fxlower.load(art, strict=False)
+
+
+def test_rejects_symlinked_member(art, tmp_path):
+    outside = tmp_path / "outside.safetensors"
+    shutil.move(art / WEIGHTS, outside)
+    os.symlink(outside, art / WEIGHTS)
+    rejects(art, "artifact.not_regular", WEIGHTS)
+
+
+def test_rejects_dangling_symlink_member(art):
+    (art / WEIGHTS).unlink()
+    os.symlink("/nonexistent/file", art / WEIGHTS)
+    rejects(art, "artifact.not_regular", WEIGHTS)
+
+
+def test_rejects_symlinked_manifest(art, tmp_path):
+    outside = tmp_path / "outside.msgpack"
+    shutil.move(art / MANIFEST, outside)
+    os.symlink(outside, art / MANIFEST)
+    rejects(art, "artifact.not_regular", MANIFEST)
+
+
+def test_rejects_symlinked_artifact_directory(art, tmp_path):
+    link = tmp_path / "link.fxl"
+    os.symlink(art, link)
+    rejects(link, "artifact.not_regular", "link.fxl")
+
+
+def test_rejects_artifact_path_that_is_a_regular_file(tmp_path):
+    f = tmp_path / "file.fxl"
+    f.write_bytes(b"")
+    rejects(f, "artifact.not_regular", "file.fxl")
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _alarm:
+    """Fail instead of hanging forever (a FIFO opened for reading blocks until a writer comes)."""
+
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+
+    def __enter__(self):
+        def fire(signum, frame):
+            raise _Timeout(f"load did not return within {self.seconds} s")
+        self.old = signal.signal(signal.SIGALRM, fire)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc):
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.old)
+
+
+def test_rejects_fifo_member_without_hanging(art):
+    (art / WEIGHTS).unlink()
+    os.mkfifo(art / WEIGHTS)
+    with _alarm(10):
+        rejects(art, "artifact.not_regular", WEIGHTS)
+
+
+def test_rejects_fifo_manifest_without_hanging(art):
+    (art / MANIFEST).unlink()
+    os.mkfifo(art / MANIFEST)
+    with _alarm(10):
+        rejects(art, "artifact.not_regular", MANIFEST)
+
+
+def test_rejects_directory_as_member(art):
+    (art / WEIGHTS).unlink()
+    (art / WEIGHTS).mkdir()
+    rejects(art, "artifact.not_regular", WEIGHTS)
+
+
+def test_accepts_hard_linked_member(art, tmp_path):
+    os.link(art / WEIGHTS, tmp_path / "other-name")
+    fxlower.load(art, verify=True)
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", ".", "..", "/etc/passwd", "", MANIFEST, "a\\b", "x" * 256,
+                                 "we ights", "caf\u00e9", "a\x00b"])
+def test_rejects_bad_listed_file_path(art, bad):
+    edit(art, lambda m: m["files"][1].__setitem__("path", bad))
+    rejects(art, "path.invalid", "files[1].path")
+
+
+def test_accepts_dots_inside_a_path_component(art):
+    os.rename(art / WEIGHTS, art / "a..b.bin")
+
+    def fix(m):
+        m["files"][1]["path"] = "a..b.bin"
+        for t in m["tensors"]:
+            if t["file"] == WEIGHTS:
+                t["file"] = "a..b.bin"
+    edit(art, fix)
+    fxlower.load(art, verify=True)
+
+
+def test_rejects_case_insensitive_duplicate_path(art):
+    edit(art, lambda m: m["files"][1].__setitem__("path", GOLDEN.upper()))
+    rejects(art, "path.invalid", "GOLDEN.SAFETENSORS", "files[1]")
+
+
+# ------------------------------------------------------------------------------------------------ manifest bytes
+
+def test_rejects_manifest_over_size_cap_before_reading(art):
+    os.truncate(art / MANIFEST, (1 << 30) + 1)  # sparse: the cap is checked from fstat, nothing is read
+    start = time.monotonic()
+    rejects(art, "manifest.size", MANIFEST)
+    assert time.monotonic() - start < 2
+
+
+def test_rejects_empty_manifest(art):
+    (art / MANIFEST).write_bytes(b"")
+    rejects(art, "manifest.decode", MANIFEST)
+
+
+def test_rejects_truncated_manifest(art):
+    raw = (art / MANIFEST).read_bytes()
+    (art / MANIFEST).write_bytes(raw[:-1])
+    rejects(art, "manifest.decode", MANIFEST, "incomplete")
+
+
+def test_rejects_trailing_bytes_after_manifest(art):
+    with open(art / MANIFEST, "ab") as f:
+        f.write(b"\xc0")
+    rejects(art, "manifest.decode", MANIFEST)
+
+
+def test_rejects_reserved_byte_0xc1(art):
+    replace_once(art, b"\xa5graph\xc0", b"\xa5graph\xc1")
+    rejects(art, "manifest.decode", MANIFEST)
+
+
+@pytest.mark.parametrize("ext", [b"\xd4\x05\x00", b"\xc7\x01\x07\x00", b"\xd6\xff\x00\x00\x00\x00",
+                                 b"\xd7\xff" + b"\x00" * 8, b"\xc7\x0c\xff" + b"\x00" * 12,
+                                 b"\xd5\xff\x00\x00"],
+                         ids=["fixext1", "ext8", "timestamp32", "timestamp64", "timestamp96", "bad-timestamp"])
+def test_rejects_extension_types(art, ext):
+    replace_once(art, b"\xa5graph\xc0", b"\xa5graph" + ext)
+    rejects(art, "manifest.decode", MANIFEST)
+
+
+def test_rejects_timestamp_as_whole_manifest(art):
+    (art / MANIFEST).write_bytes(b"\xd6\xff\x00\x00\x00\x00")
+    rejects(art, "manifest.decode", "timestamp")
+
+
+def test_rejects_invalid_utf8_string(art):
+    replace_once(art, b"\xa4relu", b"\xa4r\xffl\xfe")
+    rejects(art, "manifest.decode", MANIFEST)
+
+
+@pytest.mark.parametrize("key", [1, -1, None, 1.5, True, b"bin"], ids=["int", "negint", "nil", "float", "bool", "bin"])
+def test_rejects_non_string_map_key(art, key):
+    m = read_m(art)
+    node(m, "relu")["kwargs"] = Pairs([(key, None)])
+    (art / MANIFEST).write_bytes(pack(m))
+    rejects(art, "manifest.key_type", MANIFEST)
+
+
+def test_rejects_int_key_at_top_level(art):
+    add_top_level(art, msgpack.packb(7), msgpack.packb(None))
+    rejects(art, "manifest.key_type", "an int")
+
+
+def test_rejects_duplicate_map_key_at_top_level(art):
+    add_top_level(art, msgpack.packb("digest"), msgpack.packb("sha256:" + "0" * 64))
+    rejects(art, "manifest.duplicate_key", "digest")
+
+
+def test_rejects_duplicate_map_key_in_nested_map(art):
+    m = read_m(art)
+    nodes = m["graphs"][0]["nodes"]
+    i = nodes.index(node(m, "relu"))
+    nodes[i] = Pairs(list(nodes[i].items()) + [("op", "call_function")])
+    (art / MANIFEST).write_bytes(pack(m))
+    rejects(art, "manifest.duplicate_key", "'op'")
+
+
+def test_rejects_duplicate_key_even_inside_extension_field(art):
+    add_top_level(art, msgpack.packb("x-ext"), pack(Pairs([("a", 1), ("a", 1)])))
+    rejects(art, "manifest.duplicate_key", "'a'")
+
+
+def test_rejects_msgpack_nesting_1025_deep(art):
+    # The top-level map is level 1; 1024 arrays inside it make 1025.
+    add_top_level(art, msgpack.packb("x-deep"), b"\x91" * 1024 + b"\xc0")
+    rejects(art, "manifest.decode", MANIFEST)
+
+
+def test_accepts_msgpack_nesting_1024_deep_in_extension_field(art):
+    add_top_level(art, msgpack.packb("x-deep"), b"\x91" * 1023 + b"\xc0")
+    fxlower.load(art)
+
+
+def test_rejects_much_deeper_nesting(art):
+    add_top_level(art, msgpack.packb("x-deep"), b"\x91" * 1_000_000 + b"\xc0")
+    rejects(art, "manifest.decode", MANIFEST)
+
+
+@pytest.mark.parametrize("head", [b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff",
+                                  b"\xc6\xff\xff\xff\xff"], ids=["array32", "map32", "str32", "bin32"])
+def test_rejects_huge_declared_length_fast(art, head):
+    (art / MANIFEST).write_bytes(head)
+    start = time.monotonic()
+    rejects(art, "manifest.decode", MANIFEST)
+    assert time.monotonic() - start < 1
+
+
+_UNDER_RLIMIT = textwrap.dedent("""
+    import os, sys
+    import fxlower
+    cases = {
+        "array32": b"\\xdd\\xff\\xff\\xff\\xff",
+        "map32": b"\\xdf\\xff\\xff\\xff\\xff",
+        "nested-array32": b"\\xdd\\x00\\x0f\\x42\\x40" * 200_000,
+        "nested-map32": b"\\xdf\\x00\\x0f\\x42\\x40" * 200_000,
+    }
+    for name, data in cases.items():
+        with open(os.path.join(sys.argv[1], "manifest.msgpack"), "wb") as f:
+            f.write(data)
+        try:
+            fxlower.load(sys.argv[1])
+        except fxlower.FormatError as e:
+            print(name, e.code)
+""")
+
+
+def test_huge_declared_lengths_stay_under_a_2gib_address_space_limit(art):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _UNDER_RLIMIT, str(art)], preexec_fn=limit, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "MemoryError" not in proc.stderr
+    assert proc.stdout.split("\n")[:4] == ["array32 manifest.decode", "map32 manifest.decode",
+                                           "nested-array32 manifest.decode", "nested-map32 manifest.decode"]
+
+
+# ------------------------------------------------------------------------------------------------ format and version
+
+def test_rejects_wrong_format_identifier(art):
+    edit(art, lambda m: m.__setitem__("format", "pytorch"))
+    rejects(art, "format.identifier", "pytorch", "fxlower", "1.0", cls=VersionError)
+
+
+def test_rejects_missing_format_identifier(art):
+    edit(art, lambda m: m.pop("format"))
+    rejects(art, "format.identifier", "fxlower", cls=VersionError)
+
+
+def test_rejects_manifest_that_is_not_a_map(art):
+    (art / MANIFEST).write_bytes(msgpack.packb(["fxlower", [1, 0]]))
+    rejects(art, "format.identifier", "an array", cls=VersionError)
+
+
+def test_rejects_major_version_2(art):
+    edit(art, lambda m: m.__setitem__("format_version", [2, 0]))
+    rejects(art, "format.version", "2.0", "1.0", cls=VersionError)
+
+
+def test_rejects_future_minor_version(art):
+    edit(art, lambda m: m.__setitem__("format_version", [1, 99]))
+    rejects(art, "format.version", "1.99", "1.0", cls=VersionError)
+
+
+@pytest.mark.parametrize("version", [["1", "0"], [1], [1, 0, 0], [True, 0], [1, -1], [1.0, 0], "1.0", None,
+                                     [1, 2**64 - 1]])
+def test_rejects_malformed_format_version(art, version):
+    edit(art, lambda m: m.__setitem__("format_version", version))
+    rejects(art, "format.version", "1.0", cls=VersionError)
+
+
+def test_checks_version_before_schema(art):
+    def bad(m):
+        m["format_version"] = [2, 0]
+        m["unknown"] = 1
+        del m["digest"]
+    edit(art, bad)
+    rejects(art, "format.version", cls=VersionError)
+
+
+# An older minor of major 1 cannot exist yet (1.0 is the first): nothing to test for "accepts older minor".
+
+
+# ------------------------------------------------------------------------------------------------ schema
+
+@pytest.mark.parametrize("path,field", [((), "digest"), (("tensors", 0), "sha256"), (("graphs", 0, "nodes", 2), "users"),
+                                        (("producer",), "torch"), (("golden",), "tolerances"),
+                                        (("signature",), "output"), (("graphs", 0, "nodes", 1, "lowering"), "attrs")])
+def test_rejects_missing_required_field(art, path, field):
+    def drop(m):
+        obj = m
+        for p in path:
+            obj = obj[p]
+        del obj[field]
+    edit(art, drop)
+    rejects(art, "schema.missing_field", f"'{field}'")
+
+
+def test_rejects_unknown_top_level_field(art):
+    edit(art, lambda m: m.__setitem__("comment", "hi"))
+    rejects(art, "schema.unknown_field", "'comment'")
+
+
+def test_rejects_unknown_node_field(art):
+    edit(art, lambda m: node(m, "relu").__setitem__("device", "cpu"))
+    rejects(art, "schema.unknown_field", "'device'", "nodes[2]")
+
+
+def test_accepts_x_extension_fields_everywhere(art):
+    def add(m):
+        m["x-vendor"] = {"anything": [1, 2, {"deep": None}]}
+        node(m, "relu")["x-note"] = "fused"
+        m["tensors"][0]["x-quant"] = 1
+        m["producer"]["x-host"] = 7
+    edit(art, add)
+    fxlower.load(art, verify=True)
+
+
+def test_rejects_str_where_int_expected(art):
+    edit(art, lambda m: node(m, "lin")["lowering"].__setitem__("version", "1"))
+    rejects(art, "schema.type", "lowering.version", "a str")
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64 - 1])
+def test_rejects_uint64_above_int64_max_where_int_expected(art, value):
+    edit(art, lambda m: node(m, "lin")["lowering"].__setitem__("module_version", value))
+    rejects(art, "schema.type", "lowering.module_version", str(value))
+
+
+def test_accepts_int64_extremes(art):
+    edit(art, lambda m: node(m, "lin")["lowering"].__setitem__("module_version", -(2**63)))
+    fxlower.load(art)
+
+
+def test_rejects_bool_where_int_expected(art):
+    edit(art, lambda m: node(m, "lin")["lowering"].__setitem__("version", True))
+    rejects(art, "schema.type", "lowering.version", "a bool")
+
+
+def test_rejects_float_where_int_expected(art):
+    edit(art, lambda m: node(m, "lin").__setitem__("graph", 1.0))
+    rejects(art, "schema.type", "nodes[1].graph")
+
+
+def test_rejects_map_where_array_expected(art):
+    edit(art, lambda m: m.__setitem__("tensors", {}))
+    rejects(art, "schema.type", "tensors")
+
+
+def test_accepts_float32_where_float_expected(art):
+    raw = (art / MANIFEST).read_bytes()
+    f64 = b"\xcb" + struct.pack(">d", 0.001)
+    assert raw.count(f64) == 1
+    (art / MANIFEST).write_bytes(raw.replace(f64, b"\xca" + struct.pack(">f", 0.001)))
+    fxlower.load(art)
+
+
+def test_rejects_unknown_file_role(art):
+    edit(art, lambda m: m["files"][1].__setitem__("role", "code"))
+    rejects(art, "schema.type", "'code'", "files[1]")
+
+
+def test_rejects_two_files_of_one_role(art):
+    os.rename(art / GOLDEN, art / "g2.safetensors")
+
+    def fix(m):
+        m["files"][0] = {"path": "g2.safetensors", "role": "weights"}
+    edit(art, fix)
+    rejects(art, "schema.type", "role 'weights'")
+
+
+def test_rejects_bad_digest(art):
+    edit(art, lambda m: m.__setitem__("digest", "md5:abc"))
+    rejects(art, "schema.type", "digest")
+
+
+def test_rejects_bad_sha256_field(art):
+    edit(art, lambda m: m["tensors"][2].__setitem__("sha256", "A" * 64))
+    rejects(art, "schema.type", "tensors[2].sha256")
+
+
+def test_rejects_unsorted_tensor_table(art):
+    def swap(m):
+        m["tensors"][2], m["tensors"][3] = m["tensors"][3], m["tensors"][2]
+    edit(art, swap)
+    rejects(art, "schema.type", "not sorted", "lin.bias")
+
+
+# ------------------------------------------------------------------------------------------------ values and metadata
+
+@pytest.mark.parametrize("value,needle", [
+    ({"t": "tensorish", "v": "x"}, "tensorish"),
+    ({"t": ["list"], "v": 1}, "unknown Value kind"),
+    ({"t": "list", "v": [], "x": 1}, "exactly the keys"),
+    ({"t": "list"}, "exactly the keys"),
+    ({"t": "complex", "v": [1, 2]}, "complex"),
+    ({"t": "slice", "v": [None, None]}, "slice"),
+    ({"t": "ellipsis", "v": 0}, "ellipsis"),
+    ({"t": "device", "v": "cuda:0; rm"}, "device"),
+    ({"t": "memory_format", "v": "fancy"}, "memory format"),
+    ({"t": "layout", "v": "tiled"}, "layout"),
+    ({"t": "dict", "v": [[1.5, 1]]}, "dict key"),
+    ({"t": "dict", "v": [[2**64 - 1, 1]]}, "dict key"),
+    (2**64 - 1, "int64"),
+    (b"bytes", "bin"),
+], ids=["unknown-tag", "unhashable-tag", "extra-key", "missing-v", "complex-ints", "short-slice", "ellipsis-payload",
+        "bad-device", "bad-memory-format", "bad-layout", "float-dict-key", "uint64-dict-key", "uint64", "bin"])
+def test_rejects_malformed_value(art, value, needle):
+    edit(art, lambda m: node(m, "relu")["kwargs"].__setitem__("extra", value))
+    rejects(art, "schema.type", needle, "nodes[2].kwargs.extra")
+
+
+def test_rejects_value_with_unknown_dtype_code(art):
+    edit(art, lambda m: node(m, "relu")["kwargs"].__setitem__("dtype", {"t": "dtype", "v": "F31"}))
+    rejects(art, "tensor.dtype", "F31", "kwargs.dtype")
+
+
+def test_rejects_value_nested_70_deep(art):
+    value = None
+    for _ in range(70):
+        value = {"t": "list", "v": [value]}
+    edit(art, lambda m: node(m, "relu")["kwargs"].__setitem__("deep", value))
+    rejects(art, "schema.depth", "64", "kwargs.deep")
+
+
+def test_accepts_value_nested_64_deep(art):
+    value = None
+    for _ in range(64):
+        value = {"t": "tuple", "v": [value]}
+    edit(art, lambda m: node(m, "relu")["kwargs"].__setitem__("deep", value))
+    fxlower.load(art)
+
+
+def test_rejects_metadata_nested_70_deep(art):
+    meta = {"t": "int"}
+    for _ in range(70):
+        meta = {"t": "tuple", "v": [meta]}
+    edit(art, lambda m: node(m, "relu").__setitem__("meta", meta))
+    rejects(art, "schema.depth", "nodes[2].meta")
+
+
+def test_rejects_duplicate_key_in_dict_value(art):
+    edit(art, lambda m: node(m, "relu")["kwargs"].__setitem__("d", {"t": "dict", "v": [["a", 1], ["a", 2]]}))
+    rejects(art, "manifest.duplicate_key", "'a'", "kwargs.d")
+
+
+def test_rejects_duplicate_int_key_in_dict_value(art):
+    edit(art, lambda m: node(m, "relu")["kwargs"].__setitem__("d", {"t": "dict", "v": [[3, 1], [3, 2]]}))
+    rejects(art, "manifest.duplicate_key", "3", "kwargs.d")
+
+
+@pytest.mark.parametrize("meta,code", [
+    ({"t": "tensor", "dtype": "F31", "shape": [1]}, "tensor.dtype"),
+    ({"t": "tensor", "dtype": ["F32"], "shape": [1]}, "schema.type"),
+    ({"t": "tensor", "dtype": "F32", "shape": [-1]}, "tensor.shape"),
+    ({"t": "tensor", "dtype": "F32"}, "schema.type"),
+    ({"t": "widget"}, "schema.type"),
+    ({"t": "int", "v": 1}, "schema.type"),
+    ({"t": "dict", "v": [[True, {"t": "int"}]]}, "schema.type"),
+], ids=["unknown-dtype", "unhashable-dtype", "negative-dim", "no-shape", "unknown-kind", "leaf-with-v", "bool-key"])
+def test_rejects_malformed_metadata(art, meta, code):
+    edit(art, lambda m: node(m, "relu").__setitem__("meta", meta))
+    rejects(art, code, "nodes[2].meta")
+
+
+def test_metadata_overflow_uses_the_dtype_item_size(art):
+    # 2**61 bytes of U8 fits int64; the same count of F64 does not.
+    edit(art, lambda m: node(m, "relu").__setitem__("meta", {"t": "tensor", "dtype": "U8", "shape": [2**61]}))
+    fxlower.load(art)
+    edit(art, lambda m: node(m, "relu").__setitem__("meta", {"t": "tensor", "dtype": "F64", "shape": [2**61]}))
+    rejects(art, "tensor.shape", "nodes[2].meta")
+
+
+# ------------------------------------------------------------------------------------------------ names
+
+def test_rejects_empty_node_name(art):
+    edit(art, lambda m: node(m, "relu").__setitem__("name", ""))
+    rejects(art, "schema.name", "0 bytes", "nodes[2].name")
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1f", "\n", "\x7f"])
+def test_rejects_control_character_in_node_name(art, char):
+    edit(art, lambda m: node(m, "relu").__setitem__("name", f"re{char}lu"))
+    rejects(art, "schema.name", "control character", "nodes[2].name")
+
+
+def test_rejects_node_name_over_1024_bytes(art):
+    edit(art, lambda m: node(m, "relu").__setitem__("name", "\u00e9" * 513))  # 513 chars, 1026 bytes
+    rejects(art, "schema.name", "1026 bytes", "nodes[2].name")
+
+
+def test_rejects_tensor_name_over_1024_bytes(art):
+    edit(art, lambda m: m["tensors"][4].__setitem__("name", "s" + "x" * 1024))
+    rejects(art, "schema.name", "1025 bytes", "tensors[4].name")
+
+
+def _rename_node(m: dict, old: str, new: str) -> None:
+    """Rename a root node everywhere it is named, so that only the name itself can be at fault."""
+    ref = {"t": "node", "v": old}
+    for n in m["graphs"][0]["nodes"]:
+        if n["name"] == old:
+            n["name"] = new
+        n["args"] = [{"t": "node", "v": new} if a == ref else a for a in n["args"]]
+        n["inputs"] = [new if i == old else i for i in n["inputs"]]
+        n["users"] = [new if u == old else u for u in n["users"]]
+
+
+def test_accepts_node_name_of_exactly_1024_bytes(art):
+    edit(art, lambda m: _rename_node(m, "relu", "\u00e9" * 512))
+    a = fxlower.load(art)
+    gm = a.to_graph_module()
+    assert torch.equal(gm(*a.golden_inputs()), a.golden_outputs())
+
+
+def test_rejects_node_name_of_1025_bytes_even_when_renamed_everywhere(art):
+    edit(art, lambda m: _rename_node(m, "relu", "r" + "\u00e9" * 512))
+    rejects(art, "schema.name", "1025 bytes")
+
+
+def test_rejects_duplicate_node_name(art):
+    edit(art, lambda m: node(m, "relu").__setitem__("name", "lin"))
+    rejects(art, "schema.name", "'lin'", "appears twice")
+
+
+def test_rejects_duplicate_tensor_name(art):
+    def dup(m):
+        m["tensors"].insert(3, dict(m["tensors"][2]))
+    edit(art, dup)
+    rejects(art, "schema.name", "lin.bias", "tensors[3]")
+
+
+def test_rejects_named_root_graph(art):
+    edit(art, lambda m: m["graphs"][0].__setitem__("name", "root"))
+    rejects(art, "schema.name", "graphs[0].name")
+
+
+def test_rejects_empty_nested_graph_name(art):
+    edit(art, lambda m: m["graphs"].append(nested_graph("", None)))
+    rejects(art, "schema.name", "graphs[1].name")
+
+
+def test_rejects_keyword_that_is_not_an_identifier(art):
+    edit(art, lambda m: node(m, "relu")["kwargs"].__setitem__("a-b", 1))
+    rejects(art, "schema.name", "'a-b'", "nodes[2].kwargs")
+
+
+def test_rejects_bad_lowering_attribute_name(art):
+    edit(art, lambda m: node(m, "lin")["lowering"]["attrs"].__setitem__("", 1))
+    rejects(art, "schema.name", "lowering.attrs")
+
+
+# ------------------------------------------------------------------------------------------------ graphs
+
+def test_rejects_unknown_op(art):
+    edit(art, lambda m: node(m, "relu").__setitem__("op", "call_python"))
+    rejects(art, "graph.op", "call_python", "nodes[2].op")
+
+
+@pytest.mark.parametrize("target", ["relu", "torch..relu", "torch.relu()", "torch.re lu", ".relu", "torch.2x"])
+def test_rejects_call_function_target_not_dotted_identifiers(art, target):
+    edit(art, lambda m: node(m, "relu").__setitem__("target", target))
+    rejects(art, "graph.target", "nodes[2].target")
+
+
+@pytest.mark.parametrize("target", ["__class__", "_private", "sum()", "1sum", ""])
+def test_rejects_call_method_target_not_public(art, target):
+    edit(art, lambda m: node(m, "sum_1").__setitem__("target", target))
+    rejects(art, "graph.target", "nodes[5].target")
+
+
+def test_rejects_getattr_with_private_attribute(art):
+    def bad(m):
+        n = node(m, "relu")
+        n["target"] = "builtins.getattr"
+        n["args"] = [{"t": "node", "v": "lin"}, "_private"]
+    edit(art, bad)
+    rejects(art, "graph.target", "builtins.getattr", "nodes[2]")
+
+
+def test_rejects_getattr_with_non_string_attribute(art):
+    def bad(m):
+        n = node(m, "relu")
+        n["target"] = "builtins.getattr"
+        n["args"] = [{"t": "node", "v": "lin"}, 3]
+    edit(art, bad)
+    rejects(art, "graph.target", "builtins.getattr")
+
+
+@pytest.mark.parametrize("target", ["__dict__", "a.__class__", "a..b", "a/b", ""])
+def test_rejects_get_attr_target_that_is_not_an_attribute_path(art, target):
+    edit(art, lambda m: node(m, "scale").__setitem__("target", target))
+    rejects(art, "graph.target", "nodes[3].target")
+
+
+def test_rejects_get_attr_to_missing_tensor(art):
+    edit(art, lambda m: node(m, "scale").__setitem__("target", "shift"))
+    rejects(art, "tensor.reference", "'shift'", "nodes[3].target")
+
+
+def test_rejects_get_attr_to_golden_tensor(art):
+    edit(art, lambda m: node(m, "scale").__setitem__("target", "golden"))  # 'golden' itself is not a tensor
+    rejects(art, "tensor.reference", "'golden'")
+
+
+def test_rejects_placeholder_target_that_is_not_an_identifier(art):
+    edit(art, lambda m: node(m, "x").__setitem__("target", "x; import os"))
+    rejects(art, "graph.target", "nodes[0].target")
+
+
+def test_rejects_output_target_other_than_output(art):
+    edit(art, lambda m: node(m, "output").__setitem__("target", "result"))
+    rejects(art, "graph.target", "nodes[6].target")
+
+
+def test_rejects_node_reference_to_a_later_node(art):
+    def bad(m):
+        node(m, "relu")["args"] = [{"t": "node", "v": "mul"}]
+    edit(art, bad)
+    rejects(art, "graph.reference", "'mul'", "nodes[2].args[0]")
+
+
+def test_rejects_node_reference_to_itself(art):
+    edit(art, lambda m: node(m, "relu").__setitem__("args", [{"t": "node", "v": "relu"}]))
+    rejects(art, "graph.reference", "'relu'")
+
+
+def test_rejects_node_reference_to_unknown_node(art):
+    edit(art, lambda m: node(m, "relu").__setitem__("args", [{"t": "node", "v": "ghost"}]))
+    rejects(art, "graph.reference", "'ghost'")
+
+
+def test_rejects_tensor_value_in_node_args(art):
+    edit(art, lambda m: node(m, "relu")["kwargs"].__setitem__("w", {"t": "tensor", "v": "lin.weight"}))
+    rejects(art, "tensor.reference", "kwargs.w")
+
+
+def test_rejects_inputs_inconsistent_with_args(art):
+    edit(art, lambda m: node(m, "mul").__setitem__("inputs", ["scale", "relu"]))
+    rejects(art, "graph.structure", "nodes[4].inputs")
+
+
+def test_rejects_users_inconsistent_with_inputs(art):
+    edit(art, lambda m: node(m, "lin").__setitem__("users", ["relu", "mul"]))
+    rejects(art, "graph.structure", "'lin'", "nodes[1].users")
+
+
+def test_rejects_graph_without_output_node(art):
+    edit(art, lambda m: m["graphs"][0]["nodes"].pop())
+    rejects(art, "graph.output", "no output node", "graphs[0]")
+
+
+def test_rejects_two_output_nodes(art):
+    def two(m):
+        out = dict(node(m, "output"))
+        out["name"] = "output2"
+        m["graphs"][0]["nodes"].append(out)
+    edit(art, two)
+    rejects(art, "graph.output", "follows the output node", "nodes[7]")
+
+
+def test_rejects_output_node_with_two_args(art):
+    edit(art, lambda m: node(m, "output")["args"].append(None))
+    rejects(art, "graph.output", "2 args")
+
+
+def test_rejects_placeholder_with_two_args(art):
+    edit(art, lambda m: node(m, "x").__setitem__("args", [1, 2]))
+    rejects(art, "graph.structure", "placeholder", "nodes[0]")
+
+
+def test_rejects_call_method_without_self(art):
+    def bad(m):
+        n = node(m, "sum_1")
+        n["args"], n["inputs"] = [], []
+        node(m, "mul")["users"] = []
+    edit(art, bad)
+    rejects(art, "graph.structure", "args[0]", "nodes[5]")
+
+
+@pytest.mark.parametrize("index", [1, 5, 0, -1])
+def test_rejects_nested_graph_index_out_of_range(art, index):
+    def bad(m):
+        n = node(m, "lin")
+        n["lowering"], n["graph"] = None, index
+    edit(art, bad)
+    rejects(art, "graph.structure", f"'graph' {index}", "nodes[1].graph")
+
+
+def test_rejects_graph_index_on_non_call_module_node(art):
+    def bad(m):
+        m["graphs"].append(nested_graph("sub", None))
+        node(m, "relu")["graph"] = 1
+    edit(art, bad)
+    rejects(art, "graph.structure", "nodes[2].graph")
+
+
+def test_accepts_nested_graphs_without_cycle(art):
+    edit(art, lambda m: m["graphs"].extend([nested_graph("s1", 2), nested_graph("s2", None)]))
+    fxlower.load(art)
+
+
+def test_rejects_graph_cycle(art):
+    edit(art, lambda m: m["graphs"].extend([nested_graph("s1", 2), nested_graph("s2", 1)]))
+    rejects(art, "graph.structure", "cycle")
+
+
+def test_rejects_graph_calling_itself(art):
+    edit(art, lambda m: m["graphs"].append(nested_graph("s1", 1)))
+    rejects(art, "graph.structure", "cycle")
+
+
+def test_rejects_call_module_without_lowering(art):
+    edit(art, lambda m: node(m, "lin").__setitem__("lowering", None))
+    rejects(art, "graph.structure", "lowering", "nodes[1]")
+
+
+def test_rejects_lowering_on_call_function_node(art):
+    edit(art, lambda m: node(m, "relu").__setitem__("lowering", dict(node(m, "lin")["lowering"])))
+    rejects(art, "graph.structure", "lowering", "nodes[2]")
+
+
+def test_rejects_lowering_attribute_naming_missing_tensor(art):
+    edit(art, lambda m: node(m, "lin")["lowering"]["attrs"].__setitem__("weight", {"t": "tensor", "v": "lin.w"}))
+    rejects(art, "tensor.reference", "'lin.w'", "lowering.attrs.weight")
+
+
+def test_rejects_lowering_attribute_naming_golden_tensor(art):
+    edit(art, lambda m: node(m, "lin")["lowering"]["attrs"].__setitem__(
+        "weight", {"t": "tensor", "v": "golden/outputs/0"}))
+    rejects(art, "tensor.reference", "golden/outputs/0", "weights")
+
+
+def test_rejects_empty_graph_list(art):
+    edit(art, lambda m: m.__setitem__("graphs", []))
+    rejects(art, "graph.structure", "graphs is empty")
+
+
+def test_rejects_signature_inputs_differing_from_placeholders(art):
+    edit(art, lambda m: m["signature"].__setitem__("inputs", ["y"]))
+    rejects(art, "graph.structure", "signature.inputs")
+
+
+def test_rejects_signature_output_differing_from_output_node(art):
+    edit(art, lambda m: m["signature"].__setitem__("output", {"t": "node", "v": "mul"}))
+    rejects(art, "graph.output", "signature.output")
+
+
+def test_rejects_signature_output_of_other_type(art):
+    # 1 == True and 1 == 1.0 in Python; as MessagePack values they differ.
+    def bad(m):
+        node(m, "output")["args"] = [{"t": "tuple", "v": [{"t": "node", "v": "sum_1"}, 1]}]
+        m["signature"]["output"] = {"t": "tuple", "v": [{"t": "node", "v": "sum_1"}, True]}
+    edit(art, bad)
+    rejects(art, "graph.output", "signature.output")
+
+
+def test_accepts_nan_in_signature_output(art):
+    def nan(m):
+        value = {"t": "tuple", "v": [{"t": "node", "v": "sum_1"}, float("nan"), -0.0]}
+        node(m, "output")["args"] = [value]
+        m["signature"]["output"] = {"v": value["v"], "t": "tuple"}  # key order does not matter
+    edit(art, nan)
+    fxlower.load(art)
+
+
+def test_rejects_signature_output_with_zero_of_other_sign(art):
+    def bad(m):
+        node(m, "output")["args"] = [{"t": "tuple", "v": [{"t": "node", "v": "sum_1"}, 0.0]}]
+        m["signature"]["output"] = {"t": "tuple", "v": [{"t": "node", "v": "sum_1"}, -0.0]}
+    edit(art, bad)
+    rejects(art, "graph.output", "signature.output")
+
+
+def test_rejects_signature_output_naming_unknown_node(art):
+    edit(art, lambda m: m["signature"].__setitem__("output", {"t": "node", "v": "ghost"}))
+    rejects(art, "graph.reference", "'ghost'", "signature.output")
+
+
+# ------------------------------------------------------------------------------------------------ tensor table
+
+def test_rejects_unknown_dtype_code(art):
+    edit(art, lambda m: tensor(m, "scale").__setitem__("dtype", "F31"))
+    rejects(art, "tensor.dtype", "F31", "tensors[4].dtype")
+
+
+def test_rejects_value_only_dtype_as_storage(art):
+    edit(art, lambda m: tensor(m, "scale").__setitem__("dtype", "C64"))
+    rejects(art, "tensor.dtype", "C64")
+
+
+def test_rejects_negative_dimension(art):
+    edit(art, lambda m: tensor(m, "scale").__setitem__("shape", [-3]))
+    rejects(art, "tensor.shape", "-3", "tensors[4].shape")
+
+
+def test_rejects_rank_65(art):
+    edit(art, lambda m: tensor(m, "scale").__setitem__("shape", [1] * 65))
+    rejects(art, "tensor.shape", "rank 65", "tensors[4].shape")
+
+
+def test_accepts_rank_64_up_to_the_file_check(art):
+    edit(art, lambda m: tensor(m, "scale").__setitem__("shape", [1] * 63 + [3]))
+    rejects(art, "tensor.mismatch", "'scale'")  # the shape itself passed; the file says [3]
+
+
+@pytest.mark.parametrize("shape", [[2**62, 2**62], [2**31, 2**31, 2**31], [2**60, 8]])
+def test_rejects_shape_whose_byte_size_overflows(art, shape):
+    edit(art, lambda m: tensor(m, "scale").__setitem__("shape", shape))
+    rejects(art, "tensor.shape", "tensors[4].shape")
+
+
+def test_rejects_tensor_in_unlisted_file(art):
+    edit(art, lambda m: tensor(m, "scale").__setitem__("file", "other.safetensors"))
+    rejects(art, "tensor.reference", "other.safetensors", "tensors[4].file")
+
+
+def test_rejects_tensor_key_missing_from_file(art):
+    edit(art, lambda m: tensor(m, "scale").__setitem__("key", "scale2"))
+    rejects(art, "tensor.missing", "'scale'", "'scale2'", WEIGHTS)
+
+
+def test_rejects_manifest_dtype_differing_from_header(art):
+    edit(art, lambda m: tensor(m, "scale").__setitem__("dtype", "I32"))
+    rejects(art, "tensor.mismatch", "'scale'", "I32", "F32", WEIGHTS)
+
+
+def test_rejects_manifest_shape_differing_from_header(art):
+    edit(art, lambda m: tensor(m, "scale").__setitem__("shape", [1, 3]))
+    rejects(art, "tensor.mismatch", "'scale'", WEIGHTS)
+
+
+def _alias(m, **changes):
+    alias = dict(tensor(m, "scale"), name="scale_tied", **changes)
+    m["tensors"].append(alias)
+    m["tensors"].sort(key=lambda t: t["name"])
+
+
+def test_accepts_alias_entries(art):
+    edit(art, _alias)
+    a = fxlower.load(art, verify=True)
+    assert torch.equal(a.tensor("scale_tied"), a.tensor("scale"))
+
+
+def test_rejects_alias_entries_that_disagree(art):
+    edit(art, lambda m: _alias(m, sha256="0" * 64))
+    rejects(art, "tensor.mismatch", "'scale'", "'scale_tied'")
+
+
+def test_rejects_alias_entries_of_other_shape(art):
+    edit(art, lambda m: _alias(m, shape=[1, 3]))
+    rejects(art, "tensor.mismatch", "'scale_tied'")
+
+
+def test_hash_mismatch_is_found_only_on_verify(art):
+    header, data = read_st(art / WEIGHTS)
+    last = max(header, key=lambda k: header[k]["data_offsets"][1])
+    raw = bytearray((art / WEIGHTS).read_bytes())
+    raw[-1] ^= 0x01
+    (art / WEIGHTS).write_bytes(bytes(raw))
+    fxlower.load(art)  # hashes are not checked unless asked
+    rejects(art, "tensor.hash", f"'{last}'", WEIGHTS, verify=True)
+
+
+def test_rejects_golden_referencing_a_weights_tensor(art):
+    edit(art, lambda m: m["golden"].__setitem__("outputs", {"t": "tensor", "v": "lin.weight"}))
+    rejects(art, "tensor.reference", "lin.weight", "golden.outputs")
+
+
+def test_rejects_golden_file_of_weights_role(art):
+    edit(art, lambda m: m["golden"].__setitem__("file", WEIGHTS))
+    rejects(art, "tensor.reference", WEIGHTS, "golden.file")
+
+
+def test_rejects_unknown_golden_mode(art):
+    edit(art, lambda m: m["golden"].__setitem__("mode", "everything"))
+    rejects(art, "schema.type", "everything", "golden.mode")
+
+
+def test_rejects_golden_node_that_is_not_a_root_node(art):
+    edit(art, lambda m: m["golden"]["nodes"].__setitem__("ghost", None))
+    rejects(art, "graph.reference", "'ghost'", "golden.nodes")
+
+
+def test_rejects_node_reference_in_golden_inputs(art):
+    edit(art, lambda m: m["golden"]["inputs"].append({"t": "node", "v": "x"}))
+    rejects(art, "graph.reference", "golden.inputs[1]")
+
+
+@pytest.mark.parametrize("tol", [{"rtol": -1.0, "atol": 0.0}, {"rtol": float("nan"), "atol": 0.0},
+                                 {"rtol": 0.0, "atol": float("inf")}])
+def test_rejects_bad_tolerance(art, tol):
+    edit(art, lambda m: m["golden"]["tolerances"].__setitem__("F32", tol))
+    rejects(art, "schema.type", "F32", "golden.tolerances")
+
+
+def test_rejects_tolerance_for_unknown_dtype(art):
+    edit(art, lambda m: m["golden"]["tolerances"].__setitem__("F31", {"rtol": 0.0, "atol": 0.0}))
+    rejects(art, "tensor.dtype", "F31", "golden.tolerances")
+
+
+# ------------------------------------------------------------------------------------------------ safetensors
+
+def test_rejects_tensor_file_shorter_than_8_bytes(art):
+    (art / WEIGHTS).write_bytes(b"\x00" * 7)
+    rejects(art, "safetensors.header", "7 bytes", WEIGHTS)
+
+
+def test_rejects_header_length_past_end_of_file(art):
+    raw = (art / WEIGHTS).read_bytes()
+    (art / WEIGHTS).write_bytes(struct.pack("<Q", len(raw)) + raw[8:])
+    rejects(art, "safetensors.header", "header length", WEIGHTS)
+
+
+def test_rejects_header_length_over_100mb_before_allocating(art):
+    with open(art / WEIGHTS, "wb") as f:
+        f.write(struct.pack("<Q", 100_000_001))
+    os.truncate(art / WEIGHTS, 100_000_001 + 8 + 64)  # sparse: large enough for the length, nothing allocated
+    rejects(art, "safetensors.header", "100000000", WEIGHTS)
+
+
+def test_rejects_leading_whitespace_in_header(art):
+    header, data = read_st(art / WEIGHTS)
+    (art / WEIGHTS).write_bytes(st_bytes(b" " + json.dumps(header).encode(), data))
+    rejects(art, "safetensors.header", "'{'", WEIGHTS)
+
+
+def test_rejects_non_object_header(art):
+    _, data = read_st(art / WEIGHTS)
+    (art / WEIGHTS).write_bytes(st_bytes(b"[]", data))
+    rejects(art, "safetensors.header", WEIGHTS)
+
+
+def test_rejects_header_that_is_two_json_objects(art):
+    header, data = read_st(art / WEIGHTS)
+    (art / WEIGHTS).write_bytes(st_bytes(json.dumps(header).encode() + b"{}", data))
+    rejects(art, "safetensors.header", WEIGHTS)
+
+
+def test_rejects_nul_padded_header(art):
+    header, data = read_st(art / WEIGHTS)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b"\x00" * ((-(8 + len(raw))) % 8 or 8)
+    (art / WEIGHTS).write_bytes(st_bytes(raw, data, align=False))
+    rejects(art, "safetensors.header", WEIGHTS)
+
+
+def test_rejects_duplicate_json_key(art):
+    header, data = read_st(art / WEIGHTS)
+    body = json.dumps(header, separators=(",", ":"))
+    entry = json.dumps(header["scale"], separators=(",", ":"))
+    (art / WEIGHTS).write_bytes(st_bytes(f'{body[:-1]},"scale":{entry}}}'.encode(), data))  # identical duplicate
+    rejects(art, "safetensors.header", "'scale'", "twice", WEIGHTS)
+
+
+def test_rejects_nan_constant_in_header(art):
+    header, data = read_st(art / WEIGHTS)
+    body = json.dumps(header, separators=(",", ":"))
+    (art / WEIGHTS).write_bytes(st_bytes(('{"__metadata__":{"a":NaN},' + body[1:]).encode(), data))
+    rejects(art, "safetensors.header", "NaN", WEIGHTS)
+
+
+def test_rejects_invalid_utf8_in_header(art):
+    header, data = read_st(art / WEIGHTS)
+    body = json.dumps(header, separators=(",", ":")).encode()
+    (art / WEIGHTS).write_bytes(st_bytes(b'{"__metadata__":{"a":"\xff"},' + body[1:], data))
+    rejects(art, "safetensors.header", "UTF-8", WEIGHTS)
+
+
+def test_rejects_header_nested_deeper_than_128(art):
+    header, data = read_st(art / WEIGHTS)
+    body = json.dumps(header, separators=(",", ":")).encode()
+    deep = b"[" * 130 + b"]" * 130
+    (art / WEIGHTS).write_bytes(st_bytes(b'{"__metadata__":' + deep + b"," + body[1:], data))
+    rejects(art, "safetensors.header", "128", WEIGHTS)
+
+
+def test_rejects_metadata_that_is_not_str_to_str(art):
+    header, data = read_st(art / WEIGHTS)
+    (art / WEIGHTS).write_bytes(st_bytes({"__metadata__": {"a": 1}, **header}, data))
+    rejects(art, "safetensors.header", "__metadata__", WEIGHTS)
+
+
+def test_accepts_string_metadata(art):
+    header, data = read_st(art / WEIGHTS)
+    (art / WEIGHTS).write_bytes(st_bytes({"__metadata__": {"format": "pt"}, **header}, data))
+    fxlower.load(art, verify=True)
+
+
+def test_rejects_extra_field_in_tensor_info(art):
+    header, data = read_st(art / WEIGHTS)
+    header["scale"]["note"] = "x"
+    (art / WEIGHTS).write_bytes(st_bytes(header, data))
+    rejects(art, "safetensors.header", "'scale'", WEIGHTS)
+
+
+def test_rejects_unknown_dtype_in_header(art):
+    header, data = read_st(art / WEIGHTS)
+    header["scale"]["dtype"] = "F31"
+    (art / WEIGHTS).write_bytes(st_bytes(header, data))
+    # docs/format.md section 4: any other code is tensor.dtype (section 5 would say safetensors.header).
+    rejects(art, "tensor.dtype", "F31", "'scale'", WEIGHTS)
+
+
+def test_rejects_bad_key_in_header(art):
+    header, data = read_st(art / WEIGHTS)
+    header["bad\x01key"] = header.pop("scale")
+    (art / WEIGHTS).write_bytes(st_bytes(header, data))
+    rejects(art, "schema.name", "control character", WEIGHTS)
+
+
+def test_rejects_reversed_data_offsets(art):
+    header, data = read_st(art / WEIGHTS)
+    b, e = header["scale"]["data_offsets"]
+    header["scale"]["data_offsets"] = [e, b]
+    (art / WEIGHTS).write_bytes(st_bytes(header, data))
+    rejects(art, "safetensors.header", "'scale'", "data_offsets", WEIGHTS)
+
+
+def test_rejects_gap_between_tensors(art):
+    header, data = read_st(art / WEIGHTS)
+    b, e = header["scale"]["data_offsets"]  # the last tensor: move it 4 bytes further
+    header["scale"]["data_offsets"] = [b + 4, e + 4]
+    (art / WEIGHTS).write_bytes(st_bytes(header, data[:b] + b"\x00" * 4 + data[b:]))
+    rejects(art, "safetensors.layout", "'scale'", "gap or overlap", WEIGHTS)
+
+
+def test_rejects_overlapping_tensors(art):
+    header, data = read_st(art / WEIGHTS)
+    b, e = header["scale"]["data_offsets"]
+    header["scale"]["data_offsets"] = [b - 4, e - 4]
+    (art / WEIGHTS).write_bytes(st_bytes(header, data[:-4]))
+    rejects(art, "safetensors.layout", "'scale'", "gap or overlap", WEIGHTS)
+
+
+def test_rejects_tensors_not_starting_at_zero(art):
+    header, data = read_st(art / WEIGHTS)
+    for info in header.values():
+        info["data_offsets"] = [x + 8 for x in info["data_offsets"]]
+    (art / WEIGHTS).write_bytes(st_bytes(header, b"\x00" * 8 + data))
+    rejects(art, "safetensors.layout", "gap or overlap", WEIGHTS)
+
+
+def test_rejects_trailing_bytes_after_tensor_data(art):
+    with open(art / WEIGHTS, "ab") as f:
+        f.write(b"\x00" * 8)
+    rejects(art, "safetensors.layout", "trailing", WEIGHTS)
+
+
+def test_rejects_truncated_tensor_data(art):
+    raw = (art / WEIGHTS).read_bytes()
+    (art / WEIGHTS).write_bytes(raw[:-4])
+    rejects(art, "safetensors.layout", "truncated", WEIGHTS)
+
+
+def test_rejects_offset_past_end_of_file(art):
+    header, data = read_st(art / WEIGHTS)
+    b, _ = header["scale"]["data_offsets"]
+    header["scale"]["shape"] = [5]
+    header["scale"]["data_offsets"] = [b, b + 20]  # consistent with the shape, 8 bytes past the end
+    (art / WEIGHTS).write_bytes(st_bytes(header, data))
+    rejects(art, "safetensors.layout", "truncated", WEIGHTS)
+
+
+def test_rejects_byte_size_differing_from_shape(art):
+    header, data = read_st(art / WEIGHTS)
+    header["scale"]["shape"] = [2]
+    (art / WEIGHTS).write_bytes(st_bytes(header, data))
+    rejects(art, "safetensors.layout", "'scale'", WEIGHTS)
+
+
+def test_rejects_misaligned_data_section_start(art):
+    header, data = read_st(art / WEIGHTS)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * ((-(8 + len(raw))) % 8 + 4)  # 8 + N is 4 modulo 8
+    (art / WEIGHTS).write_bytes(st_bytes(raw, data, align=False))
+    rejects(art, "safetensors.layout", "multiple of 8", WEIGHTS)
+
+
+def test_rejects_tensor_misaligned_to_its_item_size(art):
+    header, data = read_st(art / WEIGHTS)
+    for info in header.values():
+        info["data_offsets"] = [x + 2 for x in info["data_offsets"]]
+    header["pad"] = {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}
+    (art / WEIGHTS).write_bytes(st_bytes(header, b"\x00\x00" + data))
+    rejects(art, "safetensors.layout", "not aligned", WEIGHTS)
+
+
+def test_rejects_unreferenced_key_in_file(art):
+    header, data = read_st(art / WEIGHTS)
+    header["extra"] = {"dtype": "U8", "shape": [8], "data_offsets": [len(data), len(data) + 8]}
+    (art / WEIGHTS).write_bytes(st_bytes(header, data + bytes(range(8))))
+    rejects(art, "safetensors.unreferenced", "'extra'", WEIGHTS)
+
+
+# ------------------------------------------------------------------------------------------------ targets
+
+def _retarget_wrapped(dst: Path, name: str) -> None:
+    def fix(m):
+        for n in m["graphs"][0]["nodes"]:
+            if n["op"] == "call_function" and n["target"].endswith("fxl_test_double"):
+                n["target"] = name
+                return
+        raise AssertionError("no call of fxl_test_double in the export")
+    edit(dst, fix)
+
+
+def test_unlisted_call_function_target_fails_in_to_graph_module(wrapped_base, tmp_path):
+    dst = tmp_path / "w.fxl"
+    shutil.copytree(wrapped_base, dst)
+    name = f"fxlower_tests.double_{uuid.uuid4().hex}"
+    _retarget_wrapped(dst, name)
+    a = fxlower.load(dst, verify=True)  # validation does not resolve targets
+    with pytest.raises(UnsupportedTargetError) as info:
+        a.to_graph_module()
+    assert name in str(info.value)
+    assert "register_function" in str(info.value)
+
+
+def test_registered_call_function_target_loads(wrapped_base, tmp_path):
+    dst = tmp_path / "w.fxl"
+    shutil.copytree(wrapped_base, dst)
+    name = f"fxlower_tests.double_{uuid.uuid4().hex}"
+    _retarget_wrapped(dst, name)
+    fxlower.register_function(fxl_test_double, name=name)
+    a = fxlower.load(dst, verify=True)
+    gm = a.to_graph_module()
+    assert torch.equal(gm(*a.golden_inputs()), a.golden_outputs())
+
+
+def test_unknown_module_type_fails_in_to_graph_module(art):
+    edit(art, lambda m: node(m, "lin")["lowering"].__setitem__("module_type", "evil.Module"))
+    a = fxlower.load(art)
+    with pytest.raises(UnsupportedTargetError, match="evil.Module"):
+        a.to_graph_module()
+
+
+@pytest.mark.parametrize("target", ["os.system", "smtplib.SMTP", "fxlower_no_such_module.run", "builtins.eval",
+                                    "builtins.__import__", "torch.load"])
+def test_load_never_imports_or_resolves_a_module_named_in_the_file(art, base, target):
+    fxlower.load(base).to_graph_module()  # warm up whatever torch.fx imports lazily
+    if target.split(".")[0] not in ("os", "builtins", "torch"):
+        assert target.split(".")[0] not in sys.modules
+    edit(art, lambda m: node(m, "relu").__setitem__("target", target))
+    before = set(sys.modules)
+    a = fxlower.load(art, verify=True)  # validation passes: the name is well-formed
+    with pytest.raises(UnsupportedTargetError) as info:
+        a.to_graph_module()
+    assert target in str(info.value)
+    assert set(sys.modules) == before
+
+
+# ------------------------------------------------------------------------------------------------ names torch.fx cannot generate code for
+
+@pytest.mark.parametrize("kw", ["lambda", "None", "class"])
+def test_rejects_python_keyword_as_keyword_argument(art, kw):
+    edit(art, lambda m: node(m, "sum_1")["kwargs"].__setitem__(kw, 1))
+    rejects(art, "schema.name", f"'{kw}'", "nodes[5].kwargs")
+
+
+@pytest.mark.parametrize("target", ["class", "*def", "**None"])
+def test_rejects_python_keyword_as_placeholder_target(art, target):
+    edit(art, lambda m: node(m, "x").__setitem__("target", target))
+    rejects(art, "graph.target", "nodes[0].target")
+
+
+@pytest.mark.parametrize("target", ["forward", "graph", "training", "code"])
+def test_module_target_shadowing_a_graph_module_attribute_fails_in_to_graph_module(art, target):
+    edit(art, lambda m: node(m, "lin").__setitem__("target", target))
+    a = fxlower.load(art)  # a valid dotted path for the format
+    with pytest.raises(UnsupportedTargetError, match=f"'{target}'"):
+        a.to_graph_module()
+
+
+@pytest.mark.parametrize("attr,value", [("forward", "torch.relu"), ("__class__", "x"), ("__dict__", 1),
+                                        ("training", True), ("_parameters", None)])
+def test_lowering_attribute_replacing_module_state_fails_in_to_graph_module(art, attr, value):
+    edit(art, lambda m: node(m, "lin")["lowering"]["attrs"].__setitem__(attr, value))
+    a = fxlower.load(art)
+    with pytest.raises(UnsupportedTargetError, match=f"'{attr}'"):
+        a.to_graph_module()
