@@ -284,6 +284,14 @@ class Artifact:
         return torch.frombuffer(self._map(entry.file), dtype=dtype, count=count,
                                 offset=info.begin).reshape(shape)
 
+    def stored_bytes(self, name: str) -> memoryview:
+        """The bytes stored for tensor ``name``, as a view of the file mapping (little-endian, row-major)."""
+        entry = self.tensors[name]
+        info = self._stored[entry.file][entry.key]
+        if info.end == info.begin:
+            return memoryview(b"")
+        return memoryview(self._map(entry.file))[info.begin:info.end]
+
     def verify(self) -> None:
         """Check every tensor's SHA-256 against the table.
 
@@ -291,9 +299,7 @@ class Artifact:
             FormatError ("tensor.hash"): naming the first tensor whose bytes differ.
         """
         for entry in self.manifest.tensors:
-            info = self._stored[entry.file][entry.key]
-            digest = hashlib.sha256(memoryview(self._map(entry.file))[info.begin:info.end]).hexdigest() \
-                if info.end > info.begin else hashlib.sha256(b"").hexdigest()
+            digest = hashlib.sha256(self.stored_bytes(entry.name)).hexdigest()
             if digest != entry.sha256:
                 raise FormatError("tensor.hash", f"tensor '{entry.name}': stored bytes hash to {digest}, the "
                                   f"table says {entry.sha256}", entry.file)

@@ -1,0 +1,113 @@
+"""The canonical dump of an artifact: one sorted line per fact, byte-identical to ``fxlower-dump``'s.
+
+Both readers produce it so that a test can compare what the Python loader and the C++ reader see (node ops,
+targets, arguments, output metadata, lowering records, tensors and the SHA-256 of their stored bytes). The line
+grammar is defined in ``cpp/DUMP.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .loading import Artifact
+
+__all__ = ["dump", "render_value", "render_meta"]
+
+
+def _float(x: float) -> str:
+    return repr(x)
+
+
+def render_value(obj: Any) -> str:
+    """Render a raw manifest Value (its msgpack object)."""
+    t = type(obj)
+    if obj is None:
+        return "None"
+    if t is bool:
+        return "True" if obj else "False"
+    if t is int:
+        return str(obj)
+    if t is float:
+        return _float(obj)
+    if t is str:
+        return json.dumps(obj, ensure_ascii=False)
+    kind, v = obj["t"], obj["v"]
+    if kind == "node":
+        return f"%{v}"
+    if kind == "tensor":
+        return f"${v}"
+    if kind == "list":
+        return "[" + ", ".join(render_value(x) for x in v) + "]"
+    if kind == "tuple":
+        inner = ", ".join(render_value(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if kind == "dict":
+        return "{" + ", ".join(f"{render_value(k)}: {render_value(x)}" for k, x in v) + "}"
+    if kind == "slice":
+        return "slice(" + ", ".join(render_value(x) for x in v) + ")"
+    if kind == "ellipsis":
+        return "..."
+    if kind == "complex":
+        return f"complex({_float(v[0])}, {_float(v[1])})"
+    return f"{kind}({v})"  # dtype, device, memory_format, layout
+
+
+def render_meta(obj: Any) -> str:
+    """Render raw output metadata."""
+    if obj is None:
+        return "None"
+    kind = obj["t"]
+    if kind == "tensor":
+        return f"tensor({obj['dtype']},{_shape(obj['shape'])})"
+    if kind in ("tuple", "list"):
+        return f"{kind}(" + ", ".join(render_meta(m) for m in obj["v"]) + ")"
+    if kind == "dict":
+        return "dict(" + ", ".join(f"{render_value(k)}: {render_meta(m)}" for k, m in obj["v"]) + ")"
+    return kind
+
+
+def _shape(shape: list[int]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _dict(items: dict[str, Any]) -> str:
+    return render_value({"t": "dict", "v": [[k, v] for k, v in items.items()]})
+
+
+def _strs(items: list[str]) -> str:
+    return render_value({"t": "list", "v": list(items)})
+
+
+def dump(art: Artifact) -> str:
+    """The canonical dump of a loaded artifact (reads every tensor's bytes to hash them)."""
+    m = art.manifest
+    q = render_value
+    lines = [f"format {m.format_version[0]}.{m.format_version[1]}",
+             f"producer {q(m.producer.name)} {q(m.producer.version)} {q(m.producer.torch)}",
+             f"digest {m.digest}"]
+    lines += [f"file {f.path} {f.role}" for f in m.files]
+    for gi, g in enumerate(m.graphs):
+        lines.append(f"graph {gi} {q(g.name)} {len(g.nodes)}")
+        for i, n in enumerate(g.nodes):
+            args = render_value({"t": "list", "v": n.args})
+            lines.append(f"node {gi} {i} {n.name} {n.op} {n.target} args={args} kwargs={_dict(n.kwargs)} "
+                         f"meta={render_meta(n.meta)}")
+            if n.lowering is not None:
+                lo = n.lowering
+                lines.append(f"lowering {gi} {n.name} {lo.module_type} {lo.version} {lo.module_version} "
+                             f"attrs={_dict(lo.attrs)}")
+            if n.graph is not None:
+                lines.append(f"subgraph {gi} {n.name} {n.graph}")
+    lines.append(f"signature inputs={_strs(m.signature.inputs)} output={q(m.signature.output)}")
+    if m.golden is not None:
+        g = m.golden
+        lines.append(f"golden {g.mode} {g.file} inputs={render_value({'t': 'list', 'v': g.inputs})} "
+                     f"outputs={q(g.outputs)}")
+        lines += [f"golden_node {k} {q(v)}" for k, v in g.nodes.items()]
+        lines += [f"tolerance {k} {_float(t.rtol)} {_float(t.atol)}" for k, t in g.tolerances.items()]
+    for t in m.tensors:
+        lines.append(f"tensor {t.name} {t.dtype} {_shape(t.shape)} {t.file} {t.key} "
+                     f"{hashlib.sha256(art.stored_bytes(t.name)).hexdigest()}")
+    return "".join(line + "\n" for line in sorted(lines))
