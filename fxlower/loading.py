@@ -47,8 +47,8 @@ from .values import _kind, check_meta, check_shape, decode
 
 __all__ = ["load", "loads_manifest", "Artifact", "LoadedNode", "LoadedGraph", "NodeRef", "TensorRef"]
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +195,7 @@ class _Dir:
         self.path = path
         try:
             st = os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise FormatError("artifact.missing", "the artifact directory does not exist", path) from None
         if not stat.S_ISDIR(st.st_mode):
             raise FormatError("artifact.not_regular", "the artifact is not a directory (or is a symlink)", path)

@@ -15,11 +15,11 @@ __all__ = ["check_name", "check_file_path", "check_dotted_target", "check_method
            "check_identifier"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_PATH = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
-_COMPONENT = re.compile(r"^[A-Za-z0-9_]+$")
-_METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PLACEHOLDER = re.compile(r"^\*{0,2}[A-Za-z_][A-Za-z0-9_]*$")
+_PATH = re.compile(r"^[A-Za-z0-9._-]{1,255}\Z")
+_COMPONENT = re.compile(r"^[A-Za-z0-9_]+\Z")
+_METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\Z")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_PLACEHOLDER = re.compile(r"^\*{0,2}[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def check_name(name: object, where: str, *, allow_empty: bool = False) -> str:

@@ -197,6 +197,8 @@ def read_header(f, file_size: int, where: str) -> dict[str, StoredTensor]:
     if not raw.startswith(b"{"):
         raise bad("header does not start with '{' (leading whitespace or not a JSON object)")
     body = raw.rstrip(b" ")
+    if not body.endswith(b"}"):
+        raise bad("the header's JSON object must be followed by spaces only")
     if not _json_depth_ok(body):
         raise bad(f"header JSON nests deeper than {_MAX_JSON_DEPTH}")
 

@@ -42,7 +42,9 @@ __all__ = ["encode", "decode", "encode_meta", "check_meta", "meta_of", "INT64_MI
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 _MEMORY_FORMAT_NAMES = {v: k for k, v in MEMORY_FORMATS.items()}
 _LAYOUT_NAMES = {v: k for k, v in LAYOUTS.items()}
-_DEVICE_RE = re.compile(r"^[a-z_]+(:[0-9]{1,6})?$")
+#: Device types a Value may name (docs/format.md 6.1), and an optional index without leading zeros.
+DEVICE_TYPES = ("cpu", "cuda", "hip", "mps", "xpu", "xla", "meta", "hpu", "mtia", "maia", "ipu", "privateuseone")
+_DEVICE_RE = re.compile(r"^(" + "|".join(DEVICE_TYPES) + r")(:(0|[1-9][0-9]{0,5}))?\Z")
 _VALUE_KINDS = frozenset({"node", "tensor", "list", "tuple", "dict", "slice", "ellipsis", "complex", "dtype",
                           "device", "memory_format", "layout"})
 
@@ -205,7 +207,8 @@ def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = Non
         return DTYPE_CODES[payload]
     if kind == "device":
         if not _DEVICE_RE.match(payload):
-            raise _bad(where, f"{payload!r} is not a device string such as 'cpu' or 'cuda:0'")
+            raise _bad(where, f"{payload!r:.40} is not a device string: one of {', '.join(DEVICE_TYPES)}, "
+                              f"optionally ':' and an index such as 'cuda:0'")
         try:
             return torch.device(payload)
         except (RuntimeError, ValueError) as e:

@@ -1406,3 +1406,42 @@ def test_lowering_attribute_replacing_module_state_fails_in_to_graph_module(art,
     a = fxlower.load(art)
     with pytest.raises(UnsupportedTargetError, match=f"'{attr}'"):
         a.to_graph_module()
+
+
+# ------------------------------------------------------------------------------------------------ agreement with C++
+# Cases where the Python loader once disagreed with the spec (and the C++ reader): regexes that let a trailing
+# newline through, a header followed by other whitespace, device strings judged by the installed torch, and a
+# load path whose parent is a file.
+
+def test_rejects_a_method_target_with_a_trailing_newline(art):
+    edit(art, lambda m: node(m, "sum_1").update(target="sum\n"))
+    rejects(art, "graph.target", "graphs[0].nodes[5].target", "public method")
+
+
+def test_rejects_a_sha256_with_a_trailing_newline(art):
+    edit(art, lambda m: tensor(m, "lin.weight").update(sha256=tensor(m, "lin.weight")["sha256"][:63] + "\n"))
+    rejects(art, "schema.type", "tensors[", "sha256")
+
+
+def test_rejects_a_safetensors_header_followed_by_a_newline(art):
+    header, data = read_st(art / WEIGHTS)
+    raw = json.dumps(header, separators=(",", ":")).encode() + b"\n"
+    (art / WEIGHTS).write_bytes(st_bytes(raw, data))
+    rejects(art, "safetensors.header", WEIGHTS, "followed by spaces only")
+
+
+@pytest.mark.parametrize("device", ["cuda:007", "npu_custom:1", "cpu:", "CUDA"])
+def test_rejects_device_strings_outside_the_spec_whatever_torch_knows(art, device):
+    edit(art, lambda m: node(m, "sum_1")["args"].append({"t": "device", "v": device}))
+    rejects(art, "schema.type", "graphs[0].nodes[5].args[2]", "not a device string")
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "cuda:12", "privateuseone", "mps"])
+def test_accepts_device_strings_of_the_spec(art, device):
+    edit(art, lambda m: node(m, "sum_1")["kwargs"].update(dtype={"t": "device", "v": device}))
+    fxlower.load(art)
+
+
+def test_a_path_below_a_regular_file_is_a_missing_artifact(tmp_path):
+    (tmp_path / "file").write_text("x")
+    rejects(tmp_path / "file" / "a.fxl", "artifact.missing", "does not exist")

@@ -331,6 +331,12 @@ std::string Val::repr() const {
 
 namespace {
 
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 class Pool {
  public:
   ~Pool() { resize(1); }
@@ -351,6 +357,8 @@ class Pool {
     for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
   }
 
+  static bool nested() { return in_parallel_; }
+
   void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
     int64_t parts = std::min<int64_t>(nthreads_, grain > 0 ? n / grain : n);
     if (parts < 2 || in_parallel_) {
@@ -366,6 +374,7 @@ class Pool {
       pending_.store(int(parts) - 1);
       error_ = nullptr;
       ++generation_;
+      generation_atomic_.store(generation_, std::memory_order_release);
     }
     cv_start_.notify_all();
     in_parallel_ = true;
@@ -376,6 +385,7 @@ class Pool {
       if (!error_) error_ = std::current_exception();
     }
     in_parallel_ = false;
+    for (int spin = 0; spin < 40000 && pending_.load(std::memory_order_acquire) != 0; ++spin) cpu_relax();
     {
       std::unique_lock<std::mutex> lk(m_);
       cv_done_.wait(lk, [&] { return pending_.load() == 0; });
@@ -392,6 +402,9 @@ class Pool {
   void loop(int id) {
     uint64_t seen = 0;
     for (;;) {
+      // spin a little before sleeping: kernels issue parallel loops back to back
+      for (int spin = 0; spin < 4000 && generation_atomic_.load(std::memory_order_acquire) == seen; ++spin)
+        cpu_relax();
       {
         std::unique_lock<std::mutex> lk(m_);
         cv_start_.wait(lk, [&] { return stop_ || generation_ != seen; });
@@ -419,6 +432,7 @@ class Pool {
   std::mutex m_, run_m_;
   std::condition_variable cv_start_, cv_done_;
   uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_atomic_{0};
   bool stop_ = false;
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;
@@ -440,8 +454,10 @@ Pool& pool() {
 void set_num_threads(int n) {
   if (n < 1) n = 1;
   pool().resize(n);
-  openblas_set_num_threads(n);
+  openblas_set_num_threads(1);
 }
+
+bool in_parallel_region() { return Pool::nested(); }
 
 int num_threads() { return pool().size(); }
 

@@ -1,0 +1,2986 @@
+// fxlower.hpp: header-only C++17 reader of fxlower artifacts (format 1.0, docs/format.md).
+//
+//   #include <fxlower/fxlower.hpp>
+//   fxlower::Artifact a = fxlower::load("model.fxl");          // validates everything, maps the tensors
+//   for (const fxlower::Node& n : a.root().nodes) { ... }       // graphs()[0] is the root graph
+//   if (auto t = a.tensor("conv1.weight")) t->element_double(0);
+//   a.verify_all();                                             // SHA-256 of every tensor (code tensor.hash)
+//
+// Dependencies: the C++17 standard library, POSIX (open/openat/fstat/mmap/readdir), msgpack-cxx (the parser
+// only, with a visitor) and nlohmann-json (its SAX parser). No Python, no libtorch.
+//
+// Errors: every rejection throws fxlower::Error; code() is the stable code of docs/format.md section 11 (the
+// same the Python loader reports), what() is "[code] file: field: message". Define FXLOWER_NOEXCEPTION to
+// print that line to stderr and abort() instead of throwing. Codes outside the format (misuse of the API,
+// I/O failures): "api.not_found", "api.kind", "api.range", "io.error".
+//
+// Validation follows docs/format.md section 10, in that order; docs/cpp.md lists the order within each step.
+// Memory: the manifest is read into memory (<= 1 GiB, checked before reading) and parsed in two passes: the
+// first validates and counts the objects, the second builds a compact tree of exactly that many 16-byte
+// nodes. No allocation is ever sized from a length field read from a file. Tensor files are memory-mapped
+// (LoadOptions::map_tensors) and their data is never read at load; a tensor file truncated by someone else
+// while mapped makes a later data access raise SIGBUS: load with map_tensors = false to copy the files into
+// owned memory instead.
+#ifndef FXLOWER_FXLOWER_HPP
+#define FXLOWER_FXLOWER_HPP
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#ifndef MSGPACK_NO_BOOST
+#define MSGPACK_NO_BOOST
+#endif
+#include <msgpack/unpack.hpp>  // defines what msgpack/parse.hpp needs
+#include <msgpack/parse.hpp>
+#include <nlohmann/json.hpp>
+
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#define FXLOWER_HAS_EXCEPTIONS 1
+#else
+#define FXLOWER_HAS_EXCEPTIONS 0
+#endif
+
+namespace fxlower {
+
+// ================================================================================================ constants
+
+/// The format version this reader implements: it accepts major 1, minor <= 0.
+inline constexpr std::int64_t kFormatMajor = 1;
+inline constexpr std::int64_t kFormatMinor = 0;
+inline constexpr const char* kFormatId = "fxlower";
+inline constexpr const char* kManifestFile = "manifest.msgpack";
+
+/// Caps of docs/format.md (fxlower/constants.py).
+namespace limits {
+inline constexpr std::uint64_t kMaxManifestBytes = std::uint64_t{1} << 30;
+inline constexpr int kMaxMsgpackDepth = 1024;  // containers open at once, empty ones included
+inline constexpr int kMaxValueDepth = 64;      // Values and Meta
+inline constexpr std::size_t kMaxNameBytes = 1024;
+inline constexpr std::size_t kMaxRank = 64;
+inline constexpr std::uint64_t kMaxSafetensorsHeader = 100000000;
+inline constexpr int kMaxJsonDepth = 128;
+inline constexpr std::size_t kMaxPathBytes = 255;
+}  // namespace limits
+
+// ================================================================================================ errors
+
+/// The one exception type. code() is stable (docs/format.md section 11, or api.* / io.error).
+class Error : public std::runtime_error {
+ public:
+  Error(std::string code, std::string where, std::string message)
+      : std::runtime_error(compose(code, where, message)),
+        code_(std::move(code)),
+        where_(std::move(where)),
+        message_(std::move(message)) {}
+  /// The stable code, e.g. "manifest.duplicate_key".
+  const std::string& code() const noexcept { return code_; }
+  /// The file and field, node or tensor at fault, e.g. "manifest.msgpack: graphs[0].nodes[3].target".
+  const std::string& where() const noexcept { return where_; }
+  /// What was found and what was expected.
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  static std::string compose(const std::string& code, const std::string& where, const std::string& message) {
+    std::string s = "[" + code + "] ";
+    if (!where.empty()) s += where + ": ";
+    return s + message;
+  }
+  std::string code_, where_, message_;
+};
+
+namespace detail {
+/// Throws fxlower::Error, or prints it and aborts under FXLOWER_NOEXCEPTION.
+[[noreturn]] inline void raise(std::string code, std::string where, std::string message) {
+#if defined(FXLOWER_NOEXCEPTION) || !FXLOWER_HAS_EXCEPTIONS
+  Error e(std::move(code), std::move(where), std::move(message));
+  std::fprintf(stderr, "fxlower: %s\n", e.what());
+  std::abort();
+#else
+  throw Error(std::move(code), std::move(where), std::move(message));
+#endif
+}
+}  // namespace detail
+
+// ================================================================================================ optional_ref
+
+/// What find-style lookups return: an optional reference (empty when absent). value() is checked.
+template <class T>
+class optional_ref {
+ public:
+  optional_ref() noexcept = default;
+  optional_ref(std::nullopt_t) noexcept {}
+  optional_ref(T& ref) noexcept : p_(&ref) {}
+  bool has_value() const noexcept { return p_ != nullptr; }
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+  T& operator*() const noexcept { return *p_; }
+  T* operator->() const noexcept { return p_; }
+  T& value() const {
+    if (!p_) detail::raise("api.not_found", "", "optional_ref::value() on an empty result");
+    return *p_;
+  }
+
+ private:
+  T* p_ = nullptr;
+};
+
+// ================================================================================================ dtypes
+
+/// Dtype codes (docs/format.md section 4). C64/C128 appear only in dtype Values and metadata.
+enum class DType : std::uint8_t {
+  F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U64, U32, U16, U8, BOOL, C64, C128
+};
+
+namespace detail {
+struct DTypeInfo {
+  const char* name;
+  DType dtype;
+  unsigned itemsize;
+  bool storage;
+  bool floating;
+};
+inline constexpr DTypeInfo kDTypes[] = {
+    {"F64", DType::F64, 8, true, true},       {"F32", DType::F32, 4, true, true},
+    {"F16", DType::F16, 2, true, true},       {"BF16", DType::BF16, 2, true, true},
+    {"F8_E4M3", DType::F8_E4M3, 1, true, true}, {"F8_E5M2", DType::F8_E5M2, 1, true, true},
+    {"I64", DType::I64, 8, true, false},      {"I32", DType::I32, 4, true, false},
+    {"I16", DType::I16, 2, true, false},      {"I8", DType::I8, 1, true, false},
+    {"U64", DType::U64, 8, true, false},      {"U32", DType::U32, 4, true, false},
+    {"U16", DType::U16, 2, true, false},      {"U8", DType::U8, 1, true, false},
+    {"BOOL", DType::BOOL, 1, true, false},    {"C64", DType::C64, 8, false, true},
+    {"C128", DType::C128, 16, false, true},
+};
+inline const DTypeInfo& dtype_info(DType d) { return kDTypes[static_cast<std::size_t>(d)]; }
+}  // namespace detail
+
+/// The code, e.g. "F32".
+inline std::string_view dtype_name(DType d) { return detail::dtype_info(d).name; }
+/// The dtype of a code (storage or value-only), or nullopt.
+inline std::optional<DType> dtype_from_name(std::string_view s) {
+  for (const auto& i : detail::kDTypes)
+    if (s == i.name) return i.dtype;
+  return std::nullopt;
+}
+/// Bytes per element.
+inline std::size_t dtype_itemsize(DType d) { return detail::dtype_info(d).itemsize; }
+/// True for the codes a tensor may be stored as (all but C64, C128).
+inline bool is_storage_dtype(DType d) { return detail::dtype_info(d).storage; }
+/// True for floating and complex dtypes.
+inline bool is_floating_dtype(DType d) { return detail::dtype_info(d).floating; }
+
+// ================================================================================================ numeric conversion
+
+/// IEEE binary16 bits -> float (exact).
+inline float half_to_float(std::uint16_t h) {
+  const bool neg = (h & 0x8000u) != 0;
+  const int exp = (h >> 10) & 0x1f;
+  const int mant = h & 0x3ff;
+  float v;
+  if (exp == 0)
+    v = std::ldexp(static_cast<float>(mant), -24);
+  else if (exp == 31)
+    v = mant ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  else
+    v = std::ldexp(static_cast<float>(mant + 1024), exp - 25);
+  return neg ? -v : v;
+}
+/// bfloat16 bits -> float (exact).
+inline float bfloat16_to_float(std::uint16_t b) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+/// float8_e4m3fn bits -> float (exact): bias 7, no infinities, 0x7f/0xff are NaN, max 448.
+inline float float8_e4m3fn_to_float(std::uint8_t b) {
+  const bool neg = (b & 0x80u) != 0;
+  const int exp = (b >> 3) & 0xf;
+  const int mant = b & 0x7;
+  float v;
+  if (exp == 15 && mant == 7)
+    v = std::numeric_limits<float>::quiet_NaN();
+  else if (exp == 0)
+    v = std::ldexp(static_cast<float>(mant), -9);
+  else
+    v = std::ldexp(static_cast<float>(8 + mant), exp - 10);
+  return neg ? -v : v;
+}
+/// float8_e5m2 bits -> float (exact): bias 15, IEEE-like infinities and NaNs, max 57344.
+inline float float8_e5m2_to_float(std::uint8_t b) {
+  const bool neg = (b & 0x80u) != 0;
+  const int exp = (b >> 2) & 0x1f;
+  const int mant = b & 0x3;
+  float v;
+  if (exp == 31)
+    v = mant ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  else if (exp == 0)
+    v = std::ldexp(static_cast<float>(mant), -16);
+  else
+    v = std::ldexp(static_cast<float>(4 + mant), exp - 17);
+  return neg ? -v : v;
+}
+
+// ================================================================================================ SHA-256
+
+/// SHA-256 (FIPS 180-4), incremental.
+class Sha256 {
+ public:
+  Sha256() { reset(); }
+  void reset() {
+    static constexpr std::uint32_t init[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                              0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    std::memcpy(h_, init, sizeof h_);
+    len_ = 0;
+    fill_ = 0;
+  }
+  void update(const void* data, std::size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    len_ += n;
+    if (fill_) {
+      const std::size_t take = std::min<std::size_t>(64 - fill_, n);
+      std::memcpy(buf_ + fill_, p, take);
+      fill_ += take;
+      p += take;
+      n -= take;
+      if (fill_ < 64) return;
+      block(buf_);
+      fill_ = 0;
+    }
+    for (; n >= 64; p += 64, n -= 64) block(p);
+    if (n) {
+      std::memcpy(buf_, p, n);
+      fill_ = n;
+    }
+  }
+  std::array<std::uint8_t, 32> finish() {
+    const std::uint64_t bits = len_ * 8;
+    const unsigned char pad = 0x80;
+    update(&pad, 1);
+    const unsigned char zero[64] = {};
+    update(zero, (fill_ <= 56) ? 56 - fill_ : 120 - fill_);
+    unsigned char lenbuf[8];
+    for (int i = 0; i < 8; ++i) lenbuf[i] = static_cast<unsigned char>(bits >> (56 - 8 * i));
+    update(lenbuf, 8);
+    std::array<std::uint8_t, 32> out{};
+    for (int i = 0; i < 8; ++i)
+      for (int k = 0; k < 4; ++k) out[static_cast<std::size_t>(4 * i + k)] = static_cast<std::uint8_t>(h_[i] >> (24 - 8 * k));
+    reset();
+    return out;
+  }
+  std::string finish_hex() {
+    static const char* digits = "0123456789abcdef";
+    const auto d = finish();
+    std::string s(64, '0');
+    for (std::size_t i = 0; i < 32; ++i) {
+      s[2 * i] = digits[d[i] >> 4];
+      s[2 * i + 1] = digits[d[i] & 15];
+    }
+    return s;
+  }
+
+ private:
+  static std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+  void block(const unsigned char* p) {
+    static constexpr std::uint32_t k[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+    std::uint32_t w[64];
+    for (int i = 0; i < 16; ++i)
+      w[i] = (std::uint32_t{p[4 * i]} << 24) | (std::uint32_t{p[4 * i + 1]} << 16) |
+             (std::uint32_t{p[4 * i + 2]} << 8) | std::uint32_t{p[4 * i + 3]};
+    for (int i = 16; i < 64; ++i) {
+      const std::uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    std::uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
+    for (int i = 0; i < 64; ++i) {
+      const std::uint32_t S1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
+      const std::uint32_t ch = (e & f) ^ (~e & g);
+      const std::uint32_t t1 = h + S1 + ch + k[i] + w[i];
+      const std::uint32_t S0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22);
+      const std::uint32_t maj = (a & b) ^ (a & c) ^ (b & c);
+      const std::uint32_t t2 = S0 + maj;
+      h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+    }
+    h_[0] += a; h_[1] += b; h_[2] += c; h_[3] += d; h_[4] += e; h_[5] += f; h_[6] += g; h_[7] += h;
+  }
+  std::uint32_t h_[8];
+  std::uint64_t len_;
+  unsigned char buf_[64];
+  std::size_t fill_;
+};
+
+/// SHA-256 of a byte range as 64 lowercase hex digits.
+inline std::string sha256_hex(const void* data, std::size_t n) {
+  Sha256 s;
+  s.update(data, n);
+  return s.finish_hex();
+}
+
+// ================================================================================================ rendering helpers
+
+/// A float as Python's repr(float) writes it: shortest round-trip digits, scientific notation when the
+/// decimal exponent is < -4 or >= 16 ("1e-05", "1e+16"), ".0" on integral values, "nan", "inf", "-inf", "-0.0".
+inline std::string python_float_repr(double d) {
+  if (std::isnan(d)) return "nan";
+  if (std::isinf(d)) return d < 0 ? "-inf" : "inf";
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::scientific);
+  std::string_view s(buf, static_cast<std::size_t>(r.ptr - buf));
+  std::string out;
+  if (!s.empty() && s[0] == '-') {
+    out = "-";
+    s.remove_prefix(1);
+  }
+  const std::size_t epos = s.find('e');
+  std::string digits;
+  for (char c : s.substr(0, epos))
+    if (c != '.') digits += c;
+  std::string_view es = s.substr(epos + 1);
+  bool eneg = false;
+  if (!es.empty() && (es[0] == '+' || es[0] == '-')) {
+    eneg = es[0] == '-';
+    es.remove_prefix(1);
+  }
+  int exp = 0;
+  for (char c : es) exp = exp * 10 + (c - '0');
+  if (eneg) exp = -exp;
+  while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
+  if (digits == "0") return out + "0.0";
+  const int n = static_cast<int>(digits.size());
+  const int decpt = exp + 1;
+  if (decpt <= -4 || decpt > 16) {
+    out += digits[0];
+    if (n > 1) {
+      out += '.';
+      out.append(digits, 1, std::string::npos);
+    }
+    out += 'e';
+    out += exp < 0 ? '-' : '+';
+    const int a = exp < 0 ? -exp : exp;
+    if (a < 10) out += '0';
+    out += std::to_string(a);
+  } else if (decpt <= 0) {
+    out += "0.";
+    out.append(static_cast<std::size_t>(-decpt), '0');
+    out += digits;
+  } else if (decpt >= n) {
+    out += digits;
+    out.append(static_cast<std::size_t>(decpt - n), '0');
+    out += ".0";
+  } else {
+    out.append(digits, 0, static_cast<std::size_t>(decpt));
+    out += '.';
+    out.append(digits, static_cast<std::size_t>(decpt), std::string::npos);
+  }
+  return out;
+}
+
+/// A string as Python's json.dumps(s, ensure_ascii=False) writes it: double quotes; \" \\ \n \r \t \b \f;
+/// other characters below U+0020 as \u00xx (lowercase hex); everything else (U+007F and non-ASCII too) as is.
+inline std::string quote_str(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20) {
+          static const char* hex = "0123456789abcdef";
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 15];
+        } else {
+          out += ch;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+// ================================================================================================ Values
+
+/// Node op kinds: the closed set of torch.fx.
+enum class Op : std::uint8_t { placeholder, get_attr, call_function, call_method, call_module, output };
+inline std::string_view op_name(Op op) {
+  static constexpr const char* names[] = {"placeholder", "get_attr", "call_function",
+                                          "call_method", "call_module", "output"};
+  return names[static_cast<std::size_t>(op)];
+}
+inline std::optional<Op> op_from_name(std::string_view s) {
+  for (int i = 0; i < 6; ++i)
+    if (s == op_name(static_cast<Op>(i))) return static_cast<Op>(i);
+  return std::nullopt;
+}
+
+enum class MemoryFormat : std::uint8_t { contiguous_format, channels_last, channels_last_3d, preserve_format };
+inline std::string_view memory_format_name(MemoryFormat m) {
+  static constexpr const char* names[] = {"contiguous_format", "channels_last", "channels_last_3d",
+                                          "preserve_format"};
+  return names[static_cast<std::size_t>(m)];
+}
+inline std::optional<MemoryFormat> memory_format_from_name(std::string_view s) {
+  for (int i = 0; i < 4; ++i)
+    if (s == memory_format_name(static_cast<MemoryFormat>(i))) return static_cast<MemoryFormat>(i);
+  return std::nullopt;
+}
+
+enum class Layout : std::uint8_t { strided, sparse_coo, sparse_csr, sparse_csc, sparse_bsr, sparse_bsc, jagged };
+inline std::string_view layout_name(Layout l) {
+  static constexpr const char* names[] = {"strided",    "sparse_coo", "sparse_csr", "sparse_csc",
+                                          "sparse_bsr", "sparse_bsc", "jagged"};
+  return names[static_cast<std::size_t>(l)];
+}
+inline std::optional<Layout> layout_from_name(std::string_view s) {
+  for (int i = 0; i < 7; ++i)
+    if (s == layout_name(static_cast<Layout>(i))) return static_cast<Layout>(i);
+  return std::nullopt;
+}
+
+/// The kinds of a Value; the order is the order of Value::Storage's alternatives.
+enum class ValueKind : std::uint8_t {
+  nil, boolean, integer, floating, string, node, tensor, list, tuple, dict, slice, ellipsis, complex, dtype,
+  device, memory_format, layout
+};
+inline std::string_view value_kind_name(ValueKind k) {
+  static constexpr const char* names[] = {"nil",   "bool",  "int",   "float",    "str",     "node",
+                                          "tensor", "list", "tuple", "dict",     "slice",   "ellipsis",
+                                          "complex", "dtype", "device", "memory_format", "layout"};
+  return names[static_cast<std::size_t>(k)];
+}
+
+class Value;
+struct Nil {};
+struct NodeRef { std::string name; };
+struct TensorRef { std::string name; };
+struct List { std::vector<Value> items; };
+struct Tuple { std::vector<Value> items; };
+/// A dict key: an int or a str.
+using DictKey = std::variant<std::int64_t, std::string>;
+/// A dict, in file order; keys are unique.
+struct Dict {
+  std::vector<std::pair<DictKey, Value>> items;
+  optional_ref<const Value> find(const DictKey& key) const;
+};
+/// slice(start, stop, step): exactly three Values.
+struct Slice {
+  std::vector<Value> parts;
+  const Value& start() const;
+  const Value& stop() const;
+  const Value& step() const;
+};
+struct Ellipsis {};
+struct Complex {
+  double re = 0;
+  double im = 0;
+};
+/// A torch.device string matching [a-z_]+(:[0-9]{1,6})?.
+struct Device {
+  std::string str;
+  std::string_view type() const { return std::string_view(str).substr(0, str.find(':')); }
+  std::optional<int> index() const {
+    const auto c = str.find(':');
+    if (c == std::string::npos) return std::nullopt;
+    return std::atoi(str.c_str() + c + 1);
+  }
+};
+
+/// A node argument, lowering attribute or golden value (docs/format.md 6.1).
+class Value {
+ public:
+  using Storage = std::variant<Nil, bool, std::int64_t, double, std::string, NodeRef, TensorRef, List, Tuple, Dict,
+                               Slice, Ellipsis, Complex, DType, Device, MemoryFormat, Layout>;
+
+  Value() = default;  // nil
+  static Value nil() { return Value(); }
+  static Value boolean(bool b) { return make<bool>(b); }
+  static Value integer(std::int64_t i) { return make<std::int64_t>(i); }
+  static Value floating(double d) { return make<double>(d); }
+  static Value string(std::string s) { return make<std::string>(std::move(s)); }
+  static Value node(std::string name) { return make<NodeRef>(NodeRef{std::move(name)}); }
+  static Value tensor(std::string name) { return make<TensorRef>(TensorRef{std::move(name)}); }
+  static Value list(std::vector<Value> items) { return make<List>(List{std::move(items)}); }
+  static Value tuple(std::vector<Value> items) { return make<Tuple>(Tuple{std::move(items)}); }
+  static Value dict(std::vector<std::pair<DictKey, Value>> items) { return make<Dict>(Dict{std::move(items)}); }
+  static Value slice(Value start, Value stop, Value step) {
+    std::vector<Value> parts;
+    parts.reserve(3);
+    parts.push_back(std::move(start));
+    parts.push_back(std::move(stop));
+    parts.push_back(std::move(step));
+    return make<Slice>(Slice{std::move(parts)});
+  }
+  static Value ellipsis() { return make<Ellipsis>(Ellipsis{}); }
+  static Value complex(double re, double im) { return make<Complex>(Complex{re, im}); }
+  static Value dtype(DType d) { return make<DType>(d); }
+  static Value device(std::string s) { return make<Device>(Device{std::move(s)}); }
+  static Value memory_format(MemoryFormat m) { return make<MemoryFormat>(m); }
+  static Value layout(Layout l) { return make<Layout>(l); }
+
+  ValueKind kind() const noexcept { return static_cast<ValueKind>(v_.index()); }
+  bool is_nil() const noexcept { return kind() == ValueKind::nil; }
+  const Storage& storage() const noexcept { return v_; }
+  template <class T>
+  const T* get_if() const noexcept { return std::get_if<T>(&v_); }
+
+  // Checked accessors: "api.kind" on another kind.
+  bool as_bool() const { return get<bool>(ValueKind::boolean); }
+  std::int64_t as_int() const { return get<std::int64_t>(ValueKind::integer); }
+  double as_float() const { return get<double>(ValueKind::floating); }
+  /// An int or a float as a double.
+  double as_number() const {
+    if (kind() == ValueKind::integer) return static_cast<double>(std::get<std::int64_t>(v_));
+    return get<double>(ValueKind::floating);
+  }
+  const std::string& as_str() const { return get<std::string>(ValueKind::string); }
+  const std::string& node_name() const { return get<NodeRef>(ValueKind::node).name; }
+  const std::string& tensor_name() const { return get<TensorRef>(ValueKind::tensor).name; }
+  /// The items of a list or a tuple.
+  const std::vector<Value>& items() const {
+    if (const auto* l = std::get_if<List>(&v_)) return l->items;
+    if (const auto* t = std::get_if<Tuple>(&v_)) return t->items;
+    wrong("a list or a tuple");
+  }
+  /// A list or tuple of ints (e.g. a stride), or a single int repeated n times when n > 0.
+  std::vector<std::int64_t> int_list(std::size_t n = 0) const {
+    if (kind() == ValueKind::integer && n > 0) return std::vector<std::int64_t>(n, as_int());
+    std::vector<std::int64_t> out;
+    for (const Value& v : items()) out.push_back(v.as_int());
+    return out;
+  }
+  const Dict& as_dict() const { return get<Dict>(ValueKind::dict); }
+  const Slice& as_slice() const { return get<Slice>(ValueKind::slice); }
+  Complex as_complex() const { return get<Complex>(ValueKind::complex); }
+  DType as_dtype() const { return get<DType>(ValueKind::dtype); }
+  const Device& as_device() const { return get<Device>(ValueKind::device); }
+  MemoryFormat as_memory_format() const { return get<MemoryFormat>(ValueKind::memory_format); }
+  Layout as_layout() const { return get<Layout>(ValueKind::layout); }
+
+  /// The canonical rendering of cpp/DUMP.md (e.g. "[%x, (1, 2), {\"k\": None}]").
+  std::string repr() const {
+    std::string out;
+    render(out);
+    return out;
+  }
+  void render(std::string& out) const;
+
+  /// Structural equality; floats compare by bits (so NaN equals the same NaN, -0.0 differs from 0.0) and an
+  /// int never equals a float or a bool.
+  friend bool operator==(const Value& a, const Value& b);
+  friend bool operator!=(const Value& a, const Value& b) { return !(a == b); }
+
+ private:
+  template <class T, class A>
+  static Value make(A&& a) {
+    Value v;
+    v.v_.template emplace<T>(std::forward<A>(a));
+    return v;
+  }
+  [[noreturn]] void wrong(const char* expected) const {
+    detail::raise("api.kind", "", std::string("the Value is a ") + std::string(value_kind_name(kind())) +
+                                      ", not " + expected);
+  }
+  template <class T>
+  const T& get(ValueKind k) const {
+    if (const T* p = std::get_if<T>(&v_)) return *p;
+    std::string what = std::string("a ") + std::string(value_kind_name(k));
+    wrong(what.c_str());
+  }
+  Storage v_;
+};
+
+inline optional_ref<const Value> Dict::find(const DictKey& key) const {
+  for (const auto& kv : items)
+    if (kv.first == key) return kv.second;
+  return std::nullopt;
+}
+inline const Value& Slice::start() const { return parts.at(0); }
+inline const Value& Slice::stop() const { return parts.at(1); }
+inline const Value& Slice::step() const { return parts.at(2); }
+
+inline std::string dict_key_repr(const DictKey& k) {
+  if (const auto* i = std::get_if<std::int64_t>(&k)) return std::to_string(*i);
+  return quote_str(std::get<std::string>(k));
+}
+
+inline void Value::render(std::string& out) const {
+  auto seq = [&out](const std::vector<Value>& items, const char* open, const char* close, bool tuple) {
+    out += open;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (i) out += ", ";
+      items[i].render(out);
+    }
+    if (tuple && items.size() == 1) out += ',';
+    out += close;
+  };
+  switch (kind()) {
+    case ValueKind::nil: out += "None"; break;
+    case ValueKind::boolean: out += std::get<bool>(v_) ? "True" : "False"; break;
+    case ValueKind::integer: out += std::to_string(std::get<std::int64_t>(v_)); break;
+    case ValueKind::floating: out += python_float_repr(std::get<double>(v_)); break;
+    case ValueKind::string: out += quote_str(std::get<std::string>(v_)); break;
+    case ValueKind::node: out += '%'; out += std::get<NodeRef>(v_).name; break;
+    case ValueKind::tensor: out += '$'; out += std::get<TensorRef>(v_).name; break;
+    case ValueKind::list: seq(std::get<List>(v_).items, "[", "]", false); break;
+    case ValueKind::tuple: seq(std::get<Tuple>(v_).items, "(", ")", true); break;
+    case ValueKind::dict: {
+      out += '{';
+      const auto& items = std::get<Dict>(v_).items;
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        if (i) out += ", ";
+        out += dict_key_repr(items[i].first);
+        out += ": ";
+        items[i].second.render(out);
+      }
+      out += '}';
+      break;
+    }
+    case ValueKind::slice: seq(std::get<Slice>(v_).parts, "slice(", ")", false); break;
+    case ValueKind::ellipsis: out += "..."; break;
+    case ValueKind::complex: {
+      const auto& c = std::get<Complex>(v_);
+      out += "complex(" + python_float_repr(c.re) + ", " + python_float_repr(c.im) + ")";
+      break;
+    }
+    case ValueKind::dtype: out += "dtype(" + std::string(dtype_name(std::get<DType>(v_))) + ")"; break;
+    case ValueKind::device: out += "device(" + std::get<Device>(v_).str + ")"; break;
+    case ValueKind::memory_format:
+      out += "memory_format(" + std::string(memory_format_name(std::get<MemoryFormat>(v_))) + ")";
+      break;
+    case ValueKind::layout: out += "layout(" + std::string(layout_name(std::get<Layout>(v_))) + ")"; break;
+  }
+}
+
+namespace detail {
+inline bool same_bits(double a, double b) {
+  std::uint64_t x, y;
+  std::memcpy(&x, &a, 8);
+  std::memcpy(&y, &b, 8);
+  return x == y;
+}
+inline bool seq_equal(const std::vector<Value>& a, const std::vector<Value>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (!(a[i] == b[i])) return false;
+  return true;
+}
+}  // namespace detail
+
+inline bool operator==(const Value& a, const Value& b) {
+  if (a.kind() != b.kind()) return false;
+  switch (a.kind()) {
+    case ValueKind::nil: case ValueKind::ellipsis: return true;
+    case ValueKind::boolean: return a.as_bool() == b.as_bool();
+    case ValueKind::integer: return a.as_int() == b.as_int();
+    case ValueKind::floating: return detail::same_bits(a.as_float(), b.as_float());
+    case ValueKind::string: return a.as_str() == b.as_str();
+    case ValueKind::node: return a.node_name() == b.node_name();
+    case ValueKind::tensor: return a.tensor_name() == b.tensor_name();
+    case ValueKind::list: case ValueKind::tuple: return detail::seq_equal(a.items(), b.items());
+    case ValueKind::dict: {
+      const auto& x = a.as_dict().items;
+      const auto& y = b.as_dict().items;
+      if (x.size() != y.size()) return false;
+      for (std::size_t i = 0; i < x.size(); ++i)
+        if (x[i].first != y[i].first || !(x[i].second == y[i].second)) return false;
+      return true;
+    }
+    case ValueKind::slice: return detail::seq_equal(a.as_slice().parts, b.as_slice().parts);
+    case ValueKind::complex:
+      return detail::same_bits(a.as_complex().re, b.as_complex().re) &&
+             detail::same_bits(a.as_complex().im, b.as_complex().im);
+    case ValueKind::dtype: return a.as_dtype() == b.as_dtype();
+    case ValueKind::device: return a.as_device().str == b.as_device().str;
+    case ValueKind::memory_format: return a.as_memory_format() == b.as_memory_format();
+    case ValueKind::layout: return a.as_layout() == b.as_layout();
+  }
+  return false;
+}
+
+// ================================================================================================ Meta
+
+enum class MetaKind : std::uint8_t { tensor, tuple, list, dict, integer, floating, boolean, string, none, other };
+inline std::string_view meta_kind_name(MetaKind k) {
+  static constexpr const char* names[] = {"tensor", "tuple", "list", "dict", "int",
+                                          "float",  "bool",  "str",  "none", "other"};
+  return names[static_cast<std::size_t>(k)];
+}
+
+/// What a node produces (docs/format.md section 6).
+struct Meta {
+  MetaKind kind = MetaKind::other;
+  DType dtype = DType::F32;           // tensor
+  std::vector<std::int64_t> shape;    // tensor
+  std::vector<Meta> items;            // tuple, list, dict (values)
+  std::vector<DictKey> keys;          // dict, parallel to items
+
+  /// "tensor(F32,[1,3])", "tuple(m, m)", "list(...)", "dict(k: m, ...)" or the leaf kind name.
+  std::string repr() const {
+    std::string out;
+    render(out);
+    return out;
+  }
+  void render(std::string& out) const {
+    switch (kind) {
+      case MetaKind::tensor: {
+        out += "tensor(" + std::string(dtype_name(dtype)) + ",[";
+        for (std::size_t i = 0; i < shape.size(); ++i) {
+          if (i) out += ',';
+          out += std::to_string(shape[i]);
+        }
+        out += "])";
+        break;
+      }
+      case MetaKind::tuple: case MetaKind::list: case MetaKind::dict:
+        out += meta_kind_name(kind);
+        out += '(';
+        for (std::size_t i = 0; i < items.size(); ++i) {
+          if (i) out += ", ";
+          if (kind == MetaKind::dict) out += dict_key_repr(keys[i]) + ": ";
+          items[i].render(out);
+        }
+        out += ')';
+        break;
+      default: out += meta_kind_name(kind);
+    }
+  }
+};
+
+// ================================================================================================ records
+
+/// Who wrote the file (informative).
+struct Producer {
+  std::string name, version, torch;
+};
+
+enum class FileRole : std::uint8_t { weights, golden };
+inline std::string_view file_role_name(FileRole r) { return r == FileRole::weights ? "weights" : "golden"; }
+
+struct FileEntry {
+  std::string path;
+  FileRole role = FileRole::weights;
+};
+
+using Kwargs = std::vector<std::pair<std::string, Value>>;
+
+namespace detail {
+inline optional_ref<const Value> find_pair(const Kwargs& kv, std::string_view name) {
+  for (const auto& p : kv)
+    if (p.first == name) return p.second;
+  return std::nullopt;
+}
+}  // namespace detail
+
+/// The lifted record of a leaf module (node.meta["lowering"] on the Python side).
+struct Lowering {
+  std::string module_type;
+  std::int64_t version = 0;
+  std::int64_t module_version = 0;
+  Kwargs attrs;  // attribute name -> Value, in file order
+  optional_ref<const Value> find_attr(std::string_view name) const { return detail::find_pair(attrs, name); }
+  const Value& attr_at(std::string_view name) const {
+    if (auto v = find_attr(name)) return *v;
+    detail::raise("api.not_found", module_type, "no lowering attribute '" + std::string(name) + "'");
+  }
+};
+
+struct Node {
+  std::size_t index = 0;  // position in its graph
+  std::string name;
+  Op op = Op::placeholder;
+  std::string target;
+  std::vector<Value> args;
+  Kwargs kwargs;
+  std::vector<std::string> inputs;
+  std::vector<std::string> users;
+  std::optional<Meta> meta;
+  std::optional<Lowering> lowering;
+  std::optional<std::size_t> graph;  // called graph, for a call_module of a graph module
+
+  optional_ref<const Value> find_kwarg(std::string_view key) const { return detail::find_pair(kwargs, key); }
+  const Value& kwarg_at(std::string_view key) const {
+    if (auto v = find_kwarg(key)) return *v;
+    detail::raise("api.not_found", "node " + name, "no keyword argument '" + std::string(key) + "'");
+  }
+};
+
+namespace detail { class Loader; }
+
+struct Graph {
+  std::size_t index = 0;
+  std::string name;  // "" for the root
+  std::vector<Node> nodes;
+
+  optional_ref<const Node> find_node(std::string_view node_name) const {
+    const auto it = by_name_.find(node_name);
+    if (it == by_name_.end()) return std::nullopt;
+    return nodes[it->second];
+  }
+  const Node& node_at(std::string_view node_name) const {
+    if (auto n = find_node(node_name)) return *n;
+    detail::raise("api.not_found", "graph " + std::to_string(index), "no node '" + std::string(node_name) + "'");
+  }
+  /// The output node (always the last one of a loaded graph).
+  const Node& output_node() const { return nodes.back(); }
+
+ private:
+  friend class detail::Loader;
+  std::map<std::string, std::size_t, std::less<>> by_name_;
+};
+
+struct Signature {
+  std::vector<std::string> inputs;
+  Value output;
+};
+
+struct Tolerance {
+  double rtol = 0;
+  double atol = 0;
+  /// |actual - expected| <= atol + rtol * |expected|, NaN matching NaN.
+  bool matches(double actual, double expected) const {
+    if (std::isnan(actual) || std::isnan(expected)) return std::isnan(actual) && std::isnan(expected);
+    if (actual == expected) return true;  // equal infinities
+    return std::fabs(actual - expected) <= atol + rtol * std::fabs(expected);
+  }
+};
+
+enum class GoldenMode : std::uint8_t { outputs, nodes };
+
+struct Golden {
+  GoldenMode mode = GoldenMode::outputs;
+  std::string file;
+  std::vector<Value> inputs;
+  Value outputs;
+  Kwargs nodes;  // root node name -> result
+  std::vector<std::pair<DType, Tolerance>> tolerances;
+  optional_ref<const Value> find_node(std::string_view node) const { return detail::find_pair(nodes, node); }
+  std::optional<Tolerance> tolerance(DType d) const {
+    for (const auto& t : tolerances)
+      if (t.first == d) return t.second;
+    return std::nullopt;
+  }
+};
+
+/// One entry of the tensor table, with a zero-copy view of its bytes.
+struct Tensor {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  std::string file;
+  std::string key;
+  std::string sha256;
+
+  std::size_t itemsize() const { return dtype_itemsize(dtype); }
+  std::int64_t numel() const { return numel_; }
+  std::size_t nbytes() const { return nbytes_; }
+  /// Row-major (C-contiguous) strides, in elements.
+  std::vector<std::int64_t> strides() const {
+    std::vector<std::int64_t> s(shape.size());
+    std::int64_t acc = 1;
+    for (std::size_t i = shape.size(); i-- > 0;) {
+      s[i] = acc;
+      acc *= shape[i];
+    }
+    return s;
+  }
+  /// The first byte inside the mapping (aligned to itemsize); nbytes() bytes, little-endian elements.
+  const std::byte* data() const noexcept { return data_; }
+  /// Element i (row-major) of any storage dtype as a double (integers converted, BOOL as 0/1).
+  double element_double(std::size_t i) const;
+  /// Element i of an integer or BOOL tensor ("api.kind" for floats, "api.range" for a U64 above INT64_MAX).
+  std::int64_t element_int64(std::size_t i) const;
+  /// SHA-256 of the bytes, recomputed.
+  std::string compute_sha256() const { return sha256_hex(data_, nbytes_); }
+
+ private:
+  friend class detail::Loader;
+  const std::byte* data_ = nullptr;
+  std::int64_t numel_ = 0;
+  std::size_t nbytes_ = 0;
+  const std::byte* element(std::size_t i) const {
+    if (i >= static_cast<std::size_t>(numel_))
+      detail::raise("api.range", "tensor " + name,
+                    "element " + std::to_string(i) + " of " + std::to_string(numel_));
+    return data_ + i * itemsize();
+  }
+};
+
+namespace detail {
+template <class U>
+inline U load_le(const std::byte* p) {
+  U v = 0;
+  for (std::size_t i = 0; i < sizeof(U); ++i) v = static_cast<U>(v | (static_cast<U>(std::to_integer<std::uint8_t>(p[i])) << (8 * i)));
+  return v;
+}
+}  // namespace detail
+
+inline double Tensor::element_double(std::size_t i) const {
+  const std::byte* p = element(i);
+  using detail::load_le;
+  switch (dtype) {
+    case DType::F64: {
+      const std::uint64_t b = load_le<std::uint64_t>(p);
+      double d;
+      std::memcpy(&d, &b, 8);
+      return d;
+    }
+    case DType::F32: {
+      const std::uint32_t b = load_le<std::uint32_t>(p);
+      float f;
+      std::memcpy(&f, &b, 4);
+      return f;
+    }
+    case DType::F16: return half_to_float(load_le<std::uint16_t>(p));
+    case DType::BF16: return bfloat16_to_float(load_le<std::uint16_t>(p));
+    case DType::F8_E4M3: return float8_e4m3fn_to_float(load_le<std::uint8_t>(p));
+    case DType::F8_E5M2: return float8_e5m2_to_float(load_le<std::uint8_t>(p));
+    case DType::I64: return static_cast<double>(static_cast<std::int64_t>(load_le<std::uint64_t>(p)));
+    case DType::I32: return static_cast<std::int32_t>(load_le<std::uint32_t>(p));
+    case DType::I16: return static_cast<std::int16_t>(load_le<std::uint16_t>(p));
+    case DType::I8: return static_cast<std::int8_t>(load_le<std::uint8_t>(p));
+    case DType::U64: return static_cast<double>(load_le<std::uint64_t>(p));
+    case DType::U32: return load_le<std::uint32_t>(p);
+    case DType::U16: return load_le<std::uint16_t>(p);
+    case DType::U8: return load_le<std::uint8_t>(p);
+    case DType::BOOL: return load_le<std::uint8_t>(p) != 0 ? 1.0 : 0.0;
+    default: break;
+  }
+  detail::raise("api.kind", "tensor " + name, "dtype " + std::string(dtype_name(dtype)) + " is not a storage dtype");
+}
+
+inline std::int64_t Tensor::element_int64(std::size_t i) const {
+  const std::byte* p = element(i);
+  using detail::load_le;
+  switch (dtype) {
+    case DType::I64: return static_cast<std::int64_t>(load_le<std::uint64_t>(p));
+    case DType::I32: return static_cast<std::int32_t>(load_le<std::uint32_t>(p));
+    case DType::I16: return static_cast<std::int16_t>(load_le<std::uint16_t>(p));
+    case DType::I8: return static_cast<std::int8_t>(load_le<std::uint8_t>(p));
+    case DType::U64: {
+      const std::uint64_t u = load_le<std::uint64_t>(p);
+      if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+        detail::raise("api.range", "tensor " + name, "element " + std::to_string(i) + " is " + std::to_string(u) +
+                                                         ", above INT64_MAX");
+      return static_cast<std::int64_t>(u);
+    }
+    case DType::U32: return load_le<std::uint32_t>(p);
+    case DType::U16: return load_le<std::uint16_t>(p);
+    case DType::U8: return load_le<std::uint8_t>(p);
+    case DType::BOOL: return load_le<std::uint8_t>(p) != 0 ? 1 : 0;
+    default: break;
+  }
+  detail::raise("api.kind", "tensor " + name,
+                "element_int64 needs an integer or BOOL tensor, this one is " + std::string(dtype_name(dtype)));
+}
+
+// ================================================================================================ Artifact
+
+struct LoadOptions {
+  /// Reject directory entries that the manifest does not list (artifact.extra_file). Non-strict mode ignores
+  /// them and never opens them.
+  bool strict = true;
+  /// Memory-map the tensor files (default). false: read them into owned memory, which costs a read of every
+  /// byte but makes the artifact immune to files truncated behind its back (SIGBUS on a mapping).
+  bool map_tensors = true;
+};
+
+namespace detail {
+
+/// Bytes of a tensor file: a read-only mapping or an owned copy.
+class Bytes {
+ public:
+  Bytes() = default;
+  Bytes(const Bytes&) = delete;
+  Bytes& operator=(const Bytes&) = delete;
+  ~Bytes() {
+    if (mapped_ && size_) ::munmap(const_cast<std::byte*>(data_), size_);
+  }
+  const std::byte* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  void set_mapped(const std::byte* p, std::size_t n) {
+    data_ = p;
+    size_ = n;
+    mapped_ = true;
+  }
+  std::vector<std::byte>& owned() { return owned_; }
+  void set_owned() {
+    data_ = owned_.data();
+    size_ = owned_.size();
+    mapped_ = false;
+  }
+
+ private:
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  bool mapped_ = false;
+  std::vector<std::byte> owned_;
+};
+
+struct ArtifactData {
+  std::string directory;
+  std::int64_t format_major = 0, format_minor = 0;
+  Producer producer;
+  std::vector<FileEntry> files;
+  std::vector<Tensor> tensors;
+  std::map<std::string, std::size_t, std::less<>> tensor_index;
+  std::vector<Graph> graphs;
+  Signature signature;
+  std::optional<Golden> golden;
+  std::string digest;
+  std::string manifest;  // the manifest's bytes, as read
+  std::vector<std::unique_ptr<Bytes>> buffers;
+};
+
+}  // namespace detail
+
+/// A loaded, validated artifact. Cheap to copy (shared, immutable); references and data() pointers handed out
+/// stay valid while any copy lives.
+class Artifact {
+ public:
+  Artifact() = default;
+  const std::string& directory() const { return d().directory; }
+  std::int64_t format_major() const { return d().format_major; }
+  std::int64_t format_minor() const { return d().format_minor; }
+  const Producer& producer() const { return d().producer; }
+  const std::vector<FileEntry>& files() const { return d().files; }
+  const std::string& digest() const { return d().digest; }
+
+  const std::vector<Graph>& graphs() const { return d().graphs; }
+  const Graph& root() const { return d().graphs.at(0); }
+  const Graph& graph_at(std::size_t i) const {
+    if (i >= d().graphs.size())
+      detail::raise("api.not_found", "", "no graph " + std::to_string(i) + " (the artifact has " +
+                                             std::to_string(d().graphs.size()) + ")");
+    return d().graphs[i];
+  }
+  const Signature& signature() const { return d().signature; }
+  const std::optional<Golden>& golden() const { return d().golden; }
+
+  /// The tensor table, sorted by name as written.
+  const std::vector<Tensor>& tensors() const { return d().tensors; }
+  /// The tensor named `name`, or empty.
+  optional_ref<const Tensor> tensor(std::string_view name) const {
+    const auto it = d().tensor_index.find(name);
+    if (it == d().tensor_index.end()) return std::nullopt;
+    return d().tensors[it->second];
+  }
+  /// The tensor named `name` ("api.not_found" otherwise).
+  const Tensor& tensor_at(std::string_view name) const {
+    if (auto t = tensor(name)) return *t;
+    detail::raise("api.not_found", "", "no tensor '" + std::string(name) + "' in the tensor table");
+  }
+  /// Recompute the tensor's SHA-256 and compare it with the table ("tensor.hash" on mismatch).
+  void verify_tensor(std::string_view name) const {
+    const Tensor& t = tensor_at(name);
+    const std::string got = t.compute_sha256();
+    if (got != t.sha256)
+      detail::raise("tensor.hash", t.file + ": tensor " + t.name,
+                    "stored bytes hash to " + got + ", the manifest says " + t.sha256);
+  }
+  /// verify_tensor() on every entry, in table order.
+  void verify_all() const {
+    for (const Tensor& t : d().tensors) verify_tensor(t.name);
+  }
+  /// The manifest's bytes as read.
+  const std::string& manifest_bytes() const { return d().manifest; }
+  /// The digest recomputed from the manifest (docs/format.md section 7); compare with digest().
+  std::string compute_digest() const;
+  /// The manifest as JSON (floats as numbers, non-finite floats as "nan"/"inf"/"-inf", bin as base64).
+  nlohmann::ordered_json manifest_json() const;
+
+ private:
+  friend class detail::Loader;
+  const detail::ArtifactData& d() const {
+    if (!d_) detail::raise("api.not_found", "", "empty Artifact (default-constructed)");
+    return *d_;
+  }
+  std::shared_ptr<const detail::ArtifactData> d_;
+};
+
+/// Load and validate the artifact in directory `dir` (docs/format.md). Throws fxlower::Error.
+Artifact load(const std::string& dir, const LoadOptions& options = {});
+
+// ================================================================================================ implementation
+
+namespace detail {
+
+// ------------------------------------------------------------------------------------------------ UTF-8, names
+
+/// Strict UTF-8 (RFC 3629): no overlongs, no surrogates, nothing above U+10FFFF.
+inline bool utf8_valid(const char* data, std::size_t n) {
+  const auto* s = reinterpret_cast<const unsigned char*>(data);
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) { len = 3; lo = 0xA0; }
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) len = 3;
+    else if (c == 0xED) { len = 3; hi = 0x9F; }
+    else if (c == 0xF0) { len = 4; lo = 0x90; }
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) { len = 4; hi = 0x8F; }
+    else return false;
+    if (n - i < len) return false;
+    if (s[i + 1] < lo || s[i + 1] > hi) return false;
+    for (std::size_t k = 2; k < len; ++k)
+      if (s[i + k] < 0x80 || s[i + k] > 0xBF) return false;
+    i += len;
+  }
+  return true;
+}
+
+/// Section 3: 1 to 1024 bytes, no control character (U+0000-U+001F, U+007F). UTF-8 is checked by the caller's
+/// decoder. Returns an empty string when valid, else the reason.
+inline std::string name_problem(std::string_view s) {
+  if (s.empty()) return "a name is 1 to 1024 bytes, found an empty string";
+  if (s.size() > limits::kMaxNameBytes)
+    return "a name is 1 to 1024 bytes, found " + std::to_string(s.size()) + " bytes";
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) return "a name has no control character, found U+00" +
+                                      std::string(1, "0123456789ABCDEF"[c >> 4]) + std::string(1, "0123456789ABCDEF"[c & 15]);
+  }
+  return {};
+}
+
+inline std::string short_repr(std::string_view s) {
+  std::string q = quote_str(s.substr(0, 80));
+  if (s.size() > 80) q += "...";
+  return q;
+}
+
+/// Python's keyword.kwlist (a placeholder target or keyword argument name must not be one).
+inline bool is_python_keyword(std::string_view s) {
+  static constexpr const char* kw[] = {"False", "None", "True", "and", "as", "assert", "async", "await", "break",
+                                       "class", "continue", "def", "del", "elif", "else", "except", "finally",
+                                       "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal",
+                                       "not", "or", "pass", "raise", "return", "try", "while", "with", "yield"};
+  for (const char* k : kw)
+    if (s == k) return true;
+  return false;
+}
+
+/// [A-Za-z_][A-Za-z0-9_]* (ASCII identifiers, as fxlower/names.py).
+inline bool is_ident(std::string_view s) {
+  if (s.empty()) return false;
+  const auto c0 = static_cast<unsigned char>(s[0]);
+  if (!((c0 < 0x80 && std::isalpha(c0)) || c0 == '_')) return false;
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (!(c < 0x80 && (std::isalnum(c) || c == '_'))) return false;
+  }
+  return true;
+}
+
+inline std::vector<std::string_view> split_dots(std::string_view s) {
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = s.find('.', start);
+    parts.push_back(s.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  return parts;
+}
+
+/// get_attr / call_module targets: components [A-Za-z0-9_]+, none starting with "__".
+inline bool is_attr_path(std::string_view s) {
+  for (std::string_view c : split_dots(s)) {
+    if (c.empty() || (c.size() >= 2 && c[0] == '_' && c[1] == '_')) return false;
+    for (char ch : c) {
+      const auto u = static_cast<unsigned char>(ch);
+      if (!(u < 0x80 && (std::isalnum(u) || u == '_'))) return false;
+    }
+  }
+  return true;
+}
+
+/// call_method targets: [A-Za-z][A-Za-z0-9_]*.
+inline bool is_method_name(std::string_view s) { return !s.empty() && s[0] != '_' && is_ident(s); }
+
+/// call_function targets: a dotted path of identifiers with at least one dot (module.name).
+inline bool is_function_name(std::string_view s) {
+  if (s.find('.') == std::string_view::npos) return false;
+  for (std::string_view c : split_dots(s))
+    if (!is_ident(c)) return false;
+  return true;
+}
+
+/// placeholder targets: an identifier, not a keyword, optionally prefixed by * or ** (variadic inputs).
+inline bool is_placeholder_target(std::string_view s) {
+  std::size_t stars = 0;
+  while (stars < s.size() && stars < 2 && s[stars] == '*') ++stars;
+  const std::string_view id = s.substr(stars);
+  return is_ident(id) && !is_python_keyword(id);
+}
+
+inline bool is_lower_hex(std::string_view s, std::size_t n) {
+  if (s.size() != n) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+// ------------------------------------------------------------------------------------------------ msgpack
+
+/// Node types of the compact msgpack tree.
+enum MpType : std::uint8_t { kNil, kBool, kUint, kNint, kF32, kF64, kStr, kBin, kArray, kMap };
+
+/// One msgpack object: 16 bytes. str/bin: n = length, u = byte offset. array/map: n = items/pairs, u = index
+/// past the subtree (children follow the node in pre-order; a map's children alternate key, value). Scalars:
+/// u = the value's bits (kF32 holds the float widened to double).
+struct MpNode {
+  std::uint8_t type;
+  std::uint32_t n;
+  std::uint64_t u;
+};
+
+struct MpDoc {
+  std::string_view buf;
+  std::vector<MpNode> nodes;
+
+  std::uint8_t type(std::uint32_t i) const { return nodes[i].type; }
+  std::uint32_t next(std::uint32_t i) const {
+    const MpNode& x = nodes[i];
+    return (x.type == kArray || x.type == kMap) ? static_cast<std::uint32_t>(x.u) : i + 1;
+  }
+  std::uint32_t count(std::uint32_t i) const { return nodes[i].n; }
+  std::string_view str(std::uint32_t i) const { return buf.substr(nodes[i].u, nodes[i].n); }
+  double f(std::uint32_t i) const {
+    double d;
+    std::memcpy(&d, &nodes[i].u, 8);
+    return d;
+  }
+  bool is_int(std::uint32_t i) const {
+    return type(i) == kNint ||
+           (type(i) == kUint && nodes[i].u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()));
+  }
+  std::int64_t i64(std::uint32_t i) const { return static_cast<std::int64_t>(nodes[i].u); }
+  /// Children of an array (or the keys and values of a map, interleaved).
+  std::vector<std::uint32_t> kids(std::uint32_t i) const {
+    std::vector<std::uint32_t> out;
+    const std::uint64_t n = nodes[i].type == kMap ? 2 * std::uint64_t{nodes[i].n} : nodes[i].n;
+    out.reserve(static_cast<std::size_t>(n));  // n objects exist: the tree holds them
+    std::uint32_t c = i + 1;
+    for (std::uint64_t k = 0; k < n; ++k) {
+      out.push_back(c);
+      c = next(c);
+    }
+    return out;
+  }
+  /// The value of key `k` in map i, or UINT32_MAX.
+  std::uint32_t get(std::uint32_t i, std::string_view k) const {
+    std::uint32_t c = i + 1;
+    for (std::uint32_t p = 0; p < nodes[i].n; ++p) {
+      const std::uint32_t v = next(c);
+      if (type(c) == kStr && str(c) == k) return v;
+      c = next(v);
+    }
+    return UINT32_MAX;
+  }
+};
+
+/// Python-style article + kind, as fxlower.values._kind: "nil", "a bool", "an int", ...
+inline std::string mp_kind(const MpDoc& d, std::uint32_t i) {
+  switch (d.type(i)) {
+    case kNil: return "nil";
+    case kBool: return "a bool";
+    case kUint: return d.is_int(i) ? "an int" : "an int above INT64_MAX";
+    case kNint: return "an int";
+    case kF32: case kF64: return "a float";
+    case kStr: return "a str";
+    case kBin: return "bin";
+    case kArray: return "an array";
+    default: return "a map";
+  }
+}
+
+/// First pass: validates everything section 2 asks of the bytes and counts the objects. Allocates only the
+/// keys of the maps being parsed (never from a length field).
+struct MpCheckVisitor {
+  const char* base = nullptr;
+  std::size_t size = 0;
+  std::size_t count = 0;
+  int depth = 0;
+  bool failed = false;
+  const char* code = "manifest.decode";
+  std::string msg;
+  bool expect_key = false;
+  struct Key {
+    std::uint8_t type;
+    std::size_t off;
+    std::uint32_t len;
+  };
+  std::vector<Key> keys;
+  std::vector<std::size_t> frames;
+
+  bool fail(const char* c, std::string m) {
+    if (!failed) {
+      failed = true;
+      code = c;
+      msg = std::move(m);
+    }
+    return false;
+  }
+  void note(std::uint8_t t, const char* p = nullptr, std::uint32_t len = 0) {
+    ++count;
+    if (expect_key) {
+      expect_key = false;
+      keys.push_back(Key{t, p ? static_cast<std::size_t>(p - base) : 0, len});
+    }
+  }
+  bool visit_nil() { note(kNil); return true; }
+  bool visit_boolean(bool) { note(kBool); return true; }
+  bool visit_positive_integer(std::uint64_t) { note(kUint); return true; }
+  bool visit_negative_integer(std::int64_t) { note(kNint); return true; }
+  bool visit_float32(float) { note(kF32); return true; }
+  bool visit_float64(double) { note(kF64); return true; }
+  bool visit_str(const char* p, std::uint32_t n) {
+    if (!utf8_valid(p, n))
+      return fail("manifest.decode", "invalid UTF-8 in the string at byte " + std::to_string(p - base));
+    note(kStr, p, n);
+    return true;
+  }
+  bool visit_bin(const char* p, std::uint32_t n) { note(kBin, p, n); return true; }
+  bool visit_ext(const char* p, std::uint32_t) {
+    return fail("manifest.decode", "extension type (ext, fixext or timestamp) near byte " + std::to_string(p - base) +
+                                       "; format 1 has none");
+  }
+  bool open(std::uint8_t t, std::uint32_t n) {
+    note(t);
+    if (++depth > limits::kMaxMsgpackDepth)
+      return fail("manifest.decode", "containers nest deeper than 1024");
+    if (n > size)
+      return fail("manifest.decode", "a container claims " + std::to_string(n) + " items, more than the " +
+                                         std::to_string(size) + " bytes of the file");
+    return true;
+  }
+  bool start_array(std::uint32_t n) { return open(kArray, n); }
+  bool start_array_item() { return true; }
+  bool end_array_item() { return true; }
+  bool end_array() { --depth; return true; }
+  bool start_map(std::uint32_t n) {
+    if (!open(kMap, n)) return false;
+    frames.push_back(keys.size());
+    return true;
+  }
+  bool start_map_key() { expect_key = true; return true; }
+  bool end_map_key() { return true; }
+  bool start_map_value() { return true; }
+  bool end_map_value() { return true; }
+  bool end_map() {
+    --depth;
+    const std::size_t b = frames.back();
+    frames.pop_back();
+    std::unordered_set<std::string_view> seen;
+    for (std::size_t i = b; i < keys.size(); ++i) {
+      const Key& k = keys[i];
+      if (k.type != kStr) {
+        static const char* names[] = {"nil", "a bool", "an int", "an int", "a float", "a float", "a str", "bin",
+                                      "an array", "a map"};
+        return fail("manifest.key_type", std::string("a map key is ") + names[k.type] + ", not a str");
+      }
+      const std::string_view s(base + k.off, k.len);
+      if (!seen.insert(s).second)
+        return fail("manifest.duplicate_key", "the key " + short_repr(s) + " appears twice in one map (byte " +
+                                                  std::to_string(k.off) + ")");
+    }
+    keys.resize(b);
+    return true;
+  }
+  void parse_error(std::size_t, std::size_t error_offset) {
+    fail("manifest.decode", "invalid byte at offset " + std::to_string(error_offset) + " (e.g. 0xc1)");
+  }
+  void insufficient_bytes(std::size_t, std::size_t) {
+    fail("manifest.decode", "truncated: the data ends inside an object");
+  }
+  bool referenced() const { return false; }
+  void set_referenced(bool) {}
+};
+
+/// Second pass: builds the tree into a vector reserved to the count of the first pass.
+struct MpBuildVisitor {
+  const char* base = nullptr;
+  MpDoc* doc = nullptr;
+  std::vector<std::uint32_t> open;
+
+  void push(std::uint8_t t, std::uint32_t n, std::uint64_t u) { doc->nodes.push_back(MpNode{t, n, u}); }
+  static std::uint64_t bits(double d) {
+    std::uint64_t u;
+    std::memcpy(&u, &d, 8);
+    return u;
+  }
+  bool visit_nil() { push(kNil, 0, 0); return true; }
+  bool visit_boolean(bool b) { push(kBool, 0, b ? 1 : 0); return true; }
+  bool visit_positive_integer(std::uint64_t v) { push(kUint, 0, v); return true; }
+  bool visit_negative_integer(std::int64_t v) { push(kNint, 0, static_cast<std::uint64_t>(v)); return true; }
+  bool visit_float32(float v) { push(kF32, 0, bits(static_cast<double>(v))); return true; }
+  bool visit_float64(double v) { push(kF64, 0, bits(v)); return true; }
+  bool visit_str(const char* p, std::uint32_t n) { push(kStr, n, static_cast<std::uint64_t>(p - base)); return true; }
+  bool visit_bin(const char* p, std::uint32_t n) { push(kBin, n, static_cast<std::uint64_t>(p - base)); return true; }
+  bool visit_ext(const char*, std::uint32_t) { return false; }
+  bool start_array(std::uint32_t n) {
+    open.push_back(static_cast<std::uint32_t>(doc->nodes.size()));
+    push(kArray, n, 0);
+    return true;
+  }
+  bool start_array_item() { return true; }
+  bool end_array_item() { return true; }
+  bool end_array() { return close(); }
+  bool start_map(std::uint32_t n) {
+    open.push_back(static_cast<std::uint32_t>(doc->nodes.size()));
+    push(kMap, n, 0);
+    return true;
+  }
+  bool start_map_key() { return true; }
+  bool end_map_key() { return true; }
+  bool start_map_value() { return true; }
+  bool end_map_value() { return true; }
+  bool end_map() { return close(); }
+  bool close() {
+    doc->nodes[open.back()].u = doc->nodes.size();
+    open.pop_back();
+    return true;
+  }
+  void parse_error(std::size_t, std::size_t) {}
+  void insufficient_bytes(std::size_t, std::size_t) {}
+  bool referenced() const { return false; }
+  void set_referenced(bool) {}
+};
+
+/// Parse one msgpack object under docs/format.md section 2 (manifest.decode, manifest.key_type,
+/// manifest.duplicate_key). `file` names the source in errors.
+inline MpDoc parse_msgpack(std::string_view buf, const std::string& file = kManifestFile) {
+  if (buf.empty()) raise("manifest.decode", file, "the file is empty");
+  if (buf.size() >= UINT32_MAX) raise("manifest.size", file, "the data exceeds 4 GiB");
+  MpCheckVisitor cv;
+  cv.base = buf.data();
+  cv.size = buf.size();
+  std::size_t off = 0;
+  msgpack::parse_return ret = msgpack::PARSE_PARSE_ERROR;
+#if FXLOWER_HAS_EXCEPTIONS
+  try {
+    ret = msgpack::v3::detail::parse_imp(buf.data(), buf.size(), off, cv);
+  } catch (const std::exception& e) {
+    cv.fail("manifest.decode", std::string("malformed MessagePack (") + e.what() + ")");
+  }
+#else
+  ret = msgpack::v3::detail::parse_imp(buf.data(), buf.size(), off, cv);
+#endif
+  if (cv.failed) raise(cv.code, file, cv.msg);
+  if (ret == msgpack::PARSE_EXTRA_BYTES)
+    raise("manifest.decode", file, "trailing bytes after the object, from byte " + std::to_string(off) + " of " +
+                                       std::to_string(buf.size()));
+  if (ret != msgpack::PARSE_SUCCESS) raise("manifest.decode", file, "malformed MessagePack");
+  MpDoc doc;
+  doc.buf = buf;
+  doc.nodes.reserve(cv.count);
+  MpBuildVisitor bv;
+  bv.base = buf.data();
+  bv.doc = &doc;
+  off = 0;
+  msgpack::v3::detail::parse_imp(buf.data(), buf.size(), off, bv);
+  return doc;
+}
+
+/// Encode the subtree at i as writers do (section 2): shortest forms, floats as float64.
+inline void mp_encode(const MpDoc& d, std::uint32_t i, std::string& out) {
+  auto be = [&out](std::uint64_t v, int bytes) {
+    for (int k = bytes - 1; k >= 0; --k) out += static_cast<char>((v >> (8 * k)) & 0xff);
+  };
+  auto header = [&](std::uint64_t n, unsigned fix, unsigned fixmax, unsigned c16, unsigned c32, unsigned c8 = 0) {
+    if (n <= fixmax) out += static_cast<char>(fix | n);
+    else if (c8 && n <= 0xff) { out += static_cast<char>(c8); be(n, 1); }
+    else if (n <= 0xffff) { out += static_cast<char>(c16); be(n, 2); }
+    else { out += static_cast<char>(c32); be(n, 4); }
+  };
+  const MpNode& x = d.nodes[i];
+  switch (x.type) {
+    case kNil: out += '\xc0'; break;
+    case kBool: out += x.u ? '\xc3' : '\xc2'; break;
+    case kUint: case kNint: {
+      const auto v = static_cast<std::int64_t>(x.u);
+      if (x.type == kUint || v >= 0) {
+        const std::uint64_t u = x.u;
+        if (u <= 0x7f) out += static_cast<char>(u);
+        else if (u <= 0xff) { out += '\xcc'; be(u, 1); }
+        else if (u <= 0xffff) { out += '\xcd'; be(u, 2); }
+        else if (u <= 0xffffffffu) { out += '\xce'; be(u, 4); }
+        else { out += '\xcf'; be(u, 8); }
+      } else if (v >= -32) {
+        out += static_cast<char>(static_cast<std::uint8_t>(v));
+      } else if (v >= -128) { out += '\xd0'; be(static_cast<std::uint64_t>(v), 1); }
+      else if (v >= -32768) { out += '\xd1'; be(static_cast<std::uint64_t>(v), 2); }
+      else if (v >= -2147483648LL) { out += '\xd2'; be(static_cast<std::uint64_t>(v), 4); }
+      else { out += '\xd3'; be(static_cast<std::uint64_t>(v), 8); }
+      break;
+    }
+    case kF32: case kF64: out += '\xcb'; be(x.u, 8); break;
+    case kStr: header(x.n, 0xa0, 31, 0xda, 0xdb, 0xd9); out.append(d.str(i)); break;
+    case kBin:
+      if (x.n <= 0xff) { out += '\xc4'; be(x.n, 1); }
+      else if (x.n <= 0xffff) { out += '\xc5'; be(x.n, 2); }
+      else { out += '\xc6'; be(x.n, 4); }
+      out.append(d.str(i));
+      break;
+    case kArray:
+      header(x.n, 0x90, 15, 0xdc, 0xdd);
+      for (std::uint32_t c : d.kids(i)) mp_encode(d, c, out);
+      break;
+    case kMap:
+      header(x.n, 0x80, 15, 0xde, 0xdf);
+      for (std::uint32_t c : d.kids(i)) mp_encode(d, c, out);
+      break;
+  }
+}
+
+inline std::string base64(std::string_view s) {
+  static const char* tbl = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  std::size_t i = 0;
+  for (; i + 2 < s.size(); i += 3) {
+    const std::uint32_t v = (std::uint32_t{static_cast<unsigned char>(s[i])} << 16) |
+                            (std::uint32_t{static_cast<unsigned char>(s[i + 1])} << 8) |
+                            std::uint32_t{static_cast<unsigned char>(s[i + 2])};
+    out += tbl[v >> 18]; out += tbl[(v >> 12) & 63]; out += tbl[(v >> 6) & 63]; out += tbl[v & 63];
+  }
+  if (i + 1 == s.size()) {
+    const std::uint32_t v = std::uint32_t{static_cast<unsigned char>(s[i])} << 16;
+    out += tbl[v >> 18]; out += tbl[(v >> 12) & 63]; out += "==";
+  } else if (i + 2 == s.size()) {
+    const std::uint32_t v = (std::uint32_t{static_cast<unsigned char>(s[i])} << 16) |
+                            (std::uint32_t{static_cast<unsigned char>(s[i + 1])} << 8);
+    out += tbl[v >> 18]; out += tbl[(v >> 12) & 63]; out += tbl[(v >> 6) & 63]; out += '=';
+  }
+  return out;
+}
+
+/// The subtree at i as JSON (see Artifact::manifest_json). Recursion is bounded by the 1024 depth cap.
+inline nlohmann::ordered_json mp_to_json(const MpDoc& d, std::uint32_t i) {
+  switch (d.type(i)) {
+    case kNil: return nullptr;
+    case kBool: return d.nodes[i].u != 0;
+    case kUint: return d.nodes[i].u;
+    case kNint: return d.i64(i);
+    case kF32: case kF64: {
+      const double v = d.f(i);
+      if (std::isnan(v)) return "nan";
+      if (std::isinf(v)) return v < 0 ? "-inf" : "inf";
+      return v;
+    }
+    case kStr: return std::string(d.str(i));
+    case kBin: return base64(d.str(i));
+    case kArray: {
+      nlohmann::ordered_json a = nlohmann::ordered_json::array();
+      for (std::uint32_t c : d.kids(i)) a.push_back(mp_to_json(d, c));
+      return a;
+    }
+    default: {
+      nlohmann::ordered_json o = nlohmann::ordered_json::object();
+      const auto k = d.kids(i);
+      for (std::size_t p = 0; p + 1 < k.size(); p += 2) o[std::string(d.str(k[p]))] = mp_to_json(d, k[p + 1]);
+      return o;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ paths
+
+/// A field path built on the stack, rendered only when an error is raised.
+struct Path {
+  enum Kind : std::uint8_t { kRoot, kField, kIndex, kStrKey, kIntKey };
+  const Path* parent = nullptr;
+  Kind kind = kRoot;
+  std::string_view name;
+  std::int64_t index = 0;
+
+  Path field(std::string_view f) const { return Path{this, kField, f, 0}; }
+  Path item(std::size_t i) const { return Path{this, kIndex, {}, static_cast<std::int64_t>(i)}; }
+  Path key(std::string_view k) const { return Path{this, kStrKey, k, 0}; }
+  Path int_key(std::int64_t k) const { return Path{this, kIntKey, {}, k}; }
+  std::string render() const {
+    std::string out;
+    render_into(out);
+    return out;
+  }
+  void render_into(std::string& out) const {
+    if (kind == kRoot) return;
+    parent->render_into(out);
+    switch (kind) {
+      case kField:
+        if (!out.empty()) out += '.';
+        out += name;
+        break;
+      case kIndex: out += '[' + std::to_string(index) + ']'; break;
+      case kStrKey: out += "['" + std::string(name) + "']"; break;
+      case kIntKey: out += '[' + std::to_string(index) + ']'; break;
+      default: break;
+    }
+  }
+};
+
+inline std::string where_of(const Path& p) {
+  std::string r = p.render();
+  return r.empty() ? std::string(kManifestFile) : std::string(kManifestFile) + ": " + r;
+}
+[[noreturn]] inline void fail(const char* code, const Path& p, std::string msg) {
+  raise(code, where_of(p), std::move(msg));
+}
+
+// ------------------------------------------------------------------------------------------------ files
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = o.fd_;
+      o.fd_ = -1;
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+inline std::string errno_text(int e) { return std::string(std::strerror(e)); }
+
+/// Open the artifact directory itself: it must exist and be a directory, not a symlink to one.
+inline Fd open_directory(const std::string& dir) {
+  std::string p = dir;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  if (p.empty()) raise("artifact.missing", dir, "empty directory path");
+  struct stat st {};
+  if (::lstat(p.c_str(), &st) != 0) {
+    const int e = errno;
+    if (e == ENOENT || e == ENOTDIR) raise("artifact.missing", dir, "the artifact directory does not exist");
+    raise("io.error", dir, "cannot stat the artifact directory: " + errno_text(e));
+  }
+  if (S_ISLNK(st.st_mode)) raise("artifact.not_regular", dir, "the artifact directory is a symbolic link");
+  if (!S_ISDIR(st.st_mode)) raise("artifact.not_regular", dir, "the artifact path is not a directory");
+  Fd fd(::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (fd.get() < 0) {
+    const int e = errno;
+    if (e == ENOENT) raise("artifact.missing", dir, "the artifact directory does not exist");
+    if (e == ELOOP || e == ENOTDIR) raise("artifact.not_regular", dir, "the artifact directory is not a directory");
+    raise("io.error", dir, "cannot open the artifact directory: " + errno_text(e));
+  }
+  struct stat st2 {};
+  if (::fstat(fd.get(), &st2) != 0 || !S_ISDIR(st2.st_mode) || st2.st_ino != st.st_ino || st2.st_dev != st.st_dev)
+    raise("artifact.not_regular", dir, "the artifact directory changed while being opened");
+  return fd;
+}
+
+/// Open a member: it must be a regular file (no symlink, directory, FIFO, socket, device). Never blocks on a
+/// FIFO: the type is checked with fstatat before opening, and O_NONBLOCK covers a race.
+inline Fd open_member(int dirfd, const std::string& name, struct stat& out) {
+  struct stat st {};
+  if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    const int e = errno;
+    if (e == ENOENT) raise("artifact.missing", name, "the file does not exist in the artifact directory");
+    raise("io.error", name, "cannot stat: " + errno_text(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    const char* what = S_ISLNK(st.st_mode) ? "a symbolic link" : S_ISDIR(st.st_mode) ? "a directory"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISSOCK(st.st_mode) ? "a socket" : "a device";
+    raise("artifact.not_regular", name, std::string("is ") + what + ", not a regular file");
+  }
+  Fd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  if (fd.get() < 0) {
+    const int e = errno;
+    if (e == ENOENT) raise("artifact.missing", name, "the file does not exist in the artifact directory");
+    if (e == ELOOP) raise("artifact.not_regular", name, "is a symbolic link, not a regular file");
+    raise("io.error", name, "cannot open: " + errno_text(e));
+  }
+  if (::fstat(fd.get(), &out) != 0 || !S_ISREG(out.st_mode) || out.st_ino != st.st_ino || out.st_dev != st.st_dev)
+    raise("artifact.not_regular", name, "changed while being opened");
+  return fd;
+}
+
+inline void read_exact(int fd, char* dst, std::size_t n, const std::string& name) {
+  std::size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::read(fd, dst + got, n - got);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      raise("io.error", name, "read failed: " + errno_text(errno));
+    }
+    if (r == 0) raise("io.error", name, "the file shrank while being read");
+    got += static_cast<std::size_t>(r);
+  }
+}
+
+/// Names of the directory's entries (not "." and "..").
+inline std::vector<std::string> list_directory(int dirfd, const std::string& dir) {
+  const int dup = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dup < 0) raise("io.error", dir, "cannot list the directory: " + errno_text(errno));
+  DIR* d = ::fdopendir(dup);
+  if (!d) {
+    ::close(dup);
+    raise("io.error", dir, "cannot list the directory: " + errno_text(errno));
+  }
+  std::vector<std::string> names;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// ------------------------------------------------------------------------------------------------ safetensors
+
+/// Nesting depth of a JSON text, outside strings.
+inline int json_depth(std::string_view s) {
+  int depth = 0, maxd = 0;
+  bool in_str = false, esc = false;
+  for (char c : s) {
+    if (in_str) {
+      if (esc) esc = false;
+      else if (c == '\\') esc = true;
+      else if (c == '"') in_str = false;
+    } else if (c == '"') {
+      in_str = true;
+    } else if (c == '{' || c == '[') {
+      maxd = std::max(maxd, ++depth);
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return maxd;
+}
+
+/// A JSON number where an int is expected: is it an integer, is it in [0, INT64_MAX], and its value.
+struct JsonInt {
+  bool is_int = false;
+  bool in_range = false;  // 0 <= v <= INT64_MAX
+  std::uint64_t v = 0;
+};
+
+/// What the SAX pass records of one top-level key of a safetensors header: just enough to run the checks of
+/// fxlower/tensorfile.py in its order, whatever JSON the value holds. Memory grows with the entries present.
+struct StRaw {
+  std::string key;
+  bool is_object = false;   // the value is a JSON object
+  bool meta_ok = true;      // __metadata__: every value is a string
+  std::uint8_t fields = 0;  // keys seen: dtype 1, shape 2, data_offsets 4, anything else 8
+  bool dtype_is_str = false;
+  std::string dtype;
+  bool shape_is_array = false;
+  std::size_t rank = 0;
+  std::vector<JsonInt> dims;  // the first 65
+  bool offs_is_array = false;
+  std::size_t noffs = 0;
+  JsonInt offs[2];
+};
+
+/// SAX pass over a safetensors header: rejects what Python's json.loads with a duplicate-key hook rejects
+/// (syntax, duplicate keys in any object, NaN/Infinity) and records each top-level entry (StRaw).
+class StSax {
+ public:
+  using json = nlohmann::json;
+  std::vector<StRaw> entries;
+  std::string error;
+
+  bool null() { return scalar(JsonInt{}, false, nullptr); }
+  bool boolean(bool) { return scalar(JsonInt{}, false, nullptr); }
+  bool number_integer(json::number_integer_t v) {
+    JsonInt n;
+    n.is_int = true;
+    n.in_range = v >= 0;
+    n.v = v >= 0 ? static_cast<std::uint64_t>(v) : 0;
+    return scalar(n, false, nullptr);
+  }
+  bool number_unsigned(json::number_unsigned_t v) {
+    JsonInt n;
+    n.is_int = true;
+    n.in_range = v <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    n.v = v;
+    return scalar(n, false, nullptr);
+  }
+  bool number_float(json::number_float_t, const json::string_t& s) {
+    // Integer syntax beyond 64 bits is still an int to Python's json (out of range here).
+    JsonInt n;
+    n.is_int = s.find_first_of(".eE") == std::string::npos;
+    return scalar(n, false, nullptr);
+  }
+  bool string(json::string_t& s) { return scalar(JsonInt{}, true, &s); }
+  bool binary(json::binary_t&) { return fail("unexpected binary value"); }
+  bool start_object(std::size_t) {
+    value_event(kObject);
+    keys_.emplace_back();
+    kinds_.push_back(kObject);
+    return true;
+  }
+  bool end_object() {
+    keys_.pop_back();
+    return close();
+  }
+  bool start_array(std::size_t) {
+    value_event(kArray);
+    kinds_.push_back(kArray);
+    return true;
+  }
+  bool end_array() { return close(); }
+  bool key(json::string_t& k) {
+    if (!keys_.back().insert(k).second) return fail("the header has the key " + short_repr(k) + " twice");
+    if (kinds_.size() == 1) {
+      entries.emplace_back();
+      entries.back().key = k;
+    } else if (kinds_.size() == 2 && entries.back().is_object) {
+      field_ = k == "dtype" ? 1 : k == "shape" ? 2 : k == "data_offsets" ? 4 : 8;
+      entries.back().fields |= field_;
+    }
+    return true;
+  }
+  bool parse_error(std::size_t pos, const std::string&, const nlohmann::detail::exception& e) {
+    return fail("the header is not one valid UTF-8 JSON object followed by spaces (byte " + std::to_string(pos) +
+                ": " + e.what() + ")");
+  }
+
+ private:
+  enum Kind : std::uint8_t { kObject, kArray, kScalar };
+  bool fail(std::string m) {
+    if (error.empty()) error = std::move(m);
+    return false;
+  }
+  bool close() {
+    kinds_.pop_back();
+    if (kinds_.size() == 2) array_field_ = 0;
+    return true;
+  }
+  bool scalar(const JsonInt& n, bool is_str, const std::string* s) {
+    value_event(kScalar, n, is_str, s);
+    return true;
+  }
+  /// A value starts (a scalar, or a container about to open) at the current depth.
+  void value_event(Kind kind, const JsonInt& n = {}, bool is_str = false, const std::string* s = nullptr) {
+    const std::size_t depth = kinds_.size();
+    if (depth == 1) {  // the value of a top-level key
+      StRaw& e = entries.back();
+      e.is_object = kind == kObject;
+      if (kind != kObject) e.meta_ok = false;
+    } else if (depth == 2 && kinds_[1] == kObject) {  // the value of a field of an entry (or of __metadata__)
+      StRaw& e = entries.back();
+      if (!is_str) e.meta_ok = false;
+      if (field_ == 1) {
+        e.dtype_is_str = is_str;
+        if (is_str) e.dtype = *s;
+      } else if (field_ == 2) {
+        e.shape_is_array = kind == kArray;
+        if (kind == kArray) array_field_ = 2;
+      } else if (field_ == 4) {
+        e.offs_is_array = kind == kArray;
+        if (kind == kArray) array_field_ = 4;
+      }
+    } else if (depth == 3 && array_field_ != 0) {  // an element of shape or data_offsets
+      StRaw& e = entries.back();
+      if (array_field_ == 2) {
+        if (e.rank++ <= limits::kMaxRank) e.dims.push_back(kind == kScalar ? n : JsonInt{});
+      } else {
+        if (e.noffs < 2) e.offs[e.noffs] = kind == kScalar ? n : JsonInt{};
+        ++e.noffs;
+      }
+    }
+  }
+  std::vector<std::unordered_set<std::string>> keys_;
+  std::vector<Kind> kinds_;
+  std::uint8_t field_ = 0;
+  std::uint8_t array_field_ = 0;
+};
+
+/// One tensor of a safetensors file, as checked.
+struct StEntry {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  std::uint64_t begin = 0, end = 0;  // relative to the data section
+};
+
+struct StFile {
+  std::uint64_t header_len = 0;
+  std::vector<StEntry> entries;  // header order
+};
+
+/// Checks a tensor shape as fxlower.values.check_shape: rank <= 64, dims in [0, INT64_MAX], and
+/// elements * itemsize <= INT64_MAX, with checked arithmetic ("tensor.shape"). Returns the element count.
+inline std::int64_t check_shape_dims(const std::vector<std::int64_t>& shape, std::size_t itemsize,
+                                     const std::function<void(const std::string&)>& bad) {
+  if (shape.size() > limits::kMaxRank) bad("rank " + std::to_string(shape.size()) + " exceeds the maximum 64");
+  bool zero = false;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0)
+      bad("dimension " + std::to_string(i) + " is " + std::to_string(shape[i]) + "; dimensions are non-negative int64s");
+    zero |= shape[i] == 0;
+  }
+  if (zero) return 0;
+  const std::int64_t cap = std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(itemsize);
+  std::int64_t count = 1;
+  for (std::int64_t d : shape) {
+    if (count > cap / d) bad("the shape has more elements than a 64-bit byte size can hold");
+    count *= d;
+  }
+  return count;
+}
+
+/// Checks a safetensors file (docs/format.md section 5) in the order of fxlower/tensorfile.py read_header:
+/// the header bytes and JSON (safetensors.header), the data section's alignment (safetensors.layout), then each
+/// entry in header order: __metadata__ (header), the key as a name (schema.name), exactly dtype/shape/
+/// data_offsets (header), dtype (tensor.dtype), shape (tensor.shape), offsets (header), byte size (layout);
+/// then the tiling of the data section sorted by (begin, end) (layout).
+inline StFile check_safetensors(const std::byte* data, std::uint64_t size, const std::string& file) {
+  const auto header = [&file](const std::string& m) { raise("safetensors.header", file, m); };
+  const auto layout = [&file](const std::string& m) { raise("safetensors.layout", file, m); };
+  if (size < 8) header("the file has " + std::to_string(size) + " bytes, fewer than the 8 of the header length");
+  const std::uint64_t n = load_le<std::uint64_t>(data);
+  if (n > limits::kMaxSafetensorsHeader || n > size - 8)
+    header("the header length " + std::to_string(n) + " exceeds 100,000,000 or the " + std::to_string(size - 8) +
+           " bytes after it");
+  const std::string_view h(reinterpret_cast<const char*>(data) + 8, static_cast<std::size_t>(n));
+  if (h.empty() || h[0] != '{') header("the header does not start with '{' (leading whitespace or not a JSON object)");
+  std::size_t last = h.size();
+  while (last > 0 && h[last - 1] == ' ') --last;
+  const std::string_view body = h.substr(0, last);
+  if (json_depth(body) > limits::kMaxJsonDepth) header("the header's JSON nests deeper than 128");
+  // Spaces are the only padding after the object (section 5); JSON whitespace inside it is fine.
+  if (body.back() != '}') header("the header is not one JSON object followed only by spaces");
+  StSax sax;
+  const bool ok = nlohmann::json::sax_parse(body.data(), body.data() + body.size(), &sax,
+                                            nlohmann::json::input_format_t::json, true, false);
+  if (!ok || !sax.error.empty()) header(sax.error.empty() ? std::string("invalid JSON header") : sax.error);
+
+  StFile out;
+  out.header_len = n;
+  const std::uint64_t start = 8 + n;
+  if (start % 8 != 0) layout("the data section starts at byte " + std::to_string(start) + ", not a multiple of 8");
+  const std::uint64_t max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  for (const StRaw& r : sax.entries) {
+    const std::string t = "tensor " + short_repr(r.key);
+    if (r.key == "__metadata__") {
+      if (!r.is_object || !r.meta_ok) header("__metadata__ is not a map of str to str");
+      continue;
+    }
+    const std::string why = name_problem(r.key);
+    if (!why.empty()) raise("schema.name", file + ": key", why);
+    if (!r.is_object || r.fields != 7) header(t + " must have exactly dtype, shape and data_offsets");
+    const auto code = r.dtype_is_str ? dtype_from_name(r.dtype) : std::nullopt;
+    if (!code || !is_storage_dtype(*code))
+      raise("tensor.dtype", file, t + " has unknown dtype " + (r.dtype_is_str ? short_repr(r.dtype) : "(not a str)"));
+    const auto shape_bad = [&](const std::string& m) { raise("tensor.shape", file + ": " + t, m); };
+    if (!r.shape_is_array) shape_bad("a shape is an array of ints");
+    if (r.rank > limits::kMaxRank) shape_bad("rank " + std::to_string(r.rank) + " exceeds the maximum 64");
+    StEntry e;
+    e.name = r.key;
+    e.dtype = *code;
+    for (std::size_t i = 0; i < r.dims.size(); ++i) {
+      if (!r.dims[i].is_int || !r.dims[i].in_range)
+        shape_bad("dimension " + std::to_string(i) + " is not an int in [0, INT64_MAX]");
+      e.shape.push_back(static_cast<std::int64_t>(r.dims[i].v));
+    }
+    const std::uint64_t item = dtype_itemsize(e.dtype);
+    const std::int64_t count = check_shape_dims(e.shape, item, shape_bad);
+    if (!r.offs_is_array || r.noffs != 2 || !r.offs[0].is_int || !r.offs[1].is_int || !r.offs[0].in_range ||
+        !r.offs[1].in_range || r.offs[0].v > r.offs[1].v || r.offs[1].v > max)
+      header(t + " data_offsets is not [begin, end] with 0 <= begin <= end");
+    e.begin = r.offs[0].v;
+    e.end = r.offs[1].v;
+    const std::uint64_t bytes = static_cast<std::uint64_t>(count) * item;  // <= INT64_MAX: checked above
+    if (e.end - e.begin != bytes)
+      layout(t + " spans " + std::to_string(e.end - e.begin) + " bytes but its dtype and shape need " + std::to_string(bytes));
+    out.entries.push_back(std::move(e));
+  }
+  std::vector<std::size_t> order(out.entries.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const StEntry &x = out.entries[a], &y = out.entries[b];
+    return x.begin != y.begin ? x.begin < y.begin : (x.end != y.end ? x.end < y.end : a < b);
+  });
+  std::uint64_t pos = 0;  // relative to the data section
+  for (std::size_t i : order) {
+    const StEntry& e = out.entries[i];
+    const std::string t = "tensor " + short_repr(e.name);
+    if (e.begin != pos)
+      layout(t + " starts at data offset " + std::to_string(e.begin) + ", expected " + std::to_string(pos) +
+             " (tensors tile the data section with no gap or overlap)");
+    const std::uint64_t item = dtype_itemsize(e.dtype);
+    if ((start + e.begin) % item != 0)
+      layout(t + " starts at file offset " + std::to_string(start + e.begin) + ", not a multiple of its item size " +
+             std::to_string(item));
+    pos = e.end;
+  }
+  if (pos != size - start)
+    layout("the tensors end at byte " + std::to_string(start + pos) + " but the file has " + std::to_string(size) +
+           " bytes (truncated or trailing data)");
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------ the loader
+
+/// The fields of one schema object, checked like fxlower.schema.from_obj: a map, no unknown key (but x-*);
+/// get(i) raises schema.missing_field when the i-th declared field is absent.
+class Fields {
+ public:
+  Fields(const MpDoc& d, std::uint32_t i, const Path& p, const char* cls, std::initializer_list<const char*> names)
+      : path_(p), cls_(cls), names_(names), idx_(names.size(), UINT32_MAX) {
+    if (d.type(i) != kMap) fail("schema.type", p, std::string("expected a map (") + cls + "), found " + mp_kind(d, i));
+    const auto k = d.kids(i);
+    for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+      const std::string_view key = d.str(k[a]);
+      bool known = false;
+      for (std::size_t f = 0; f < names_.size(); ++f)
+        if (key == names_[f]) {
+          idx_[f] = k[a + 1];
+          known = true;
+        }
+      if (!known && key.substr(0, 2) != "x-") {
+        std::vector<std::string> sorted(names_.begin(), names_.end());
+        std::sort(sorted.begin(), sorted.end());
+        std::string list;
+        for (const auto& s : sorted) list += (list.empty() ? "" : ", ") + s;
+        fail("schema.unknown_field", p, "unknown field " + short_repr(key) + " in " + cls + "; expected [" + list +
+                                            "] (extension fields start with 'x-')");
+      }
+    }
+  }
+  std::uint32_t get(std::size_t f) const {
+    if (idx_[f] == UINT32_MAX)
+      fail("schema.missing_field", path_, std::string(cls_) + " requires the field '" + names_[f] + "'");
+    return idx_[f];
+  }
+
+ private:
+  const Path& path_;
+  const char* cls_;
+  std::vector<const char*> names_;
+  std::vector<std::uint32_t> idx_;
+};
+
+/// Loads an artifact. The steps and their order follow docs/format.md section 10 as the Python loader
+/// (fxlower/loading.py) implements it, so that both report the same first failure; docs/cpp.md lists them.
+class Loader {
+ public:
+  Loader(std::string dir, LoadOptions opts) : opts_(opts), a_(std::make_shared<ArtifactData>()) {
+    a_->directory = std::move(dir);
+  }
+
+  Artifact run() {
+    // The directory and the manifest member.
+    dirfd_ = open_directory(a_->directory);
+    struct stat st {};
+    Fd mf = open_member(dirfd_.get(), kManifestFile, st);
+    // The manifest's size, then its bytes.
+    if (static_cast<std::uint64_t>(st.st_size) > limits::kMaxManifestBytes)
+      raise("manifest.size", kManifestFile, "the manifest has " + std::to_string(st.st_size) + " bytes, more than 1 GiB");
+    a_->manifest.resize(static_cast<std::size_t>(st.st_size));
+    read_exact(mf.get(), a_->manifest.data(), a_->manifest.size(), kManifestFile);
+    mf.reset();
+    doc_ = parse_msgpack(a_->manifest);
+    check_format();
+    schema();
+    file_list();
+    tensor_table();
+    for (std::size_t f = 0; f < a_->files.size(); ++f) tensor_file(f);
+    graphs();
+    signature();
+    golden();
+    digest();
+    Artifact art;
+    art.d_ = a_;
+    return art;
+  }
+
+ private:
+  struct NodeRaw {
+    std::uint32_t op = 0, args = 0, kwargs = 0, meta = 0, attrs = UINT32_MAX, graph = 0;
+  };
+
+  // ---------------------------------------------------------------------------------------------- format
+  void check_format() {
+    if (doc_.type(0) != kMap)
+      raise("format.identifier", kManifestFile, "the manifest is " + mp_kind(doc_, 0) + ", not a map: not an fxlower artifact");
+    const std::uint32_t f = doc_.get(0, "format");
+    if (f == UINT32_MAX) raise("format.identifier", kManifestFile, "no 'format' field: not an fxlower artifact");
+    if (doc_.type(f) != kStr || doc_.str(f) != kFormatId)
+      raise("format.identifier", std::string(kManifestFile) + ": format",
+            "expected \"fxlower\", found " + (doc_.type(f) == kStr ? short_repr(doc_.str(f)) : mp_kind(doc_, f)));
+    const std::uint32_t v = doc_.get(0, "format_version");
+    const std::string here = std::string(kManifestFile) + ": format_version";
+    const std::string mine = std::to_string(kFormatMajor) + "." + std::to_string(kFormatMinor);
+    if (v == UINT32_MAX) raise("format.version", kManifestFile, "no 'format_version' field; this reader supports " + mine);
+    if (doc_.type(v) != kArray || doc_.count(v) != 2 || !doc_.is_int(v + 1) || !doc_.is_int(doc_.next(v + 1)) ||
+        doc_.i64(v + 1) < 0 || doc_.i64(doc_.next(v + 1)) < 0)
+      raise("format.version", here, "expected [major, minor], two non-negative ints; this reader supports " + mine);
+    const std::int64_t major = doc_.i64(v + 1), minor = doc_.i64(doc_.next(v + 1));
+    const std::string theirs = std::to_string(major) + "." + std::to_string(minor);
+    if (major != kFormatMajor)
+      raise("format.version", here, "the file has format version " + theirs + "; this reader supports " + mine +
+                                        " (major " + std::to_string(kFormatMajor) + " only)");
+    if (minor > kFormatMinor)
+      raise("format.version", here, "the file has format version " + theirs + ", newer than this reader's " + mine +
+                                        "; use a reader of " + theirs);
+    a_->format_major = major;
+    a_->format_minor = minor;
+  }
+
+  // ---------------------------------------------------------------------------------------------- schema
+  std::string get_str(std::uint32_t i, const Path& p) const {
+    if (doc_.type(i) != kStr) fail("schema.type", p, "expected a str, found " + mp_kind(doc_, i));
+    return std::string(doc_.str(i));
+  }
+  std::int64_t get_int(std::uint32_t i, const Path& p) const {
+    if (!doc_.is_int(i)) fail("schema.type", p, "expected an int64, found " + mp_kind(doc_, i));
+    return doc_.i64(i);
+  }
+  double get_float(std::uint32_t i, const Path& p) const {
+    if (doc_.type(i) != kF32 && doc_.type(i) != kF64) fail("schema.type", p, "expected a float, found " + mp_kind(doc_, i));
+    return doc_.f(i);
+  }
+  std::vector<std::uint32_t> get_array(std::uint32_t i, const Path& p) const {
+    if (doc_.type(i) != kArray) fail("schema.type", p, "expected an array, found " + mp_kind(doc_, i));
+    return doc_.kids(i);
+  }
+  void need_map(std::uint32_t i, const Path& p) const {
+    if (doc_.type(i) != kMap) fail("schema.type", p, "expected a map, found " + mp_kind(doc_, i));
+  }
+  std::vector<std::string> get_str_list(std::uint32_t i, const Path& p) const {
+    std::vector<std::string> out;
+    const auto k = get_array(i, p);
+    for (std::size_t j = 0; j < k.size(); ++j) out.push_back(get_str(k[j], p.item(j)));
+    return out;
+  }
+  std::vector<std::int64_t> get_int_list(std::uint32_t i, const Path& p) const {
+    std::vector<std::int64_t> out;
+    const auto k = get_array(i, p);
+    for (std::size_t j = 0; j < k.size(); ++j) out.push_back(get_int(k[j], p.item(j)));
+    return out;
+  }
+
+  /// The schema (section 2.1) as fxlower.schema.from_obj checks it: per object, its type, its unknown keys,
+  /// then each field in declared order (missing, then its type, recursively). Values and Meta stay raw.
+  void schema() {
+    const Path& root = root_;
+    Fields m(doc_, 0, root, "Manifest",
+             {"format", "format_version", "producer", "files", "tensors", "graphs", "signature", "golden", "digest"});
+    get_str(m.get(0), root.field("format"));
+    get_int_list(m.get(1), root.field("format_version"));
+    {
+      const Path p = root.field("producer");
+      Fields f(doc_, m.get(2), p, "Producer", {"name", "version", "torch"});
+      a_->producer.name = get_str(f.get(0), p.field("name"));
+      a_->producer.version = get_str(f.get(1), p.field("version"));
+      a_->producer.torch = get_str(f.get(2), p.field("torch"));
+    }
+    {
+      const Path p = root.field("files");
+      const auto k = get_array(m.get(3), p);
+      for (std::size_t j = 0; j < k.size(); ++j) {
+        const Path q = p.item(j);
+        Fields f(doc_, k[j], q, "FileEntry", {"path", "role"});
+        file_paths_.push_back(get_str(f.get(0), q.field("path")));
+        file_roles_.push_back(get_str(f.get(1), q.field("role")));
+      }
+    }
+    {
+      const Path p = root.field("tensors");
+      const auto k = get_array(m.get(4), p);
+      for (std::size_t j = 0; j < k.size(); ++j) {
+        const Path q = p.item(j);
+        Fields f(doc_, k[j], q, "TensorEntry", {"name", "dtype", "shape", "file", "key", "sha256"});
+        Tensor t;
+        t.name = get_str(f.get(0), q.field("name"));
+        tensor_dtypes_.push_back(get_str(f.get(1), q.field("dtype")));
+        t.shape = get_int_list(f.get(2), q.field("shape"));
+        t.file = get_str(f.get(3), q.field("file"));
+        t.key = get_str(f.get(4), q.field("key"));
+        t.sha256 = get_str(f.get(5), q.field("sha256"));
+        a_->tensors.push_back(std::move(t));
+      }
+    }
+    {
+      const Path p = root.field("graphs");
+      const auto k = get_array(m.get(5), p);
+      for (std::size_t g = 0; g < k.size(); ++g) {
+        const Path q = p.item(g);
+        Fields f(doc_, k[g], q, "Graph", {"name", "nodes"});
+        Graph graph;
+        graph.index = g;
+        graph.name = get_str(f.get(0), q.field("name"));
+        const Path np = q.field("nodes");
+        const auto nk = get_array(f.get(1), np);
+        std::vector<NodeRaw> raws;
+        for (std::size_t j = 0; j < nk.size(); ++j) {
+          const Path r = np.item(j);
+          Fields nf(doc_, nk[j], r, "Node",
+                    {"name", "op", "target", "args", "kwargs", "inputs", "users", "meta", "lowering", "graph"});
+          Node node;
+          NodeRaw raw;
+          node.index = j;
+          node.name = get_str(nf.get(0), r.field("name"));
+          raw.op = nf.get(1);
+          get_str(raw.op, r.field("op"));
+          node.target = get_str(nf.get(2), r.field("target"));
+          raw.args = nf.get(3);
+          get_array(raw.args, r.field("args"));
+          raw.kwargs = nf.get(4);
+          need_map(raw.kwargs, r.field("kwargs"));
+          node.inputs = get_str_list(nf.get(5), r.field("inputs"));
+          node.users = get_str_list(nf.get(6), r.field("users"));
+          raw.meta = nf.get(7);
+          const std::uint32_t low = nf.get(8);
+          if (doc_.type(low) != kNil) {
+            const Path lp = r.field("lowering");
+            Fields lf(doc_, low, lp, "Lowering", {"module_type", "version", "module_version", "attrs"});
+            Lowering l;
+            l.module_type = get_str(lf.get(0), lp.field("module_type"));
+            l.version = get_int(lf.get(1), lp.field("version"));
+            l.module_version = get_int(lf.get(2), lp.field("module_version"));
+            raw.attrs = lf.get(3);
+            need_map(raw.attrs, lp.field("attrs"));
+            node.lowering = std::move(l);
+          }
+          raw.graph = nf.get(9);
+          if (doc_.type(raw.graph) != kNil) get_int(raw.graph, r.field("graph"));
+          graph.nodes.push_back(std::move(node));
+          raws.push_back(raw);
+        }
+        a_->graphs.push_back(std::move(graph));
+        raw_.push_back(std::move(raws));
+      }
+    }
+    {
+      const Path p = root.field("signature");
+      Fields f(doc_, m.get(6), p, "Signature", {"inputs", "output"});
+      a_->signature.inputs = get_str_list(f.get(0), p.field("inputs"));
+      sig_output_ = f.get(1);
+    }
+    {
+      const std::uint32_t gi = m.get(7);
+      if (doc_.type(gi) != kNil) {
+        const Path p = root.field("golden");
+        Fields f(doc_, gi, p, "Golden", {"mode", "file", "inputs", "outputs", "nodes", "tolerances"});
+        golden_mode_ = get_str(f.get(0), p.field("mode"));
+        Golden g;
+        g.file = get_str(f.get(1), p.field("file"));
+        golden_inputs_ = f.get(2);
+        get_array(golden_inputs_, p.field("inputs"));
+        golden_outputs_ = f.get(3);
+        golden_nodes_ = f.get(4);
+        need_map(golden_nodes_, p.field("nodes"));
+        const Path tp = p.field("tolerances");
+        const std::uint32_t tol = f.get(5);
+        need_map(tol, tp);
+        const auto k = doc_.kids(tol);
+        for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+          const Path q = tp.field(doc_.str(k[a]));
+          Fields tf(doc_, k[a + 1], q, "Tolerance", {"rtol", "atol"});
+          Tolerance t;
+          t.rtol = get_float(tf.get(0), q.field("rtol"));
+          t.atol = get_float(tf.get(1), q.field("atol"));
+          tolerance_raw_.emplace_back(std::string(doc_.str(k[a])), t);
+        }
+        a_->golden = std::move(g);
+      }
+    }
+    a_->digest = get_str(m.get(8), root.field("digest"));
+  }
+
+  // ---------------------------------------------------------------------------------------------- files
+  static std::string lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  }
+  static bool path_ok(const std::string& s) {
+    if (s.empty() || s.size() > limits::kMaxPathBytes || s == "." || s == ".." || s == kManifestFile) return false;
+    for (char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      if (!(u < 0x80 && (std::isalnum(u) || c == '.' || c == '_' || c == '-'))) return false;
+    }
+    return true;
+  }
+
+  /// Paths and roles, then each listed file exists, then (strict) no unlisted entry. Whether a member is a
+  /// regular file is checked when it is opened (tensor_file), as the Python loader does.
+  void file_list() {
+    const Path fp = root_.field("files");
+    std::unordered_set<std::string> folded;
+    bool role_seen[2] = {false, false};
+    for (std::size_t i = 0; i < file_paths_.size(); ++i) {
+      const Path q = fp.item(i);
+      if (!path_ok(file_paths_[i]))
+        fail("path.invalid", q.field("path"), short_repr(file_paths_[i]) + " is not a valid member path: one component of "
+                                              "[A-Za-z0-9._-], 1 to 255 bytes, not '.', '..' or 'manifest.msgpack'");
+      if (!folded.insert(lower(file_paths_[i])).second)
+        fail("path.invalid", q, short_repr(file_paths_[i]) + " is listed twice (compared case-insensitively)");
+      FileRole role;
+      if (file_roles_[i] == "weights") role = FileRole::weights;
+      else if (file_roles_[i] == "golden") role = FileRole::golden;
+      else fail("schema.type", q, "role " + short_repr(file_roles_[i]) + " is not one of weights, golden");
+      if (role_seen[static_cast<int>(role)]) fail("schema.type", q, "a second file of role " + file_roles_[i]);
+      role_seen[static_cast<int>(role)] = true;
+      a_->files.push_back(FileEntry{file_paths_[i], role});
+    }
+    for (const FileEntry& f : a_->files) {
+      struct stat st {};
+      if (::fstatat(dirfd_.get(), f.path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) raise("artifact.missing", f.path, "a listed file does not exist");
+        raise("io.error", f.path, "cannot stat: " + errno_text(errno));
+      }
+    }
+    if (opts_.strict) {
+      for (const std::string& name : list_directory(dirfd_.get(), a_->directory)) {
+        if (name == kManifestFile) continue;
+        bool listed = false;
+        for (const FileEntry& f : a_->files) listed |= f.path == name;
+        if (!listed)
+          raise("artifact.extra_file", name, "the directory holds an entry the manifest does not list; remove it (or load "
+                                             "with strict = false, which never opens it)");
+      }
+    }
+  }
+
+  const FileEntry* file_named(const std::string& path) const {
+    for (const FileEntry& f : a_->files)
+      if (f.path == path) return &f;
+    return nullptr;
+  }
+
+  // ---------------------------------------------------------------------------------------------- tensor table
+  void tensor_table() {
+    const Path tp = root_.field("tensors");
+    const std::string* prev = nullptr;
+    for (std::size_t i = 0; i < a_->tensors.size(); ++i) {
+      Tensor& t = a_->tensors[i];
+      const Path q = tp.item(i);
+      std::string why = name_problem(t.name);
+      if (!why.empty()) fail("schema.name", q.field("name"), why);
+      if (!a_->tensor_index.emplace(t.name, i).second)
+        fail("schema.name", q, "the tensor name " + short_repr(t.name) + " appears twice");
+      if (prev && t.name < *prev)
+        fail("schema.type", q, "the tensor table is not sorted by name (" + short_repr(t.name) + " after " + short_repr(*prev) + ")");
+      prev = &t.name;
+      const auto d = dtype_from_name(tensor_dtypes_[i]);
+      if (!d || !is_storage_dtype(*d)) fail("tensor.dtype", q.field("dtype"), "unknown storage dtype " + short_repr(tensor_dtypes_[i]));
+      t.dtype = *d;
+      const Path sp = q.field("shape");
+      t.numel_ = check_shape_dims(t.shape, t.itemsize(), [&sp](const std::string& m) { fail("tensor.shape", sp, m); });
+      t.nbytes_ = static_cast<std::size_t>(t.numel_) * t.itemsize();
+      if (!file_named(t.file)) fail("tensor.reference", q.field("file"), "file " + short_repr(t.file) + " is not listed in files");
+      why = name_problem(t.key);
+      if (!why.empty()) fail("schema.name", q.field("key"), why);
+      if (!is_lower_hex(t.sha256, 64)) fail("schema.type", q.field("sha256"), "sha256 is not 64 lowercase hex digits");
+    }
+    std::map<std::pair<std::string, std::string>, std::size_t> first;
+    for (std::size_t i = 0; i < a_->tensors.size(); ++i) {
+      const Tensor& t = a_->tensors[i];
+      const auto it = first.emplace(std::make_pair(t.file, t.key), i).first;
+      const Tensor& o = a_->tensors[it->second];
+      if (o.dtype != t.dtype || o.shape != t.shape || o.sha256 != t.sha256)
+        raise("tensor.mismatch", kManifestFile, "aliases " + short_repr(o.name) + " and " + short_repr(t.name) + " of key " +
+                                                    short_repr(t.key) + " differ in dtype, shape or sha256");
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------- tensor files
+  void tensor_file(std::size_t fi) {
+    const FileEntry& f = a_->files[fi];
+    struct stat st {};
+    Fd fd = open_member(dirfd_.get(), f.path, st);
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    auto bytes = std::make_unique<Bytes>();
+    if (size > 0) {
+      if (opts_.map_tensors) {
+        void* p = ::mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_PRIVATE, fd.get(), 0);
+        if (p == MAP_FAILED) raise("io.error", f.path, "mmap failed: " + errno_text(errno));
+        bytes->set_mapped(static_cast<const std::byte*>(p), static_cast<std::size_t>(size));
+      } else {
+        bytes->owned().resize(static_cast<std::size_t>(size));
+        read_exact(fd.get(), reinterpret_cast<char*>(bytes->owned().data()), static_cast<std::size_t>(size), f.path);
+        bytes->set_owned();
+      }
+    }
+    fd.reset();
+    const StFile sf = check_safetensors(bytes->data(), size, f.path);
+    std::unordered_map<std::string, const StEntry*> by_key;
+    for (const StEntry& e : sf.entries) by_key.emplace(e.name, &e);
+    std::unordered_set<std::string> used;
+    for (Tensor& t : a_->tensors) {
+      if (t.file != f.path) continue;
+      const auto it = by_key.find(t.key);
+      if (it == by_key.end())
+        raise("tensor.missing", f.path, "tensor " + short_repr(t.name) + " has key " + short_repr(t.key) + ", which the file does not hold");
+      const StEntry& e = *it->second;
+      if (e.dtype != t.dtype || e.shape != t.shape)
+        raise("tensor.mismatch", f.path, "tensor " + short_repr(t.name) + " has another dtype or shape in the manifest than in the file");
+      t.data_ = bytes->data() + 8 + sf.header_len + e.begin;
+      used.insert(t.key);
+    }
+    for (const StEntry& e : sf.entries)
+      if (!used.count(e.name))
+        raise("safetensors.unreferenced", f.path, "key " + short_repr(e.name) + " is not used by any tensor of the manifest");
+    a_->buffers.push_back(std::move(bytes));
+  }
+
+  // ---------------------------------------------------------------------------------------------- values
+  struct Scope {
+    const Graph* graph = nullptr;  // node references resolve here; nullptr: not allowed
+    std::size_t limit = 0;         // ... to nodes before this index
+    bool tensors = false;          // tensor references allowed
+    FileRole role = FileRole::weights;  // ... to tensors stored in the file of this role
+    std::vector<std::string>* refs = nullptr;  // collects node references, distinct, in order
+  };
+
+  Value decode_value(std::uint32_t i, const Path& p, const Scope& s, int depth) const {
+    if (depth > limits::kMaxValueDepth) fail("schema.depth", p, "value nests deeper than 64 levels");
+    switch (doc_.type(i)) {
+      case kNil: return Value();
+      case kBool: return Value::boolean(doc_.nodes[i].u != 0);
+      case kF32: case kF64: return Value::floating(doc_.f(i));
+      case kStr: return Value::string(std::string(doc_.str(i)));
+      case kUint: case kNint:
+        if (!doc_.is_int(i)) fail("schema.type", p, "the int " + std::to_string(doc_.nodes[i].u) + " is outside int64");
+        return Value::integer(doc_.i64(i));
+      case kMap: break;
+      default: fail("schema.type", p, "expected a Value, found " + mp_kind(doc_, i));
+    }
+    const std::uint32_t t = doc_.get(i, "t"), v = doc_.get(i, "v");
+    if (doc_.count(i) != 2 || t == UINT32_MAX || v == UINT32_MAX)
+      fail("schema.type", p, "a tagged Value has exactly the keys 't' and 'v'");
+    static const char* kinds[] = {"node", "tensor", "list", "tuple", "dict", "slice", "ellipsis", "complex",
+                                  "dtype", "device", "memory_format", "layout"};
+    int kind = -1;
+    if (doc_.type(t) == kStr)
+      for (int k = 0; k < 12; ++k)
+        if (doc_.str(t) == kinds[k]) kind = k;
+    if (kind < 0)
+      fail("schema.type", p, "unknown Value kind " + (doc_.type(t) == kStr ? short_repr(doc_.str(t)) : mp_kind(doc_, t)));
+    const std::string_view kname = kinds[kind];
+    const int d = depth + 1;
+    switch (kind) {
+      case 0: case 1: {  // node, tensor
+        if (doc_.type(v) != kStr) fail("schema.type", p, "a " + std::string(kname) + " reference holds a name, found " + mp_kind(doc_, v));
+        std::string name(doc_.str(v));
+        if (kind == 0) {
+          resolve_node(name, p, s);
+          return Value::node(std::move(name));
+        }
+        resolve_tensor(name, p, s);
+        return Value::tensor(std::move(name));
+      }
+      case 2: case 3: {  // list, tuple
+        if (doc_.type(v) != kArray) fail("schema.type", p, "expected an array, found " + mp_kind(doc_, v));
+        std::vector<Value> items;
+        const auto k = doc_.kids(v);
+        for (std::size_t j = 0; j < k.size(); ++j) items.push_back(decode_value(k[j], p.item(j), s, d));
+        return kind == 2 ? Value::list(std::move(items)) : Value::tuple(std::move(items));
+      }
+      case 4: {  // dict
+        if (doc_.type(v) != kArray) fail("schema.type", p, "expected an array, found " + mp_kind(doc_, v));
+        std::vector<std::pair<DictKey, Value>> items;
+        std::unordered_set<std::string> seen_s;
+        std::unordered_set<std::int64_t> seen_i;
+        const auto k = doc_.kids(v);
+        for (std::size_t j = 0; j < k.size(); ++j) {
+          const Path q = p.item(j);
+          if (doc_.type(k[j]) != kArray || doc_.count(k[j]) != 2) fail("schema.type", q, "a dict entry is a [key, Value] pair");
+          const std::uint32_t key = k[j] + 1, val = doc_.next(key);
+          if (doc_.type(key) == kStr) {
+            std::string ks(doc_.str(key));
+            if (!seen_s.insert(ks).second) fail("manifest.duplicate_key", q, "dict key " + short_repr(ks) + " appears twice");
+            const Path vp = p.key(doc_.str(key));
+            items.emplace_back(DictKey(std::move(ks)), decode_value(val, vp, s, d));
+          } else if (doc_.is_int(key)) {
+            const std::int64_t ki = doc_.i64(key);
+            if (!seen_i.insert(ki).second) fail("manifest.duplicate_key", q, "dict key " + std::to_string(ki) + " appears twice");
+            const Path vp = p.int_key(ki);
+            items.emplace_back(DictKey(ki), decode_value(val, vp, s, d));
+          } else {
+            fail("schema.type", q, "a dict key is a str or an int64, found " + mp_kind(doc_, key));
+          }
+        }
+        return Value::dict(std::move(items));
+      }
+      case 5: {  // slice
+        if (doc_.type(v) != kArray) fail("schema.type", p, "expected an array, found " + mp_kind(doc_, v));
+        if (doc_.count(v) != 3) fail("schema.type", p, "a slice is [start, stop, step], found " + std::to_string(doc_.count(v)) + " items");
+        const auto k = doc_.kids(v);
+        Value a = decode_value(k[0], p.item(0), s, d);
+        Value b = decode_value(k[1], p.item(1), s, d);
+        Value c = decode_value(k[2], p.item(2), s, d);
+        return Value::slice(std::move(a), std::move(b), std::move(c));
+      }
+      case 6:  // ellipsis
+        if (doc_.type(v) != kNil) fail("schema.type", p, "an ellipsis has a nil payload");
+        return Value::ellipsis();
+      case 7: {  // complex
+        if (doc_.type(v) != kArray) fail("schema.type", p, "expected an array, found " + mp_kind(doc_, v));
+        const auto k = doc_.kids(v);
+        bool ok = k.size() == 2;
+        for (std::uint32_t x : k) ok = ok && (doc_.type(x) == kF32 || doc_.type(x) == kF64);
+        if (!ok) fail("schema.type", p, "a complex is [re, im], two floats");
+        return Value::complex(doc_.f(k[0]), doc_.f(k[1]));
+      }
+      default: break;
+    }
+    if (doc_.type(v) != kStr) fail("schema.type", p, "a " + std::string(kname) + " is written as a string, found " + mp_kind(doc_, v));
+    const std::string_view pv = doc_.str(v);
+    if (kind == 8) {
+      const auto dt = dtype_from_name(pv);
+      if (!dt) fail("tensor.dtype", p, "unknown dtype code " + short_repr(pv));
+      return Value::dtype(*dt);
+    }
+    if (kind == 9) {
+      if (!device_ok(pv)) fail("schema.type", p, short_repr(pv) + " is not a device string: a type of section 6.1 (cpu, cuda, ...) and optionally ':' and an index such as 'cuda:0'");
+      return Value::device(std::string(pv));
+    }
+    if (kind == 10) {
+      const auto mf = memory_format_from_name(pv);
+      if (!mf) fail("schema.type", p, "unknown memory format " + short_repr(pv));
+      return Value::memory_format(*mf);
+    }
+    const auto lay = layout_from_name(pv);
+    if (!lay) fail("schema.type", p, "unknown layout " + short_repr(pv));
+    return Value::layout(*lay);
+  }
+
+  /// A device type of section 6.1, optionally ':' and an index without leading zeros (0 to 999999).
+  static bool device_ok(std::string_view s) {
+    static constexpr std::string_view kTypes[] = {"cpu", "cuda", "hip", "mps",  "xpu", "xla",
+                                                  "meta", "hpu", "mtia", "maia", "ipu", "privateuseone"};
+    const std::size_t colon = s.find(':');
+    const std::string_view type = s.substr(0, colon);
+    bool known = false;
+    for (std::string_view t : kTypes) known = known || t == type;
+    if (!known) return false;
+    if (colon == std::string_view::npos) return true;
+    const std::string_view index = s.substr(colon + 1);
+    if (index.empty() || index.size() > 6 || (index.size() > 1 && index[0] == '0')) return false;
+    for (char c : index)
+      if (c < '0' || c > '9') return false;
+    return true;
+  }
+
+  void resolve_node(const std::string& name, const Path& p, const Scope& s) const {
+    if (!s.graph) fail("graph.reference", p, "a node reference (%" + name + ") is not allowed here");
+    const auto it = s.graph->by_name_.find(name);
+    if (it == s.graph->by_name_.end() || it->second >= s.limit)
+      fail("graph.reference", p, short_repr(name) + " is not an earlier node of graph " + std::to_string(s.graph->index));
+    if (s.refs && std::find(s.refs->begin(), s.refs->end(), name) == s.refs->end()) s.refs->push_back(name);
+  }
+
+  void resolve_tensor(const std::string& name, const Path& p, const Scope& s) const {
+    if (!s.tensors) fail("tensor.reference", p, "a tensor reference ($" + name + ") is not allowed here");
+    const auto it = a_->tensor_index.find(name);
+    const FileEntry* f = it == a_->tensor_index.end() ? nullptr : file_named(a_->tensors[it->second].file);
+    if (!f || f->role != s.role)
+      fail("tensor.reference", p, "tensor " + short_repr(name) + " is not in the tensor table (in a " +
+                                      std::string(file_role_name(s.role)) + " file)");
+  }
+
+  /// Output metadata as fxlower.values.check_meta.
+  Meta decode_meta(std::uint32_t i, const Path& p, int depth) const {
+    if (depth > limits::kMaxValueDepth) fail("schema.depth", p, "metadata nests deeper than 64 levels");
+    const std::uint32_t t = doc_.type(i) == kMap ? doc_.get(i, "t") : UINT32_MAX;
+    if (t == UINT32_MAX || doc_.type(t) != kStr)
+      fail("schema.type", p, "output metadata is a map with a 't' kind, found " + mp_kind(doc_, i));
+    const std::string_view kind = doc_.str(t);
+    Meta m;
+    if (kind == "tensor") {
+      const std::uint32_t dt = doc_.get(i, "dtype"), sh = doc_.get(i, "shape");
+      if (doc_.count(i) != 3 || dt == UINT32_MAX || sh == UINT32_MAX)
+        fail("schema.type", p, "tensor metadata has exactly the keys t, dtype, shape");
+      if (doc_.type(dt) != kStr) fail("schema.type", p, "a dtype code is a str, found " + mp_kind(doc_, dt));
+      const auto code = dtype_from_name(doc_.str(dt));
+      if (!code) fail("tensor.dtype", p, "unknown dtype code " + short_repr(doc_.str(dt)));
+      m.kind = MetaKind::tensor;
+      m.dtype = *code;
+      if (doc_.type(sh) != kArray) fail("tensor.shape", p, "a shape is an array of ints, found " + mp_kind(doc_, sh));
+      const auto k = doc_.kids(sh);
+      if (k.size() > limits::kMaxRank) fail("tensor.shape", p, "rank " + std::to_string(k.size()) + " exceeds the maximum 64");
+      for (std::size_t j = 0; j < k.size(); ++j) {
+        if (!doc_.is_int(k[j]) || doc_.i64(k[j]) < 0)
+          fail("tensor.shape", p, "dimension " + std::to_string(j) + " is " + mp_kind(doc_, k[j]) +
+                                      "; dimensions are non-negative int64s");
+        m.shape.push_back(doc_.i64(k[j]));
+      }
+      check_shape_dims(m.shape, dtype_itemsize(m.dtype), [&p](const std::string& msg) { fail("tensor.shape", p, msg); });
+      return m;
+    }
+    if (kind == "tuple" || kind == "list" || kind == "dict") {
+      const std::uint32_t v = doc_.get(i, "v");
+      if (doc_.count(i) != 2 || v == UINT32_MAX) fail("schema.type", p, std::string(kind) + " metadata has exactly the keys t, v");
+      if (doc_.type(v) != kArray) fail("schema.type", p, "expected an array, found " + mp_kind(doc_, v));
+      m.kind = kind == "tuple" ? MetaKind::tuple : kind == "list" ? MetaKind::list : MetaKind::dict;
+      const auto k = doc_.kids(v);
+      for (std::size_t j = 0; j < k.size(); ++j) {
+        const Path q = p.item(j);
+        std::uint32_t item = k[j];
+        if (m.kind == MetaKind::dict) {
+          const bool pair = doc_.type(item) == kArray && doc_.count(item) == 2;
+          const std::uint32_t key = item + 1;
+          if (!pair || (doc_.type(key) != kStr && !doc_.is_int(key)))
+            fail("schema.type", q, "a dict metadata entry is a [str or int key, Meta] pair");
+          if (doc_.type(key) == kStr) m.keys.emplace_back(std::string(doc_.str(key)));
+          else m.keys.emplace_back(doc_.i64(key));
+          item = doc_.next(key);
+        }
+        m.items.push_back(decode_meta(item, q, depth + 1));
+      }
+      return m;
+    }
+    static const std::pair<const char*, MetaKind> leaves[] = {
+        {"int", MetaKind::integer}, {"float", MetaKind::floating}, {"bool", MetaKind::boolean},
+        {"str", MetaKind::string},  {"none", MetaKind::none},      {"other", MetaKind::other}};
+    for (const auto& l : leaves)
+      if (kind == l.first) {
+        if (doc_.count(i) != 1) fail("schema.type", p, std::string(kind) + " metadata has only the key t");
+        m.kind = l.second;
+        return m;
+      }
+    fail("schema.type", p, "unknown metadata kind " + short_repr(kind));
+  }
+
+  // ---------------------------------------------------------------------------------------------- graphs
+  /// Targets by op (section 2.1), as fxlower/loading.py _target.
+  void check_target(const Graph& g, const Node& n, const Path& r) const {
+    const Path tp = r.field("target");
+    const std::string& t = n.target;
+    switch (n.op) {
+      case Op::placeholder:
+        if (!is_placeholder_target(t)) fail("graph.target", tp, "placeholder target " + short_repr(t) + " is not an identifier");
+        break;
+      case Op::get_attr: case Op::call_module: {
+        if (!is_attr_path(t))
+          fail("graph.target", tp, short_repr(t) + " is not a dotted attribute path (components of [A-Za-z0-9_], none starting with '__')");
+        if (n.op == Op::call_module) break;
+        const std::string tensor = g.name.empty() ? t : g.name + "." + t;
+        const auto it = a_->tensor_index.find(tensor);
+        if (it == a_->tensor_index.end())
+          fail("tensor.reference", tp, "get_attr names " + short_repr(tensor) + ", which is not in the tensor table");
+        const FileEntry* f = file_named(a_->tensors[it->second].file);
+        if (!f || f->role != FileRole::weights) fail("tensor.reference", tp, "get_attr names a golden tensor");
+        break;
+      }
+      case Op::call_method:
+        if (!is_method_name(t)) fail("graph.target", tp, short_repr(t) + " is not a public method name");
+        break;
+      case Op::call_function:
+        if (!is_function_name(t)) fail("graph.target", tp, short_repr(t) + " is not a dotted function name like 'torch.add'");
+        break;
+      case Op::output:
+        if (t != "output") fail("graph.target", tp, "the output node's target is 'output', found " + short_repr(t));
+        break;
+    }
+  }
+
+  void graphs() {
+    const Path gp = root_.field("graphs");
+    const std::size_t G = a_->graphs.size();
+    if (G == 0) raise("graph.structure", kManifestFile, "graphs is empty; the root graph is graphs[0]");
+    std::vector<std::vector<std::size_t>> calls(G);
+    for (std::size_t g = 0; g < G; ++g) {
+      Graph& graph = a_->graphs[g];
+      const Path q = gp.item(g);
+      if (g == 0 && !graph.name.empty()) fail("schema.name", q.field("name"), "the root graph's name is \"\"");
+      if (g > 0) {
+        const std::string why = name_problem(graph.name);
+        if (!why.empty()) fail("schema.name", q.field("name"), why);
+      }
+      const Path np = q.field("nodes");
+      std::size_t outputs = 0;
+      for (std::size_t j = 0; j < graph.nodes.size(); ++j) {
+        Node& n = graph.nodes[j];
+        const NodeRaw& raw = raw_[g][j];
+        const Path r = np.item(j);
+        const std::string why = name_problem(n.name);
+        if (!why.empty()) fail("schema.name", r.field("name"), why);
+        if (!graph.by_name_.emplace(n.name, j).second)
+          fail("schema.name", r, "node name " + short_repr(n.name) + " appears twice in the graph");
+        const std::string_view ops = doc_.str(raw.op);
+        const auto op = op_from_name(ops);
+        if (!op) fail("graph.op", r.field("op"), "op " + short_repr(ops) + " is not one of placeholder, get_attr, call_function, "
+                                                  "call_method, call_module, output");
+        n.op = *op;
+        if (outputs) fail("graph.output", r, "a node follows the output node");
+        check_target(graph, n, r);
+        const auto kw = doc_.kids(raw.kwargs);
+        for (std::size_t a = 0; a + 1 < kw.size(); a += 2) {
+          const std::string_view k = doc_.str(kw[a]);
+          if (!is_ident(k) || is_python_keyword(k))
+            fail("schema.name", r.field("kwargs"), "keyword " + short_repr(k) + " is not an identifier");
+        }
+        std::vector<std::string> refs;
+        Scope s;
+        s.graph = &graph;
+        s.limit = j;
+        s.refs = &refs;
+        {
+          const Path ap = r.field("args");
+          const auto k = doc_.kids(raw.args);
+          for (std::size_t a = 0; a < k.size(); ++a) n.args.push_back(decode_value(k[a], ap.item(a), s, 0));
+        }
+        {
+          const Path kp = r.field("kwargs");
+          for (std::size_t a = 0; a + 1 < kw.size(); a += 2) {
+            const Path vp = kp.field(doc_.str(kw[a]));
+            n.kwargs.emplace_back(std::string(doc_.str(kw[a])), decode_value(kw[a + 1], vp, s, 0));
+          }
+        }
+        // Argument rules by op (fxlower/loading.py _op_args).
+        if (n.op == Op::placeholder && n.args.size() > 1)
+          fail("graph.structure", r, "a placeholder has at most one arg (its default)");
+        if (n.op == Op::output && n.args.size() != 1)
+          fail("graph.output", r, "the output node has " + std::to_string(n.args.size()) + " args; expected 1");
+        if (n.op == Op::call_function && n.target == "builtins.getattr" &&
+            (n.args.size() < 2 || n.args[1].kind() != ValueKind::string || n.args[1].as_str().substr(0, 1) == "_"))
+          fail("graph.target", r, "builtins.getattr needs a public attribute name (a str not starting with '_') as args[1]");
+        if (n.op == Op::call_method && n.args.empty())
+          fail("graph.structure", r, "a call_method node needs the object as args[0]");
+        if (refs != n.inputs)
+          fail("graph.structure", r.field("inputs"), "inputs are the distinct nodes referenced by args then kwargs, in order");
+        if (doc_.type(raw.meta) != kNil) n.meta = decode_meta(raw.meta, r.field("meta"), 0);
+        const bool has_graph = doc_.type(raw.graph) != kNil;
+        if (n.op == Op::call_module && !has_graph) {
+          if (!n.lowering) fail("graph.structure", r, "a call_module node without 'graph' needs 'lowering'");
+          const Path lp = r.field("lowering");
+          const std::string mwhy = name_problem(n.lowering->module_type);
+          if (!mwhy.empty()) fail("schema.name", lp.field("module_type"), mwhy);
+          Scope ls;
+          ls.tensors = true;
+          ls.role = FileRole::weights;
+          const Path ap = lp.field("attrs");
+          const auto k = doc_.kids(raw.attrs);
+          for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+            const std::string_view name = doc_.str(k[a]);
+            const std::string awhy = name_problem(name);
+            if (!awhy.empty()) fail("schema.name", ap, "attribute " + short_repr(name) + ": " + awhy);
+            const Path vp = ap.field(name);
+            n.lowering->attrs.emplace_back(std::string(name), decode_value(k[a + 1], vp, ls, 0));
+          }
+        } else if (n.lowering) {
+          fail("graph.structure", r, "'lowering' is only for call_module nodes of leaf modules");
+        }
+        if (has_graph) {
+          const std::int64_t sub = doc_.i64(raw.graph);
+          if (n.op != Op::call_module || sub < 1 || static_cast<std::uint64_t>(sub) >= G)
+            fail("graph.structure", r.field("graph"), "'graph' " + std::to_string(sub) + " must index a nested graph (1.." +
+                                                          std::to_string(G - 1) + ") from a call_module node");
+          n.graph = static_cast<std::size_t>(sub);
+          calls[g].push_back(*n.graph);
+        }
+        if (n.op == Op::output) ++outputs;
+      }
+      if (outputs != 1) fail("graph.output", q, "the graph has no output node");
+      std::map<std::string, std::vector<std::string>, std::less<>> users;
+      for (const Node& n : graph.nodes)
+        for (const std::string& in : n.inputs) users[in].push_back(n.name);
+      for (std::size_t j = 0; j < graph.nodes.size(); ++j) {
+        const Node& n = graph.nodes[j];
+        const auto it = users.find(n.name);
+        const std::vector<std::string> want = it == users.end() ? std::vector<std::string>{} : it->second;
+        if (n.users != want)
+          fail("graph.structure", np.item(j).field("users"), "users are the nodes whose inputs contain this node, in graph order");
+      }
+    }
+    // No cycle among graph calls (iterative DFS, like the Python loader).
+    std::vector<int> state(G, 0);
+    for (std::size_t start = 0; start < G; ++start) {
+      if (state[start]) continue;
+      std::vector<std::pair<std::size_t, std::size_t>> stack{{start, 0}};
+      state[start] = 1;
+      while (!stack.empty()) {
+        auto& [gi, next] = stack.back();
+        if (next == calls[gi].size()) {
+          state[gi] = 2;
+          stack.pop_back();
+          continue;
+        }
+        const std::size_t callee = calls[gi][next++];
+        if (state[callee] == 1)
+          raise("graph.structure", kManifestFile, "graph " + std::to_string(gi) + " calls graph " + std::to_string(callee) +
+                                                      ", which is already being called: the graphs form a cycle");
+        if (state[callee] == 0) {
+          state[callee] = 1;
+          stack.emplace_back(callee, 0);
+        }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------- signature
+  void signature() {
+    const Path sp = root_.field("signature");
+    const Graph& root = a_->graphs[0];
+    std::vector<std::string> placeholders;
+    for (const Node& n : root.nodes)
+      if (n.op == Op::placeholder) placeholders.push_back(n.name);
+    if (a_->signature.inputs != placeholders)
+      fail("graph.structure", sp.field("inputs"), "signature inputs differ from the root placeholders");
+    Scope s;
+    s.graph = &root;
+    s.limit = root.nodes.size();
+    a_->signature.output = decode_value(sig_output_, sp.field("output"), s, 0);
+    if (!(a_->signature.output == root.nodes.back().args.at(0)))
+      fail("graph.output", sp.field("output"), "signature output differs from the output node's args[0]");
+  }
+
+  // ---------------------------------------------------------------------------------------------- golden
+  void golden() {
+    if (!a_->golden) return;
+    Golden& g = *a_->golden;
+    const Path gp = root_.field("golden");
+    if (golden_mode_ == "outputs") g.mode = GoldenMode::outputs;
+    else if (golden_mode_ == "nodes") g.mode = GoldenMode::nodes;
+    else fail("schema.type", gp.field("mode"), "mode " + short_repr(golden_mode_) + " is not one of outputs, nodes");
+    const FileEntry* f = file_named(g.file);
+    if (!f || f->role != FileRole::golden)
+      fail("tensor.reference", gp.field("file"), "golden file " + short_repr(g.file) + " is not a listed golden file");
+    Scope s;
+    s.tensors = true;
+    s.role = FileRole::golden;
+    {
+      const Path ip = gp.field("inputs");
+      const auto k = doc_.kids(golden_inputs_);
+      for (std::size_t j = 0; j < k.size(); ++j) g.inputs.push_back(decode_value(k[j], ip.item(j), s, 0));
+    }
+    g.outputs = decode_value(golden_outputs_, gp.field("outputs"), s, 0);
+    {
+      const Path np = gp.field("nodes");
+      const auto k = doc_.kids(golden_nodes_);
+      for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+        const std::string name(doc_.str(k[a]));
+        if (!a_->graphs[0].find_node(name)) fail("graph.reference", np, "golden node " + short_repr(name) + " is not a root node");
+        const Path vp = np.field(doc_.str(k[a]));
+        g.nodes.emplace_back(name, decode_value(k[a + 1], vp, s, 0));
+      }
+    }
+    const Path tp = gp.field("tolerances");
+    for (const auto& kv : tolerance_raw_) {
+      const auto d = dtype_from_name(kv.first);
+      if (!d || !is_storage_dtype(*d)) fail("tensor.dtype", tp, "tolerance for unknown dtype " + short_repr(kv.first));
+      const Tolerance& t = kv.second;
+      if (!std::isfinite(t.rtol) || t.rtol < 0 || !std::isfinite(t.atol) || t.atol < 0)
+        fail("schema.type", tp, "tolerance for " + kv.first + " must be finite and >= 0");
+      g.tolerances.emplace_back(*d, t);
+    }
+  }
+
+  void digest() const {
+    const std::string& d = a_->digest;
+    if (d.size() != 71 || d.compare(0, 7, "sha256:") != 0 || !is_lower_hex(std::string_view(d).substr(7), 64))
+      fail("schema.type", root_.field("digest"), "digest is not 'sha256:' and 64 lowercase hex digits");
+  }
+
+  const Path root_{};
+  LoadOptions opts_;
+  std::shared_ptr<ArtifactData> a_;
+  Fd dirfd_;
+  MpDoc doc_;
+  std::vector<std::string> file_paths_, file_roles_, tensor_dtypes_;
+  std::vector<std::vector<NodeRaw>> raw_;
+  std::uint32_t sig_output_ = 0, golden_inputs_ = 0, golden_outputs_ = 0, golden_nodes_ = 0;
+  std::string golden_mode_;
+  std::vector<std::pair<std::string, Tolerance>> tolerance_raw_;
+};
+
+}  // namespace detail
+
+inline Artifact load(const std::string& dir, const LoadOptions& options) {
+  return detail::Loader(dir, options).run();
+}
+
+inline std::string Artifact::compute_digest() const {
+  const detail::MpDoc doc = detail::parse_msgpack(d().manifest);
+  std::string enc;
+  enc += '\x93';
+  detail::mp_encode(doc, doc.get(0, "graphs"), enc);
+  std::vector<std::uint32_t> weights;
+  const std::uint32_t tensors = doc.get(0, "tensors");
+  for (std::uint32_t e : doc.kids(tensors)) {
+    const std::uint32_t f = doc.get(e, "file");
+    for (const FileEntry& fe : d().files)
+      if (fe.role == FileRole::weights && doc.str(f) == fe.path) weights.push_back(e);
+  }
+  const std::size_t n = weights.size();
+  if (n <= 15) enc += static_cast<char>(0x90 | n);
+  else if (n <= 0xffff) { enc += '\xdc'; enc += static_cast<char>(n >> 8); enc += static_cast<char>(n & 0xff); }
+  else { enc += '\xdd'; for (int k = 3; k >= 0; --k) enc += static_cast<char>((n >> (8 * k)) & 0xff); }
+  for (std::uint32_t e : weights) detail::mp_encode(doc, e, enc);
+  detail::mp_encode(doc, doc.get(0, "signature"), enc);
+  return "sha256:" + sha256_hex(enc.data(), enc.size());
+}
+
+inline nlohmann::ordered_json Artifact::manifest_json() const {
+  const detail::MpDoc doc = detail::parse_msgpack(d().manifest);
+  return detail::mp_to_json(doc, 0);
+}
+
+}  // namespace fxlower
+
+#endif  // FXLOWER_FXLOWER_HPP

@@ -1,0 +1,532 @@
+// fxlower reference runtime: the interpreter, golden comparison and safetensors I/O.
+#include "interpreter.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "kernels.hpp"
+
+namespace fxlower::rt {
+
+namespace {
+
+std::string op_text(fxlower::Op op) { return std::string(fxlower::op_name(op)); }
+
+bool map_dtype(fxlower::DType d, DType& out) { return parse_dtype(std::string(fxlower::dtype_name(d)), out); }
+
+// Loads one table tensor: F32, F64, I64 and BOOL are borrowed from the mapping, the rest converted.
+Tensor load_table_tensor(const fxlower::Tensor& t, const std::shared_ptr<fxlower::Artifact>& keep) {
+  DType dt;
+  if (!map_dtype(t.dtype, dt))
+    fail("tensor '" + t.name + "' has dtype " + std::string(fxlower::dtype_name(t.dtype)) +
+         ", which the runtime does not compute with");
+  Shape shape(t.shape.begin(), t.shape.end());
+  const int64_t n = t.numel();
+  const std::byte* p = t.data();
+  auto aligned = [&](size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  switch (t.dtype) {
+    case fxlower::DType::F32:
+    case fxlower::DType::F64:
+    case fxlower::DType::I64:
+    case fxlower::DType::BOOL:
+      if (aligned(storage_itemsize(dt)))
+        return Tensor::borrowed(dt, shape, const_cast<std::byte*>(p), std::static_pointer_cast<void>(keep), false);
+      break;
+    default:
+      break;
+  }
+  Tensor r = Tensor::empty(dt, shape);
+  switch (t.dtype) {
+    case fxlower::DType::F32: std::memcpy(r.raw(), p, size_t(n) * 4); break;
+    case fxlower::DType::F64: std::memcpy(r.raw(), p, size_t(n) * 8); break;
+    case fxlower::DType::I64: std::memcpy(r.raw(), p, size_t(n) * 8); break;
+    case fxlower::DType::BOOL: std::memcpy(r.raw(), p, size_t(n)); break;
+    case fxlower::DType::F16: case fxlower::DType::BF16: {
+      float* d = r.data<float>();
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        d[i] = t.dtype == fxlower::DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+      }
+      break;
+    }
+    default: {
+      int64_t* d = r.data<int64_t>();
+      for (int64_t i = 0; i < n; ++i) d[i] = t.element_int64(size_t(i));
+      break;
+    }
+  }
+  return r;
+}
+
+Val materialize(const Val& t, const std::vector<Val>& env) {
+  switch (t.k) {
+    case Val::K::NodeRef: return env[size_t(t.i)];
+    case Val::K::List: case Val::K::Tuple: case Val::K::Slice: {
+      bool any = false;
+      for (const auto& x : *t.items)
+        if (x.k == Val::K::NodeRef || x.items || x.dict) { any = true; break; }
+      if (!any) return t;
+      std::vector<Val> items;
+      items.reserve(t.items->size());
+      for (const auto& x : *t.items) items.push_back(materialize(x, env));
+      return Val::seq_(t.k, std::move(items));
+    }
+    case Val::K::Dict: {
+      Val r = t;
+      r.dict = std::make_shared<std::vector<std::pair<Val, Val>>>();
+      for (const auto& kv : *t.dict) r.dict->emplace_back(kv.first, materialize(kv.second, env));
+      return r;
+    }
+    default: return t;
+  }
+}
+
+void collect_refs(const Val& t, std::vector<int64_t>& out) {
+  if (t.k == Val::K::NodeRef) out.push_back(t.i);
+  if (t.items) for (const auto& x : *t.items) collect_refs(x, out);
+  if (t.dict) for (const auto& kv : *t.dict) collect_refs(kv.second, out);
+}
+
+bool truthy_kwarg(const std::vector<std::pair<std::string, Val>>& kw, const char* name) {
+  for (const auto& kv : kw)
+    if (kv.first == name && kv.second.k == Val::K::Bool) return kv.second.b;
+  return false;
+}
+
+// operator.iadd and friends (x += y on a tensor mutates x).
+bool inplace_operator(const std::string& t) {
+  static const std::set<std::string> names = {
+      "operator.iadd", "operator.isub", "operator.imul", "operator.itruediv", "operator.ifloordiv", "operator.imod",
+      "operator.ipow", "operator.iand", "operator.ior", "operator.ixor", "operator.ilshift", "operator.irshift",
+      "operator.imatmul"};
+  return names.count(t) != 0;
+}
+
+// Writes an in-place op's result into its first argument's storage, as torch would have mutated it.
+Val write_back(const Val& arg0, Val result) {
+  if (!arg0.is_tensor() || !result.is_tensor()) return result;
+  Tensor dst = arg0.t;
+  const Tensor& src = result.t;
+  if (dst.shares_storage(src) && dst.shape == src.shape) return arg0;
+  if (!dst.writable() || dst.shape != src.shape) return result;
+  Tensor conv = src.to(dst.dtype);
+  std::memcpy(dst.raw(), conv.raw(), dst.nbytes());
+  return arg0;
+}
+
+}  // namespace
+
+std::string PNode::describe() const {
+  std::string s = "node '" + name + "' (" + op_text(op) + " " + target;
+  if (!module_type.empty()) s += ": " + module_type;
+  return s + ")";
+}
+
+// ================================================================================================ program
+
+Tensor Program::tensor(const std::string& name) const {
+  auto it = tensor_cache_.find(name);
+  if (it != tensor_cache_.end()) return it->second;
+  auto t = artifact_->tensor(name);
+  if (!t) fail("tensor '" + name + "' is not in the tensor table");
+  Tensor r = load_table_tensor(*t, artifact_);
+  tensor_cache_.emplace(name, r);
+  return r;
+}
+
+Val Program::convert(const fxlower::Value& v, const fxlower::Graph* g, const std::string& where) const {
+  using VK = fxlower::ValueKind;
+  switch (v.kind()) {
+    case VK::nil: return Val::none();
+    case VK::boolean: return Val::boolean(v.as_bool());
+    case VK::integer: return Val::integer(v.as_int());
+    case VK::floating: return Val::real(v.as_float());
+    case VK::string: return Val::str(v.as_str());
+    case VK::node: {
+      if (!g) fail(where + ": a node reference outside a graph");
+      auto n = g->find_node(v.node_name());
+      if (!n) fail(where + ": unknown node '" + v.node_name() + "'");
+      return Val::node_ref(int64_t(n->index));
+    }
+    case VK::tensor: return Val::tensor(tensor(v.tensor_name()));
+    case VK::list: case VK::tuple: {
+      std::vector<Val> items;
+      for (const auto& x : v.items()) items.push_back(convert(x, g, where));
+      return v.kind() == VK::list ? Val::list(std::move(items)) : Val::tuple(std::move(items));
+    }
+    case VK::dict: {
+      Val r;
+      r.k = Val::K::Dict;
+      r.dict = std::make_shared<std::vector<std::pair<Val, Val>>>();
+      for (const auto& kv : v.as_dict().items) {
+        Val key = std::holds_alternative<std::int64_t>(kv.first) ? Val::integer(std::get<std::int64_t>(kv.first))
+                                                                 : Val::str(std::get<std::string>(kv.first));
+        r.dict->emplace_back(key, convert(kv.second, g, where));
+      }
+      return r;
+    }
+    case VK::slice: {
+      const auto& s = v.as_slice();
+      return Val::slice(convert(s.start(), g, where), convert(s.stop(), g, where), convert(s.step(), g, where));
+    }
+    case VK::ellipsis: return Val::ellipsis();
+    case VK::complex: {
+      Val r;
+      r.k = Val::K::Complex;
+      r.f = v.as_complex().re;
+      r.im = v.as_complex().im;
+      return r;
+    }
+    case VK::dtype: {
+      DType d;
+      if (!map_dtype(v.as_dtype(), d))
+        fail(where + ": dtype " + std::string(fxlower::dtype_name(v.as_dtype())) + " is not supported by the runtime");
+      return Val::dtype(d);
+    }
+    case VK::device: return Val::device(v.as_device().str);
+    case VK::memory_format: {
+      Val r;
+      r.k = Val::K::MemFormat;
+      r.s = std::string(fxlower::memory_format_name(v.as_memory_format()));
+      return r;
+    }
+    case VK::layout: {
+      Val r;
+      r.k = Val::K::Layout;
+      r.s = std::string(fxlower::layout_name(v.as_layout()));
+      return r;
+    }
+  }
+  fail(where + ": unsupported value");
+}
+
+Program::Program(const fxlower::Artifact& artifact) : artifact_(std::make_shared<fxlower::Artifact>(artifact)) {
+  const Registry& reg = registry();
+  std::vector<std::string> unsupported;
+  for (const fxlower::Graph& g : artifact_->graphs()) {
+    PGraph pg;
+    pg.name = g.name;
+    std::vector<int64_t> last_use(g.nodes.size(), -1);
+    for (const fxlower::Node& n : g.nodes) {
+      PNode p;
+      p.name = n.name;
+      p.op = n.op;
+      p.target = n.target;
+      std::string where = "graph '" + g.name + "' node '" + n.name + "'";
+      try {
+        for (const auto& a : n.args) p.args.push_back(convert(a, &g, where));
+        for (const auto& kv : n.kwargs) p.kwargs.emplace_back(kv.first, convert(kv.second, &g, where));
+        switch (n.op) {
+          case fxlower::Op::placeholder:
+            pg.placeholders.push_back(int64_t(n.index));
+            break;
+          case fxlower::Op::get_attr:
+            p.tensor = tensor(g.name.empty() ? n.target : g.name + "." + n.target);
+            break;
+          case fxlower::Op::call_function:
+            p.handler = reg.find(OpKind::Function, n.target);
+            if (!p.handler) {
+              unsupported.push_back(p.describe() + ": unsupported function '" + n.target + "'");
+            }
+            p.inplace = truthy_kwarg(p.kwargs, "inplace") ||
+                        (n.target.rfind("torch.", 0) == 0 && n.target.back() == '_' &&
+                         n.target[n.target.size() - 2] != '_') ||
+                        inplace_operator(n.target);
+            break;
+          case fxlower::Op::call_method: {
+            p.handler = reg.find(OpKind::Method, n.target);
+            bool trailing = n.target.size() > 1 && n.target.back() == '_' && n.target[n.target.size() - 2] != '_';
+            if (!p.handler && trailing) p.handler = reg.find(OpKind::Method, n.target.substr(0, n.target.size() - 1));
+            if (!p.handler) unsupported.push_back(p.describe() + ": unsupported method '" + n.target + "'");
+            p.inplace = trailing;
+            break;
+          }
+          case fxlower::Op::call_module:
+            if (n.graph) {
+              p.graph = int64_t(*n.graph);
+            } else {
+              const fxlower::Lowering& lw = *n.lowering;
+              p.module_type = lw.module_type;
+              for (const auto& kv : lw.attrs) p.attrs.emplace(kv.first, convert(kv.second, nullptr, where + " attribute '" + kv.first + "'"));
+              p.handler = reg.find(OpKind::Module, lw.module_type);
+              if (!p.handler) unsupported.push_back(p.describe() + ": unsupported module type '" + lw.module_type + "'");
+              auto ip = p.attrs.find("inplace");
+              p.inplace = ip != p.attrs.end() && ip->second.k == Val::K::Bool && ip->second.b;
+            }
+            break;
+          case fxlower::Op::output:
+            break;
+        }
+      } catch (const Error& e) {
+        unsupported.push_back(p.describe() + ": " + e.what());
+      }
+      std::vector<int64_t> refs;
+      for (const auto& a : p.args) collect_refs(a, refs);
+      for (const auto& kv : p.kwargs) collect_refs(kv.second, refs);
+      for (int64_t r : refs) last_use[size_t(r)] = std::max<int64_t>(last_use[size_t(r)], int64_t(n.index));
+      pg.nodes.push_back(std::move(p));
+    }
+    for (size_t i = 0; i < last_use.size(); ++i)
+      if (last_use[i] >= 0 && pg.nodes[size_t(last_use[i])].op != fxlower::Op::output)
+        pg.nodes[size_t(last_use[i])].release.push_back(int64_t(i));
+    graphs_.push_back(std::move(pg));
+  }
+  if (!unsupported.empty()) {
+    std::string msg = std::to_string(unsupported.size()) + " unsupported operation(s):";
+    for (const auto& u : unsupported) msg += "\n  " + u;
+    fail(msg);
+  }
+}
+
+Val Program::exec_graph(size_t gi, std::vector<Val> inputs, const std::vector<std::pair<std::string, Val>>& kwargs,
+                        const NodeHook* hook, Profile* profile, int depth) const {
+  const PGraph& g = graphs_.at(gi);
+  std::vector<Val> env(g.nodes.size());
+  // bind placeholders
+  if (inputs.size() > g.placeholders.size())
+    fail("graph '" + g.name + "' takes " + std::to_string(g.placeholders.size()) + " inputs, got " +
+         std::to_string(inputs.size()));
+  for (size_t k = 0; k < g.placeholders.size(); ++k) {
+    const PNode& p = g.nodes[size_t(g.placeholders[k])];
+    const Val* v = k < inputs.size() ? &inputs[k] : nullptr;
+    for (const auto& kv : kwargs)
+      if (kv.first == p.target) v = &kv.second;
+    if (v) env[size_t(g.placeholders[k])] = *v;
+    else if (!p.args.empty()) env[size_t(g.placeholders[k])] = p.args[0];
+    else fail("missing input '" + p.target + "'" + (g.name.empty() ? "" : " of graph '" + g.name + "'"));
+  }
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const PNode& n = g.nodes[i];
+    Val result;
+    try {
+      switch (n.op) {
+        case fxlower::Op::placeholder:
+          result = env[i];
+          break;
+        case fxlower::Op::get_attr:
+          result = Val::tensor(n.tensor);
+          break;
+        case fxlower::Op::output:
+          return materialize(n.args.at(0), env);
+        case fxlower::Op::call_module:
+          if (n.graph >= 0) {
+            std::vector<Val> a;
+            for (const auto& x : n.args) a.push_back(materialize(x, env));
+            std::vector<std::pair<std::string, Val>> kw;
+            for (const auto& kv : n.kwargs) kw.emplace_back(kv.first, materialize(kv.second, env));
+            result = exec_graph(size_t(n.graph), std::move(a), kw, nullptr, profile, depth + 1);
+            break;
+          }
+          [[fallthrough]];
+        case fxlower::Op::call_function:
+        case fxlower::Op::call_method: {
+          Call c;
+          c.node = &n.name;
+          c.target = n.module_type.empty() ? &n.target : &n.module_type;
+          c.args.reserve(n.args.size());
+          for (const auto& x : n.args) c.args.push_back(materialize(x, env));
+          for (const auto& kv : n.kwargs) c.kwargs.emplace_back(kv.first, materialize(kv.second, env));
+          if (!n.module_type.empty()) c.attrs = Attrs{&n.attrs, ""};
+          if (profile) {
+            auto t0 = std::chrono::steady_clock::now();
+            result = (*n.handler)(c);
+            auto& e = profile->ops[op_text(n.op) + " " + *c.target];
+            e.calls++;
+            e.ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+          } else {
+            result = (*n.handler)(c);
+          }
+          if (n.inplace && !c.args.empty()) result = write_back(c.args[0], std::move(result));
+          break;
+        }
+      }
+      // half results are rounded to their precision, as torch stores them
+      for_each_tensor(result, [](Tensor& t) {
+        if (is_half(t.dtype) && t.writable()) round_to_dtype(t);
+      });
+    } catch (const fxlower::Error& e) {
+      throw Error(n.describe() + ": " + e.what());
+    } catch (const Error& e) {
+      std::string msg = e.what();
+      if (msg.rfind("node '", 0) == 0) throw Error(n.describe() + " > " + msg);
+      throw Error(n.describe() + ": " + msg);
+    } catch (const std::exception& e) {
+      throw Error(n.describe() + ": " + e.what());
+    }
+    env[i] = std::move(result);
+    if (hook && depth == 0 && *hook) (*hook)(n, env[i]);
+    for (int64_t r : n.release) env[size_t(r)] = Val();
+  }
+  fail("graph '" + g.name + "' has no output node");
+}
+
+Val Program::run(const std::vector<Val>& inputs, const NodeHook& hook, Profile* profile) const {
+  // inputs are copied so that in-place operations never write into caller (or mapped) memory
+  std::vector<Val> in;
+  for (const auto& v : inputs) {
+    Val c = v;
+    for_each_tensor(c, [](Tensor& t) { t = t.clone(); });
+    in.push_back(std::move(c));
+  }
+  return exec_graph(0, std::move(in), {}, hook ? &hook : nullptr, profile, 0);
+}
+
+std::vector<Val> Program::golden_inputs() const {
+  const auto& g = artifact_->golden();
+  if (!g) fail("the artifact has no golden data");
+  std::vector<Val> r;
+  for (const auto& v : g->inputs) r.push_back(value(v));
+  return r;
+}
+
+Val Program::value(const fxlower::Value& v) const { return convert(v, nullptr, "golden data"); }
+
+// ================================================================================================ comparison
+
+TensorDiff compare_tensors(const Tensor& a, const Tensor& e, double atol, double rtol) {
+  TensorDiff d;
+  d.numel = e.numel();
+  if (a.shape != e.shape) {
+    d.ok = d.shape_ok = false;
+    return d;
+  }
+  if (a.dtype != e.dtype) {
+    d.ok = d.dtype_ok = false;
+  }
+  bool exact = !is_floating(e.dtype);
+  for (int64_t i = 0; i < e.numel(); ++i) {
+    double x = a.item_double(i), y = e.item_double(i);
+    bool good;
+    double diff = 0;
+    if (std::isnan(x) || std::isnan(y)) {
+      good = std::isnan(x) && std::isnan(y);
+      diff = good ? 0 : INFINITY;
+    } else if (x == y) {
+      good = true;
+    } else {
+      diff = std::fabs(x - y);
+      good = exact ? false : diff <= atol + rtol * std::fabs(y);
+    }
+    if (!good) ++d.mismatches;
+    d.max_abs = std::max(d.max_abs, diff);
+    if (diff > 0) d.max_rel = std::max(d.max_rel, y != 0 ? diff / std::fabs(y) : INFINITY);
+  }
+  if (d.mismatches) d.ok = false;
+  return d;
+}
+
+// ================================================================================================ safetensors
+
+namespace {
+
+const char* st_code(DType d) { return dtype_code(d); }
+
+}  // namespace
+
+std::vector<std::pair<std::string, Tensor>> read_safetensors(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("cannot open " + path);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (bytes.size() < 8) fail(path + ": not a safetensors file (too short)");
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[size_t(i)])) << (8 * i);
+  if (n > bytes.size() - 8) fail(path + ": safetensors header length out of range");
+  nlohmann::json h;
+  try {
+    h = nlohmann::json::parse(bytes.substr(8, size_t(n)));
+  } catch (const std::exception& e) {
+    fail(path + ": bad safetensors header: " + e.what());
+  }
+  const size_t base = 8 + size_t(n);
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (auto it = h.begin(); it != h.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    const auto& e = it.value();
+    std::string code = e.at("dtype").get<std::string>();
+    DType dt;
+    if (!parse_dtype(code, dt)) fail(path + ": tensor '" + it.key() + "' has unsupported dtype " + code);
+    Shape shape = e.at("shape").get<std::vector<int64_t>>();
+    auto off = e.at("data_offsets").get<std::vector<uint64_t>>();
+    const size_t isz = storage_itemsize(dt);
+    const int64_t numel = shape_numel(shape);
+    if (off.size() != 2 || off[1] < off[0] || base + off[1] > bytes.size() || off[1] - off[0] != uint64_t(numel) * isz)
+      fail(path + ": tensor '" + it.key() + "' has bad data offsets");
+    const char* p = bytes.data() + base + off[0];
+    Tensor t = Tensor::empty(dt, shape);
+    for (int64_t i = 0; i < numel; ++i) {
+      const char* q = p + size_t(i) * isz;
+      switch (dt) {
+        case DType::F32: std::memcpy(t.data<float>() + i, q, 4); break;
+        case DType::F64: std::memcpy(t.data<double>() + i, q, 8); break;
+        case DType::F16: case DType::BF16: {
+          uint16_t hb;
+          std::memcpy(&hb, q, 2);
+          t.data<float>()[i] = dt == DType::F16 ? f16_to_f32(hb) : bf16_to_f32(hb);
+          break;
+        }
+        case DType::I64: std::memcpy(t.data<int64_t>() + i, q, 8); break;
+        case DType::I32: { int32_t v; std::memcpy(&v, q, 4); t.data<int64_t>()[i] = v; break; }
+        case DType::I16: { int16_t v; std::memcpy(&v, q, 2); t.data<int64_t>()[i] = v; break; }
+        case DType::I8: { int8_t v; std::memcpy(&v, q, 1); t.data<int64_t>()[i] = v; break; }
+        case DType::U8: { uint8_t v; std::memcpy(&v, q, 1); t.data<int64_t>()[i] = v; break; }
+        case DType::BOOL: t.data<uint8_t>()[i] = *q != 0; break;
+      }
+    }
+    out.emplace_back(it.key(), std::move(t));
+  }
+  return out;
+}
+
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  // largest item size first, then by key (the fxlower writers' order), so every tensor is aligned
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    size_t ia = storage_itemsize(tensors[a].second.dtype), ib = storage_itemsize(tensors[b].second.dtype);
+    if (ia != ib) return ia > ib;
+    return tensors[a].first < tensors[b].first;
+  });
+  nlohmann::ordered_json h = nlohmann::ordered_json::object();
+  std::string data;
+  for (size_t i : order) {
+    const auto& [key, t] = tensors[i];
+    const size_t isz = storage_itemsize(t.dtype);
+    size_t begin = data.size();
+    std::string buf(size_t(t.numel()) * isz, '\0');
+    for (int64_t j = 0; j < t.numel(); ++j) {
+      char* q = buf.data() + size_t(j) * isz;
+      switch (t.dtype) {
+        case DType::F32: std::memcpy(q, t.data<float>() + j, 4); break;
+        case DType::F64: std::memcpy(q, t.data<double>() + j, 8); break;
+        case DType::F16: { uint16_t v = f32_to_f16(t.data<float>()[j]); std::memcpy(q, &v, 2); break; }
+        case DType::BF16: { uint16_t v = f32_to_bf16(t.data<float>()[j]); std::memcpy(q, &v, 2); break; }
+        case DType::I64: std::memcpy(q, t.data<int64_t>() + j, 8); break;
+        case DType::I32: { int32_t v = int32_t(t.data<int64_t>()[j]); std::memcpy(q, &v, 4); break; }
+        case DType::I16: { int16_t v = int16_t(t.data<int64_t>()[j]); std::memcpy(q, &v, 2); break; }
+        case DType::I8: { int8_t v = int8_t(t.data<int64_t>()[j]); std::memcpy(q, &v, 1); break; }
+        case DType::U8: { uint8_t v = uint8_t(t.data<int64_t>()[j]); std::memcpy(q, &v, 1); break; }
+        case DType::BOOL: *q = char(t.data<uint8_t>()[j] ? 1 : 0); break;
+      }
+    }
+    data += buf;
+    h[key] = {{"dtype", st_code(t.dtype)}, {"shape", t.shape}, {"data_offsets", {begin, data.size()}}};
+  }
+  std::string header = h.dump();
+  while ((8 + header.size()) % 8) header += ' ';
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) fail("cannot write " + path);
+  uint64_t n = header.size();
+  char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = char((n >> (8 * i)) & 0xff);
+  f.write(len, 8);
+  f.write(header.data(), std::streamsize(header.size()));
+  f.write(data.data(), std::streamsize(data.size()));
+  if (!f) fail("write to " + path + " failed");
+}
+
+}  // namespace fxlower::rt

@@ -1,0 +1,1249 @@
+#!/usr/bin/env python3
+"""Craft fxlower artifacts (format 1.0) by hand for the C++ reader's tests, without the fxlower package.
+
+    python3 make_artifacts.py OUTDIR
+
+writes, in the layout of tests/conformance/:
+
+    OUTDIR/valid/<name>/        artifacts that must load and verify
+    OUTDIR/invalid/<name>/      artifacts that must be rejected
+    OUTDIR/EXPECTED             "name code" per invalid artifact
+    OUTDIR/dumps/<name>.txt     for each valid artifact, the expected output of fxlower-dump (cpp/DUMP.md),
+                                rendered here in Python from the objects written: a reference implementation of
+                                the dump grammar, so that the C++ rendering (floats especially) is checked
+                                against Python's own repr().
+
+The manifest is encoded by the small MessagePack encoder below rather than by the msgpack package, so that tests
+can write what no well-behaved encoder writes (float32, duplicate or non-str keys, raw bytes). Safetensors files
+are written by hand following docs/format.md section 5. Only the standard library is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import sys
+
+# ----------------------------------------------------------------------------------------------- msgpack
+
+
+class F32(float):
+    """A float written as MessagePack float32."""
+
+
+class Raw(bytes):
+    """Bytes inserted verbatim into the encoding."""
+
+
+class Pairs(list):
+    """A map given as a list of (key, value) pairs: keys may repeat or be non-str."""
+
+
+def enc(o, out: bytearray, canonical: bool = False) -> None:
+    """Encode o; canonical=True writes as section 2 says writers do (F32 widened to float64)."""
+    if isinstance(o, Raw):
+        out += o
+    elif o is None:
+        out.append(0xC0)
+    elif o is True:
+        out.append(0xC3)
+    elif o is False:
+        out.append(0xC2)
+    elif isinstance(o, F32) and not canonical:
+        out += b"\xca" + struct.pack(">f", o)
+    elif isinstance(o, F32):
+        out += b"\xcb" + struct.pack(">d", f32(o))
+    elif isinstance(o, float):
+        out += b"\xcb" + struct.pack(">d", o)
+    elif isinstance(o, int):
+        if 0 <= o <= 0x7F:
+            out.append(o)
+        elif o >= 0:
+            for code, fmt, hi in ((0xCC, ">B", 0xFF), (0xCD, ">H", 0xFFFF), (0xCE, ">I", 0xFFFFFFFF),
+                                  (0xCF, ">Q", (1 << 64) - 1)):
+                if o <= hi:
+                    out += bytes([code]) + struct.pack(fmt, o)
+                    break
+        elif o >= -32:
+            out += struct.pack(">b", o)
+        else:
+            for code, fmt, lo in ((0xD0, ">b", -128), (0xD1, ">h", -32768), (0xD2, ">i", -(1 << 31)),
+                                  (0xD3, ">q", -(1 << 63))):
+                if o >= lo:
+                    out += bytes([code]) + struct.pack(fmt, o)
+                    break
+    elif isinstance(o, str):
+        b = o.encode("utf-8", "surrogatepass")
+        n = len(b)
+        if n <= 31:
+            out.append(0xA0 | n)
+        elif n <= 0xFF:
+            out += b"\xd9" + struct.pack(">B", n)
+        elif n <= 0xFFFF:
+            out += b"\xda" + struct.pack(">H", n)
+        else:
+            out += b"\xdb" + struct.pack(">I", n)
+        out += b
+    elif isinstance(o, bytes):
+        out += b"\xc4" + struct.pack(">B", len(o)) + o
+    elif isinstance(o, (dict, Pairs)):
+        items = list(o.items()) if isinstance(o, dict) else list(o)
+        n = len(items)
+        if n <= 15:
+            out.append(0x80 | n)
+        elif n <= 0xFFFF:
+            out += b"\xde" + struct.pack(">H", n)
+        else:
+            out += b"\xdf" + struct.pack(">I", n)
+        for k, v in items:
+            enc(k, out, canonical)
+            enc(v, out, canonical)
+    elif isinstance(o, (list, tuple)):
+        n = len(o)
+        if n <= 15:
+            out.append(0x90 | n)
+        elif n <= 0xFFFF:
+            out += b"\xdc" + struct.pack(">H", n)
+        else:
+            out += b"\xdd" + struct.pack(">I", n)
+        for v in o:
+            enc(v, out, canonical)
+    else:
+        raise TypeError(type(o))
+
+
+def packb(o, canonical: bool = False) -> bytes:
+    out = bytearray()
+    enc(o, out, canonical)
+    return bytes(out)
+
+
+def f32(v):
+    return struct.unpack(">f", struct.pack(">f", v))[0]
+
+
+# ----------------------------------------------------------------------------------------------- values
+
+def N(name):  # node reference
+    return {"t": "node", "v": name}
+
+
+def T(name):  # tensor reference
+    return {"t": "tensor", "v": name}
+
+
+def L(*items):
+    return {"t": "list", "v": list(items)}
+
+
+def TU(*items):
+    return {"t": "tuple", "v": list(items)}
+
+
+def D(*pairs):
+    return {"t": "dict", "v": [list(p) for p in pairs]}
+
+
+def S(a, b, c):
+    return {"t": "slice", "v": [a, b, c]}
+
+
+E = {"t": "ellipsis", "v": None}
+
+
+def C(re, im):
+    return {"t": "complex", "v": [float(re), float(im)]}
+
+
+def DT(code):
+    return {"t": "dtype", "v": code}
+
+
+def DEV(s):
+    return {"t": "device", "v": s}
+
+
+def MF(s):
+    return {"t": "memory_format", "v": s}
+
+
+def LAY(s):
+    return {"t": "layout", "v": s}
+
+
+def MT(dtype, shape):
+    return {"t": "tensor", "dtype": dtype, "shape": list(shape)}
+
+
+def MS(kind, *items):
+    return {"t": kind, "v": list(items)}
+
+
+def MD(*pairs):
+    return {"t": "dict", "v": [list(p) for p in pairs]}
+
+
+def ML(kind):
+    return {"t": kind}
+
+
+def refs(v, acc):
+    if isinstance(v, dict) and set(v) == {"t", "v"}:
+        t = v["t"]
+        if t == "node":
+            if v["v"] not in acc:
+                acc.append(v["v"])
+        elif t in ("list", "tuple", "slice"):
+            for x in v["v"]:
+                refs(x, acc)
+        elif t == "dict":
+            for _, x in v["v"]:
+                refs(x, acc)
+    return acc
+
+
+def node(name, op, target, args=(), kwargs=None, meta=None, lowering=None, graph=None, extra=None):
+    n = {"name": name, "op": op, "target": target, "args": list(args), "kwargs": dict(kwargs or {}),
+         "inputs": None, "users": None, "meta": meta, "lowering": lowering, "graph": graph}
+    if extra:
+        n.update(extra)
+    return n
+
+
+def finish(nodes):
+    """Fill inputs and users as the format derives them."""
+    for n in nodes:
+        acc = []
+        for a in n["args"]:
+            refs(a, acc)
+        for a in n["kwargs"].values():
+            refs(a, acc)
+        n["inputs"] = acc
+    for n in nodes:
+        n["users"] = [m["name"] for m in nodes if n["name"] in m["inputs"]]
+    return nodes
+
+
+def lowering(module_type, attrs, version=1, module_version=1):
+    return {"module_type": module_type, "version": version, "module_version": module_version, "attrs": attrs}
+
+
+# ----------------------------------------------------------------------------------------------- tensors
+
+ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2,
+            "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
+
+
+def prod(shape):
+    p = 1
+    for d in shape:
+        p *= d
+    return p
+
+
+def tensor_bytes(dtype, values):
+    if dtype == "F64":
+        return struct.pack(f"<{len(values)}d", *values)
+    if dtype == "F32":
+        return struct.pack(f"<{len(values)}f", *values)
+    if dtype == "F16":
+        return struct.pack(f"<{len(values)}e", *values)
+    if dtype == "BF16":
+        return b"".join(struct.pack("<I", struct.unpack("<I", struct.pack("<f", v))[0])[2:] for v in values)
+    if dtype in ("F8_E4M3", "F8_E5M2", "U8", "BOOL"):
+        return bytes(values)
+    fmt = {"I64": "q", "I32": "i", "I16": "h", "I8": "b", "U64": "Q", "U32": "I", "U16": "H"}[dtype]
+    return struct.pack(f"<{len(values)}{fmt}", *values)
+
+
+def safetensors(entries, *, header_obj=None, header_text=None, pad=b" ", min_pad=0):
+    """entries: list of (key, dtype, shape, data). Tensors ordered by item size (largest first) then key."""
+    entries = sorted(entries, key=lambda e: (-ITEMSIZE[e[1]], e[0]))
+    header, blobs, off = {}, [], 0
+    for key, dtype, shape, data in entries:
+        header[key] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + len(data)]}
+        blobs.append(data)
+        off += len(data)
+    text = header_text if header_text is not None else json.dumps(
+        header_obj if header_obj is not None else header, separators=(",", ":")).encode()
+    text += pad * min_pad
+    while (8 + len(text)) % 8:
+        text += pad
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+
+# ----------------------------------------------------------------------------------------------- artifacts
+
+
+class Art:
+    """An artifact being built: tensors per file, the manifest as plain objects."""
+
+    def __init__(self):
+        self.files = {}      # path -> role
+        self.stored = {}     # path -> list of (key, dtype, shape, data)
+        self.table = []      # TensorEntry dicts
+        self.graphs = []
+        self.signature = None
+        self.golden = None
+        self.extra_top = {}
+        self.file_bytes = {}  # path -> bytes overriding the generated safetensors
+
+    def add_tensor(self, name, dtype, shape, values, path="weights.safetensors", role="weights", key=None,
+                   store=True):
+        data = tensor_bytes(dtype, values)
+        assert len(data) == prod(shape) * ITEMSIZE[dtype], name
+        self.files.setdefault(path, role)
+        self.stored.setdefault(path, [])
+        key = key or name
+        if store:
+            self.stored[path].append((key, dtype, list(shape), data))
+        self.table.append({"name": name, "dtype": dtype, "shape": list(shape), "file": path, "key": key,
+                           "sha256": hashlib.sha256(data).hexdigest()})
+
+    def manifest(self):
+        files = [{"path": p, "role": r} for p, r in self.files.items()]
+        tensors = sorted(self.table, key=lambda e: e["name"])
+        weights = [t for t in tensors if self.files.get(t["file"]) == "weights"]
+        digest = "sha256:" + hashlib.sha256(packb([self.graphs, weights, self.signature], canonical=True)).hexdigest()
+        m = {"format": "fxlower", "format_version": [1, 0],
+             "producer": {"name": "fxlower", "version": "0.0.0+cpp-tests", "torch": "none"},
+             "files": files, "tensors": tensors, "graphs": self.graphs, "signature": self.signature,
+             "golden": self.golden, "digest": digest}
+        m.update(self.extra_top)
+        return m
+
+    def write(self, path, manifest_bytes=None):
+        os.makedirs(path)
+        m = self.manifest()
+        with open(os.path.join(path, "manifest.msgpack"), "wb") as f:
+            f.write(manifest_bytes if manifest_bytes is not None else packb(m))
+        for p in self.files:
+            data = self.file_bytes.get(p)
+            if data is None:
+                data = safetensors(self.stored[p])
+            with open(os.path.join(path, p), "wb") as f:
+                f.write(data)
+        return m
+
+
+def seq(n, scale=1.0, offset=0.0):
+    return [((i % 7) - 3) * scale + offset for i in range(n)]
+
+
+def conv_relu():
+    """Conv2d(3, 4, 3, stride=2) -> ReLU, with golden outputs: the worked example's input."""
+    a = Art()
+    a.add_tensor("conv.weight", "F32", [4, 3, 3, 3], seq(108, 0.125))
+    a.add_tensor("conv.bias", "F32", [4], [0.5, -0.25, 0.0, 1.0])
+    a.add_tensor("golden/inputs/0", "F32", [1, 3, 5, 5], seq(75, 0.5), "golden.safetensors", "golden")
+    a.add_tensor("golden/outputs/0", "F32", [1, 4, 2, 2], [0.0] * 16, "golden.safetensors", "golden")
+    nodes = finish([
+        node("x", "placeholder", "x", meta=MT("F32", [1, 3, 5, 5])),
+        node("conv", "call_module", "conv", [N("x")], meta=MT("F32", [1, 4, 2, 2]),
+             lowering=lowering("torch.nn.Conv2d", {
+                 "in_channels": 3, "out_channels": 4, "kernel_size": TU(3, 3), "stride": TU(2, 2),
+                 "padding": TU(0, 0), "dilation": TU(1, 1), "groups": 1, "padding_mode": "zeros",
+                 "weight": T("conv.weight"), "bias": T("conv.bias")}, module_version=1)),
+        node("act", "call_module", "act", [N("conv")], meta=MT("F32", [1, 4, 2, 2]),
+             lowering=lowering("torch.nn.ReLU", {"inplace": False})),
+        node("output", "output", "output", [N("act")], meta=MT("F32", [1, 4, 2, 2])),
+    ])
+    a.graphs = [{"name": "", "nodes": nodes}]
+    a.signature = {"inputs": ["x"], "output": N("act")}
+    a.golden = {"mode": "outputs", "file": "golden.safetensors", "inputs": [T("golden/inputs/0")],
+                "outputs": T("golden/outputs/0"), "nodes": {}, "tolerances": {"F32": {"rtol": 1e-3, "atol": 1e-4}}}
+    return a
+
+
+def minimal():
+    a = Art()
+    a.graphs = [{"name": "", "nodes": finish([
+        node("x", "placeholder", "x"),
+        node("output", "output", "output", [N("x")]),
+    ])}]
+    a.signature = {"inputs": ["x"], "output": N("x")}
+    return a
+
+
+EVERY_VALUE = [
+    None, True, False, 0, -1, 127, 128, -33, 65535, -(1 << 63), (1 << 63) - 1,
+    0.0, -0.0, 1.5, 0.1, 1e-05, 0.0001, 1e16, 1e15, 123456789.0, 2.5e-07, 1.7976931348623157e308, 5e-324,
+    float("inf"), float("-inf"), float("nan"), F32(0.1), F32(-2.5),
+    "", "plain", "quote\" backslash\\ tab\t newline\n nul\x00 del\x7f é ∑ 😀",
+    N("x"), L(), L(1, L(2, TU())), TU(), TU(1), TU(1, "a"), D(), D(("a", 1), (2, N("w")), (-3, None)),
+    S(None, 5, None), S(1, N("x"), -1), E, C(1.0, -0.5), C(float("nan"), float("-inf")),
+    DT("F32"), DT("C128"), DT("BOOL"), DEV("cpu"), DEV("cuda:0"), DEV("privateuseone:123456"),
+    MF("contiguous_format"), MF("channels_last"), MF("channels_last_3d"), MF("preserve_format"),
+    LAY("strided"), LAY("sparse_coo"), LAY("jagged"),
+]
+
+
+def everything():
+    """Every Value kind, Meta kind, storage dtype, a nested graph, aliases, x- fields and golden nodes."""
+    a = Art()
+    a.add_tensor("conv.weight", "F32", [4, 3, 3, 3], seq(108, 0.25))
+    a.add_tensor("conv.bias", "F32", [4], [1.0, 2.0, 3.0, 4.0])
+    a.add_tensor("conv.weight_tied", "F32", [4, 3, 3, 3], seq(108, 0.25), key="conv.weight", store=False)
+    a.add_tensor("sub.scale", "F32", [], [0.75])
+    a.add_tensor("empty", "F32", [0, 3], [])
+    dtype_values = {
+        "F64": [1.5, -2.0, 1e300, -0.0], "F32": [0.5, -1.0, 3.25, 1e-40], "F16": [1.0, -2.0, 65504.0, 6e-08],
+        "BF16": [1.0, -2.0, 3.0, 1e38], "F8_E4M3": [0x38, 0xB8, 0x7E, 0x01], "F8_E5M2": [0x3C, 0xBC, 0x7B, 0x7C],
+        "I64": [-(1 << 63), -1, 0, (1 << 63) - 1], "I32": [-(1 << 31), -1, 0, (1 << 31) - 1],
+        "I16": [-32768, -1, 0, 32767], "I8": [-128, -1, 0, 127], "U64": [0, 1, (1 << 63) - 1, (1 << 64) - 1],
+        "U32": [0, 1, 2, (1 << 32) - 1], "U16": [0, 1, 2, 65535], "U8": [0, 1, 2, 255], "BOOL": [0, 1, 1, 0],
+    }
+    for code, values in dtype_values.items():
+        a.add_tensor(f"dtypes.{code}", code, [len(values)], values)
+    a.add_tensor("golden/inputs/0", "F32", [1, 3, 4, 4], seq(48, 0.5), "golden.safetensors", "golden")
+    a.add_tensor("golden/outputs/0", "F32", [2], [1.0, 2.0], "golden.safetensors", "golden")
+    a.add_tensor("golden/nodes/conv/0", "F32", [1, 4, 2, 2], seq(16), "golden.safetensors", "golden")
+    meta_all = MS("tuple", MT("F32", [1, 4, 2, 2]), MT("C64", []), MS("list", ML("int"), ML("float")),
+                  MD(("a", ML("bool")), (3, ML("str"))), ML("none"), ML("other"), MS("tuple"))
+    root = finish([
+        node("x", "placeholder", "x", meta=MT("F32", [1, 3, 4, 4])),
+        node("y", "placeholder", "y", [2.5], meta=ML("float")),
+        node("w", "get_attr", "conv.weight", meta=MT("F32", [4, 3, 3, 3])),
+        node("conv", "call_module", "conv", [N("x")], meta=MT("F32", [1, 4, 2, 2]),
+             lowering=lowering("torch.nn.Conv2d", {
+                 "in_channels": 3, "out_channels": 4, "kernel_size": TU(3, 3), "stride": TU(1, 1),
+                 "padding": TU(0, 0), "dilation": TU(1, 1), "groups": 1, "padding_mode": "zeros",
+                 "weight": T("conv.weight"), "bias": T("conv.bias")}),
+             extra={"x-note": "extension fields are ignored"}),
+        node("sub", "call_module", "sub", [N("conv")], graph=1, meta=MT("F32", [1, 4, 2, 2])),
+        node("relu", "call_function", "torch.nn.functional.relu", [N("sub")], {"inplace": False},
+             meta=MT("F32", [1, 4, 2, 2])),
+        node("every", "call_function", "fxlower_tests.every_value", EVERY_VALUE + [N("w")],
+             {"k": D(("nested", L(S(None, None, None), E))), "dt": DT("I64"), "y": N("y")}, meta=meta_all),
+        node("shape", "call_function", "builtins.getattr", [N("relu"), "shape"], meta=ML("other")),
+        node("item", "call_function", "operator.getitem", [N("shape"), 0], meta=ML("int")),
+        node("view", "call_method", "view", [N("relu"), -1], meta=MT("F32", [16])),
+        node("output", "output", "output", [TU(N("view"), N("item"), N("every"))], meta=None),
+    ])
+    sub = finish([
+        node("inp", "placeholder", "inp", meta=MT("F32", [1, 4, 2, 2])),
+        node("scale", "get_attr", "scale", meta=MT("F32", [])),
+        node("mul", "call_function", "operator.mul", [N("inp"), N("scale")], meta=MT("F32", [1, 4, 2, 2])),
+        node("act", "call_module", "act", [N("mul")], meta=MT("F32", [1, 4, 2, 2]),
+             lowering=lowering("torch.nn.ReLU", {"inplace": False}, version=1, module_version=1)),
+        node("output", "output", "output", [N("act")]),
+    ])
+    a.graphs = [{"name": "", "nodes": root}, {"name": "sub", "nodes": sub}]
+    a.signature = {"inputs": ["x", "y"], "output": root[-1]["args"][0]}
+    a.golden = {"mode": "nodes", "file": "golden.safetensors", "inputs": [T("golden/inputs/0"), 2.5],
+                "outputs": TU(T("golden/outputs/0"), 7), "nodes": {"conv": T("golden/nodes/conv/0")},
+                "tolerances": {"F32": {"rtol": 1e-3, "atol": 1e-4}, "F16": {"rtol": 0.01, "atol": 0.01}}}
+    a.extra_top = {"x-generator": "cpp/tests/make_artifacts.py"}
+    return a
+
+
+def empty_golden_tensors():
+    """A 0-d tensor, an empty tensor, a weights file with no tensor at all is not allowed: no weights file."""
+    a = Art()
+    a.add_tensor("golden/inputs/0", "I64", [], [42], "golden.safetensors", "golden")
+    a.add_tensor("golden/outputs/0", "BOOL", [0], [], "golden.safetensors", "golden")
+    a.graphs = [{"name": "", "nodes": finish([
+        node("n", "placeholder", "n", meta=ML("int")),
+        node("output", "output", "output", [L(N("n"), S(None, None, None))]),
+    ])}]
+    a.signature = {"inputs": ["n"], "output": L(N("n"), S(None, None, None))}
+    a.golden = {"mode": "outputs", "file": "golden.safetensors", "inputs": [T("golden/inputs/0")],
+                "outputs": T("golden/outputs/0"), "nodes": {}, "tolerances": {}}
+    return a
+
+
+VALID = {"conv_relu": conv_relu, "minimal": minimal, "everything": everything,
+         "empty_golden_tensors": empty_golden_tensors}
+
+# ----------------------------------------------------------------------------------------------- dump (Python reference)
+
+
+def r_float(v):
+    return repr(f32(v)) if isinstance(v, F32) else repr(float(v))
+
+
+def r_str(s):
+    return json.dumps(s, ensure_ascii=False)
+
+
+def r_key(k):
+    return str(k) if isinstance(k, int) else r_str(k)
+
+
+def r_value(v):
+    if v is None:
+        return "None"
+    if v is True:
+        return "True"
+    if v is False:
+        return "False"
+    if isinstance(v, float):
+        return r_float(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return r_str(v)
+    t, p = v["t"], v["v"]
+    if t == "node":
+        return "%" + p
+    if t == "tensor":
+        return "$" + p
+    if t == "list":
+        return "[" + ", ".join(r_value(x) for x in p) + "]"
+    if t == "tuple":
+        return "(" + ", ".join(r_value(x) for x in p) + ("," if len(p) == 1 else "") + ")"
+    if t == "dict":
+        return "{" + ", ".join(f"{r_key(k)}: {r_value(x)}" for k, x in p) + "}"
+    if t == "slice":
+        return "slice(" + ", ".join(r_value(x) for x in p) + ")"
+    if t == "ellipsis":
+        return "..."
+    if t == "complex":
+        return f"complex({r_float(p[0])}, {r_float(p[1])})"
+    return f"{t}({p})"  # dtype, device, memory_format, layout
+
+
+def r_meta(m):
+    if m is None:
+        return "None"
+    t = m["t"]
+    if t == "tensor":
+        return f"tensor({m['dtype']},[{','.join(str(d) for d in m['shape'])}])"
+    if t in ("tuple", "list"):
+        return t + "(" + ", ".join(r_meta(x) for x in m["v"]) + ")"
+    if t == "dict":
+        return "dict(" + ", ".join(f"{r_key(k)}: {r_meta(x)}" for k, x in m["v"]) + ")"
+    return t
+
+
+def dump(m, directory):
+    lines = [f"format {m['format_version'][0]}.{m['format_version'][1]}",
+             "producer " + " ".join(r_str(m["producer"][k]) for k in ("name", "version", "torch")),
+             "digest " + m["digest"]]
+    for f in m["files"]:
+        lines.append(f"file {f['path']} {f['role']}")
+    for gi, g in enumerate(m["graphs"]):
+        lines.append(f"graph {gi} {r_str(g['name'])} {len(g['nodes'])}")
+        for i, n in enumerate(g["nodes"]):
+            lines.append(f"node {gi} {i} {n['name']} {n['op']} {n['target']} args={r_value(L(*n['args']))} "
+                         f"kwargs={r_value(D(*n['kwargs'].items()))} meta={r_meta(n['meta'])}")
+            low = n["lowering"]
+            if low is not None:
+                lines.append(f"lowering {gi} {n['name']} {low['module_type']} {low['version']} "
+                             f"{low['module_version']} attrs={r_value(D(*low['attrs'].items()))}")
+            if n["graph"] is not None:
+                lines.append(f"subgraph {gi} {n['name']} {n['graph']}")
+    sig = m["signature"]
+    lines.append(f"signature inputs={r_value(L(*sig['inputs']))} output={r_value(sig['output'])}")
+    gold = m["golden"]
+    if gold is not None:
+        lines.append(f"golden {gold['mode']} {gold['file']} inputs={r_value(L(*gold['inputs']))} "
+                     f"outputs={r_value(gold['outputs'])}")
+        for k, v in gold["nodes"].items():
+            lines.append(f"golden_node {k} {r_value(v)}")
+        for k, tol in gold["tolerances"].items():
+            lines.append(f"tolerance {k} {r_float(tol['rtol'])} {r_float(tol['atol'])}")
+    for t in m["tensors"]:
+        with open(os.path.join(directory, t["file"]), "rb") as f:
+            data = f.read()
+        n = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8:8 + n])
+        b, e = header[t["key"]]["data_offsets"]
+        digest = hashlib.sha256(data[8 + n + b:8 + n + e]).hexdigest()
+        lines.append(f"tensor {t['name']} {t['dtype']} [{','.join(str(d) for d in t['shape'])}] {t['file']} "
+                     f"{t['key']} {digest}")
+    return "".join(line + "\n" for line in sorted(lines))
+
+
+# ----------------------------------------------------------------------------------------------- invalid vectors
+
+INVALID = {}
+
+
+def invalid(code):
+    def deco(fn):
+        INVALID[fn.__name__] = (code, fn)
+        return fn
+    return deco
+
+
+def write_manifest(path, obj_or_bytes):
+    with open(os.path.join(path, "manifest.msgpack"), "wb") as f:
+        f.write(obj_or_bytes if isinstance(obj_or_bytes, bytes) else packb(obj_or_bytes))
+
+
+def base(path, mutate=None, art=None):
+    """Write conv_relu (or `art`), letting `mutate(manifest)` change the manifest objects first."""
+    a = art or conv_relu()
+    m = a.write(path)
+    if mutate:
+        mutate(m)
+        write_manifest(path, m)
+    return m
+
+
+def graph0(m):
+    return m["graphs"][0]["nodes"]
+
+
+# --- directory and members
+@invalid("artifact.missing")
+def no_manifest(p):
+    base(p)
+    os.remove(os.path.join(p, "manifest.msgpack"))
+
+
+@invalid("artifact.missing")
+def listed_file_missing(p):
+    base(p)
+    os.remove(os.path.join(p, "golden.safetensors"))
+
+
+@invalid("artifact.not_regular")
+def manifest_symlink(p):
+    base(p)
+    target = os.path.join(os.path.dirname(os.path.dirname(p)), "manifest_symlink_target.msgpack")
+    os.rename(os.path.join(p, "manifest.msgpack"), target)
+    os.symlink(os.path.join("..", "..", os.path.basename(target)), os.path.join(p, "manifest.msgpack"))
+
+
+@invalid("artifact.not_regular")
+def listed_file_is_directory(p):
+    base(p)
+    os.remove(os.path.join(p, "golden.safetensors"))
+    os.mkdir(os.path.join(p, "golden.safetensors"))
+
+
+@invalid("artifact.not_regular")
+def listed_file_is_fifo(p):
+    base(p)
+    os.remove(os.path.join(p, "golden.safetensors"))
+    os.mkfifo(os.path.join(p, "golden.safetensors"))
+
+
+@invalid("artifact.extra_file")
+def extra_file(p):
+    base(p)
+    with open(os.path.join(p, "notes.txt"), "w") as f:
+        f.write("not listed\n")
+
+
+@invalid("path.invalid")
+def path_traversal(p):
+    base(p, lambda m: m["files"][0].update(path="../weights.safetensors"))
+
+
+@invalid("path.invalid")
+def path_lists_manifest(p):
+    base(p, lambda m: m["files"].append({"path": "manifest.msgpack", "role": "golden"}))
+
+
+@invalid("path.invalid")
+def path_case_collision(p):
+    def mut(m):
+        m["files"][1]["path"] = "WEIGHTS.safetensors"
+    base(p, mut)
+
+
+# --- manifest bytes
+@invalid("manifest.size")
+def manifest_over_1gib(p):
+    base(p)
+    os.truncate(os.path.join(p, "manifest.msgpack"), (1 << 30) + 1)  # sparse: no disk used
+
+
+@invalid("manifest.decode")
+def manifest_empty(p):
+    base(p)
+    write_manifest(p, b"")
+
+
+@invalid("manifest.decode")
+def manifest_truncated(p):
+    m = base(p)
+    write_manifest(p, packb(m)[:-3])
+
+
+@invalid("manifest.decode")
+def manifest_trailing_bytes(p):
+    m = base(p)
+    write_manifest(p, packb(m) + b"\xc0")
+
+
+@invalid("manifest.decode")
+def manifest_byte_c1(p):
+    base(p, lambda m: m["producer"].update(torch=Raw(b"\xc1")))
+
+
+@invalid("manifest.decode")
+def manifest_ext(p):
+    base(p, lambda m: m["producer"].update(torch=Raw(b"\xd6\xff\x00\x00\x00\x00")))  # timestamp32
+
+
+@invalid("manifest.decode")
+def manifest_invalid_utf8(p):
+    base(p, lambda m: m["producer"].update(torch=Raw(b"\xa2\xc3\x28")))
+
+
+@invalid("manifest.decode")
+def manifest_surrogate_utf8(p):
+    base(p, lambda m: m["producer"].update(torch=Raw(b"\xa3\xed\xa0\x80")))
+
+
+@invalid("manifest.decode")
+def manifest_depth_1025(p):
+    base(p, lambda m: m.update({"x-deep": Raw(b"\x91" * 1024 + b"\xc0")}))  # 1025 with the top map
+
+
+@invalid("manifest.decode")
+def manifest_array32_claim(p):
+    base(p)
+    write_manifest(p, b"\xdd\xff\xff\xff\xff")
+
+
+@invalid("manifest.key_type")
+def manifest_int_key(p):
+    base(p, lambda m: m.__setitem__("producer", Pairs(
+        [("name", "fxlower"), ("version", "0"), ("torch", "none"), (5, "x")])))
+
+
+@invalid("manifest.key_type")
+def manifest_bin_key(p):
+    base(p, lambda m: m.__setitem__("producer", Pairs(
+        [("name", "fxlower"), ("version", "0"), ("torch", "none"), (b"k", "x")])))
+
+
+@invalid("manifest.duplicate_key")
+def manifest_duplicate_key(p):
+    base(p, lambda m: m.__setitem__("producer", Pairs(
+        [("name", "fxlower"), ("version", "0"), ("torch", "none"), ("name", "fxlower")])))
+
+
+@invalid("manifest.duplicate_key")
+def value_dict_duplicate_key(p):
+    base(p, lambda m: graph0(m)[2]["kwargs"].update(extra=D(("a", 1), ("a", 2))))
+
+
+# --- format
+@invalid("format.identifier")
+def format_wrong(p):
+    base(p, lambda m: m.update(format="onnx"))
+
+
+@invalid("format.identifier")
+def format_missing(p):
+    base(p, lambda m: m.pop("format"))
+
+
+@invalid("format.version")
+def format_major_2(p):
+    base(p, lambda m: m.update(format_version=[2, 0]))
+
+
+@invalid("format.version")
+def format_minor_newer(p):
+    base(p, lambda m: m.update(format_version=[1, 1]))
+
+
+# --- schema
+@invalid("schema.missing_field")
+def missing_node_users(p):
+    base(p, lambda m: graph0(m)[1].pop("users"))
+
+
+@invalid("schema.unknown_field")
+def unknown_field(p):
+    base(p, lambda m: graph0(m)[1].update(color="red"))
+
+
+@invalid("schema.type")
+def target_is_int(p):
+    base(p, lambda m: graph0(m)[3].update(target=3))
+
+
+@invalid("schema.type")
+def uint64_above_int64(p):
+    base(p, lambda m: graph0(m)[1]["lowering"].update(version=(1 << 64) - 1))
+
+
+@invalid("schema.type")
+def uint64_value_above_int64(p):
+    base(p, lambda m: graph0(m)[1]["lowering"]["attrs"].update(groups=1 << 63))
+
+
+@invalid("schema.type")
+def bad_file_role(p):
+    base(p, lambda m: m["files"][0].update(role="cache"))
+
+
+@invalid("schema.type")
+def bad_sha256_text(p):
+    base(p, lambda m: m["tensors"][0].update(sha256="ABC"))
+
+
+@invalid("schema.type")
+def bad_value_kind(p):
+    base(p, lambda m: graph0(m)[2]["kwargs"].update(extra={"t": "lambda", "v": "x"}))
+
+
+@invalid("schema.type")
+def bad_device(p):
+    base(p, lambda m: graph0(m)[2]["kwargs"].update(extra=DEV("CUDA:0")))
+
+
+@invalid("schema.type")
+def device_index_leading_zero(p):
+    base(p, lambda m: graph0(m)[2]["kwargs"].update(extra=DEV("cuda:007")))
+
+
+@invalid("schema.type")
+def device_unknown_type(p):
+    base(p, lambda m: graph0(m)[2]["kwargs"].update(extra=DEV("npu_custom:1")))
+
+
+@invalid("schema.type")
+def negative_tolerance(p):
+    base(p, lambda m: m["golden"]["tolerances"]["F32"].update(atol=-1.0))
+
+
+@invalid("schema.depth")
+def value_depth_65(p):
+    v = 1
+    for _ in range(65):
+        v = L(v)
+    base(p, lambda m: graph0(m)[2]["kwargs"].update(extra=v))
+
+
+@invalid("schema.depth")
+def meta_depth_65(p):
+    v = ML("int")
+    for _ in range(65):
+        v = MS("tuple", v)
+    base(p, lambda m: graph0(m)[2].update(meta=v))
+
+
+@invalid("schema.name")
+def duplicate_node_name(p):
+    base(p, lambda m: graph0(m)[2].update(name="conv"))
+
+
+@invalid("schema.name")
+def empty_tensor_name(p):
+    base(p, lambda m: m["tensors"][0].update(name=""))
+
+
+@invalid("schema.name")
+def control_char_in_name(p):
+    base(p, lambda m: m["tensors"][0].update(name="a\x01b"))
+
+
+# --- graphs
+@invalid("graph.op")
+def unknown_op(p):
+    base(p, lambda m: graph0(m)[2].update(op="call_lambda"))
+
+
+@invalid("graph.target")
+def dunder_get_attr(p):
+    a = conv_relu()
+    g = a.graphs[0]["nodes"]
+    g.insert(1, node("cls", "get_attr", "__class__"))
+    finish(g)
+    a.write(p)
+
+
+@invalid("graph.target")
+def getattr_private(p):
+    a = conv_relu()
+    g = a.graphs[0]["nodes"]
+    g.insert(2, node("priv", "call_function", "builtins.getattr", [N("conv"), "_secret"]))
+    finish(g)
+    a.write(p)
+
+
+@invalid("graph.output")
+def output_two_args(p):
+    base(p, lambda m: graph0(m)[3].update(args=[N("act"), 1]))
+
+
+@invalid("graph.reference")
+def forward_reference(p):
+    def mut(m):
+        g = graph0(m)
+        g[1]["args"] = [N("act")]
+        g[1]["inputs"] = ["act"]
+        g[2]["users"] = ["conv", "output"]
+        g[0]["users"] = []
+    base(p, mut)
+
+
+@invalid("graph.structure")
+def wrong_users(p):
+    base(p, lambda m: graph0(m)[0].update(users=[]))
+
+
+@invalid("graph.structure")
+def lowering_missing(p):
+    base(p, lambda m: graph0(m)[2].update(lowering=None))
+
+
+@invalid("graph.structure")
+def signature_inputs_differ(p):
+    base(p, lambda m: m["signature"].update(inputs=["y"]))
+
+
+@invalid("graph.output")
+def output_not_last(p):
+    def mut(m):
+        g = graph0(m)
+        g[2], g[3] = g[3], g[2]
+        g[3]["users"] = []
+        g[2]["args"] = [N("conv")]
+        g[2]["inputs"] = ["conv"]
+    base(p, mut)
+
+
+@invalid("graph.output")
+def signature_output_differs(p):
+    base(p, lambda m: m["signature"].update(output=N("conv")))
+
+
+# --- tensors
+@invalid("tensor.dtype")
+def unknown_dtype(p):
+    base(p, lambda m: m["tensors"][0].update(dtype="F12"))
+
+
+@invalid("tensor.shape")
+def negative_dim(p):
+    base(p, lambda m: m["tensors"][0].update(shape=[4, -3, 3, 3]))
+
+
+@invalid("tensor.reference")
+def attr_tensor_missing(p):
+    base(p, lambda m: graph0(m)[1]["lowering"]["attrs"].update(weight=T("nope.weight")))
+
+
+@invalid("tensor.reference")
+def golden_tensor_in_weights(p):
+    base(p, lambda m: m["golden"].update(outputs=T("conv.bias")))
+
+
+@invalid("tensor.missing")
+def key_not_in_file(p):
+    a = conv_relu()
+    a.stored["weights.safetensors"] = [e for e in a.stored["weights.safetensors"] if e[0] != "conv.bias"]
+    a.write(p)
+
+
+@invalid("tensor.mismatch")
+def shape_differs_from_file(p):
+    base(p, lambda m: m["tensors"][1].update(shape=[4, 27]))
+
+
+@invalid("tensor.hash")
+def hash_mismatch(p):
+    base(p, lambda m: m["tensors"][0].update(sha256="0" * 64))
+
+
+# --- safetensors
+def with_weights_file(p, data):
+    a = conv_relu()
+    a.file_bytes["weights.safetensors"] = data
+    a.write(p)
+
+
+def weights_entries():
+    return conv_relu().stored["weights.safetensors"]
+
+
+@invalid("safetensors.header")
+def header_duplicate_key(p):
+    e = sorted(weights_entries(), key=lambda e: e[0])
+    bias = e[0]
+    hdr = ('{"conv.bias":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},'
+           '"conv.bias":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},'
+           f'"conv.weight":{{"dtype":"F32","shape":[4,3,3,3],"data_offsets":[16,{16 + 432}]}}}}').encode()
+    while (8 + len(hdr)) % 8:
+        hdr += b" "
+    with_weights_file(p, struct.pack("<Q", len(hdr)) + hdr + bias[3] + e[1][3])
+
+
+@invalid("safetensors.header")
+def header_leading_space(p):
+    data = safetensors(weights_entries())
+    n = struct.unpack("<Q", data[:8])[0]
+    hdr = b" " + data[8:8 + n].rstrip(b" ")
+    while (8 + len(hdr)) % 8:
+        hdr += b" "
+    with_weights_file(p, struct.pack("<Q", len(hdr)) + hdr + data[8 + n:])
+
+
+@invalid("safetensors.header")
+def header_nul_padding(p):
+    with_weights_file(p, safetensors(weights_entries(), pad=b"\x00", min_pad=1))
+
+
+@invalid("safetensors.header")
+def header_depth_129(p):
+    data = safetensors(weights_entries())
+    n = struct.unpack("<Q", data[:8])[0]
+    obj = json.loads(data[8:8 + n])
+    text = json.dumps(obj, separators=(",", ":"))
+    text = text[:-1] + ',"__metadata__":' + "[" * 128 + "]" * 128 + "}"
+    hdr = text.encode()
+    while (8 + len(hdr)) % 8:
+        hdr += b" "
+    with_weights_file(p, struct.pack("<Q", len(hdr)) + hdr + data[8 + n:])
+
+
+@invalid("safetensors.header")
+def header_length_past_end(p):
+    data = safetensors(weights_entries())
+    with_weights_file(p, struct.pack("<Q", len(data)) + data[8:])
+
+
+@invalid("safetensors.header")
+def header_extra_field(p):
+    e = sorted(weights_entries(), key=lambda e: (-4, e[0]))
+    obj, off = {}, 0
+    for key, dtype, shape, data in e:
+        obj[key] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(data)], "crc": 0}
+        off += len(data)
+    with_weights_file(p, safetensors(e, header_obj=obj))
+
+
+@invalid("safetensors.layout")
+def layout_gap(p):
+    e = sorted(weights_entries(), key=lambda e: e[0])
+    obj = {"conv.bias": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+           "conv.weight": {"dtype": "F32", "shape": [4, 3, 3, 3], "data_offsets": [24, 24 + 432]}}
+    hdr = json.dumps(obj, separators=(",", ":")).encode()
+    while (8 + len(hdr)) % 8:
+        hdr += b" "
+    with_weights_file(p, struct.pack("<Q", len(hdr)) + hdr + e[0][3] + b"\0" * 8 + e[1][3])
+
+
+@invalid("safetensors.layout")
+def layout_trailing_bytes(p):
+    with_weights_file(p, safetensors(weights_entries()) + b"\0" * 8)
+
+
+@invalid("safetensors.layout")
+def layout_header_unaligned(p):
+    data = safetensors(weights_entries())
+    n = struct.unpack("<Q", data[:8])[0]
+    hdr = data[8:8 + n].rstrip(b" ")
+    if (8 + len(hdr)) % 8 == 0:
+        hdr += b" "
+    with_weights_file(p, struct.pack("<Q", len(hdr)) + hdr + data[8 + n:])
+
+
+@invalid("safetensors.unreferenced")
+def unreferenced_tensor(p):
+    a = conv_relu()
+    a.stored["weights.safetensors"].append(("stray", "F32", [2], tensor_bytes("F32", [1.0, 2.0])))
+    a.write(p)
+
+
+# --- rules of the Python loader (fxlower/loading.py) beyond the letter of the spec
+@invalid("graph.structure")
+def placeholder_two_args(p):
+    base(p, lambda m: graph0(m)[0].update(args=[1, 2]))
+
+
+@invalid("graph.structure")
+def call_method_without_args(p):
+    a = conv_relu()
+    g = a.graphs[0]["nodes"]
+    g.insert(3, node("sz", "call_method", "size"))
+    finish(g)
+    a.write(p)
+
+
+@invalid("schema.type")
+def tensor_table_unsorted(p):
+    base(p, lambda m: m["tensors"].reverse())
+
+
+@invalid("schema.name")
+def kwarg_is_keyword(p):
+    base(p, lambda m: graph0(m)[2]["kwargs"].update({"class": 1}))
+
+
+@invalid("graph.target")
+def function_target_without_module(p):
+    a = conv_relu()
+    g = a.graphs[0]["nodes"]
+    g.insert(3, node("r", "call_function", "relu", [N("act")]))
+    finish(g)
+    a.write(p)
+
+
+@invalid("graph.target")
+def placeholder_keyword(p):
+    base(p, lambda m: graph0(m)[0].update(target="lambda"))
+
+
+@invalid("schema.name")
+def module_type_empty(p):
+    base(p, lambda m: graph0(m)[1]["lowering"].update(module_type=""))
+
+
+@invalid("tensor.reference")
+def golden_file_is_weights(p):
+    base(p, lambda m: m["golden"].update(file="weights.safetensors"))
+
+
+@invalid("tensor.dtype")
+def tolerance_value_only_dtype(p):
+    base(p, lambda m: m["golden"]["tolerances"].update(C64={"rtol": 0.0, "atol": 0.0}))
+
+
+@invalid("tensor.shape")
+def meta_dim_above_int64(p):
+    base(p, lambda m: graph0(m)[2].update(meta=MT("F32", [1 << 63])))
+
+
+@invalid("schema.type")
+def meta_dtype_not_str(p):
+    base(p, lambda m: graph0(m)[2].update(meta={"t": "tensor", "dtype": 4, "shape": []}))
+
+
+def header_variant(p, mutate_obj):
+    """weights.safetensors with its header object changed by mutate_obj (data and padding kept)."""
+    data = safetensors(weights_entries())
+    n = struct.unpack("<Q", data[:8])[0]
+    obj = json.loads(data[8:8 + n])
+    mutate_obj(obj)
+    hdr = json.dumps(obj, separators=(",", ":")).encode()
+    while (8 + len(hdr)) % 8:
+        hdr += b" "
+    with_weights_file(p, struct.pack("<Q", len(hdr)) + hdr + data[8 + n:])
+
+
+@invalid("tensor.dtype")
+def header_unknown_dtype(p):
+    header_variant(p, lambda o: o["conv.bias"].update(dtype="F12"))
+
+
+@invalid("tensor.shape")
+def header_negative_dim(p):
+    header_variant(p, lambda o: o["conv.bias"].update(shape=[-4]))
+
+
+@invalid("schema.name")
+def header_empty_key(p):
+    header_variant(p, lambda o: o.update({"": o.pop("conv.bias")}))
+
+
+@invalid("safetensors.header")
+def header_offsets_reversed(p):
+    header_variant(p, lambda o: o["conv.bias"].update(data_offsets=[16, 0]))
+
+
+@invalid("safetensors.header")
+def header_metadata_not_str(p):
+    header_variant(p, lambda o: o.update({"__metadata__": {"a": 1}}))
+
+
+# --- where the Python loader departs from docs/format.md (cpp/tests/README.md lists them): the spec's verdict
+@invalid("safetensors.header")
+def header_trailing_newline(p):
+    """Section 5: the object is followed only by spaces; Python's json.loads also skips '\\n'."""
+    data = safetensors(weights_entries())
+    n = struct.unpack("<Q", data[:8])[0]
+    hdr = data[8:8 + n].rstrip(b" ") + b"\n"
+    while (8 + len(hdr)) % 8:
+        hdr += b" "
+    with_weights_file(p, struct.pack("<Q", len(hdr)) + hdr + data[8 + n:])
+
+
+@invalid("safetensors.header")
+def header_lone_surrogate(p):
+    """Section 5: no \\u escape of a lone surrogate (D800-DFFF) in the header."""
+    header_variant(p, lambda o: o.update({"\ud800": o.pop("conv.bias")}))
+
+
+@invalid("graph.target")
+def method_target_trailing_newline(p):
+    """Section 2.1: [A-Za-z][A-Za-z0-9_]*; Python's re '$' also matches before a final newline."""
+    a = conv_relu()
+    g = a.graphs[0]["nodes"]
+    g.insert(3, node("sz", "call_method", "size\n", [N("act")]))
+    finish(g)
+    a.write(p)
+
+
+@invalid("schema.type")
+def sha256_trailing_newline(p):
+    base(p, lambda m: m["tensors"][0].update(sha256=m["tensors"][0]["sha256"] + "\n"))
+
+
+def devices():
+    """Section 6.1: the listed device types, with or without an index."""
+    a = minimal()
+    a.graphs = [{"name": "", "nodes": finish([
+        node("x", "placeholder", "x"),
+        node("to", "call_method", "to", [N("x"), DEV("cuda:12"), DEV("privateuseone:1"), DEV("mps")]),
+        node("output", "output", "output", [N("to")]),
+    ])}]
+    a.signature = {"inputs": ["x"], "output": N("to")}
+    return a
+
+
+def leniencies():
+    """Variadic placeholders, a zero-size tensor tied at another's offset, JSON whitespace inside a header,
+    __metadata__, an empty weights file."""
+    a = minimal()
+    a.add_tensor("b", "F32", [2], [1.0, 2.0])
+    a.add_tensor("a", "F32", [0], [])
+    a.graphs = [{"name": "", "nodes": finish([
+        node("args", "placeholder", "*args"),
+        node("kwargs", "placeholder", "**kwargs"),
+        node("output", "output", "output", [TU(N("args"), N("kwargs"))]),
+    ])}]
+    a.signature = {"inputs": ["args", "kwargs"], "output": TU(N("args"), N("kwargs"))}
+    # "b" is listed first, at [0, 8]; the empty "a" sits at [8, 8]: ties sort by (begin, end)
+    hdr = ('{"__metadata__": {"format": "pt"},\n "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},\n'
+           ' "a": {"dtype": "F32", "shape": [0], "data_offsets": [8, 8]}}').encode()
+    a.file_bytes["weights.safetensors"] = safetensors([], header_text=hdr)[:-0 or None] + tensor_bytes("F32", [1.0, 2.0])
+    return a
+
+
+VALID.update({"devices": devices, "leniencies": leniencies})
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    out = argv[1]
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.makedirs(os.path.join(out, "valid"))
+    os.makedirs(os.path.join(out, "invalid"))
+    os.makedirs(os.path.join(out, "dumps"))
+    for name, fn in VALID.items():
+        path = os.path.join(out, "valid", name)
+        m = fn().write(path)
+        with open(os.path.join(out, "dumps", name + ".txt"), "w", encoding="utf-8", newline="\n") as f:
+            f.write(dump(m, path))
+    lines = []
+    for name, (code, fn) in INVALID.items():
+        fn(os.path.join(out, "invalid", name))
+        lines.append(f"{name} {code}\n")
+    with open(os.path.join(out, "EXPECTED"), "w") as f:
+        f.writelines(lines)
+    print(f"{len(VALID)} valid and {len(INVALID)} invalid artifacts in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

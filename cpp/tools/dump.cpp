@@ -1,0 +1,126 @@
+// fxlower-dump DIR: a canonical text dump of an artifact, to compare the C++ reader with the Python loader
+// (fxlower/dump.py writes the same bytes). The grammar is also in cpp/DUMP.md; keep the two in sync.
+//
+// Output: UTF-8 lines, each ended by "\n", fields separated by one space, the whole output sorted by the bytes
+// of each line (Python: sorted() of the str lines, code point order = UTF-8 byte order). One line per fact:
+//
+//   format <major>.<minor>
+//   producer <str name> <str version> <str torch>
+//   digest <digest>                                              the manifest's digest field, as written
+//   file <path> <role>                                           per files[] entry
+//   graph <gi> <str name> <node count>                           per graph; gi = index in graphs
+//   node <gi> <i> <name> <op> <target> args=<list> kwargs=<dict> meta=<meta>
+//                                                                per node; i = index in its graph; args is the
+//                                                                list of Values rendered as a list Value, kwargs
+//                                                                as a dict Value with str keys
+//   lowering <gi> <name> <module_type> <version> <module_version> attrs=<dict>
+//                                                                per node with a lowering record
+//   subgraph <gi> <name> <graph index>                           per node with a non-nil graph field
+//   signature inputs=<list of str> output=<value>
+//   golden <mode> <file> inputs=<list> outputs=<value>           only when golden is not nil
+//   golden_node <name> <value>                                   per golden.nodes entry
+//   tolerance <dtype> <float rtol> <float atol>                  per golden.tolerances entry
+//   tensor <name> <dtype> <shape> <file> <key> <sha256>          per tensor table entry; sha256 is recomputed
+//                                                                from the stored bytes (lowercase hex)
+//
+// Names, targets, op, module_type, paths, roles, mode and dtype codes are written as they are (not quoted);
+// <str x> is a str Value rendering. Ints are decimal. <shape> is "[d0,d1]" (no spaces; "[]" for 0-d).
+//
+// Values:   nil None | bool True, False | int decimal (-5) | float Python repr(float): shortest round-trip,
+//           scientific when the exponent is < -4 or >= 16 (1e-05, 1e+16, 0.0001, 2.0, -0.0, inf, -inf, nan)
+//           | str json.dumps(s, ensure_ascii=False) | node %name | tensor $name | list [a, b] | tuple (a, b),
+//           (a,), () | dict {k: v, k2: v2} with keys rendered as Values | slice slice(a, b, c) | ellipsis ...
+//           | complex complex(re, im) with float reprs | dtype dtype(F32) | device device(cuda:0)
+//           | memory_format memory_format(channels_last) | layout layout(strided)
+// Meta:     nil None | tensor(F32,[1,3]) | tuple(m1, m2) | list(m1, m2) | dict(k: m, k2: m2) | int | float |
+//           bool | str | none | other        (a msgpack float32 renders as the double it widens to)
+//
+// Exit status: 0 ok, 1 the artifact is invalid ("error: [code] message" on stderr), 2 usage.
+#include <fxlower/fxlower.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::string shape_str(const std::vector<std::int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+std::string kv_dict(const fxlower::Kwargs& kv) {
+  std::vector<std::pair<fxlower::DictKey, fxlower::Value>> items;
+  for (const auto& p : kv) items.emplace_back(fxlower::DictKey(p.first), p.second);
+  return fxlower::Value::dict(std::move(items)).repr();
+}
+
+std::string str_list(const std::vector<std::string>& v) {
+  std::vector<fxlower::Value> items;
+  for (const auto& s : v) items.push_back(fxlower::Value::string(s));
+  return fxlower::Value::list(std::move(items)).repr();
+}
+
+std::vector<std::string> dump_lines(const fxlower::Artifact& a) {
+  using fxlower::quote_str;
+  std::vector<std::string> lines;
+  lines.push_back("format " + std::to_string(a.format_major()) + "." + std::to_string(a.format_minor()));
+  lines.push_back("producer " + quote_str(a.producer().name) + " " + quote_str(a.producer().version) + " " +
+                  quote_str(a.producer().torch));
+  lines.push_back("digest " + a.digest());
+  for (const auto& f : a.files()) lines.push_back("file " + f.path + " " + std::string(fxlower::file_role_name(f.role)));
+  for (const auto& g : a.graphs()) {
+    const std::string gi = std::to_string(g.index);
+    lines.push_back("graph " + gi + " " + quote_str(g.name) + " " + std::to_string(g.nodes.size()));
+    for (const auto& n : g.nodes) {
+      lines.push_back("node " + gi + " " + std::to_string(n.index) + " " + n.name + " " +
+                      std::string(fxlower::op_name(n.op)) + " " + n.target + " args=" +
+                      fxlower::Value::list(n.args).repr() + " kwargs=" + kv_dict(n.kwargs) +
+                      " meta=" + (n.meta ? n.meta->repr() : std::string("None")));
+      if (n.lowering)
+        lines.push_back("lowering " + gi + " " + n.name + " " + n.lowering->module_type + " " +
+                        std::to_string(n.lowering->version) + " " + std::to_string(n.lowering->module_version) +
+                        " attrs=" + kv_dict(n.lowering->attrs));
+      if (n.graph) lines.push_back("subgraph " + gi + " " + n.name + " " + std::to_string(*n.graph));
+    }
+  }
+  lines.push_back("signature inputs=" + str_list(a.signature().inputs) + " output=" + a.signature().output.repr());
+  if (const auto& g = a.golden()) {
+    lines.push_back("golden " + std::string(g->mode == fxlower::GoldenMode::nodes ? "nodes" : "outputs") + " " +
+                    g->file + " inputs=" + fxlower::Value::list(g->inputs).repr() + " outputs=" + g->outputs.repr());
+    for (const auto& kv : g->nodes) lines.push_back("golden_node " + kv.first + " " + kv.second.repr());
+    for (const auto& t : g->tolerances)
+      lines.push_back("tolerance " + std::string(fxlower::dtype_name(t.first)) + " " +
+                      fxlower::python_float_repr(t.second.rtol) + " " + fxlower::python_float_repr(t.second.atol));
+  }
+  for (const auto& t : a.tensors())
+    lines.push_back("tensor " + t.name + " " + std::string(fxlower::dtype_name(t.dtype)) + " " + shape_str(t.shape) +
+                    " " + t.file + " " + t.key + " " + t.compute_sha256());
+  std::sort(lines.begin(), lines.end());
+  return lines;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2 || std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help") {
+    std::fprintf(stderr, "usage: fxlower-dump DIR\n");
+    return 2;
+  }
+  try {
+    const fxlower::Artifact a = fxlower::load(argv[1]);
+    std::string out;
+    for (const std::string& line : dump_lines(a)) out += line + "\n";
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return std::fflush(stdout) == 0 ? 0 : 1;
+  } catch (const fxlower::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

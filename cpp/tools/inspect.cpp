@@ -1,0 +1,143 @@
+// fxlower-inspect [--nodes] [--verify] [--json] [--non-strict] DIR
+//
+// Loads (and so validates) an artifact and prints a summary: format version, producer, digest, signature,
+// node counts per op and per target, the module types with their rule versions, and the tensors by dtype.
+//   --nodes       also print every node: "[graph:index] name = op target(args, kwargs) -> meta"
+//   --verify      check every tensor's SHA-256 (tensor.hash on a mismatch)
+//   --json        print the manifest as JSON instead of the summary: the msgpack object converted as is,
+//                 maps in file order, floats as JSON numbers (non-finite ones as the strings "nan", "inf",
+//                 "-inf"), ints above INT64_MAX as unsigned numbers, bin as a base64 string
+//   --non-strict  ignore directory entries the manifest does not list (never opened)
+// Exit status: 0 ok, 1 the artifact is invalid ("error: [code] file: field: message" on stderr), 2 usage.
+#include <fxlower/fxlower.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+int usage() {
+  std::fprintf(stderr, "usage: fxlower-inspect [--nodes] [--verify] [--json] [--non-strict] DIR\n");
+  return 2;
+}
+
+std::string call_str(const fxlower::Node& n) {
+  std::string s = n.target + "(";
+  bool first = true;
+  for (const auto& a : n.args) {
+    if (!first) s += ", ";
+    first = false;
+    s += a.repr();
+  }
+  for (const auto& kv : n.kwargs) {
+    if (!first) s += ", ";
+    first = false;
+    s += kv.first + "=" + kv.second.repr();
+  }
+  return s + ")";
+}
+
+void summary(const fxlower::Artifact& a, bool nodes) {
+  std::printf("format      %lld.%lld\n", static_cast<long long>(a.format_major()), static_cast<long long>(a.format_minor()));
+  std::printf("producer    %s %s (torch %s)\n", a.producer().name.c_str(), a.producer().version.c_str(),
+              a.producer().torch.c_str());
+  std::printf("digest      %s\n", a.digest().c_str());
+  std::string ins;
+  for (const auto& i : a.signature().inputs) ins += (ins.empty() ? "" : ", ") + i;
+  std::printf("signature   (%s) -> %s\n", ins.c_str(), a.signature().output.repr().c_str());
+  for (const auto& f : a.files())
+    std::printf("file        %s (%s)\n", f.path.c_str(), std::string(fxlower::file_role_name(f.role)).c_str());
+  if (a.golden())
+    std::printf("golden      mode %s, %zu inputs, %zu node results, %zu tolerances\n",
+                a.golden()->mode == fxlower::GoldenMode::nodes ? "nodes" : "outputs", a.golden()->inputs.size(),
+                a.golden()->nodes.size(), a.golden()->tolerances.size());
+
+  std::map<std::string, std::size_t> per_op, per_target;
+  std::map<std::string, std::map<std::pair<std::int64_t, std::int64_t>, std::size_t>> modules;
+  std::size_t total = 0;
+  for (const auto& g : a.graphs())
+    for (const auto& n : g.nodes) {
+      ++total;
+      ++per_op[std::string(fxlower::op_name(n.op))];
+      if (n.op == fxlower::Op::call_function || n.op == fxlower::Op::call_method)
+        ++per_target[std::string(fxlower::op_name(n.op)) + " " + n.target];
+      if (n.lowering) ++modules[n.lowering->module_type][{n.lowering->version, n.lowering->module_version}];
+    }
+  std::printf("\ngraphs      %zu (%zu nodes)\n", a.graphs().size(), total);
+  for (const auto& g : a.graphs())
+    std::printf("  [%zu] %-20s %zu nodes\n", g.index, g.name.empty() ? "(root)" : g.name.c_str(), g.nodes.size());
+  std::printf("\nnodes by op\n");
+  for (const auto& kv : per_op) std::printf("  %-16s %zu\n", kv.first.c_str(), kv.second);
+  std::printf("\nnodes by target\n");
+  for (const auto& kv : per_target) std::printf("  %-48s %zu\n", kv.first.c_str(), kv.second);
+  std::printf("\nmodule types (rule version, module version: nodes)\n");
+  for (const auto& kv : modules)
+    for (const auto& v : kv.second)
+      std::printf("  %-40s v%lld, module v%lld: %zu\n", kv.first.c_str(), static_cast<long long>(v.first.first),
+                  static_cast<long long>(v.first.second), v.second);
+
+  std::map<std::string, std::pair<std::size_t, std::uint64_t>> by_dtype;
+  std::uint64_t bytes = 0;
+  for (const auto& t : a.tensors()) {
+    auto& e = by_dtype[std::string(fxlower::dtype_name(t.dtype))];
+    ++e.first;
+    e.second += t.nbytes();
+    bytes += t.nbytes();
+  }
+  std::printf("\ntensors     %zu, %llu bytes (aliases counted each time)\n", a.tensors().size(),
+              static_cast<unsigned long long>(bytes));
+  for (const auto& kv : by_dtype)
+    std::printf("  %-8s %6zu tensors %14llu bytes\n", kv.first.c_str(), kv.second.first,
+                static_cast<unsigned long long>(kv.second.second));
+
+  if (nodes) {
+    std::printf("\nnodes\n");
+    for (const auto& g : a.graphs())
+      for (const auto& n : g.nodes) {
+        std::printf("  [%zu:%zu] %s = %s %s -> %s\n", g.index, n.index, n.name.c_str(),
+                    std::string(fxlower::op_name(n.op)).c_str(), call_str(n).c_str(),
+                    n.meta ? n.meta->repr().c_str() : "?");
+        if (n.lowering)
+          for (const auto& kv : n.lowering->attrs)
+            std::printf("        %s.%s = %s\n", n.lowering->module_type.c_str(), kv.first.c_str(), kv.second.repr().c_str());
+        if (n.graph) std::printf("        calls graph %zu\n", *n.graph);
+      }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool nodes = false, verify = false, json = false;
+  fxlower::LoadOptions opts;
+  std::string dir;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--nodes") nodes = true;
+    else if (a == "--verify") verify = true;
+    else if (a == "--json") json = true;
+    else if (a == "--non-strict") opts.strict = false;
+    else if (a == "-h" || a == "--help") return usage();
+    else if (!a.empty() && a[0] == '-') return usage();
+    else if (dir.empty()) dir = a;
+    else return usage();
+  }
+  if (dir.empty()) return usage();
+  try {
+    const fxlower::Artifact a = fxlower::load(dir, opts);
+    if (verify) a.verify_all();
+    if (json) {
+      std::printf("%s\n", a.manifest_json().dump(2).c_str());
+      return 0;
+    }
+    summary(a, nodes);
+    if (verify) std::printf("\nverify      %zu tensors: all SHA-256 match\n", a.tensors().size());
+    return 0;
+  } catch (const fxlower::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
