@@ -36,3 +36,23 @@ def test_cpp_and_python_readers_agree_on_every_zoo_model(tmp_path, name):
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
 def test_cpp_and_python_readers_agree_on_every_valid_conformance_vector(path):
     assert _cpp_dump(path) == dump(fxlower.load(path))
+
+
+def test_the_worked_consumer_example_reports_strides_and_weight_sums_of_a_real_model(tmp_path):
+    from fxlower.examples import example
+
+    gm, inputs = example()
+    fxlower.export(gm, tmp_path / "example.fxl", inputs)
+    exe = ROOT / "cpp" / "build" / "conv_strides"
+    assert exe.exists(), f"{exe} is missing: build the C++ side first (scripts/test.sh does)"
+    out = subprocess.run([str(exe), str(tmp_path / "example.fxl")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    expected = []
+    for node in gm.graph.find_nodes(op="call_module"):
+        conv = gm.get_submodule(node.target)
+        if type(conv).__name__ != "Conv2d":
+            continue
+        w = conv.weight.detach()
+        total = sum(float(x) for x in w.reshape(-1).tolist())  # element order, in double, as the example sums
+        expected.append(f"{node.name}: stride {conv.stride}, weight F32 {list(w.shape)}, sum {total!r}")
+    assert out.stdout.splitlines() == expected
