@@ -479,16 +479,17 @@ def _new_module(cls: type) -> nn.Module:
 
 def _finish(module: nn.Module) -> None:
     """Derived state some torch.nn classes compute in ``__init__`` from recorded attributes."""
-    if isinstance(module, nn.modules.conv._ConvNd) and isinstance(module.padding, tuple):
-        module._reversed_padding_repeated_twice = nn.modules.utils._reverse_repeat_tuple(module.padding, 2)
-    elif isinstance(module, nn.modules.conv._ConvNd):
-        ks = module.kernel_size
-        pad = []
-        for d, k in zip(module.dilation, reversed(ks)):
-            total = d * (k - 1)
-            left = total // 2
-            pad.extend([left, total - left])
-        module._reversed_padding_repeated_twice = pad
+    if isinstance(module, nn.modules.conv._ConvNd):  # as _ConvNd.__init__ computes it
+        if isinstance(module.padding, str):
+            rev = [0, 0] * len(module.kernel_size)
+            if module.padding == "same":
+                for d, k, i in zip(module.dilation, module.kernel_size, range(len(module.kernel_size) - 1, -1, -1)):
+                    total = d * (k - 1)
+                    rev[2 * i] = total // 2
+                    rev[2 * i + 1] = total - total // 2
+            module._reversed_padding_repeated_twice = rev
+        else:
+            module._reversed_padding_repeated_twice = nn.modules.utils._reverse_repeat_tuple(module.padding, 2)
     if isinstance(module, nn.RNNBase):
         # Same naming as RNNBase.__init__: per layer and direction, weight_ih, weight_hh[, bias_ih, bias_hh]
         # [, weight_hr], suffixed _l{layer}[_reverse].

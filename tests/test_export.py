@@ -378,3 +378,15 @@ def test_overwriting_an_artifact_that_is_mapped_keeps_the_mapped_bytes(tmp_path)
     fxlower.export(gm, tmp_path / "m", overwrite=True)
     assert torch.equal(mapped, expected)  # the old file was renamed away, never truncated
     assert torch.equal(fxlower.load(tmp_path / "m").tensor("0.weight"), torch.zeros(8, 8))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", (1, 2)])
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_conv_padding_modes_round_trip_bit_identically(tmp_path, padding, mode):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, (3, 4), dilation=(1, 2), padding=padding, padding_mode=mode)
+    gm = fx.symbolic_trace(nn.Sequential(conv))
+    fxlower.export(gm, tmp_path / "m")
+    x = torch.randn(2, 3, 9, 11)
+    with torch.no_grad():
+        assert torch.equal(fxlower.load(tmp_path / "m").to_graph_module()(x), gm(x))
