@@ -15,6 +15,7 @@ __all__ = ["check_name", "check_file_path", "check_dotted_target", "check_method
            "check_identifier"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_RESERVED = re.compile(r"^(con|prn|aux|nul|com[1-9]|lpt[1-9])\Z", re.IGNORECASE)
 _PATH = re.compile(r"^[A-Za-z0-9._-]{1,255}\Z")
 _COMPONENT = re.compile(r"^[A-Za-z0-9_]+\Z")
 _METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\Z")
@@ -51,6 +52,9 @@ def check_file_path(path: object, where: str) -> str:
     if not _PATH.match(path) or path in (".", "..") or path == MANIFEST_FILE:
         raise FormatError("path.invalid", f"{path!r:.80} is not a valid member path: one component of "
                           f"[A-Za-z0-9._-], not '.', '..' or '{MANIFEST_FILE}'", where)
+    if path.endswith(".") or _RESERVED.match(path.split(".")[0]):
+        raise FormatError("path.invalid", f"{path!r:.80} is a Windows reserved name or ends with a dot, so it "
+                          f"would not survive a copy to Windows", where)
     return path
 
 

@@ -1445,3 +1445,16 @@ def test_accepts_device_strings_of_the_spec(art, device):
 def test_a_path_below_a_regular_file_is_a_missing_artifact(tmp_path):
     (tmp_path / "file").write_text("x")
     rejects(tmp_path / "file" / "a.fxl", "artifact.missing", "does not exist")
+
+
+@pytest.mark.parametrize("path", ["weights.", "NUL", "con.safetensors", "Lpt3.bin", "aux"])
+def test_rejects_member_paths_that_would_not_survive_windows(art, path):
+    (art / WEIGHTS).rename(art / path)
+
+    def fix(m):
+        m["files"] = [dict(f, path=path) if f["path"] == WEIGHTS else f for f in m["files"]]
+        for t in m["tensors"]:
+            if t["file"] == WEIGHTS:
+                t["file"] = path
+    edit(art, fix)
+    rejects(art, "path.invalid", "files[", "Windows")

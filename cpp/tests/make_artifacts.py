@@ -637,6 +637,16 @@ def path_traversal(p):
 
 
 @invalid("path.invalid")
+def path_windows_reserved(p):
+    base(p, lambda m: m["files"][0].update(path="Aux.safetensors"))
+
+
+@invalid("path.invalid")
+def path_trailing_dot(p):
+    base(p, lambda m: m["files"][0].update(path="weights."))
+
+
+@invalid("path.invalid")
 def path_lists_manifest(p):
     base(p, lambda m: m["files"].append({"path": "manifest.msgpack", "role": "golden"}))
 

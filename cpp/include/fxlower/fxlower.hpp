@@ -2362,6 +2362,15 @@ class Loader {
       const auto u = static_cast<unsigned char>(c);
       if (!(u < 0x80 && (std::isalnum(u) || c == '.' || c == '_' || c == '-'))) return false;
     }
+    if (s.back() == '.') return false;  // Windows strips a trailing dot: "a." and "a" would collide
+    // Windows reserved device names, with or without an extension, in any case (section 1).
+    const std::string stem = lower(s.substr(0, s.find('.')));
+    static const char* const kReserved[] = {"con", "prn", "aux", "nul"};
+    for (const char* r : kReserved)
+      if (stem == r) return false;
+    if (stem.size() == 4 && (stem.compare(0, 3, "com") == 0 || stem.compare(0, 3, "lpt") == 0) && stem[3] >= '1' &&
+        stem[3] <= '9')
+      return false;
     return true;
   }
 
