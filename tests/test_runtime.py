@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import msgpack
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils._pytree import tree_flatten
 
@@ -365,9 +367,6 @@ def _i(high, *shape, seed=0):
     return torch.randint(0, high, shape, generator=_g(seed))
 
 
-import math  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
 OP_CASES = {
     "arith_broadcast": (lambda s, x, y: ((x + y) * 2 - x / (y.abs() + 1) + x ** 2 - 0.5 * y, torch.add(x, y, alpha=3),
                                          torch.sub(x, 1.5), torch.mul(y, x), torch.true_divide(x, 2), -x, 1 - x, 2 / (y.abs() + 1),
@@ -467,6 +466,10 @@ OP_CASES = {
                                  F.scaled_dot_product_attention(q[:, :, :2], k, v)),
              (_r(2, 3, 5, 4), _r(2, 3, 5, 4, seed=1), _r(2, 3, 5, 6, seed=2))),
     "inplace_and_aliasing": (lambda s, x: (lambda y: (y.add_(1), y.mul_(2), y)[2] + x)(x.clone()), (_r(3, 3),)),
+    "sorting": (lambda s, x: (torch.sort(x, dim=1), x.sort(descending=True), torch.argsort(x, dim=0),
+                              torch.topk(x, 3), x.topk(2, dim=0, largest=False), torch.sort(x, dim=1).values,
+                              x.topk(1).indices),
+                (_r(4, 6),)),
     "shape_arithmetic": (lambda s, x: x.view(x.size(0), -1) * (x.shape[1] // 2) + math.sqrt(x.size(-1)) + x.dim() + x.numel(),
                          (_r(2, 3, 4),)),
 }
@@ -588,6 +591,30 @@ def _op_case(name):
                     sub.running_mean.uniform_(-0.1, 0.1)
                     sub.running_var.uniform_(0.5, 1.5)
     return _Fn(fn, len(inputs), m=m).eval(), inputs
+
+
+def test_setitem_mutates_in_place(fxrun, tmp_path):
+    """operator.setitem (which symbolic tracing cannot record, but hand-built graphs and other passes can)."""
+    import operator
+
+    g = torch.fx.Graph()
+    x = g.placeholder("x")
+    idx = g.placeholder("idx")
+    y = g.call_method("clone", (x,))
+    g.call_function(operator.setitem, (y, 0, 1.0))
+    half = g.call_function(operator.mul, (g.call_function(operator.getitem, (x, (slice(None), slice(None, 2)))), 2))
+    g.call_function(operator.setitem, (y, (slice(None), slice(1, 3)), half))
+    g.call_function(operator.setitem, (y, (Ellipsis, 0), g.call_function(torch.zeros, ((3, 4),))))
+    g.call_function(operator.setitem, (y, idx, -1.0))
+    g.call_function(operator.setitem, (y, g.call_function(operator.gt, (y, 2)), 0.0))
+    g.call_function(operator.setitem, (y, (1, slice(None), None, 2),
+                                       g.call_function(operator.getitem, (x, (1, slice(None), slice(3, 4))))))
+    g.output((y, x))
+    gm = torch.fx.GraphModule(nn.Module(), g)
+    art = tmp_path / "setitem.fxl"
+    fxlower.export(gm, art, (_r(3, 4, 5) * 2, torch.tensor([2])), golden=True)
+    proc = run(fxrun, art, "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")

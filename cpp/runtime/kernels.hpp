@@ -176,6 +176,29 @@ inline T row_sum(const T* p, int64_t n) {
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+// Sum of n values and sum of squared deviations from `mean`, accumulated in double over eight lanes.
+template <class T>
+inline double sum_d(const T* p, int64_t n) {
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; ++k) s[k] += double(p[j + k]);
+  for (; j < n; ++j) s[0] += double(p[j]);
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+template <class T>
+inline double sumsq_d(const T* p, int64_t n, double mean) {
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; ++k) {
+      const double d = double(p[j + k]) - mean;
+      s[k] += d * d;
+    }
+  for (; j < n; ++j) s[0] += (double(p[j]) - mean) * (double(p[j]) - mean);
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 // ------------------------------------------------------------------------------------------------ shapes
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& perm);  // a contiguous copy

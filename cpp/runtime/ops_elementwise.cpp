@@ -1,4 +1,5 @@
 // fxlower reference runtime: elementwise operations, activations, softmax, reductions, comparisons and casts.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -540,10 +541,6 @@ template <class T> T tanh_t(T v) {
   if constexpr (std::is_same_v<T, float>) return fast_tanh(v);
   else return std::tanh(v);
 }
-template <class T> T exp_t(T v) {
-  if constexpr (std::is_same_v<T, float>) return fast_exp(v);
-  else return std::exp(v);
-}
 template <class T> T erf_t(T v) {
   if constexpr (std::is_same_v<T, float>) {
     // Abramowitz & Stegun 7.1.26 refined: |error| < 1.5e-7
@@ -706,7 +703,7 @@ Tensor reduce(const Tensor& x0, Red kind, const std::vector<int64_t>& dims, bool
           double acc = 0;
           switch (kind) {
             case Red::Sum: case Red::Mean: {
-              for (int64_t j = 0; j < red; ++j) acc += double(p[j]);
+              acc = sum_d(p, red);
               if (kind == Red::Mean) acc /= double(red);
               if constexpr (std::is_same_v<O, int64_t>) {
                 int64_t s = 0;
@@ -1595,6 +1592,75 @@ void register_elementwise(Registry& r) {
     return TV(o);
   };
   r.add(K::Function, {"torch.cumsum", "torch.cumprod"}, cumsum);
+  // ---- sorting: sort / argsort / topk along a dim (NaN sorts as the largest value, like torch)
+  auto sort_dim = [](const Tensor& x, int64_t dim, bool descending, int64_t k, Tensor& values, Tensor& indices) {
+    int64_t d = norm_dim(dim, std::max<int64_t>(x.dim(), 1));
+    Tensor xx = x.dim() == 0 ? x.reshaped({1}) : x;
+    int64_t n = xx.shape[size_t(d)], outer = 1, inner = 1;
+    for (int64_t i = 0; i < d; ++i) outer *= xx.shape[size_t(i)];
+    for (int64_t i = d + 1; i < xx.dim(); ++i) inner *= xx.shape[size_t(i)];
+    if (k < 0 || k > n) fail("selected index k out of range");
+    Shape os = xx.shape;
+    os[size_t(d)] = k;
+    values = Tensor::empty(xx.dtype, os);
+    indices = Tensor::empty(DType::I64, os);
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::vector<double> key(static_cast<size_t>(n));
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t in = 0; in < inner; ++in) {
+        for (int64_t j = 0; j < n; ++j) {
+          order[size_t(j)] = j;
+          key[size_t(j)] = xx.item_double((o * n + j) * inner + in);
+        }
+        std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+          double va = key[size_t(a)], vb = key[size_t(b)];
+          bool na = std::isnan(va), nb = std::isnan(vb);
+          if (na || nb) return descending ? (na && !nb) : (!na && nb);
+          return descending ? va > vb : va < vb;
+        });
+        for (int64_t j = 0; j < k; ++j) {
+          int64_t src = (o * n + order[size_t(j)]) * inner + in, dst = (o * k + j) * inner + in;
+          dispatch(xx.ptype(), [&](auto tag) {
+            using U = decltype(tag);
+            values.data<U>()[dst] = xx.data<U>()[src];
+          });
+          indices.data<int64_t>()[dst] = order[size_t(j)];
+        }
+      }
+    if (x.dim() == 0) {
+      values = values.reshaped({});
+      indices = indices.reshaped({});
+    }
+  };
+  Handler sort_h = [sort_dim](Call& c) -> Val {
+    Args a(c, {"input", "dim", "descending", "stable"});
+    Tensor x = a.tensor(0), v, i;
+    int64_t d = a.integer(1, -1);
+    int64_t n = x.dim() ? x.shape[size_t(norm_dim(d, x.dim()))] : 1;
+    sort_dim(x, d, a.flag(2, false), n, v, i);
+    return Val::tuple({TV(v), TV(i)});
+  };
+  r.add(K::Function, "torch.sort", sort_h);
+  r.add(K::Method, "sort", sort_h);
+  Handler argsort_h = [sort_dim](Call& c) -> Val {
+    Args a(c, {"input", "dim", "descending", "stable"});
+    Tensor x = a.tensor(0), v, i;
+    int64_t d = a.integer(1, -1);
+    int64_t n = x.dim() ? x.shape[size_t(norm_dim(d, x.dim()))] : 1;
+    sort_dim(x, d, a.flag(2, false), n, v, i);
+    return TV(i);
+  };
+  r.add(K::Function, "torch.argsort", argsort_h);
+  r.add(K::Method, "argsort", argsort_h);
+  Handler topk_h = [sort_dim](Call& c) -> Val {
+    Args a(c, {"input", "k", "dim", "largest", "sorted"});
+    Tensor x = a.tensor(0), v, i;
+    sort_dim(x, a.integer(2, -1), a.flag(3, true), a.integer(1, 1), v, i);
+    return Val::tuple({TV(v), TV(i)});
+  };
+  r.add(K::Function, "torch.topk", topk_h);
+  r.add(K::Method, "topk", topk_h);
+
   r.add(K::Method, {"cumsum", "cumprod"}, cumsum);
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
 #include <numeric>
 
 #include "kernels.hpp"
@@ -374,6 +375,42 @@ void im2col(const T* x, int64_t C, const Geo& g, T* col) {
   });
 }
 
+// im2col restricted to the output positions [p0, p1): col[(c, kd, kh, kw), p - p0], row length p1 - p0.
+template <class T>
+void im2col_cols(const T* x, int64_t C, const Geo& g, int64_t p0, int64_t p1, T* col) {
+  const int64_t K = g.k_size(), W = p1 - p0, OW = g.out[2], OHW = g.out[1] * g.out[2];
+  for (int64_t row = 0; row < C * K; ++row) {
+    const int64_t c = row / K, kk = row % K;
+    const int64_t kd = kk / (g.k[1] * g.k[2]), kh = (kk / g.k[2]) % g.k[1], kw = kk % g.k[2];
+    const T* src = x + c * g.in_size();
+    T* dst = col + row * W;
+    const int64_t off = kw * g.d[2] - g.p[2];
+    int64_t vlo = off >= 0 ? 0 : (-off + g.s[2] - 1) / g.s[2];  // valid ow: 0 <= ow*s + off < in
+    int64_t vhi = g.in[2] - 1 - off < 0 ? -1 : (g.in[2] - 1 - off) / g.s[2];
+    for (int64_t p = p0; p < p1;) {
+      const int64_t od = p / OHW, rem = p % OHW, oh = rem / OW, ow0 = rem % OW;
+      const int64_t ow1 = std::min(OW, ow0 + (p1 - p));
+      T* o = dst + (p - p0) - ow0;  // indexed by ow
+      const int64_t id = od * g.s[0] - g.p[0] + kd * g.d[0], ih = oh * g.s[1] - g.p[1] + kh * g.d[1];
+      if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
+        for (int64_t ow = ow0; ow < ow1; ++ow) o[ow] = 0;
+      } else {
+        const T* srow = src + (id * g.in[1] + ih) * g.in[2] + off;
+        const int64_t lo = std::max(vlo, ow0), hi = std::min(vhi, ow1 - 1);
+        for (int64_t ow = ow0; ow < std::min(lo, ow1); ++ow) o[ow] = 0;
+        if (g.s[2] == 1) {
+          if (hi >= lo) std::memcpy(o + lo, srow + lo, size_t(hi - lo + 1) * sizeof(T));
+        } else {
+          const int64_t st = g.s[2];
+          for (int64_t ow = lo; ow <= hi; ++ow) o[ow] = srow[ow * st];
+        }
+        for (int64_t ow = std::max(hi + 1, ow0); ow < ow1; ++ow) o[ow] = 0;
+      }
+      p += ow1 - ow0;
+    }
+  }
+}
+
 // col2im: the adjoint of im2col, accumulating into x (C channels, zeroed by the caller).
 template <class T>
 void col2im(const T* col, int64_t C, const Geo& g, T* x) {
@@ -535,14 +572,38 @@ Tensor conv_nd(const Tensor& x0, const Tensor& w0, const Tensor& b0, int nd, Con
       }
       bool pointwise = g.k_size() == 1 && g.s[0] == 1 && g.s[1] == 1 && g.s[2] == 1 && g.p[0] == 0 && g.p[1] == 0 &&
                        g.p[2] == 0;
-      std::vector<T> col(pointwise ? 0 : size_t(K * P));
+      // Column tiles of the im2col matrix small enough for the cache, one gemm each, spread over the threads
+      // (no barrier between unfolding and multiplying); a few big tiles fall back to one im2col and a split gemm.
+      const int64_t tile = std::min(P, std::max<int64_t>(64, (131072 / std::max<int64_t>(K, 1)) / 16 * 16));
+      const int64_t tiles = (P + tile - 1) / tile;
+      if (!pointwise && tiles >= 2 * std::max(2, num_threads())) {
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t gi = 0; gi < G; ++gi) {
+            const T* xin = px + (n * Cin + gi * cin_g) * g.in_size();
+            const T* wg = pw + gi * cout_g * K;
+            const T* pb = b.defined() ? b.data<T>() + gi * cout_g : nullptr;
+            T* yo = py + (n * Cout + gi * cout_g) * P;
+            parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
+              std::unique_ptr<T[]> buf(new T[size_t(K * tile)]);
+              for (int64_t t = t0; t < t1; ++t) {
+                const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile), w = p1 - p0;
+                im2col_cols<T>(xin, cin_g, g, p0, p1, buf.get());
+                if (pb)
+                  for (int64_t oc = 0; oc < cout_g; ++oc) std::fill(yo + oc * P + p0, yo + oc * P + p1, pb[oc]);
+                gemm(false, false, cout_g, w, K, T(1), wg, K, buf.get(), w, pb ? T(1) : T(0), yo + p0, P);
+              }
+            });
+          }
+        return;
+      }
+      std::unique_ptr<T[]> col(pointwise ? nullptr : new T[size_t(K * P)]);  // uninitialised
       for (int64_t n = 0; n < N; ++n) {
         for (int64_t gi = 0; gi < G; ++gi) {
           const T* xin = px + (n * Cin + gi * cin_g) * g.in_size();
           const T* cm = xin;
           if (!pointwise) {
-            im2col<T>(xin, cin_g, g, col.data());
-            cm = col.data();
+            im2col<T>(xin, cin_g, g, col.get());
+            cm = col.get();
           }
           T* yo = py + (n * Cout + gi * cout_g) * P;
           if (b.defined()) {
@@ -567,7 +628,7 @@ Tensor conv_nd(const Tensor& x0, const Tensor& w0, const Tensor& b0, int nd, Con
       for (int i = 3 - nd; i < 3; ++i) os.push_back(g.in[i]);
       y = Tensor::zeros(dt, os);
       const int64_t cin_g = Cin / G, cout_g = Cout / G, Kc = cout_g * g.k_size(), P = g.out_size();
-      std::vector<T> col(size_t(Kc * P));
+      std::unique_ptr<T[]> col(new T[size_t(Kc * P)]);  // uninitialised
       const T* px = x.data<T>();
       const T* pw = w.data<T>();
       T* py = y.data<T>();
@@ -575,8 +636,8 @@ Tensor conv_nd(const Tensor& x0, const Tensor& w0, const Tensor& b0, int nd, Con
         for (int64_t gi = 0; gi < G; ++gi) {
           // col[Kc, P] = W_g^T [Kc, cin_g] * x_g [cin_g, P]
           gemm(true, false, Kc, P, cin_g, T(1), pw + gi * cin_g * Kc, Kc, px + (n * Cin + gi * cin_g) * P, P, T(0),
-               col.data(), P);
-          col2im<T>(col.data(), cout_g, g, py + (n * Cout + gi * cout_g) * g.in_size());
+               col.get(), P);
+          col2im<T>(col.get(), cout_g, g, py + (n * Cout + gi * cout_g) * g.in_size());
         }
       if (b.defined()) {
         const T* pb = b.data<T>();
@@ -657,6 +718,82 @@ Val pool_nd(const Tensor& x0, int nd, const PoolOpts& o, bool is_max) {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     int64_t* pi = idx.defined() ? idx.data<int64_t>() : nullptr;
+    if (!is_max) {
+      // whole output rows: window sums, then each position's divisor
+      parallel_for(planes, std::max<int64_t>(1, kGrain / std::max<int64_t>(g.out_size() * g.k_size(), 1)), [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl) {
+          const T* src = px + pl * g.in_size();
+          T* dst = py + pl * g.out_size();
+          for (int64_t od = 0; od < g.out[0]; ++od)
+            for (int64_t oh = 0; oh < g.out[1]; ++oh) {
+              T* orow = dst + (od * g.out[1] + oh) * g.out[2];
+              for (int64_t ow = 0; ow < g.out[2]; ++ow) orow[ow] = 0;
+              const int64_t d0 = od * g.s[0] - g.p[0], h0 = oh * g.s[1] - g.p[1];
+              const int64_t dend = std::min(d0 + g.k[0], g.in[0] + g.p[0]), hend = std::min(h0 + g.k[1], g.in[1] + g.p[1]);
+              const int64_t ds = std::max<int64_t>(d0, 0), hs = std::max<int64_t>(h0, 0);
+              const int64_t de = std::min(dend, g.in[0]), he = std::min(hend, g.in[1]);
+              for (int64_t id = ds; id < de; ++id)
+                for (int64_t ih = hs; ih < he; ++ih) {
+                  const T* irow = src + (id * g.in[1] + ih) * g.in[2];
+                  for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+                    const int64_t off = kw - g.p[2], st = g.s[2];
+                    int64_t lo = off >= 0 ? 0 : (-off + st - 1) / st;
+                    int64_t hi = g.in[2] - 1 - off < 0 ? -1 : (g.in[2] - 1 - off) / st;
+                    hi = std::min(hi, g.out[2] - 1);
+                    const T* ip = irow + off;
+                    for (int64_t ow = lo; ow <= hi; ++ow) orow[ow] += ip[ow * st];
+                  }
+                }
+              for (int64_t ow = 0; ow < g.out[2]; ++ow) {
+                const int64_t w0 = ow * g.s[2] - g.p[2];
+                const int64_t wend = std::min(w0 + g.k[2], g.in[2] + g.p[2]);
+                const int64_t pool_size = (dend - d0) * (hend - h0) * (wend - w0);
+                const int64_t ws = std::max<int64_t>(w0, 0), we = std::min(wend, g.in[2]);
+                const int64_t div = o.divisor ? o.divisor
+                                              : (o.count_include_pad ? pool_size : (de - ds) * (he - hs) * (we - ws));
+                orow[ow] = div > 0 ? T(orow[ow] / T(div)) : T(0);
+              }
+            }
+        }
+      });
+      return;
+    }
+    if (is_max && !pi && g.d[0] == 1 && g.d[1] == 1 && g.d[2] == 1) {
+      // no dilation, no indices: whole output rows at a time, branch-free (NaN propagates through v != v)
+      parallel_for(planes, std::max<int64_t>(1, kGrain / std::max<int64_t>(g.out_size() * g.k_size(), 1)), [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl) {
+          const T* src = px + pl * g.in_size();
+          T* dst = py + pl * g.out_size();
+          for (int64_t od = 0; od < g.out[0]; ++od)
+            for (int64_t oh = 0; oh < g.out[1]; ++oh) {
+              T* orow = dst + (od * g.out[1] + oh) * g.out[2];
+              for (int64_t ow = 0; ow < g.out[2]; ++ow) orow[ow] = -std::numeric_limits<T>::infinity();
+              for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+                int64_t id = od * g.s[0] - g.p[0] + kd;
+                if (id < 0 || id >= g.in[0]) continue;
+                for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+                  int64_t ih = oh * g.s[1] - g.p[1] + kh;
+                  if (ih < 0 || ih >= g.in[1]) continue;
+                  const T* irow = src + (id * g.in[1] + ih) * g.in[2];
+                  for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+                    const int64_t off = kw - g.p[2], st = g.s[2];
+                    int64_t lo = off >= 0 ? 0 : (-off + st - 1) / st;
+                    int64_t hi = g.in[2] - 1 - off < 0 ? -1 : (g.in[2] - 1 - off) / st;
+                    hi = std::min(hi, g.out[2] - 1);
+                    const T* ip = irow + off;
+                    for (int64_t ow = lo; ow <= hi; ++ow) {
+                      const T v = ip[ow * st];
+                      const T bv = orow[ow];
+                      orow[ow] = (v > bv || v != v) ? v : bv;
+                    }
+                  }
+                }
+              }
+            }
+        }
+      });
+      return;
+    }
     parallel_for(planes, std::max<int64_t>(1, kGrain / std::max<int64_t>(g.out_size() * g.k_size(), 1)), [&](int64_t b, int64_t e) {
       for (int64_t pl = b; pl < e; ++pl) {
         const T* src = px + pl * g.in_size();
@@ -1054,10 +1191,8 @@ Tensor group_norm(const Tensor& x0, int64_t G, const Tensor& w, const Tensor& b,
       for (int64_t ng = bb; ng < e; ++ng) {
         const T* src = px + ng * L;
         T* dst = py + ng * L;
-        double s = 0;
-        for (int64_t i = 0; i < L; ++i) s += double(src[i]);
-        double m = s / double(L), s2 = 0;
-        for (int64_t i = 0; i < L; ++i) s2 += (double(src[i]) - m) * (double(src[i]) - m);
+        const double m = sum_d(src, L) / double(L);
+        const double s2 = sumsq_d(src, L, m);
         double inv = 1.0 / std::sqrt(s2 / double(L) + eps);
         int64_t g = ng % G;
         for (int64_t ci = 0; ci < cg; ++ci) {
@@ -1097,8 +1232,7 @@ Tensor rms_norm(const Tensor& x0, int64_t nd, const Tensor& w, double eps) {
       for (int64_t r = b; r < e; ++r) {
         const T* s = px + r * L;
         T* d = py + r * L;
-        double ss = 0;
-        for (int64_t i = 0; i < L; ++i) ss += double(s[i]) * double(s[i]);
+        const double ss = sumsq_d(s, L, 0.0);
         T inv = T(1.0 / std::sqrt(ss / double(L) + eps));
         for (int64_t i = 0; i < L; ++i) d[i] = s[i] * inv * (pw ? pw[i] : T(1));
       }
@@ -1319,7 +1453,6 @@ Tensor embedding_bag(const Tensor& idx0, const Tensor& offsets0, const Tensor& w
     fail("embedding_bag: input must be 1-D or 2-D");
   }
   int64_t B = int64_t(starts.size()), D = w.shape[1], V = w.shape[0];
-  if (!psw.defined() && false) {}
   if (psw.defined() && mode != "sum") fail("embedding_bag: per_sample_weights only with mode='sum'");
   Tensor y = Tensor::zeros(w.dtype, {B, D});
   dispatch_float(w.ptype(), [&](auto tag) {
@@ -1517,10 +1650,8 @@ Tensor layer_norm(const Tensor& x0, int64_t nd, const Tensor& w0, const Tensor& 
       for (int64_t r = bb; r < e; ++r) {
         const T* s = px + r * L;
         T* d = py + r * L;
-        double sum = 0;
-        for (int64_t i = 0; i < L; ++i) sum += double(s[i]);
-        double m = sum / double(L), s2 = 0;
-        for (int64_t i = 0; i < L; ++i) s2 += (double(s[i]) - m) * (double(s[i]) - m);
+        const double m = sum_d(s, L) / double(L);
+        const double s2 = sumsq_d(s, L, m);
         T inv = T(1.0 / std::sqrt(s2 / double(L) + eps));
         T mt = T(m);
         for (int64_t i = 0; i < L; ++i) {

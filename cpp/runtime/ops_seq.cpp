@@ -1,6 +1,7 @@
 // fxlower reference runtime: attention, transformer layers and recurrent networks.
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "kernels.hpp"
 #include "ops.hpp"
@@ -73,44 +74,57 @@ Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& 
   dispatch_float(ptype(dt), [&](auto tag) {
     using T = decltype(tag);
     // one (batch, head) entry per task when there are several: its products and softmax run serially
+    // Causal attention (top-left aligned: key j <= query i) only computes the key columns a block of queries
+    // can see: blocks of 64 query rows, each against keys [0, last row of the block].
+    const int64_t block = causal && !weights_out ? 64 : L;
     auto one = [&](int64_t b, T* scores) {
       const T* pq = q.data<T>() + b * L * E;
       const T* pk = k.data<T>() + b * S * E;
       const T* pv = v.data<T>() + b * S * Ev;
-      T* sc_p = weights_out ? w.data<T>() + b * L * S : scores;
-      gemm(false, true, L, S, E, T(sc), pq, E, pk, E, T(0), sc_p, S);
       const T* pm = mask.defined() ? mask.data<T>() + b * L * S : nullptr;
-      parallel_for(L, std::max<int64_t>(1, kGrain / std::max<int64_t>(S, 1)), [&](int64_t r0, int64_t r1) {
-        for (int64_t i = r0; i < r1; ++i) {
-          T* row = sc_p + i * S;
-          if (pm)
-            for (int64_t j = 0; j < S; ++j) row[j] += pm[i * S + j];
-          if (causal)
-            for (int64_t j = i + 1; j < S; ++j) row[j] = -std::numeric_limits<T>::infinity();
-          T mx = row_max(row, S);
-          if (mx == -std::numeric_limits<T>::infinity()) {
-            for (int64_t j = 0; j < S; ++j) row[j] = std::numeric_limits<T>::quiet_NaN();
-            continue;
+      T* po = out.data<T>() + b * L * Ev;
+      for (int64_t r0 = 0; r0 < L; r0 += block) {
+        const int64_t r1 = std::min(L, r0 + block), rows = r1 - r0;
+        const int64_t cols = causal ? std::min(S, r1) : S;
+        T* sc_p = weights_out ? w.data<T>() + b * L * S + r0 * S : scores;  // row stride S either way
+        if (cols > 0) gemm(false, true, rows, cols, E, T(sc), pq + r0 * E, E, pk, E, T(0), sc_p, S);
+        parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)), [&](int64_t i0, int64_t i1) {
+          for (int64_t ii = i0; ii < i1; ++ii) {
+            const int64_t i = r0 + ii;
+            T* row = sc_p + ii * S;
+            if (pm)
+              for (int64_t j = 0; j < cols; ++j) row[j] += pm[i * S + j];
+            if (causal)
+              for (int64_t j = i + 1; j < cols; ++j) row[j] = -std::numeric_limits<T>::infinity();
+            T mx = row_max(row, cols);
+            if (cols == 0 || mx == -std::numeric_limits<T>::infinity()) {
+              for (int64_t j = 0; j < cols; ++j) row[j] = std::numeric_limits<T>::quiet_NaN();
+              continue;
+            }
+            if constexpr (std::is_same_v<T, float>) {
+              for (int64_t j = 0; j < cols; ++j) row[j] = fast_exp(row[j] - mx);
+            } else {
+              for (int64_t j = 0; j < cols; ++j) row[j] = std::exp(row[j] - mx);
+            }
+            T inv = T(1) / row_sum(row, cols);
+            for (int64_t j = 0; j < cols; ++j) row[j] *= inv;
+            if (weights_out)
+              for (int64_t j = cols; j < S; ++j) row[j] = 0;
           }
-          if constexpr (std::is_same_v<T, float>) {
-            for (int64_t j = 0; j < S; ++j) row[j] = fast_exp(row[j] - mx);
-          } else {
-            for (int64_t j = 0; j < S; ++j) row[j] = std::exp(row[j] - mx);
-          }
-          T inv = T(1) / row_sum(row, S);
-          for (int64_t j = 0; j < S; ++j) row[j] *= inv;
-        }
-      });
-      gemm(false, false, L, Ev, S, T(1), sc_p, S, pv, Ev, T(0), out.data<T>() + b * L * Ev, Ev);
+        });
+        if (cols > 0) gemm(false, false, rows, Ev, cols, T(1), sc_p, S, pv, Ev, T(0), po + r0 * Ev, Ev);
+        else
+          for (int64_t x = 0; x < rows * Ev; ++x) po[r0 * Ev + x] = std::numeric_limits<T>::quiet_NaN();
+      }
     };
     if (nb >= 2 && num_threads() > 1) {
       parallel_for(nb, 1, [&](int64_t b0, int64_t b1) {
-        std::vector<T> scores(static_cast<size_t>(L * S));
-        for (int64_t b = b0; b < b1; ++b) one(b, scores.data());
+        std::unique_ptr<T[]> scores(new T[size_t(block * S)]);
+        for (int64_t b = b0; b < b1; ++b) one(b, scores.get());
       });
     } else {
-      std::vector<T> scores(static_cast<size_t>(L * S));
-      for (int64_t b = 0; b < nb; ++b) one(b, scores.data());
+      std::unique_ptr<T[]> scores(new T[size_t(block * S)]);
+      for (int64_t b = 0; b < nb; ++b) one(b, scores.get());
     }
   });
   if (weights_out) *weights_out = w;
@@ -359,6 +373,11 @@ T sig(T v) {
   if constexpr (std::is_same_v<T, float>) return 1.0f / (1.0f + fast_exp(-v));
   else return T(1) / (T(1) + std::exp(-v));
 }
+template <class T>
+T tanh_(T v) {
+  if constexpr (std::is_same_v<T, float>) return fast_tanh(v);
+  else return std::tanh(v);
+}
 
 // One direction of one layer over [L, N, in] (time major). h0/c0: [N, Hout]/[N, H]. Writes y [L, N, Hout].
 template <class T>
@@ -392,23 +411,23 @@ void rnn_direction(Cell cell, const T* x, int64_t L, int64_t N, int64_t in, int6
         for (int64_t j = 0; j < H; ++j) {
           T ig = sig(a[j] + b[j]);
           T fg = sig(a[H + j] + b[H + j]);
-          T gg = std::tanh(a[2 * H + j] + b[2 * H + j]);
+          T gg = tanh_(a[2 * H + j] + b[2 * H + j]);
           T og = sig(a[3 * H + j] + b[3 * H + j]);
           T cn = fg * c[n * H + j] + ig * gg;
           c[n * H + j] = cn;
-          hp[size_t(n * H + j)] = og * std::tanh(cn);
+          hp[size_t(n * H + j)] = og * tanh_(cn);
         }
       } else if (cell == Cell::GRU) {
         for (int64_t j = 0; j < H; ++j) {
           T rg = sig(a[j] + b[j]);
           T zg = sig(a[H + j] + b[H + j]);
-          T ng = std::tanh(a[2 * H + j] + rg * b[2 * H + j]);
+          T ng = tanh_(a[2 * H + j] + rg * b[2 * H + j]);
           hp[size_t(n * H + j)] = (T(1) - zg) * ng + zg * h[n * Hout + j];
         }
       } else {
         for (int64_t j = 0; j < H; ++j) {
           T v = a[j] + b[j];
-          hp[size_t(n * H + j)] = cell == Cell::RNN_TANH ? std::tanh(v) : std::max(v, T(0));
+          hp[size_t(n * H + j)] = cell == Cell::RNN_TANH ? tanh_(v) : std::max(v, T(0));
         }
       }
     }
@@ -467,7 +486,8 @@ Val rnn_module(const Attrs& at, Call& c) {
     for (int64_t l = 0; l < NL; ++l) {
       int64_t in = layer_in.shape[2];
       Tensor out = Tensor::empty(dt, {L, N, D * Hout});
-      for (int64_t d = 0; d < D; ++d) {
+      // the two directions are independent: one per thread when there are two
+      auto direction = [&](int64_t d) {
         std::string sfx = "_l" + std::to_string(l) + (d == 1 ? "_reverse" : "");
         Tensor wih = as_dtype(at.tensor("weight_ih" + sfx), dt), whh = as_dtype(at.tensor("weight_hh" + sfx), dt);
         Tensor bih = has_bias ? as_dtype(at.tensor("bias_ih" + sfx), dt) : Tensor();
@@ -478,6 +498,13 @@ Val rnn_module(const Attrs& at, Call& c) {
         T* cc = cn.defined() ? cn.data<T>() + idx * N * H : nullptr;
         rnn_direction<T>(cell, layer_in.data<T>(), L, N, in, H, P, wih, whh, bih, bhh, whr, d == 1, h, cc,
                          out.data<T>(), D * Hout, d * Hout);
+      };
+      if (D == 2 && num_threads() > 1) {
+        parallel_for(2, 1, [&](int64_t b, int64_t e) {
+          for (int64_t d = b; d < e; ++d) direction(d);
+        });
+      } else {
+        for (int64_t d = 0; d < D; ++d) direction(d);
       }
       layer_in = out;
     }

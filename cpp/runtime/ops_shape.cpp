@@ -144,7 +144,17 @@ Tensor nonzero_1d(const Tensor& m) {
   return t;
 }
 
-Val getitem_tensor(const Tensor& x, const Val& index) {
+// A basic-indexing selection of a contiguous tensor (shape, strides and offset into x's storage), plus at most
+// one advanced index (an integer tensor on dim adv_pos, or a bool mask over adv.dim() dims from adv_pos).
+struct Selection {
+  Shape shape;
+  std::vector<int64_t> strides;
+  int64_t offset = 0;
+  int adv_pos = -1;
+  Tensor adv;
+};
+
+Selection resolve_index(const Tensor& x, const Val& index) {
   std::vector<Val> items;
   if (index.k == Val::K::Tuple) items = index.seq();
   else items.push_back(index);
@@ -232,7 +242,91 @@ Val getitem_tensor(const Tensor& x, const Val& index) {
     }
   }
   while (src < x.dim()) push_full(src++);
-  Tensor r = strided_copy(x, shape, strides, offset);
+  Selection sel;
+  sel.shape = std::move(shape);
+  sel.strides = std::move(strides);
+  sel.offset = offset;
+  sel.adv_pos = adv_pos;
+  sel.adv = adv;
+  return sel;
+}
+
+// The storage offsets of every element x[index] designates, in the result's row-major order, and its shape.
+std::vector<int64_t> selection_offsets(const Selection& s, Shape& shape) {
+  struct Dim {
+    int64_t len, stride;
+    bool positional;
+  };
+  std::vector<int64_t> positions;  // the advanced index's storage offsets (its dims flattened)
+  std::vector<Dim> dims;
+  shape.clear();
+  size_t d = 0;
+  while (d < s.shape.size()) {
+    if (int(d) == s.adv_pos) {
+      if (s.adv.dtype == DType::BOOL) {
+        const size_t k = size_t(s.adv.dim());
+        const int64_t st = s.strides[d + k - 1];
+        for (int64_t i = 0; i < s.adv.numel(); ++i)
+          if (s.adv.data<uint8_t>()[i]) positions.push_back(i * st);
+        shape.push_back(int64_t(positions.size()));
+        d += k;
+      } else {
+        const int64_t n = s.shape[d];
+        for (int64_t i = 0; i < s.adv.numel(); ++i) {
+          int64_t v = s.adv.item_int(i);
+          if (v < 0) v += n;
+          if (v < 0 || v >= n)
+            fail("index " + std::to_string(s.adv.item_int(i)) + " is out of bounds for size " + std::to_string(n));
+          positions.push_back(v * s.strides[d]);
+        }
+        shape.insert(shape.end(), s.adv.shape.begin(), s.adv.shape.end());
+        d += 1;
+      }
+      dims.push_back({int64_t(positions.size()), 0, true});
+      continue;
+    }
+    shape.push_back(s.shape[d]);
+    dims.push_back({s.shape[d], s.strides[d], false});
+    ++d;
+  }
+  int64_t total = 1;
+  for (const auto& dm : dims) total *= dm.len;
+  std::vector<int64_t> offs(static_cast<size_t>(total));
+  std::vector<int64_t> ctr(dims.size(), 0);
+  for (int64_t i = 0; i < total; ++i) {
+    int64_t o = s.offset;
+    for (size_t j = 0; j < dims.size(); ++j)
+      o += dims[j].positional ? positions[size_t(ctr[j])] : ctr[j] * dims[j].stride;
+    offs[size_t(i)] = o;
+    for (size_t j = dims.size(); j-- > 0;) {
+      if (++ctr[j] < dims[j].len) break;
+      ctr[j] = 0;
+    }
+  }
+  return offs;
+}
+
+// x[index] = value, in place (operator.setitem).
+void setitem_tensor(const Tensor& x, const Val& index, const Val& value) {
+  if (!x.writable()) fail("setitem on a read-only tensor (a weight or constant of the artifact)");
+  Selection sel = resolve_index(x, index);
+  Shape shape;
+  std::vector<int64_t> offs = selection_offsets(sel, shape);
+  Tensor v;
+  if (value.is_tensor()) v = expand(value.t.to(x.dtype), shape);
+  else if (value.is_number()) v = expand(Tensor::scalar(x.dtype, value.as_double()), shape);
+  else fail("setitem value must be a tensor or a number, got " + value.kind_name());
+  const size_t es = psize(x.ptype());
+  char* base = static_cast<char*>(const_cast<void*>(x.raw()));
+  const char* src = static_cast<const char*>(v.raw());
+  for (size_t i = 0; i < offs.size(); ++i) std::memcpy(base + size_t(offs[i]) * es, src + i * es, es);
+}
+
+Val getitem_tensor(const Tensor& x, const Val& index) {
+  Selection sel = resolve_index(x, index);
+  const int adv_pos = sel.adv_pos;
+  const Tensor& adv = sel.adv;
+  Tensor r = strided_copy(x, sel.shape, sel.strides, sel.offset);
   if (adv_pos >= 0) {
     if (adv.dtype == DType::BOOL) {
       int64_t k = adv.dim();
@@ -837,6 +931,13 @@ void register_shape(Registry& r) {
     return getitem(c.args[0], c.args[1]);
   });
   r.add(K::Method, "__getitem__", *r.find(K::Function, "operator.getitem"));
+  r.add(K::Function, "operator.setitem", [](Call& c) -> Val {
+    if (c.args.size() != 3) fail("setitem takes three arguments");
+    const Val& obj = c.args[0];
+    if (!obj.is_tensor()) fail("setitem on " + obj.kind_name() + " is not supported");
+    setitem_tensor(obj.t, c.args[1], c.args[2]);
+    return Val::none();
+  });
   r.add(K::Function, "builtins.getattr", [](Call& c) -> Val {
     if (c.args.size() < 2 || c.args[1].k != Val::K::Str) fail("getattr takes an object and an attribute name");
     const Val& o = c.args[0];
