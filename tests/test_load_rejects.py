@@ -8,6 +8,7 @@ field or tensor at fault.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import resource
@@ -88,27 +89,11 @@ def wrapped_base(tmp_path_factory) -> Path:
 
 # ------------------------------------------------------------------------------------------------ helpers
 
-def read_m(p: Path) -> dict:
-    return msgpack.unpackb((p / MANIFEST).read_bytes(), raw=False, strict_map_key=False)
-
-
-def write_m(p: Path, m) -> None:
-    (p / MANIFEST).write_bytes(msgpack.packb(m, use_bin_type=True))
-
-
-def edit(p: Path, fn) -> None:
-    """Decode the manifest, let ``fn`` change it in place, re-pack it."""
-    m = read_m(p)
-    fn(m)
-    write_m(p, m)
-
-
-def node(m: dict, name: str, graph: int = 0) -> dict:
-    return next(n for n in m["graphs"][graph]["nodes"] if n["name"] == name)
-
-
-def tensor(m: dict, name: str) -> dict:
-    return next(t for t in m["tensors"] if t["name"] == name)
+# The manifest-surgery helpers are the conformance generator's own (read_m, write_m, edit, node, tensor).
+_spec = importlib.util.spec_from_file_location("make_conformance", REPO / "scripts" / "make_conformance.py")
+_gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_gen)
+read_m, write_m, edit, node, tensor = _gen.read_m, _gen.write_m, _gen.edit, _gen.node, _gen.tensor
 
 
 class Pairs(list):
