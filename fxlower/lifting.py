@@ -110,9 +110,10 @@ def iter_graph_modules(gm: fx.GraphModule, path: str = ""):
             return
         seen.add(id(g))
         yield p, g
+        modules = dict(g.named_modules(remove_duplicate=False))
         for node in g.graph.nodes:
             if node.op == "call_module":
-                sub = g.get_submodule(node.target)
+                sub = modules[node.target]
                 if isinstance(sub, fx.GraphModule):
                     yield from walk(sub, f"{p}.{node.target}" if p else node.target)
 
@@ -146,10 +147,11 @@ def lift(gm: fx.GraphModule, *, strict: bool = True) -> fx.GraphModule:
     unsupported: dict[str, list[tuple[str, str]]] = {}
     pending: list[tuple[fx.Node, LoweringRecord]] = []
     for path, g in iter_graph_modules(gm):
+        modules = dict(g.named_modules(remove_duplicate=False))
         for node in g.graph.nodes:
             if node.op != "call_module":
                 continue
-            module = g.get_submodule(node.target)
+            module = modules[node.target]
             if isinstance(module, fx.GraphModule):
                 continue
             where = f"node '{node.name}'" + (f" in graph '{path}'" if path else "")

@@ -16,6 +16,7 @@ only fault a caller holding a tensor from :meth:`Artifact.tensor`).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import keyword
 import math
@@ -388,11 +389,13 @@ class Artifact:
                 copies[key] = self.tensor(name).clone()
             return copies[key]
 
+        classes = _module_classes()
         for index in _callee_first(self.graphs):
-            built[index] = self._build_graph(index, built, owned)
+            built[index] = self._build_graph(index, built, owned, classes)
         return built[0]
 
-    def _build_graph(self, index: int, built: dict[int, fx.GraphModule], owned) -> fx.GraphModule:
+    def _build_graph(self, index: int, built: dict[int, fx.GraphModule], owned,
+                     classes: dict[str, type]) -> fx.GraphModule:
         g = self.graphs[index]
         graph = fx.Graph()
         root: dict[str, Any] = {}
@@ -422,7 +425,7 @@ class Artifact:
                     root[node.target] = owned(prefix + node.target)
                 elif node.op == "call_module":
                     root[node.target] = (built[node.graph] if node.graph is not None
-                                         else _rebuild_module(node.lowering, owned, where))
+                                         else _rebuild_module(node.lowering, owned, where, classes))
                 out = graph.create_node(node.op, target, tuple(args), kwargs, name=node.name)
             env[node.name] = out
         gm = fx.GraphModule(root, graph, class_name="FxLowerGraphModule")
@@ -505,8 +508,7 @@ def _finish(module: nn.Module) -> None:
         module._init_flat_weights()
 
 
-def _rebuild_module(record: LoweringRecord, owned, where: str) -> nn.Module:
-    classes = _module_classes()
+def _rebuild_module(record: LoweringRecord, owned, where: str, classes: dict[str, type]) -> nn.Module:
     cls = classes.get(record.module_type)
     if cls is None:
         raise UnsupportedTargetError(f"module type '{record.module_type}' ({where}) has no lowering rule here; "
@@ -899,6 +901,8 @@ def load(path: str | os.PathLike, *, strict: bool = True, verify: bool = False) 
     """
     p = os.path.abspath(os.fspath(path))
     d = _Dir(p)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # decoding builds many young objects that hold no cycles; collections would rescan them
     try:
         if MANIFEST_FILE not in d.entries():
             raise FormatError("artifact.missing", "the manifest does not exist", MANIFEST_FILE)
@@ -914,6 +918,8 @@ def load(path: str | os.PathLike, *, strict: bool = True, verify: bool = False) 
         v.digest()
     finally:
         d.close()
+        if gc_was_enabled:
+            gc.enable()
     artifact = Artifact(p, manifest, graphs, v.stored, golden)
     if verify:
         artifact.verify()

@@ -123,14 +123,35 @@ class Manifest:
 # ------------------------------------------------------------------------------------------------ encoding
 
 def to_obj(value: Any) -> Any:
-    """A schema object as plain msgpack types: dataclasses become maps in field order."""
-    if dataclasses.is_dataclass(value):
-        return {f.name: to_obj(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, list):
+    """A schema object as plain msgpack types: dataclasses become maps in field order.
+
+    Value and Meta fields are plain msgpack objects already and are passed through as they are.
+    """
+    cls = type(value)
+    if dataclasses.is_dataclass(cls):
+        return {name: (v if plain else to_obj(v)) for name, plain in _plan(cls)
+                for v in (getattr(value, name),)}
+    if cls is list:
         return [to_obj(v) for v in value]
-    if isinstance(value, dict):
+    if cls is dict:
         return {k: to_obj(v) for k, v in value.items()}
     return value
+
+
+_PLANS: dict[type, tuple[tuple[str, bool], ...]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(field name, whether its value is already plain) for each field of a schema dataclass."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = _hints(cls)
+        plan = _PLANS[cls] = tuple((f.name, not _has_dataclass(hints[f.name])) for f in dataclasses.fields(cls))
+    return plan
+
+
+def _has_dataclass(hint: Any) -> bool:
+    return dataclasses.is_dataclass(hint) or any(_has_dataclass(a) for a in typing.get_args(hint))
 
 
 # ------------------------------------------------------------------------------------------------ decoding

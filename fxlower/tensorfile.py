@@ -26,6 +26,7 @@ from .values import INT64_MAX, check_shape
 __all__ = ["StoredTensor", "write_tensor_file", "read_header", "tensor_bytes", "storage_code"]
 
 _CHUNK = 64 << 20
+_INLINE_HASH = 1 << 20
 _MAX_JSON_DEPTH = 128
 _SWAP_DTYPE = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -112,15 +113,26 @@ def _sha256(buf: memoryview) -> str:
     return h.hexdigest()
 
 
+def _needs_copy(t: torch.Tensor) -> bool:
+    """Whether :func:`tensor_bytes` must copy ``t`` (it views contiguous little-endian CPU tensors in place)."""
+    return (t.device.type != "cpu" or not t.is_contiguous() or t.is_conj() or t.is_neg()
+            or (sys.byteorder == "big" and t.element_size() > 1))
+
+
 def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, str]:
-    """Write a safetensors file to ``fd`` and return ``{key: sha256 hex}``.
+    """Write a safetensors file to ``fd``, fsync it, and return ``{key: sha256 hex}``.
+
+    The writing thread never waits for hashing: SHA-256 runs on two other threads (tensors under 1 MiB are hashed
+    inline, where a hand-off would cost more), and the fsync starts as soon as the last byte is written, while
+    hashes may still be running. Only a tensor that must be copied to the host (CUDA, non-contiguous) waits for
+    the previous copy's hash to finish, so at most one host copy exists at a time.
 
     Args:
-        fd: an open, writable file descriptor positioned at 0 (the caller fsyncs and closes it).
+        fd: an open, writable file descriptor positioned at 0 (the caller closes it).
         tensors: ``(key, tensor)`` pairs; keys unique. Tensors are fetched to the host one at a time.
 
     Raises:
-        ExportError: a tensor cannot be stored (kind or dtype); OSError from writing propagates.
+        ExportError: a tensor cannot be stored (kind or dtype); OSError from writing or syncing propagates.
     """
     entries = []
     for key, t in tensors:
@@ -129,18 +141,24 @@ def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> d
     header, _ = _header([(k, c, s) for k, c, s, _ in entries])
     _write_all(fd, memoryview(struct.pack("<Q", len(header)) + header))
     hashes: dict[str, str] = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxlower-hash") as pool:
-        pending = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="fxlower-hash") as pool:
+        pending: dict[str, concurrent.futures.Future] = {}
+        copy_hash: concurrent.futures.Future | None = None
         for key, _, _, t in entries:
+            copied = _needs_copy(t)
+            if copied and copy_hash is not None:
+                copy_hash.result()  # the previous host copy is released once hashed and written
             buf = tensor_bytes(t)
-            pending.append((key, pool.submit(_sha256, buf)))
+            if len(buf) < _INLINE_HASH:
+                hashes[key] = _sha256(buf)
+            else:
+                pending[key] = pool.submit(_sha256, buf)
+                if copied:
+                    copy_hash = pending[key]
             _write_all(fd, buf)
-            # Keep at most one hash behind the writer so host copies of CUDA/strided tensors are freed early.
-            while len(pending) > 1:
-                k, fut = pending.pop(0)
-                hashes[k] = fut.result()
-        for k, fut in pending:
-            hashes[k] = fut.result()
+            del buf
+        os.fsync(fd)
+        hashes.update({k: f.result() for k, f in pending.items()})
     return hashes
 
 

@@ -29,15 +29,15 @@ import torch
 import torch.fx as fx
 
 from . import __version__
-from .constants import (FORMAT_ID, FORMAT_VERSION, GOLDEN_FILE, MANIFEST_FILE, ROLE_GOLDEN, ROLE_WEIGHTS,
-                        TOLERANCES, WEIGHTS_FILE)
+from .constants import (FORMAT_ID, FORMAT_VERSION, GOLDEN_FILE, MANIFEST_FILE, MAX_MANIFEST_BYTES, ROLE_GOLDEN,
+                        ROLE_WEIGHTS, TOLERANCES, WEIGHTS_FILE)
 from .errors import ExportError, FormatError
 from .lifting import META_KEY, iter_graph_modules, lift
 from .names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
 from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, Node, Producer, Signature, TensorEntry,
                      Tolerance, to_obj)
 from .targets import function_name
-from .tensorfile import storage_code, write_tensor_file
+from .tensorfile import _write_all, storage_code, write_tensor_file
 from .values import encode, meta_of
 
 __all__ = ["export", "ExportSummary", "ArtifactExistsError", "pack_manifest"]
@@ -68,9 +68,25 @@ class Phase(enum.IntEnum):
     DONE = 6
 
 
-def pack_manifest(manifest: Manifest) -> bytes:
-    """The manifest's bytes: shortest forms, float64 floats, fields in schema order."""
-    return msgpack.packb(to_obj(manifest), use_bin_type=True, use_single_float=False)
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True, use_single_float=False)
+
+
+def pack_manifest(manifest: Manifest, packed: dict[str, bytes] | None = None) -> bytes:
+    """The manifest's bytes: shortest forms, float64 floats, fields in schema order.
+
+    Args:
+        manifest: the manifest.
+        packed: field name -> that field's value already packed (the digest packs graphs and signature; they
+            are not packed twice).
+    """
+    packed = packed or {}
+    fields = dataclasses.fields(manifest)
+    parts = [msgpack.Packer().pack_map_header(len(fields))]
+    for f in fields:
+        parts.append(_pack(f.name))
+        parts.append(packed[f.name] if f.name in packed else _pack(to_obj(getattr(manifest, f.name))))
+    return b"".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ tensors
@@ -289,6 +305,7 @@ class _Program:
     def encode_graph(self, path: str, g: fx.GraphModule) -> Graph:
         nodes = []
         gwhere = f"graph '{path}'" if path else "root graph"
+        modules = dict(g.named_modules(remove_duplicate=False))
         for node in g.graph.nodes:
             where = f"node '{node.name}' in {gwhere}"
             check_name(node.name, where)
@@ -298,7 +315,7 @@ class _Program:
             lowering = None
             sub_graph = None
             if node.op == "call_module":
-                module = g.get_submodule(node.target)
+                module = modules[node.target]
                 if isinstance(module, fx.GraphModule):
                     sub_graph = self.graph_index[id(module)]
                 else:
@@ -367,10 +384,11 @@ def _has_tensor(value: Any) -> bool:
     return False
 
 
-def _digest(graphs: list[Graph], tensors: list[TensorEntry], signature: Signature) -> str:
-    weights = [t for t in tensors if t.file == WEIGHTS_FILE]
-    blob = msgpack.packb([to_obj(graphs), to_obj(weights), to_obj(signature)], use_bin_type=True)
-    return "sha256:" + hashlib.sha256(blob).hexdigest()
+def _digest(graphs: bytes, tensors: list[TensorEntry], signature: bytes) -> str:
+    """docs/format.md section 7: SHA-256 of the array [graphs, weight tensors, signature], given the packed
+    graphs and signature (an array of 3 is the byte 0x93 followed by its items)."""
+    weights = _pack(to_obj([t for t in tensors if t.file == WEIGHTS_FILE]))
+    return "sha256:" + hashlib.sha256(b"\x93" + graphs + weights + signature).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ file system
@@ -416,37 +434,49 @@ def _write_file(tmp: str, name: str, write: Callable[[int], Any]) -> tuple[Any, 
 
 
 def _is_replaceable(target: str) -> bool:
+    """Whether overwrite may replace ``target``: a real directory that is an fxlower artifact (it has a
+    manifest) or holds nothing but the files an export writes (empty, or an artifact another export is
+    replacing at this moment). Anything else may be a user's data and is never replaced."""
     st = os.lstat(target)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         return False
-    entries = os.listdir(target)
-    return not entries or MANIFEST_FILE in entries
+    entries = set(os.listdir(target))
+    return MANIFEST_FILE in entries or entries <= {WEIGHTS_FILE, GOLDEN_FILE}
+
+
+def _exists_error(target: str, during: bool) -> ArtifactExistsError:
+    how = " was created by someone else during export" if during else " exists"
+    return ArtifactExistsError(errno.EEXIST, f"{target}{how}; pass overwrite=True to replace it", target)
 
 
 def _publish(tmp: str, target: str, overwrite: bool) -> None:
-    exists = os.path.lexists(target)
-    if exists and not overwrite:
-        raise ArtifactExistsError(errno.EEXIST, f"{target} exists; pass overwrite=True to replace it", target)
-    if not exists:
-        try:
-            if not _renameat2(tmp, target, _RENAME_NOREPLACE):
-                if os.path.lexists(target):
-                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), target)
-                os.rename(tmp, target)
-        except FileExistsError:
-            raise ArtifactExistsError(errno.EEXIST, f"{target} was created by someone else during export; "
-                                      f"pass overwrite=True to replace it", target) from None
+    """Rename ``tmp`` to ``target``: never replacing anything without ``overwrite``, and with it, swapping
+    atomically with the old artifact (or, where ``renameat2`` is missing, renaming the old one aside first)."""
+    while True:
+        if not os.path.lexists(target):
+            try:
+                if not _renameat2(tmp, target, _RENAME_NOREPLACE):
+                    if os.path.lexists(target):
+                        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target)
+                    os.rename(tmp, target)
+                return
+            except FileExistsError:
+                if not overwrite:
+                    raise _exists_error(target, during=True) from None
+                continue  # a concurrent export published first: replace it below
+        if not overwrite:
+            raise _exists_error(target, during=False)
+        if not _is_replaceable(target):
+            raise ExportError(f"{target} exists and is not an fxlower artifact directory (no {MANIFEST_FILE}); "
+                              f"refusing to replace it even with overwrite=True")
+        if _renameat2(tmp, target, _RENAME_EXCHANGE):
+            shutil.rmtree(tmp)  # tmp now holds the old artifact
+            return
+        old = f"{target}.fxlower-old-{secrets.token_hex(8)}"
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old)
         return
-    if not _is_replaceable(target):
-        raise ExportError(f"{target} exists and is not an fxlower artifact directory (no {MANIFEST_FILE}); "
-                          f"refusing to replace it even with overwrite=True")
-    if _renameat2(tmp, target, _RENAME_EXCHANGE):
-        shutil.rmtree(tmp)  # tmp now holds the old artifact
-        return
-    old = f"{target}.fxlower-old-{secrets.token_hex(8)}"
-    os.rename(target, old)
-    os.rename(tmp, target)
-    shutil.rmtree(old)
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -490,7 +520,7 @@ def export(gm: fx.GraphModule, path: str | os.PathLike, example_inputs: tuple | 
     target = os.path.abspath(os.fspath(path))
     parent, base = os.path.split(target)
     if os.path.lexists(target) and not overwrite:
-        raise ArtifactExistsError(errno.EEXIST, f"{target} exists; pass overwrite=True to replace it", target)
+        raise _exists_error(target, during=False)
     tmp = os.path.join(parent, f"{base}.fxlower-tmp-{secrets.token_hex(8)}")
     try:
         os.mkdir(tmp, 0o777)
@@ -528,6 +558,7 @@ def _export_into(gm: fx.GraphModule, example_inputs: tuple | None, golden: bool 
     program.advance(Phase.WRITE_TENSORS, Phase.WRITE_MANIFEST)
 
     tensors = program.table.entries(hashes, files)
+    packed = {"graphs": _pack(to_obj(graphs)), "signature": _pack(to_obj(signature))}
     manifest = Manifest(
         format=FORMAT_ID,
         format_version=list(FORMAT_VERSION),
@@ -537,12 +568,13 @@ def _export_into(gm: fx.GraphModule, example_inputs: tuple | None, golden: bool 
         graphs=graphs,
         signature=signature,
         golden=golden_obj,
-        digest=_digest(graphs, tensors, signature),
+        digest=_digest(packed["graphs"], tensors, packed["signature"]),
     )
-    data = pack_manifest(manifest)
-    _, size = _write_file(tmp, MANIFEST_FILE, lambda fd: os.write(fd, data) if len(data) < (1 << 30) else None)
-    if size != len(data):
-        raise ExportError(f"short write of {MANIFEST_FILE}: {size} of {len(data)} bytes")
+    data = pack_manifest(manifest, packed)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ExportError(f"the manifest would be {len(data)} bytes, over the format's limit of "
+                          f"{MAX_MANIFEST_BYTES}; readers would refuse it")
+    _, size = _write_file(tmp, MANIFEST_FILE, lambda fd: _write_all(fd, memoryview(data)))
     total += size
     _fsync_dir(tmp)
     program.advance(Phase.WRITE_MANIFEST, Phase.PUBLISH)

@@ -390,3 +390,28 @@ def test_conv_padding_modes_round_trip_bit_identically(tmp_path, padding, mode):
     x = torch.randn(2, 3, 9, 11)
     with torch.no_grad():
         assert torch.equal(fxlower.load(tmp_path / "m").to_graph_module()(x), gm(x))
+
+
+def test_concurrent_first_exports_with_overwrite_all_succeed(tmp_path):
+    """Several exports racing to create a new path: with overwrite=True, the later ones replace the first."""
+    for round_ in range(5):
+        target = tmp_path / f"m{round_}"
+        errors = []
+        barrier = threading.Barrier(3)
+
+        def run(i):
+            try:
+                gm = fx.symbolic_trace(nn.Sequential(nn.Linear(8, 8 + i)))
+                barrier.wait()
+                fxlower.export(gm, target, overwrite=True)
+            except BaseException as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        fxlower.load(target, verify=True)
+    assert sorted(os.listdir(tmp_path)) == [f"m{i}" for i in range(5)]
