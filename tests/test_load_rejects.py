@@ -45,18 +45,13 @@ def fxl_test_double(x):
     return x * 2
 
 
-class Small(nn.Module):
-    """x -> lin (call_module) -> torch.relu -> * scale (get_attr) -> .sum(-1) (call_method)."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(4, 3)
-        self.register_buffer("scale", torch.full((3,), 0.5))
-
-    def forward(self, x):
-        y = torch.relu(self.lin(x))
-        y = y * self.scale
-        return y.sum(-1)
+# The base model and the manifest-surgery helpers (read_m, write_m, edit, node, tensor) are the conformance
+# generator's own.
+_spec = importlib.util.spec_from_file_location("make_conformance", REPO / "scripts" / "make_conformance.py")
+_gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_gen)
+Small = _gen.Small
+read_m, write_m, edit, node, tensor = _gen.read_m, _gen.write_m, _gen.edit, _gen.node, _gen.tensor
 
 
 class UsesWrapped(nn.Module):
@@ -88,13 +83,6 @@ def wrapped_base(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-# The manifest-surgery helpers are the conformance generator's own (read_m, write_m, edit, node, tensor).
-_spec = importlib.util.spec_from_file_location("make_conformance", REPO / "scripts" / "make_conformance.py")
-_gen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_gen)
-read_m, write_m, edit, node, tensor = _gen.read_m, _gen.write_m, _gen.edit, _gen.node, _gen.tensor
-
 
 class Pairs(list):
     """A map given as (key, value) pairs, so keys may repeat or have any type."""
