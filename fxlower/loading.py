@@ -390,8 +390,14 @@ class Artifact:
             return copies[key]
 
         classes = _module_classes()
-        for index in _callee_first(self.graphs):
-            built[index] = self._build_graph(index, built, owned, classes)
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # building thousands of modules and nodes; collections would rescan them again and again
+        try:
+            for index in _callee_first(self.graphs):
+                built[index] = self._build_graph(index, built, owned, classes)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         return built[0]
 
     def _build_graph(self, index: int, built: dict[int, fx.GraphModule], owned,
