@@ -10,7 +10,6 @@ layers) and differ only in width. Prints the median open time of each, alternati
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import statistics
 import subprocess

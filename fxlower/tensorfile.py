@@ -83,21 +83,19 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy()).cast("B")
 
 
-def _header(items: list[tuple[str, str, tuple[int, ...]]]) -> tuple[bytes, list[tuple[str, int, int]]]:
-    """Header bytes (padded) and (key, begin, end) data offsets for items already in file order."""
+def _header(items: list[tuple[str, str, tuple[int, ...]]]) -> bytes:
+    """Header bytes, padded with spaces so the data starts at a multiple of 8, for items already in file order."""
     header: dict[str, object] = {}
-    offsets = []
     pos = 0
     for key, code, shape in items:
         n = STORAGE_DTYPES[code][1]
         for d in shape:
             n *= d
         header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [pos, pos + n]}
-        offsets.append((key, pos, pos + n))
         pos += n
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     pad = (-(8 + len(raw))) % SAFETENSORS_ALIGN
-    return raw + b" " * pad, offsets
+    return raw + b" " * pad
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -162,7 +160,7 @@ def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> d
     for key, t in tensors:
         entries.append((key, storage_code(t, f"tensor '{key}'"), tuple(int(s) for s in t.shape), t))
     entries.sort(key=lambda e: (-STORAGE_DTYPES[e[1]][1], e[0]))
-    header, _ = _header([(k, c, s) for k, c, s, _ in entries])
+    header = _header([(k, c, s) for k, c, s, _ in entries])
     pos = 8 + len(header)
     _write_all(fd, memoryview(struct.pack("<Q", len(header)) + header))
     hashes: dict[str, str] = {}

@@ -37,7 +37,7 @@ from .constants import (CODE_OF_DTYPE, DTYPE_CODES, LAYOUTS, MAX_RANK, MAX_VALUE
                         STORAGE_DTYPES)
 from .errors import ExportError, FormatError
 
-__all__ = ["encode", "decode", "encode_meta", "check_meta", "meta_of", "INT64_MIN", "INT64_MAX"]
+__all__ = ["encode", "decode", "check_meta", "check_shape", "meta_of", "INT64_MIN", "INT64_MAX"]
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 _MEMORY_FORMAT_NAMES = {v: k for k, v in MEMORY_FORMATS.items()}
@@ -258,8 +258,6 @@ def meta_of(value: Any, _depth: int = 0) -> dict[str, Any]:
     return {"t": "other"}
 
 
-encode_meta = meta_of
-
 #: Bytes per element of every dtype code, value-only complex codes included (for byte-size overflow checks).
 _ITEMSIZE = {**{k: v[1] for k, v in STORAGE_DTYPES.items()}, "C64": 8, "C128": 16}
 
@@ -326,8 +324,3 @@ def check_shape(shape: Any, where: str, itemsize: int = 8) -> int:
     if count * itemsize > INT64_MAX:
         raise _bad(where, f"shape {shape[:8]} has more elements than a 64-bit byte size can hold", "tensor.shape")
     return count
-
-
-def storage_itemsize(code: str) -> int:
-    """Bytes per element of a storage dtype code (caller validated the code)."""
-    return STORAGE_DTYPES[code][1]

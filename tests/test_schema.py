@@ -76,7 +76,7 @@ def test_every_manifest_field_is_required_in_version_1():
 
 
 def test_decoding_is_derived_from_the_type_hints(tmp_path):
-    import torch, torch.fx as fx, torch.nn as nn, fxlower
+    import torch.fx as fx, torch.nn as nn, fxlower
     fxlower.export(fx.symbolic_trace(nn.Sequential(nn.Linear(2, 2))), tmp_path / "m")
     obj = msgpack.unpackb((tmp_path / "m" / "manifest.msgpack").read_bytes())
     manifest = from_obj(Manifest, obj, "manifest")
