@@ -19,11 +19,12 @@ from typing import Any, NewType, Union
 
 from .constants import FORMAT_VERSION
 from .errors import FormatError
-from .values import INT64_MAX, INT64_MIN, _kind
+from .values import INT64_MAX, INT64_MIN, kind_name as _kind
 
 __all__ = [
     "SCHEMA_VERSION", "Value", "Meta", "Producer", "FileEntry", "TensorEntry", "Lowering", "Node", "Graph",
-    "Signature", "Tolerance", "Golden", "Manifest", "to_obj", "from_obj", "json_schema",
+    "Signature", "Tolerance", "Golden", "Param", "Overload", "AttrDecl", "ModuleDecl", "Manifest", "to_obj",
+    "from_obj", "json_schema",
 ]
 
 SCHEMA_VERSION = FORMAT_VERSION
@@ -55,6 +56,13 @@ class TensorEntry:
     file: str
     key: str
     sha256: str
+    # 1.1: what the tensor is to the module: "parameter", "buffer", "constant" or "golden"; "" only in 1.0 files,
+    # whose loaders fall back to the 1.0 rule (floating -> frozen parameter, else buffer).
+    kind: str = ""
+    # 1.1: a parameter's requires_grad (false for every other kind).
+    requires_grad: bool = False
+    # 1.1: whether a buffer is in state_dict() (true for every other kind).
+    persistent: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +71,8 @@ class Lowering:
     version: int
     module_version: int
     attrs: dict[str, Value]
+    # 1.1: the module's training flag at export (informative: the artifact's computation is eval-mode).
+    training: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +87,17 @@ class Node:
     meta: Meta | None
     lowering: Lowering | None
     graph: int | None
+    # 1.1: for call_function/call_method nodes, the index of the overload (Manifest.functions / .methods) that
+    # the node's args and kwargs bind to; nil on other ops and in 1.0 files.
+    overload: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Graph:
     name: str
     nodes: list[Node]
+    # 1.1: the graph module's own training flag at export.
+    training: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +123,36 @@ class Golden:
 
 
 @dataclasses.dataclass(frozen=True)
+class Param:
+    """A parameter of a module's forward or of a function overload (docs/format.md, Signatures)."""
+
+    name: str
+    kind: str  # positional_only, positional_or_keyword, var_positional, keyword_only, var_keyword
+    default: Value  # the default; nil when there is none (see required) or when it is None
+    required: bool  # true when the parameter has no default
+
+
+@dataclasses.dataclass(frozen=True)
+class Overload:
+    params: list[Param]
+    returns: str  # the return annotation as text (informative)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttrDecl:
+    name: str  # dotted; the component "*" stands for one decimal index
+    type: str  # the attribute type grammar of docs/format.md
+    doc: str  # one line of meaning
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleDecl:
+    version: int  # the lowering rule's version
+    attrs: list[AttrDecl]
+    forward: list[Param]
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
     format: str
     format_version: list[int]
@@ -118,6 +163,11 @@ class Manifest:
     signature: Signature
     golden: Golden | None
     digest: str
+    # 1.1: the declaration of every module type used by a lowering record (or named by a module Value in one).
+    modules: dict[str, ModuleDecl] = dataclasses.field(default_factory=dict)
+    # 1.1: the overloads of every call_function target / call_method name used by the graphs.
+    functions: dict[str, list[Overload]] = dataclasses.field(default_factory=dict)
+    methods: dict[str, list[Overload]] = dataclasses.field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------ encoding
@@ -193,6 +243,9 @@ def from_obj(cls: type, obj: Any, where: str) -> Any:
             if f.default is not dataclasses.MISSING:
                 kwargs[f.name] = f.default
                 continue
+            if f.default_factory is not dataclasses.MISSING:
+                kwargs[f.name] = f.default_factory()
+                continue
             raise FormatError("schema.missing_field", f"{cls.__name__} requires the field '{f.name}'", where)
         kwargs[f.name] = _check(hints[f.name], obj[f.name], f"{where}.{f.name}")
     return cls(**kwargs)
@@ -237,7 +290,8 @@ _VALUE_SCHEMA = {
     "oneOf": [
         {"type": ["null", "boolean", "integer", "number", "string"]},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
-         "properties": {"t": {"enum": ["node", "tensor", "dtype", "device", "memory_format", "layout"]},
+         "properties": {"t": {"enum": ["node", "tensor", "dtype", "device", "memory_format", "layout",
+                                             "function", "module"]},
                         "v": {"type": "string"}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"enum": ["list", "tuple"]}, "v": {"type": "array", "items": {"$ref": "#/$defs/Value"}}}},
@@ -268,7 +322,8 @@ _META_SCHEMA = {
              "type": "array", "prefixItems": [{"type": ["string", "integer"]}, {"$ref": "#/$defs/Meta"}],
              "minItems": 2, "maxItems": 2}}}},
         {"type": "object", "additionalProperties": False, "required": ["t"],
-         "properties": {"t": {"enum": ["int", "float", "bool", "str", "none", "other"]}}},
+         "properties": {"t": {"enum": ["int", "float", "bool", "str", "none", "other", "device", "dtype",
+                                             "memory_format", "layout"]}}},
     ],
 }
 
@@ -316,7 +371,8 @@ def json_schema() -> dict[str, Any]:
         fields = dataclasses.fields(cls)
         defs[cls.__name__] = {
             "type": "object",
-            "required": [f.name for f in fields if f.default is dataclasses.MISSING],
+            "required": [f.name for f in fields
+                         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING],
             "properties": {f.name: _json_type(hints[f.name]) for f in fields},
             "patternProperties": {"^x-": {}},
             "additionalProperties": False,

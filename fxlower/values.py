@@ -15,6 +15,8 @@ map with exactly the keys ``"t"`` (the kind) and ``"v"`` (its payload)::
     {"t": "device", "v": "cpu" | "cuda:0"}
     {"t": "memory_format", "v": "channels_last"}
     {"t": "layout", "v": "strided"}
+    {"t": "function", "v": "torch.nn.functional.relu"}   1.1: a function, by canonical name
+    {"t": "module", "v": "torch.nn.Linear"}              1.1: a module type (a child in a lowering record)
 
 Output metadata ("Meta") describes what a node produces::
 
@@ -22,22 +24,26 @@ Output metadata ("Meta") describes what a node produces::
     {"t": "tuple" | "list", "v": [Meta, ...]}
     {"t": "dict", "v": [[key, Meta], ...]}
     {"t": "int" | "float" | "bool" | "str" | "none" | "other"}
+    {"t": "device" | "dtype" | "memory_format" | "layout"}       1.1
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import types
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.fx as fx
 
-from .constants import (CODE_OF_DTYPE, DTYPE_CODES, LAYOUTS, MAX_RANK, MAX_VALUE_DEPTH, MEMORY_FORMATS,
-                        STORAGE_DTYPES)
+from .constants import (CODE_OF_DTYPE, DTYPE_CODES, LAYOUTS, MAX_NAME_BYTES, MAX_RANK, MAX_VALUE_DEPTH,
+                        MEMORY_FORMATS, STORAGE_DTYPES)
 from .errors import ExportError, FormatError
 
-__all__ = ["encode", "decode", "check_meta", "check_shape", "meta_of", "INT64_MIN", "INT64_MAX"]
+__all__ = ["encode", "decode", "check_meta", "check_shape", "meta_of", "kind_name", "FunctionRef", "ModuleTypeRef",
+           "INT64_MIN", "INT64_MAX"]
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 _MEMORY_FORMAT_NAMES = {v: k for k, v in MEMORY_FORMATS.items()}
@@ -46,7 +52,21 @@ _LAYOUT_NAMES = {v: k for k, v in LAYOUTS.items()}
 DEVICE_TYPES = ("cpu", "cuda", "hip", "mps", "xpu", "xla", "meta", "hpu", "mtia", "maia", "ipu", "privateuseone")
 _DEVICE_RE = re.compile(r"^(" + "|".join(DEVICE_TYPES) + r")(:(0|[1-9][0-9]{0,5}))?\Z")
 _VALUE_KINDS = frozenset({"node", "tensor", "list", "tuple", "dict", "slice", "ellipsis", "complex", "dtype",
-                          "device", "memory_format", "layout"})
+                          "device", "memory_format", "layout", "function", "module"})
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionRef:
+    """A decoded ``function`` Value: a function by canonical name, resolved only through the allow-list."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleTypeRef:
+    """A decoded ``module`` Value: a module type by name, resolved only through the book's registry."""
+
+    name: str
 
 
 def _tagged(kind: str, payload: Any) -> dict[str, Any]:
@@ -121,9 +141,19 @@ def encode(value: Any, *, tensor_name: Callable[[torch.Tensor], str] | None = No
         return _tagged("memory_format", _MEMORY_FORMAT_NAMES[value])
     if isinstance(value, torch.layout):
         return _tagged("layout", _LAYOUT_NAMES[value])
+    if isinstance(value, FunctionRef):
+        return _tagged("function", value.name)
+    if isinstance(value, ModuleTypeRef):
+        return _tagged("module", value.name)
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.BuiltinMethodType)):
+        from .targets import function_name  # targets imports this module
+        return _tagged("function", function_name(value))
+    if isinstance(value, type) and issubclass(value, torch.nn.Module):
+        from .book import type_name  # book imports this module's users
+        return _tagged("module", type_name(value))
     raise ExportError(f"{where} is a {t.__module__}.{t.__qualname__} ({value!r:.80}), which the format cannot "
                       f"encode; expected None, bool, int, float, str, list, tuple, dict, slice, Ellipsis, complex, "
-                      f"a node, a tensor, torch.dtype, torch.device, torch.memory_format or torch.layout")
+                      f"a node, a tensor, torch.dtype, torch.device, torch.memory_format, torch.layout, a function or an nn.Module class")
 
 
 def _bad(where: str, message: str, code: str = "schema.type") -> FormatError:
@@ -201,6 +231,14 @@ def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = Non
         return complex(items[0], items[1])
     if type(payload) is not str:
         raise _bad(where, f"a {kind} is written as a string, found {_kind(payload)}")
+    if kind == "function":
+        if not _FUNCTION_NAME.match(payload):
+            raise _bad(where, f"{payload!r:.80} is not a canonical function name like 'torch.nn.functional.relu'")
+        return FunctionRef(payload)
+    if kind == "module":
+        if not payload or len(payload.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES or _CONTROL.search(payload):
+            raise _bad(where, f"{payload!r:.80} is not a module type name")
+        return ModuleTypeRef(payload)
     if kind == "dtype":
         if payload not in DTYPE_CODES:
             raise _bad(where, f"unknown dtype code {payload!r}", "tensor.dtype")
@@ -228,6 +266,15 @@ def _array(obj: Any, where: str) -> list:
     return obj
 
 
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def kind_name(obj: Any) -> str:
+    """How an error message names the msgpack kind of ``obj`` ("an int", "a map", ...)."""
+    return _kind(obj)
+
+
 def _kind(obj: Any) -> str:
     names = {type(None): "nil", bool: "a bool", int: "an int", float: "a float", str: "a str", bytes: "bin",
              list: "an array", dict: "a map"}
@@ -237,6 +284,9 @@ def _kind(obj: Any) -> str:
 # --------------------------------------------------------------------------------------------------- metadata
 
 _SCALAR_META = {bool: "bool", int: "int", float: "float", str: "str", type(None): "none"}
+#: 1.1: runtime values that are not tensors but have a kind of their own (e.g. getattr(x, "device")).
+_RUNTIME_META = ((torch.device, "device"), (torch.dtype, "dtype"), (torch.memory_format, "memory_format"),
+                 (torch.layout, "layout"))
 
 
 def meta_of(value: Any, _depth: int = 0) -> dict[str, Any]:
@@ -255,13 +305,17 @@ def meta_of(value: Any, _depth: int = 0) -> dict[str, Any]:
     for klass, name in _SCALAR_META.items():
         if type(value) is klass:
             return {"t": name}
+    for klass, name in _RUNTIME_META:
+        if isinstance(value, klass):
+            return {"t": name}
     return {"t": "other"}
 
 
 #: Bytes per element of every dtype code, value-only complex codes included (for byte-size overflow checks).
 _ITEMSIZE = {**{k: v[1] for k, v in STORAGE_DTYPES.items()}, "C64": 8, "C128": 16}
 
-_META_LEAVES = frozenset({"int", "float", "bool", "str", "none", "other"})
+_META_LEAVES = frozenset({"int", "float", "bool", "str", "none", "other", "device", "dtype", "memory_format",
+                          "layout"})
 
 
 def check_meta(obj: Any, where: str, _depth: int = 0) -> None:
