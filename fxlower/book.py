@@ -80,6 +80,10 @@ class LoweringRule:
     def type_name(self) -> str:
         return type_name(self.module_type)
 
+    def declaration(self):  # TEMPORARY (lead's branch): replaced by the typed declaration from the book branch
+        from .schema import ModuleDecl
+        return ModuleDecl(version=self.version, attrs=[], forward=[])
+
     def attr_names(self, module: nn.Module) -> tuple[str, ...]:
         """Every attribute name this rule fetches from ``module``, in a stable order without duplicates."""
         names: dict[str, None] = dict.fromkeys(self.attrs)

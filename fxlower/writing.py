@@ -32,10 +32,12 @@ from . import __version__
 from .constants import (FORMAT_ID, FORMAT_VERSION, GOLDEN_FILE, MANIFEST_FILE, MAX_MANIFEST_BYTES, ROLE_GOLDEN,
                         ROLE_WEIGHTS, TOLERANCES, WEIGHTS_FILE)
 from .errors import ExportError, FormatError
+from . import book
 from .lifting import META_KEY, iter_graph_modules, lift
 from .names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
-from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, Node, Producer, Signature, TensorEntry,
-                     Tolerance, to_obj)
+from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, ModuleDecl, Node, Producer, Signature,
+                     TensorEntry, Tolerance, to_obj)
+from .signatures import CATCH_ALL, choose_overload, function_overloads, method_overloads, to_schema
 from .targets import function_name
 from .tensorfile import _write_all, storage_code, write_tensor_file
 from .values import encode, meta_of
@@ -104,9 +106,12 @@ class _TensorTable:
 
     def __init__(self) -> None:
         self.tensors: dict[str, tuple[torch.Tensor, str]] = {}  # name -> (tensor, role)
+        self.state: dict[str, tuple[str, bool, bool]] = {}  # name -> (kind, requires_grad, persistent)
         self._by_id: dict[int, str] = {}
 
-    def add(self, name: str, t: torch.Tensor, role: str) -> str:
+    def add(self, name: str, t: torch.Tensor, role: str, kind: str, requires_grad: bool = False,
+            persistent: bool = True) -> str:
+        """Add ``t`` under ``name``; ``kind`` is "parameter", "buffer", "constant" or "golden" (format 1.1)."""
         check_name(name, f"tensor '{name}'")
         storage_code(t, f"tensor '{name}'")
         if name in self.tensors:
@@ -114,6 +119,7 @@ class _TensorTable:
                 raise ExportError(f"two different tensors are both named '{name}'")
             return name
         self.tensors[name] = (t, role)
+        self.state[name] = (kind, requires_grad, persistent)
         self._by_id.setdefault(id(t), name)
         return name
 
@@ -127,8 +133,10 @@ class _TensorTable:
         for name in sorted(self.tensors):
             t, role = self.tensors[name]
             key = keys[name]
+            kind, requires_grad, persistent = self.state[name]
             out.append(TensorEntry(name=name, dtype=storage_code(t, name), shape=[int(s) for s in t.shape],
-                                   file=files[role], key=key, sha256=hashes[(role, key)]))
+                                   file=files[role], key=key, sha256=hashes[(role, key)], kind=kind,
+                                   requires_grad=requires_grad, persistent=persistent))
         return out
 
     def keys(self) -> dict[str, str]:
@@ -226,6 +234,10 @@ class _Program:
         self.example_inputs = example_inputs
         self.golden_inputs: tuple | None = None
         self.golden_outputs: Any = None
+        # 1.1 declarations: overloads per call_function target / call_method name, rules per module type
+        self.functions: dict[str, list] = {}
+        self.methods: dict[str, list] = {}
+        self.rules: dict[str, book.LoweringRule] = {}
 
     def advance(self, expected: Phase, to: Phase) -> None:
         if self.phase != expected:
@@ -237,9 +249,11 @@ class _Program:
         lift(self.gm, strict=True)
         gm = self.gm
         for name, t in gm.named_parameters(remove_duplicate=False):
-            self.table.add(name, t, ROLE_WEIGHTS)
+            self.table.add(name, t, ROLE_WEIGHTS, "parameter", requires_grad=bool(t.requires_grad))
         for name, t in gm.named_buffers(remove_duplicate=False):
-            self.table.add(name, t, ROLE_WEIGHTS)
+            owner, _, leaf = name.rpartition(".")
+            persistent = leaf not in gm.get_submodule(owner)._non_persistent_buffers_set
+            self.table.add(name, t, ROLE_WEIGHTS, "buffer", persistent=persistent)
         for path, g in self.graph_modules:
             for node in g.graph.nodes:
                 if node.op == "get_attr":
@@ -252,7 +266,7 @@ class _Program:
                     if not isinstance(value, torch.Tensor):
                         raise ExportError(f"get_attr node '{node.name}' names '{node.target}', a "
                                           f"{type(value).__qualname__}; format v1 stores tensors only")
-                    self.table.add(fqn, value, ROLE_WEIGHTS)
+                    self.table.add(fqn, value, ROLE_WEIGHTS, "constant")
         for path, g in self.graph_modules:
             for node in g.graph.nodes:
                 record = node.meta.get(META_KEY) if node.op == "call_module" else None
@@ -261,7 +275,7 @@ class _Program:
                 prefix = f"{path}.{node.target}" if path else node.target
                 for attr, value in record.attrs.items():
                     if isinstance(value, torch.Tensor) and self.table.name_of(value) is None:
-                        self.table.add(f"{prefix}.{attr}", value, ROLE_WEIGHTS)
+                        self.table.add(f"{prefix}.{attr}", value, ROLE_WEIGHTS, "constant")
         if self.example_inputs is not None:
             self._run()
         self.advance(Phase.COLLECT, Phase.ENCODE)
@@ -276,8 +290,15 @@ class _Program:
             if keep_nodes and path == "" and node.op not in ("placeholder", "output"):
                 self.node_values[node.name] = _clone_tree(value)
 
-        with torch.no_grad():
-            out = _Recorder(self.gm, "", sink).run(*_clone_tree(inputs))
+        # The artifact means eval-mode, no-grad computation (docs/semantics.md): run so, then restore the flags.
+        flags = [(m, m.training) for m in self.gm.modules()]
+        try:
+            self.gm.eval()
+            with torch.no_grad():
+                out = _Recorder(self.gm, "", sink).run(*_clone_tree(inputs))
+        finally:
+            for m, training in flags:
+                m.training = training
         self.golden_outputs = out
 
     # --- encoding ---
@@ -299,7 +320,7 @@ class _Program:
         counter = iter(range(1 << 62))
 
         def name(t: torch.Tensor) -> str:
-            return self.table.add(f"{prefix}/{next(counter)}", t, ROLE_GOLDEN)
+            return self.table.add(f"{prefix}/{next(counter)}", t, ROLE_GOLDEN, "golden")
         return name
 
     def encode_graph(self, path: str, g: fx.GraphModule) -> Graph:
@@ -310,10 +331,12 @@ class _Program:
             where = f"node '{node.name}' in {gwhere}"
             check_name(node.name, where)
             target = self._target(node, where)
+            node_kwargs = _public_kwargs(node, where)
             args = [encode(a, where=f"{where} args[{i}]") for i, a in enumerate(node.args)]
-            kwargs = {k: encode(v, where=f"{where} kwargs['{k}']") for k, v in node.kwargs.items()}
+            kwargs = {k: encode(v, where=f"{where} kwargs['{k}']") for k, v in node_kwargs.items()}
             lowering = None
             sub_graph = None
+            overload = None
             if node.op == "call_module":
                 module = modules[node.target]
                 if isinstance(module, fx.GraphModule):
@@ -321,19 +344,59 @@ class _Program:
                 else:
                     rec = node.meta[META_KEY]
                     prefix = f"{path}.{node.target}" if path else node.target
+                    self._declare(rec.module_type, book.rule_for(module))
                     lowering = Lowering(
                         module_type=rec.module_type, version=rec.version, module_version=rec.module_version,
                         attrs={k: encode(v, tensor_name=self._attr_namer(f"{prefix}.{k}"),
                                          where=f"{where} attribute '{k}'")
-                               for k, v in rec.attrs.items()})
+                               for k, v in rec.attrs.items()},
+                        training=bool(module.training))
+                    for v in rec.attrs.values():
+                        if isinstance(v, type) and issubclass(v, torch.nn.Module):
+                            rule = book.find_rule(v)
+                            if rule is not None:
+                                self._declare(rule.type_name, rule)
+            elif node.op == "call_function":
+                table = self.functions
+                if target not in table:
+                    table[target] = function_overloads(node.target, target)
+                overload = self._bind(table[target], node, node_kwargs, path)
+            elif node.op == "call_method":
+                if target not in self.methods:
+                    self.methods[target] = method_overloads(target)
+                overload = self._bind(self.methods[target], node, node_kwargs, path)
             meta = self.metas.get((path, node.name))
             if meta is None and (path, node.name) not in self.metas:
                 meta = _meta_from_node(node)
             nodes.append(Node(
                 name=node.name, op=node.op, target=target, args=args, kwargs=kwargs,
                 inputs=[n.name for n in node.all_input_nodes], users=[u.name for u in node.users],
-                meta=meta, lowering=lowering, graph=sub_graph))
-        return Graph(name=path, nodes=nodes)
+                meta=meta, lowering=lowering, graph=sub_graph, overload=overload))
+        return Graph(name=path, nodes=nodes, training=bool(g.training))
+
+    def _declare(self, type_name: str, rule: "book.LoweringRule") -> None:
+        self.rules.setdefault(type_name, rule)
+
+    def _bind(self, sigs: list, node: fx.Node, kwargs: dict[str, Any], path: str) -> int:
+        """The overload ``node`` binds to; a call that binds to none gets the catch-all ``(*args, **kwargs)``."""
+        def is_tensor(value: Any) -> bool | None:
+            if isinstance(value, fx.Node):
+                meta = self.metas.get((path, value.name)) or _meta_from_node(value)
+                return None if meta is None else meta.get("t") == "tensor"
+            return isinstance(value, torch.Tensor)
+        index = choose_overload(sigs, tuple(node.args), kwargs, is_tensor)
+        if index is None:
+            if CATCH_ALL not in sigs:
+                sigs.append(CATCH_ALL)
+            index = sigs.index(CATCH_ALL)
+        return index
+
+    def declarations(self) -> tuple[dict[str, ModuleDecl], dict[str, list], dict[str, list]]:
+        """Manifest.modules, .functions and .methods, sorted by name."""
+        modules = {name: self.rules[name].declaration() for name in sorted(self.rules)}
+        functions = {name: to_schema(self.functions[name], f"function '{name}'") for name in sorted(self.functions)}
+        methods = {name: to_schema(self.methods[name], f"method '{name}'") for name in sorted(self.methods)}
+        return modules, functions, methods
 
     @staticmethod
     def _target(node: fx.Node, where: str) -> str:
@@ -372,6 +435,23 @@ class _Program:
             golden = Golden(mode=self.golden_mode, file=GOLDEN_FILE, inputs=inputs, outputs=outputs, nodes=nodes,
                             tolerances=tolerances)
         return graphs, signature, golden
+
+
+#: Private keyword arguments that only affect warnings; the format carries no "_" keyword (docs/format.md).
+_DROPPED_KWARGS = frozenset({"_stacklevel"})
+
+
+def _public_kwargs(node: fx.Node, where: str) -> dict[str, Any]:
+    """The node's kwargs without the private ones that do not change the result (``_stacklevel``)."""
+    out = {}
+    for k, v in node.kwargs.items():
+        if k.startswith("_"):
+            if k in _DROPPED_KWARGS:
+                continue
+            raise ExportError(f"{where} passes the private keyword argument '{k}', which the format does not "
+                              f"carry (a consumer could not bind it); call the function without it")
+        out[k] = v
+    return out
 
 
 def _has_tensor(value: Any) -> bool:
@@ -544,6 +624,7 @@ def _export_into(gm: fx.GraphModule, example_inputs: tuple | None, golden: bool 
     program = _Program(gm, example_inputs, golden)
     program.collect()
     graphs, signature, golden_obj = program.encode_program()
+    modules, functions, methods = program.declarations()
     program.advance(Phase.ENCODE, Phase.WRITE_TENSORS)
 
     roles = sorted({role for _, role in program.table.tensors.values()})
@@ -569,6 +650,9 @@ def _export_into(gm: fx.GraphModule, example_inputs: tuple | None, golden: bool 
         signature=signature,
         golden=golden_obj,
         digest=_digest(packed["graphs"], tensors, packed["signature"]),
+        modules=modules,
+        functions=functions,
+        methods=methods,
     )
     data = pack_manifest(manifest, packed)
     if len(data) > MAX_MANIFEST_BYTES:
