@@ -285,6 +285,15 @@ def _():
     return m, (randn(5, 2, 8),), {}
 
 
+@case("transformer", "encoder_layer_float32_fast_path")
+def _():
+    # float32, batch_first, eval, no grad: PyTorch takes its fused fast path; same semantics within F32 tolerance
+    m = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    kpm = torch.zeros(2, 5, dtype=torch.bool)
+    kpm[1, 3:] = True
+    return m, (torch.randn(2, 5, 8),), dict(src_key_padding_mask=kpm), dict(dtype=torch.float32)
+
+
 @case("transformer", "decoder_layer_post_norm_relu_masks")
 def _():
     m = nn.TransformerDecoderLayer(8, 2, 16)
@@ -405,6 +414,10 @@ _up("upsample_nearest_x0.7_size_from_scale", lambda: nn.Upsample(scale_factor=(0
 _up("upsample_nearest_size", lambda: nn.Upsample(size=(5, 7)), (1, 2, 3, 4))
 _up("upsample_nearest_1d_recompute", lambda: nn.Upsample(scale_factor=1.7, recompute_scale_factor=True),
     (1, 2, 5))
+# 16 x 2.2 and 16 x 1.1: the source index differs between single- and double-precision arithmetic
+_up("upsample_nearest_single_precision_index", lambda: nn.Upsample(scale_factor=2.2), (1, 1, 16))
+_up("upsample_nearest_exact_single_precision_index", lambda: nn.Upsample(scale_factor=1.1, mode="nearest-exact"),
+    (1, 1, 16))
 _up("upsample_nearest_exact", lambda: nn.Upsample(scale_factor=1.6, mode="nearest-exact"), (1, 2, 5, 3))
 _up("upsample_linear_align", lambda: nn.Upsample(scale_factor=2.5, mode="linear", align_corners=True),
     (2, 2, 4))
