@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import math
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -635,6 +636,18 @@ def test_every_composite_and_family_module_has_a_reference_and_a_case():
         "ConstantPad", "ZeroPad", "ReflectionPad", "ReplicationPad", "CircularPad")}
     assert expected - covered == set()
     assert expected - set(reference.MODULES) == set()
+
+
+def test_every_module_the_reference_implements_is_specified_in_semantics_md():
+    """The reference is written from docs/semantics.md: each class it implements is named there, as is each
+    function it accepts as an activation."""
+    text = (REFERENCE_DIR.parent.parent / "docs" / "semantics.md").read_text()
+    for name in reference.MODULES:
+        cls = name.rsplit(".", 1)[1]
+        family = re.sub(r"[123]d$", "{d}d", cls)
+        assert f"`{cls}`" in text or family in text or cls in text, f"{name} is not specified in semantics.md"
+    for fn in reference.common.FUNCTIONS:
+        assert f"`{fn}`" in text, fn
 
 
 def test_reference_package_never_imports_torch():

@@ -71,13 +71,7 @@ def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
 #: function-valued attributes (canonical names) the reference knows.
 FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "torch.nn.functional.relu": lambda x: np.maximum(x, 0.0),
-    "torch.relu": lambda x: np.maximum(x, 0.0),
     "torch.nn.functional.gelu": gelu,
-    "torch.tanh": np.tanh,
-    "torch.nn.functional.tanh": np.tanh,
-    "torch.sigmoid": sigmoid,
-    "torch.nn.functional.sigmoid": sigmoid,
-    "torch.nn.functional.silu": lambda x: x * sigmoid(x),
 }
 
 
@@ -114,22 +108,6 @@ def relu(attrs, input):
 @register("torch.nn.GELU")
 def gelu_module(attrs, input):
     return gelu(f64(input), attrs.get("approximate", "none"))
-
-
-@register("torch.nn.Tanh")
-def tanh_module(attrs, input):
-    return np.tanh(f64(input))
-
-
-@register("torch.nn.Sigmoid")
-def sigmoid_module(attrs, input):
-    return sigmoid(f64(input))
-
-
-@register("torch.nn.SiLU")
-def silu_module(attrs, input):
-    x = f64(input)
-    return x * sigmoid(x)
 
 
 @register("torch.nn.LeakyReLU")
