@@ -56,7 +56,7 @@ def _linear_axis(x, axis, n_out, scale, align_corners):
     src = _linear_source(n_in, n_out, scale, align_corners, False)
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
-    lam = src - i0
+    lam = np.clip(src - i0, 0.0, 1.0)
     shape = [1] * x.ndim
     shape[axis] = n_out
     lam = lam.reshape(shape)
