@@ -419,6 +419,10 @@ _up("upsample_nearest_1d_recompute", lambda: nn.Upsample(scale_factor=1.7, recom
 _up("upsample_nearest_single_precision_index", lambda: nn.Upsample(scale_factor=2.2), (1, 1, 16))
 _up("upsample_nearest_exact_single_precision_index", lambda: nn.Upsample(scale_factor=1.1, mode="nearest-exact"),
     (1, 1, 16))
+# O == 2L and O == L with a scale_factor other than 2 and 1: shortcut in 2-d only
+_up("upsample_nearest_1d_no_shortcut", lambda: nn.Upsample(scale_factor=2.1), (1, 1, 7))
+_up("upsample_nearest_2d_shortcuts", lambda: nn.Upsample(scale_factor=(2.1, 1.1)), (1, 1, 7, 7))
+_up("upsample_nearest_3d_no_shortcut", lambda: nn.Upsample(scale_factor=(2.1, 1.1, 1.0)), (1, 1, 7, 7, 2))
 _up("upsample_nearest_exact", lambda: nn.Upsample(scale_factor=1.6, mode="nearest-exact"), (1, 2, 5, 3))
 _up("upsample_linear_align", lambda: nn.Upsample(scale_factor=2.5, mode="linear", align_corners=True),
     (2, 2, 4))

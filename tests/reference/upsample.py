@@ -27,15 +27,16 @@ def _kernel_scales(in_sizes, size, scale_factor, recompute):
     return list(scale_factor) if isinstance(scale_factor, (tuple, list)) else [scale_factor] * len(in_sizes)
 
 
-def _nearest_index(n_in, n_out, scale, exact):
+def _nearest_index(n_in, n_out, scale, exact, shortcuts):
+    """``shortcuts``: O == L and O == 2L are special-cased (nearest with 2 spatial dimensions only)."""
     o = np.arange(n_out)
     s = np.float32(1.0 / scale) if scale is not None and scale > 0 else np.float32(n_in) / np.float32(n_out)
     if exact:
         src = np.floor((o.astype(np.float32) + np.float32(0.5)) * s)
     else:
-        if n_out == n_in:
+        if shortcuts and n_out == n_in:
             return o
-        if n_out == 2 * n_in:
+        if shortcuts and n_out == 2 * n_in:
             return o >> 1
         src = np.floor(o.astype(np.float32) * s)
     return np.minimum(src.astype(np.int64), n_in - 1)
@@ -96,7 +97,8 @@ def interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_fact
     scales = _kernel_scales(x.shape[2:], size, scale_factor, recompute_scale_factor)
     if mode in ("nearest", "nearest-exact"):
         for i in range(rank):
-            x = np.take(x, _nearest_index(x.shape[2 + i], outs[i], scales[i], mode == "nearest-exact"), axis=2 + i)
+            x = np.take(x, _nearest_index(x.shape[2 + i], outs[i], scales[i], mode == "nearest-exact",
+                                          rank == 2), axis=2 + i)
         return x
     if mode in ("linear", "bilinear", "trilinear"):
         for i in range(rank):
