@@ -1,25 +1,31 @@
 #!/usr/bin/env python3
-"""Generate the conformance vectors of docs/format.md section 12 into ``tests/conformance/``.
+"""Generate the format 1.1 conformance vectors of docs/format.md section 12 into ``tests/conformance/v1.1/``.
 
-    python3 scripts/make_conformance.py            # (re)write tests/conformance/
+    python3 scripts/make_conformance.py            # (re)write tests/conformance/v1.1/
     python3 scripts/make_conformance.py --check    # regenerate into a temporary directory and compare
 
 Layout::
 
-    tests/conformance/valid/<name>/      artifacts every reader MUST load (and verify)
-    tests/conformance/invalid/<name>/    artifacts every reader MUST reject, with the code EXPECTED gives
-    tests/conformance/EXPECTED           "<name> <code>" per invalid vector, sorted by name
+    tests/conformance/v1.1/valid/<name>/      artifacts every reader MUST load (and verify)
+    tests/conformance/v1.1/invalid/<name>/    artifacts every reader MUST reject, with the code EXPECTED gives
+    tests/conformance/v1.1/EXPECTED           "<name> <code>" per invalid vector, sorted by name
+
+``tests/conformance/v1.0/`` is the format 1.0 set, frozen when 1.1 was introduced: this script never writes it.
 
 The output is deterministic: models are filled with values from fixed seeds (never torch's RNG), the manifest's
 ``producer`` is pinned (it is informative only), and nothing depends on time or host. Golden data is computed with
 exact arithmetic only (small dyadic rationals, so every sum and product is representable and any summation order
-gives the same bits); ``book_rules`` uses transcendental functions (LSTM, attention) whose last bits may differ
-between CPUs, so it carries no golden data and stays byte-identical everywhere.
+gives the same bits); vectors using transcendental functions (``book_rules``, ``lowering_values``,
+``overloads``: LSTM, attention, softmax) carry no golden data, so they stay byte-identical everywhere.
 
 Every invalid vector is a valid one (``minimal`` unless noted) with exactly one fault, the first in the spec's
 validation order (section 10); the comment of each says what was corrupted. Not representable in git, hence
 absent: a FIFO, socket or device member (``artifact.not_regular`` has a symlink vector instead, which some
 checkouts turn into a plain file) and a manifest over 1 GiB (``manifest.size``).
+
+Until the writer records the 1.1 fields itself, :func:`complete_1_1` adds them to each exported manifest (see the
+comment above ``DECLS``); each step runs only where the writer left a field at its default, so the writer's own
+output wins once it has them, and regenerating then updates the set.
 """
 
 from __future__ import annotations
