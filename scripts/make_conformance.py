@@ -611,6 +611,7 @@ def complete_1_1(m: dict, gm: fx.GraphModule, inputs: tuple) -> None:
             t["kind"], t["requires_grad"], t["persistent"] = kinds.get(t["name"], ("constant", False, True))
     paths = {g["name"]: gm.get_submodule(g["name"]) if g["name"] else gm for g in m["graphs"]}
     envs = _runtime_env(gm, inputs) if not m.get("functions") and not m.get("methods") else None
+    declared_by_writer = bool(m.get("modules"))
     modules = m.setdefault("modules", {})
     functions, methods = {}, {}
     for g in m["graphs"]:
@@ -621,6 +622,8 @@ def complete_1_1(m: dict, gm: fx.GraphModule, inputs: tuple) -> None:
             if n["lowering"] is not None:
                 leaf = owner.get_submodule(n["target"])
                 n["lowering"]["training"] = leaf.training
+                if declared_by_writer:
+                    continue
                 _lowering_values(n["lowering"], leaf)
                 for typ in _module_types(n["lowering"]):
                     if typ not in modules and typ in DECLS:
