@@ -17,7 +17,7 @@ __all__ = ["check_name", "check_file_path", "check_dotted_target", "check_method
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[1-9]|lpt[1-9])\Z", re.IGNORECASE)
 _PATH = re.compile(r"^[A-Za-z0-9._-]{1,255}\Z")
-_COMPONENT = re.compile(r"^[A-Za-z0-9_]+\Z")
+_BAD_COMPONENT = re.compile(r'["\\\x00-\x1f\x7f]')
 _METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\Z")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLACEHOLDER = re.compile(r"^\*{0,2}[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -59,11 +59,13 @@ def check_file_path(path: object, where: str) -> str:
 
 
 def check_dotted_target(target: str, where: str) -> str:
-    """A ``get_attr``/``call_module`` target: dotted components of ``[A-Za-z0-9_]+`` not starting ``__``."""
+    """A ``get_attr``/``call_module`` target: dotted components of 1+ characters without ``.``, ``"``, ``\\``
+    or control characters, none starting with ``__`` (docs/format.md section 3)."""
     parts = target.split(".")
-    if not all(_COMPONENT.match(p) and not p.startswith("__") for p in parts):
-        raise FormatError("graph.target", f"{target!r:.80} is not a dotted attribute path (components of "
-                          f"[A-Za-z0-9_], none starting with '__')", where)
+    if not all(p and not _BAD_COMPONENT.search(p) and not p.startswith("__") for p in parts):
+        raise FormatError("graph.target", f"{target!r:.80} is not a dotted attribute path (components of 1 or more "
+                          f"characters without '.', '\"', '\\' or control characters, none starting with '__')",
+                          where)
     return target
 
 

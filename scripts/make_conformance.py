@@ -1,40 +1,51 @@
 #!/usr/bin/env python3
-"""Generate the conformance vectors of docs/format.md section 12 into ``tests/conformance/``.
+"""Generate the format 1.1 conformance vectors of docs/format.md section 12 into ``tests/conformance/v1.1/``.
 
-    python3 scripts/make_conformance.py            # (re)write tests/conformance/
+    python3 scripts/make_conformance.py            # (re)write tests/conformance/v1.1/
     python3 scripts/make_conformance.py --check    # regenerate into a temporary directory and compare
 
 Layout::
 
-    tests/conformance/valid/<name>/      artifacts every reader MUST load (and verify)
-    tests/conformance/invalid/<name>/    artifacts every reader MUST reject, with the code EXPECTED gives
-    tests/conformance/EXPECTED           "<name> <code>" per invalid vector, sorted by name
+    tests/conformance/v1.1/valid/<name>/      artifacts every reader MUST load (and verify)
+    tests/conformance/v1.1/invalid/<name>/    artifacts every reader MUST reject, with the code EXPECTED gives
+    tests/conformance/v1.1/EXPECTED           "<name> <code>" per invalid vector, sorted by name
+
+``tests/conformance/v1.0/`` is the format 1.0 set, frozen when 1.1 was introduced: this script never writes it.
 
 The output is deterministic: models are filled with values from fixed seeds (never torch's RNG), the manifest's
 ``producer`` is pinned (it is informative only), and nothing depends on time or host. Golden data is computed with
 exact arithmetic only (small dyadic rationals, so every sum and product is representable and any summation order
-gives the same bits); ``book_rules`` uses transcendental functions (LSTM, attention) whose last bits may differ
-between CPUs, so it carries no golden data and stays byte-identical everywhere.
+gives the same bits); vectors using transcendental functions (``book_rules``, ``lowering_values``,
+``overloads``: LSTM, attention, softmax) carry no golden data, so they stay byte-identical everywhere.
 
 Every invalid vector is a valid one (``minimal`` unless noted) with exactly one fault, the first in the spec's
 validation order (section 10); the comment of each says what was corrupted. Not representable in git, hence
 absent: a FIFO, socket or device member (``artifact.not_regular`` has a symlink vector instead, which some
 checkouts turn into a plain file) and a manifest over 1 GiB (``manifest.size``).
+
+Until the writer records the 1.1 fields itself, :func:`complete_1_1` adds them to each exported manifest (see the
+comment above ``DECLS``); each step runs only where the writer left a field at its default, so the writer's own
+output wins once it has them, and regenerating then updates the set.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import operator
 import os
 import random
+import re
 import shutil
 import struct
 import sys
 import tempfile
+import types
+import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,9 +58,13 @@ import torch.fx as fx  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 import fxlower  # noqa: E402
-from fxlower.constants import STORAGE_DTYPES  # noqa: E402
+import fxlower.book  # noqa: E402
+import fxlower.targets  # noqa: E402
+import fxlower.values  # noqa: E402
+from fxlower.constants import DTYPE_CODES, LAYOUTS, MEMORY_FORMATS, STORAGE_DTYPES  # noqa: E402
+from fxlower.schema import Graph, Meta, Signature, TensorEntry, Value  # noqa: E402
 
-DEFAULT_OUT = ROOT / "tests" / "conformance"
+DEFAULT_OUT = ROOT / "tests" / "conformance" / "v1.1"
 MANIFEST = "manifest.msgpack"
 WEIGHTS = "weights.safetensors"
 GOLDEN = "golden.safetensors"
@@ -103,11 +118,47 @@ def tensor(m: dict, name: str) -> dict:
     return next(t for t in m["tensors"] if t["name"] == name)
 
 
+def canonical(hint, obj):
+    """``obj`` (a decoded manifest part of schema type ``hint``) re-encoded per docs/format.md section 7: schema
+    maps in field order with every field (defaults for absent ones), x- fields removed, Value and Meta maps in
+    their key order, floats as float64."""
+    if hint is Value or hint is Meta:
+        return _canonical_value(obj)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        return None if obj is None else canonical(inner, obj)
+    if origin is list:
+        return [canonical(typing.get_args(hint)[0], x) for x in obj]
+    if origin is dict:
+        return {k: canonical(typing.get_args(hint)[1], x) for k, x in obj.items()}
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        out = {}
+        for f in dataclasses.fields(hint):
+            if f.name in obj:
+                out[f.name] = canonical(hints[f.name], obj[f.name])
+            else:
+                out[f.name] = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        return out
+    return float(obj) if hint is float else obj
+
+
+def _canonical_value(v):
+    if isinstance(v, dict):
+        order = ["t", "v"] if "v" in v else ["t", "dtype", "shape"]
+        return {k: _canonical_value(v[k]) for k in order if k in v}
+    if isinstance(v, list):
+        return [_canonical_value(x) for x in v]
+    return v
+
+
 def digest(m: dict) -> str:
-    """docs/format.md section 7, for valid vectors whose graphs were edited after export."""
+    """docs/format.md section 7: SHA-256 of the canonical encoding of [graphs, weight tensors, signature]."""
     weights = {f["path"] for f in m["files"] if f["role"] == "weights"}
-    blob = msgpack.packb([m["graphs"], [t for t in m["tensors"] if t["file"] in weights], m["signature"]],
-                         use_bin_type=True)
+    blob = msgpack.packb([canonical(list[Graph], m["graphs"]),
+                          canonical(list[TensorEntry], [t for t in m["tensors"] if t["file"] in weights]),
+                          canonical(Signature, m["signature"])], use_bin_type=True)
     return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
@@ -182,9 +233,436 @@ def rename_node(m: dict, old: str, new: str, graph: int = 0) -> None:
             m["golden"]["nodes"] = {new if k == old else k: v for k, v in m["golden"]["nodes"].items()}
 
 
+# ------------------------------------------------------------------------------------------------ 1.1 fields
+
+# Until the writer records the 1.1 fields itself (tensor kinds, training flags, module declarations, function
+# and method overloads, node.overload, module/function Values in lowering records), ``complete_1_1`` adds them to
+# an exported manifest by surgery, from the GraphModule that was exported. Each step runs only when the writer
+# left the field at its 1.0 default, so once the writer fills a field its own output is kept.
+
+#: Declared attributes of the module types the vectors use: (rule version, [(name, type, doc)]). The types follow
+#: docs/format.md section 2.2 ("Attribute types"); the forward parameters come from the class's forward.
+DECLS: dict[str, tuple[int, list[tuple[str, str, str]]]] = {
+    "torch.nn.Linear": (1, [
+        ("in_features", "int", "size of each input sample"),
+        ("out_features", "int", "size of each output sample"),
+        ("weight", "tensor", "[out_features, in_features]"),
+        ("bias", "tensor|none", "[out_features], or none"),
+    ]),
+    "torch.nn.Conv2d": (1, [
+        ("in_channels", "int", "input channels"),
+        ("out_channels", "int", "output channels"),
+        ("kernel_size", "int[2]", "kernel height and width"),
+        ("stride", "int[2]", "stride"),
+        ("padding", "int[2]|enum(same,valid)", "zero padding per side, or a padding mode"),
+        ("dilation", "int[2]", "dilation"),
+        ("transposed", "bool", "always false for Conv2d"),
+        ("output_padding", "int[2]", "unused by Conv2d"),
+        ("groups", "int", "channel groups"),
+        ("padding_mode", "enum(zeros,reflect,replicate,circular)", "how padding is filled"),
+        ("weight", "tensor", "[out_channels, in_channels / groups, kH, kW]"),
+        ("bias", "tensor|none", "[out_channels], or none"),
+    ]),
+    "torch.nn.BatchNorm2d": (1, [
+        ("num_features", "int", "channels"),
+        ("eps", "float", "added to the variance"),
+        ("momentum", "float|none", "running statistics update factor (training only)"),
+        ("affine", "bool", "whether weight and bias exist"),
+        ("track_running_stats", "bool", "whether running statistics exist"),
+        ("weight", "tensor|none", "[num_features]"),
+        ("bias", "tensor|none", "[num_features]"),
+        ("running_mean", "tensor|none", "[num_features]"),
+        ("running_var", "tensor|none", "[num_features]"),
+        ("num_batches_tracked", "tensor|none", "I64 scalar"),
+    ]),
+    "torch.nn.AdaptiveAvgPool2d": (1, [("output_size", "int|int[2]", "output height and width")]),
+    "torch.nn.Embedding": (1, [
+        ("num_embeddings", "int", "rows of the table"),
+        ("embedding_dim", "int", "columns of the table"),
+        ("padding_idx", "int|none", "the row whose gradient is zero"),
+        ("max_norm", "float|none", "renormalisation bound"),
+        ("norm_type", "float", "p of the renormalisation norm"),
+        ("scale_grad_by_freq", "bool", "training only"),
+        ("sparse", "bool", "training only"),
+        ("weight", "tensor", "[num_embeddings, embedding_dim]"),
+    ]),
+    "torch.nn.LSTM": (1, [
+        ("mode", "enum(LSTM)", "the recurrence"),
+        ("input_size", "int", "features of the input"),
+        ("hidden_size", "int", "features of the hidden state"),
+        ("num_layers", "int", "stacked layers"),
+        ("bias", "bool", "whether bias tensors exist"),
+        ("batch_first", "bool", "input is [batch, seq, feature]"),
+        ("dropout", "float", "between layers (training only)"),
+        ("bidirectional", "bool", "two directions"),
+        ("proj_size", "int", "projection size, 0 for none"),
+        ("weight_ih_l*", "tensor", "layer k input-hidden weights"),
+        ("weight_hh_l*", "tensor", "layer k hidden-hidden weights"),
+        ("bias_ih_l*", "tensor", "layer k input-hidden bias"),
+        ("bias_hh_l*", "tensor", "layer k hidden-hidden bias"),
+        ("weight_hr_l*", "tensor", "layer k projection weights"),
+        ("weight_ih_l*_reverse", "tensor", "reverse direction"),
+        ("weight_hh_l*_reverse", "tensor", "reverse direction"),
+        ("bias_ih_l*_reverse", "tensor", "reverse direction"),
+        ("bias_hh_l*_reverse", "tensor", "reverse direction"),
+        ("weight_hr_l*_reverse", "tensor", "reverse direction"),
+    ]),
+    "torch.nn.MultiheadAttention": (1, [
+        ("embed_dim", "int", "model width"),
+        ("kdim", "int", "key width"),
+        ("vdim", "int", "value width"),
+        ("num_heads", "int", "heads"),
+        ("head_dim", "int", "embed_dim / num_heads"),
+        ("dropout", "float", "attention dropout (training only)"),
+        ("batch_first", "bool", "inputs are [batch, seq, feature]"),
+        ("_qkv_same_embed_dim", "bool", "packed in_proj_weight when true"),
+        ("add_zero_attn", "bool", "append a zero key/value"),
+        ("in_proj_weight", "tensor|none", "[3 * embed_dim, embed_dim] when packed"),
+        ("in_proj_bias", "tensor|none", "[3 * embed_dim]"),
+        ("q_proj_weight", "tensor|none", "separate projections when not packed"),
+        ("k_proj_weight", "tensor|none", "separate projections when not packed"),
+        ("v_proj_weight", "tensor|none", "separate projections when not packed"),
+        ("bias_k", "tensor|none", "extra key bias"),
+        ("bias_v", "tensor|none", "extra value bias"),
+        ("out_proj", "module", "the output projection (a Linear)"),
+    ]),
+    "torch.nn.LayerNorm": (1, [
+        ("normalized_shape", "int[]", "trailing dimensions normalised"),
+        ("eps", "float", "added to the variance"),
+        ("elementwise_affine", "bool", "whether weight exists"),
+        ("weight", "tensor|none", "normalized_shape"),
+        ("bias", "tensor|none", "normalized_shape"),
+    ]),
+    "torch.nn.Dropout": (1, [("p", "float", "drop probability (training only)"),
+                             ("inplace", "bool", "in place")]),
+    "torch.nn.GELU": (1, [("approximate", "enum(none,tanh)", "the approximation")]),
+    "torch.nn.ReLU": (1, [("inplace", "bool", "in place")]),
+    "torch.nn.Sigmoid": (1, []),
+    "torch.nn.Upsample": (1, [
+        ("name", "str", "the class name"),
+        ("size", "int|int[]|none", "output size, or none when scale_factor is given"),
+        ("scale_factor", "float|float[]|none", "scale per spatial dimension"),
+        ("mode", "str", "nearest, linear, bilinear, bicubic, trilinear or nearest-exact"),
+        ("align_corners", "bool|none", "corner alignment of the linear modes"),
+        ("recompute_scale_factor", "bool|none", "recompute the scale from the output size"),
+    ]),
+    "torch.nn.Flatten": (1, [("start_dim", "int", "first flattened dim"), ("end_dim", "int", "last flattened dim")]),
+    "torch.nn.TransformerEncoderLayer": (1, [
+        ("norm_first", "bool", "pre-norm when true"),
+        ("activation_relu_or_gelu", "int", "1 relu, 2 gelu, 0 another activation"),
+        ("activation", "function|module", "the feed-forward activation"),
+        ("self_attn", "module", "self-attention (a MultiheadAttention)"),
+        ("linear1", "module", "first feed-forward layer"),
+        ("dropout", "module", "feed-forward dropout"),
+        ("linear2", "module", "second feed-forward layer"),
+        ("norm1", "module", "first norm"),
+        ("norm2", "module", "second norm"),
+        ("dropout1", "module", "residual dropout"),
+        ("dropout2", "module", "residual dropout"),
+    ]),
+    "torch.nn.TransformerEncoder": (1, [
+        ("num_layers", "int", "stacked layers"),
+        ("norm", "module|none", "the final norm"),
+        ("enable_nested_tensor", "bool", "fast-path setting"),
+        ("use_nested_tensor", "bool", "fast-path setting"),
+        ("mask_check", "bool", "fast-path setting"),
+        ("layers.*", "module", "layer k"),
+    ]),
+}
+
+_PARAM_KINDS = {
+    inspect.Parameter.POSITIONAL_ONLY: "positional_only",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional_or_keyword",
+    inspect.Parameter.VAR_POSITIONAL: "var_positional",
+    inspect.Parameter.KEYWORD_ONLY: "keyword_only",
+    inspect.Parameter.VAR_KEYWORD: "var_keyword",
+}
+
+
+def _params(sig: inspect.Signature, skip_self: bool = False) -> list[dict]:
+    out = []
+    for i, p in enumerate(sig.parameters.values()):
+        if skip_self and i == 0:
+            continue
+        required = p.default is inspect.Parameter.empty and p.kind not in (
+            inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        default = None if p.default is inspect.Parameter.empty else fxlower.values.encode(p.default)
+        out.append({"name": p.name, "kind": _PARAM_KINDS[p.kind], "default": default, "required": required})
+    return out
+
+
+def _pattern(declared: str) -> re.Pattern:
+    """A declared attribute name as a regex: each '*' is one decimal index (docs/format.md 2.2)."""
+    return re.compile("(?:0|[1-9][0-9]*)".join(re.escape(p) for p in declared.split("*")) + r"\Z")
+
+
+def module_decl(type_name_: str, cls: type) -> dict:
+    version, attrs = DECLS[type_name_]
+    return {"version": version, "attrs": [{"name": n, "type": t, "doc": d} for n, t, d in attrs],
+            "forward": _params(inspect.signature(cls.forward), skip_self=True)}
+
+
+#: builtins.getattr has no introspectable signature: its two forms (docs/format.md 2.3).
+_GETATTR = [
+    {"params": [{"name": "object", "kind": "positional_only", "default": None, "required": True},
+                {"name": "name", "kind": "positional_only", "default": None, "required": True}], "returns": ""},
+    {"params": [{"name": "object", "kind": "positional_only", "default": None, "required": True},
+                {"name": "name", "kind": "positional_only", "default": None, "required": True},
+                {"name": "default", "kind": "positional_only", "default": None, "required": True}], "returns": ""},
+]
+
+
+def _returns_text(ann) -> str:
+    if ann is inspect.Signature.empty:
+        return ""
+    return ann if isinstance(ann, str) else getattr(ann, "__name__", None) or str(ann)
+
+
+def function_overloads(fn) -> list[tuple[inspect.Signature, dict]]:
+    """(signature for binding, Overload object) per overload of a call_function target, in the order of
+    docs/format.md 2.3."""
+    if fn is getattr:
+        sigs = [inspect.Signature([inspect.Parameter(p["name"], inspect.Parameter.POSITIONAL_ONLY)
+                                   for p in o["params"]]) for o in _GETATTR]
+        return list(zip(sigs, _GETATTR))
+    sigs, schemas = torch.fx.operator_schemas.get_signature_for_torch_op(fn, return_schemas=True)
+    if sigs:
+        return [(s, {"params": _params(s), "returns": ", ".join(str(r.type) for r in sc.returns)})
+                for s, sc in zip(sigs, schemas)]
+    s = inspect.signature(fn)
+    return [(s, {"params": _params(s), "returns": _returns_text(s.return_annotation)})]
+
+
+def method_overloads(name: str) -> list[tuple[inspect.Signature, dict]]:
+    """The ``aten::<name>`` schemas, ``self`` first (torch.fx calls it ``input``; the format says ``self``)."""
+    out = []
+    for sc in torch._C._jit_get_schemas_for_operator("aten::" + name):
+        s = torch.fx.operator_schemas._torchscript_schema_to_signature(sc)
+        params = _params(s)
+        if params and params[0]["name"] == "input" and sc.arguments[0].name == "self":
+            params[0]["name"] = "self"
+        out.append((s, {"params": params, "returns": ", ".join(str(r.type) for r in sc.returns)}))
+    if not out:
+        raise SystemExit(f"no aten schema for the method '{name}'")
+    return out
+
+
+def _arg_type(v):
+    if isinstance(v, torch.Tensor):
+        return torch.Tensor
+    if isinstance(v, (list, tuple)) and v:
+        kinds = {_arg_type(x) for x in v}
+        if len(kinds) == 1:
+            (k,) = kinds
+            return list[k] if isinstance(k, type) else list
+    return type(v)
+
+
+def _binds(sig: inspect.Signature, args: tuple, kwargs: dict) -> bool:
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    for name, value in bound.arguments.items():
+        ann = sig.parameters[name].annotation
+        if ann is inspect.Parameter.empty:
+            continue
+        if sig.parameters[name].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if not _type_ok(ann, value):
+            return False
+    return True
+
+
+def _type_ok(ann, value) -> bool:
+    if isinstance(ann, str):
+        return True  # an unevaluated annotation: not checked
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        return any(_type_ok(a, value) for a in typing.get_args(ann))
+    if ann is type(None):
+        return value is None
+    if isinstance(value, (torch.dtype, torch.layout, torch.memory_format)):
+        value = 0  # TorchScript schemas type ScalarType, Layout and MemoryFormat as int
+    return torch.fx.operator_schemas.type_matches(ann, _arg_type(value))
+
+
+def choose_overload(overloads, args: tuple, kwargs: dict, where: str) -> int:
+    """The first overload the call binds to (Python's rules plus the varargs form for a trailing list
+    parameter, docs/format.md 2.3)."""
+    for i, (sig, _) in enumerate(overloads):
+        if _binds(sig, args, kwargs):
+            return i
+    for i, (sig, _) in enumerate(overloads):  # varargs form: f(a, 1, 2, 3) for f(a, int[] size)
+        positional = [p for p in sig.parameters.values()
+                      if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        for j, p in enumerate(positional):
+            if typing.get_origin(p.annotation) is list and len(args) > j:
+                packed = tuple(args[:j]) + (list(args[j:]),)
+                if _binds(sig, packed, kwargs):
+                    return i
+                break
+    raise SystemExit(f"{where}: no overload binds")
+
+
+def _runtime_env(gm: fx.GraphModule, inputs: tuple) -> dict[str, dict[str, object]]:
+    """Every node's value in a run, per graph path ('' for the root), for overload selection."""
+    envs: dict[str, dict[str, object]] = {}
+
+    class Recorder(fx.Interpreter):
+        def __init__(self, module, path):
+            super().__init__(module, garbage_collect_values=False)
+            self.path = path
+
+        def call_module(self, target, args, kwargs):
+            sub = self.module.get_submodule(target)
+            if isinstance(sub, fx.GraphModule):
+                child = f"{self.path}.{target}" if self.path else target
+                return Recorder(sub, child).run(*args, **kwargs)
+            return super().call_module(target, args, kwargs)
+
+        def run_node(self, n):
+            value = super().run_node(n)
+            envs.setdefault(self.path, {})[n.name] = value
+            return value
+
+    with torch.no_grad():
+        Recorder(gm, "").run(*inputs)
+    return envs
+
+
+def _materialize(v, env: dict):
+    if isinstance(v, dict):
+        t = v["t"]
+        if t == "node":
+            return env[v["v"]]
+        if t in ("list", "tuple"):
+            items = [_materialize(x, env) for x in v["v"]]
+            return items if t == "list" else tuple(items)
+        if t == "dict":
+            return {k: _materialize(x, env) for k, x in v["v"]}
+        if t == "slice":
+            return slice(*(_materialize(x, env) for x in v["v"]))
+        if t == "ellipsis":
+            return ...
+        if t == "complex":
+            return complex(*v["v"])
+        if t == "dtype":
+            return DTYPE_CODES[v["v"]]
+        if t == "device":
+            return torch.device(v["v"])
+        if t == "memory_format":
+            return MEMORY_FORMATS[v["v"]]
+        if t == "layout":
+            return LAYOUTS[v["v"]]
+    return v
+
+
+def _tensor_kinds(gm: fx.GraphModule) -> dict[str, tuple[str, bool, bool]]:
+    out = {}
+    for name, p in gm.named_parameters(remove_duplicate=False):
+        out[name] = ("parameter", p.requires_grad, True)
+    for prefix, mod in gm.named_modules(remove_duplicate=False):
+        for b, t in mod._buffers.items():
+            if t is not None:
+                out[f"{prefix}.{b}" if prefix else b] = ("buffer", False, b not in mod._non_persistent_buffers_set)
+    return out
+
+
+def _attr_object(module: nn.Module, dotted: str):
+    obj = module
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _lowering_values(record: dict, module: nn.Module) -> None:
+    """1.1 encodings in a lowering record: module-valued attrs as ``module`` Values, function-valued ones as
+    ``function`` Values (checked against the real attribute), ints declared ``float`` widened."""
+    for name, value in list(record["attrs"].items()):
+        obj = _attr_object(module, name)
+        if isinstance(obj, nn.Module):
+            try:
+                rule = fxlower.book.rule_for(obj)
+            except fxlower.UnsupportedModuleError:  # a container (the ModuleList of layers.*) has no rule
+                del record["attrs"][name]
+                continue
+            record["attrs"][name] = {"t": "module", "v": rule.type_name}
+        elif isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
+            record["attrs"][name] = {"t": "function", "v": fxlower.targets.function_name(obj)}
+
+
+def _module_types(record: dict):
+    yield record["module_type"]
+    for v in record["attrs"].values():
+        if isinstance(v, dict) and v.get("t") == "module":
+            yield v["v"]
+
+
+def complete_1_1(m: dict, gm: fx.GraphModule, inputs: tuple) -> None:
+    """Fill the 1.1 fields the writer left at their defaults (see the comment above DECLS)."""
+    assert m["format_version"] == [1, 1], m["format_version"]
+    kinds = _tensor_kinds(gm)
+    for t in m["tensors"]:
+        if t.get("kind", ""):
+            continue
+        if t["name"].startswith("golden/"):
+            t["kind"], t["requires_grad"], t["persistent"] = "golden", False, True
+        else:
+            t["kind"], t["requires_grad"], t["persistent"] = kinds.get(t["name"], ("constant", False, True))
+    paths = {g["name"]: gm.get_submodule(g["name"]) if g["name"] else gm for g in m["graphs"]}
+    envs = _runtime_env(gm, inputs) if not m.get("functions") and not m.get("methods") else None
+    declared_by_writer = bool(m.get("modules"))
+    modules = m.setdefault("modules", {})
+    functions, methods = {}, {}
+    for g in m["graphs"]:
+        owner = paths[g["name"]]
+        g["training"] = owner.training
+        for n in g["nodes"]:
+            n["kwargs"] = {k: v for k, v in n["kwargs"].items() if not k.startswith("_")}
+            if n["lowering"] is not None:
+                leaf = owner.get_submodule(n["target"])
+                n["lowering"]["training"] = leaf.training
+                if declared_by_writer:
+                    continue
+                _lowering_values(n["lowering"], leaf)
+                for typ in _module_types(n["lowering"]):
+                    if typ not in modules and typ in DECLS:
+                        modules[typ] = module_decl(typ, _class_of(typ))
+            if envs is None or n["op"] not in ("call_function", "call_method"):
+                continue
+            env = envs[g["name"]]
+            args = tuple(_materialize(a, env) for a in n["args"])
+            kwargs = {k: _materialize(v, env) for k, v in n["kwargs"].items()}
+            if n["op"] == "call_function":
+                table, ovs = functions, function_overloads(fxlower.targets.resolve_function(n["target"]))
+            else:
+                table, ovs = methods, method_overloads(n["target"])
+            table[n["target"]] = [o for _, o in ovs]
+            n["overload"] = choose_overload(ovs, args, kwargs, f"{g['name']}:{n['name']}")
+    if envs is not None:
+        m["functions"], m["methods"] = functions, methods
+    m["modules"] = {k: modules[k] for k in sorted(modules)}
+    m["functions"] = {k: m["functions"][k] for k in sorted(m["functions"])}
+    m["methods"] = {k: m["methods"][k] for k in sorted(m["methods"])}
+    missing = sorted({t for g in m["graphs"] for n in g["nodes"] if n["lowering"]
+                      for t in _module_types(n["lowering"])} - set(m["modules"]))
+    if missing:
+        raise SystemExit(f"no declaration for {missing}; add them to DECLS")
+    m["digest"] = digest(m)
+
+
+def _class_of(type_name_: str) -> type:
+    assert type_name_.startswith("torch.nn."), type_name_
+    return getattr(nn, type_name_.rsplit(".", 1)[1])
+
+
 def export(gm: fx.GraphModule, path: Path, inputs: tuple, golden) -> None:
     fxlower.export(gm, path, inputs, golden=golden)
-    edit(path, lambda m: m.__setitem__("producer", dict(PRODUCER)))
+
+    def finish(m):
+        m["producer"] = dict(PRODUCER)
+        complete_1_1(m, gm, inputs)
+    edit(path, finish)
 
 
 # ------------------------------------------------------------------------------------------------ valid models
@@ -349,6 +827,84 @@ class Book(nn.Module):
         return self.norm(att + seq)
 
 
+# --- 1.1 models
+
+class TensorState(nn.Module):
+    """Every tensor kind and flag: a trainable and a frozen parameter, a persistent and a non-persistent buffer,
+    a tensor constant (a plain tensor attribute); the root is in training mode, the Linear in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.gain = nn.Parameter(torch.full((4,), 0.5))                       # requires_grad
+        self.frozen = nn.Parameter(torch.full((4,), 0.25), requires_grad=False)
+        self.register_buffer("shift", torch.full((4,), 1.0))                  # persistent
+        self.register_buffer("cache", torch.full((4,), 2.0), persistent=False)
+        self.table = torch.tensor([1.0, 2.0, 3.0, 4.0])                       # neither: a constant
+
+    def forward(self, x):
+        y = self.lin(x) * self.gain + self.frozen
+        return (y + self.shift) * self.cache - self.table
+
+
+class Scale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("β", torch.full((8,), 0.5))
+
+    def forward(self, x):
+        return x * self.β
+
+
+class OddNames(nn.Module):
+    """Submodule and buffer names that are not identifiers (docs/format.md 3): 'block1-0', 'layer 1', 'ü.β'."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("block1-0", nn.Linear(4, 4))
+        self.add_module("layer 1", nn.Sequential(nn.ReLU(), nn.Upsample(scale_factor=2.0, mode="nearest")))
+        self.add_module("ü", Scale())
+
+    def forward(self, x):
+        h = getattr(self, "block1-0")(x)
+        h = getattr(self, "layer 1")(h.unsqueeze(0))
+        return getattr(self, "ü")(h)
+
+
+class Overloads(nn.Module):
+    """Overload choice: a method's varargs form (view(3, 4)), a method with a list (permute((1, 0))), an
+    overload other than the first (torch.sum(x, 0), torch.add(x, 2.0)) and a private kwarg the writer drops
+    (softmax's _stacklevel)."""
+
+    def forward(self, x):
+        v = x.view(3, 4).permute((1, 0))
+        s = torch.sum(v, 0) + torch.add(v, 2.0).sum()
+        return nn.functional.softmax(s, dim=-1), torch.div(s, 2.0, rounding_mode="floor")
+
+
+class RuntimeMeta(nn.Module):
+    """Nodes whose results are a device, a dtype and a layout (Meta kinds of 1.1)."""
+
+    def forward(self, x):
+        z = torch.zeros(2, dtype=x.dtype, device=x.device, layout=x.layout)
+        return x + z
+
+
+class LoweringValues(nn.Module):
+    """function and module Values in lowering records, a '*' declaration (layers.*) and child-module recursion
+    (layers.0 -> self_attn -> out_proj)."""
+
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=nn.GELU(), batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(8), enable_nested_tensor=False)
+        self.top = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=nn.functional.relu,
+                                              batch_first=True)
+
+    def forward(self, x):
+        return self.top(self.enc(x))
+
+
 def make_valid(out: Path) -> None:
     v = out / "valid"
     v.mkdir()
@@ -377,6 +933,35 @@ def make_valid(out: Path) -> None:
     export(fx.symbolic_trace(book), v / "book_rules",
            (dyadic((1, 2, 5, 5), 11), torch.tensor([[0, 3, 4]])), False)
 
+    # tensor_state (1.1): parameter (trainable and frozen), buffer (persistent and not), constant and golden
+    # tensor kinds; training flags (root in training mode, its Linear in eval mode).
+    gm = fx.symbolic_trace(fill_(TensorState(), 12))
+    # GraphModule's constructor turns every tensor attribute into a persistent buffer; restore what TensorState
+    # declares: cache is not persistent, table is a plain tensor attribute.
+    gm._non_persistent_buffers_set.add("cache")
+    table = gm._buffers.pop("table")
+    gm.table = table
+    gm.train()
+    gm.lin.eval()
+    export(gm, v / "tensor_state", (dyadic((2, 4), 13),), True)
+    # odd_names (1.1 names rule): call_module and get_attr targets 'block1-0', 'layer 1.1', 'ü.β'; golden outputs.
+    export(fx.symbolic_trace(fill_(OddNames(), 14)), v / "odd_names", (dyadic((2, 4), 15),), True)
+    # overloads (1.1): functions/methods tables and node.overload, incl. the varargs form and overloads other
+    # than the first; softmax's _stacklevel dropped. No golden data (softmax is transcendental).
+    export(fx.symbolic_trace(Overloads()), v / "overloads", (dyadic((2, 6), 16),), False)
+    # runtime_meta (1.1): Meta kinds device, dtype and layout; golden outputs.
+    export(fx.symbolic_trace(RuntimeMeta()), v / "runtime_meta", (dyadic((2,), 17),), True)
+    # lowering_values (1.1): function and module Values, layers.* and child-module recursion. No golden data.
+    export(fx.symbolic_trace(fill_(LoweringValues(), 18)), v / "lowering_values", (dyadic((1, 3, 8), 19),), False)
+    # x_prefixed_names (1.1, section 2.4): golden_nodes with its relu node renamed "x-relu": a key of a data map
+    # (golden.nodes) that starts with x- is an ordinary key, not an extension.
+    shutil.copytree(v / "golden_nodes", v / "x_prefixed_names")
+
+    def x_prefixed(m):
+        rename_node(m, "relu", "x-relu")
+        m["digest"] = digest(m)
+    edit(v / "x_prefixed_names", x_prefixed)
+
     # Leniencies every reader MUST accept, each on a copy of minimal:
     # x_fields: extension fields (x-...) at the top level and in every kind of nested object.
     shutil.copytree(v / "minimal", v / "x_fields")
@@ -392,6 +977,11 @@ def make_valid(out: Path) -> None:
         m["signature"]["x-sig"] = None
         m["golden"]["x-golden"] = -1
         m["golden"]["tolerances"]["F32"]["x-why"] = "default"
+        m["modules"]["torch.nn.Linear"]["x-decl"] = 1                       # 1.1 objects
+        m["modules"]["torch.nn.Linear"]["attrs"][0]["x-unit"] = "features"
+        m["modules"]["torch.nn.Linear"]["forward"][0]["x-shape"] = "[*, in_features]"
+        m["functions"]["torch.relu"][0]["x-note"] = None
+        m["functions"]["torch.relu"][0]["params"][0]["x-note"] = []
         m["digest"] = digest(m)
     edit(v / "x_fields", ext)
     # float32: the golden tolerances written as msgpack float32 (0xca) instead of float64.
@@ -491,8 +1081,14 @@ def make_invalid(out: Path) -> dict[str, str]:
     edit(vec("format_identifier", "format.identifier"), lambda m: m.__setitem__("format", "fxlowr"))
     # format_version is [2, 0].
     edit(vec("format_major_2", "format.version"), lambda m: m.__setitem__("format_version", [2, 0]))
-    # format_version is [1, 1], a minor newer than this spec.
-    edit(vec("format_minor_future", "format.version"), lambda m: m.__setitem__("format_version", [1, 1]))
+    # format_version is [1, 2], a minor newer than this spec.
+    edit(vec("format_minor_future", "format.version"), lambda m: m.__setitem__("format_version", [1, 2]))
+    # format_version is [1, 1, 0]: three elements.
+    edit(vec("format_version_length_3", "format.version"), lambda m: m.__setitem__("format_version", [1, 1, 0]))
+    # The manifest is the array ["fxlower", [1, 1]], not a map.
+    (vec("manifest_not_map", "format.identifier") / MANIFEST).write_bytes(msgpack.packb(["fxlower", [1, 1]]))
+    # The top-level field format is removed.
+    edit(vec("format_missing", "format.identifier"), lambda m: m.pop("format"))
 
     # --- section 2.1: schema ---
     # tensors[0] lacks its sha256 field.
@@ -616,7 +1212,114 @@ def make_invalid(out: Path) -> dict[str, str]:
     # weights.safetensors also holds a U8 tensor "extra" that no table entry uses.
     d = vec("safetensors_unreferenced", "safetensors.unreferenced")
     st_write(d / WEIGHTS, {**st_tensors(d / WEIGHTS), "extra": ("U8", [8], bytes(range(8)))})
+    # golden.file names weights.safetensors, a listed file of role weights.
+    edit(vec("golden_file_not_golden", "tensor.reference"),
+         lambda m: m["golden"].__setitem__("file", WEIGHTS))
+    _invalid_1_1(vec)
     return expected
+
+
+def _invalid_1_1(vec) -> None:
+    """One vector per rejection format 1.1 adds (docs/format.md "Changes in 1.1")."""
+    def attr(base, node_name, name, value, code="lowering.attr", vector=None):
+        d = vec(vector or f"lowering_attr_{name}", code, base=base)
+        edit(d, lambda m: node(m, node_name)["lowering"]["attrs"].__setitem__(name, value))
+        return d
+
+    # --- lowering.attr: a value not of the declared type, one per type kind ---
+    # minimal: Linear.weight (declared tensor) is the int 3.
+    attr("minimal", "lin", "weight", 3, vector="lowering_attr_tensor")
+    # minimal: Linear.in_features (declared int) is the float 4.0.
+    attr("minimal", "lin", "in_features", 4.0, vector="lowering_attr_int")
+    # book_rules: BatchNorm2d.eps (declared float) is the int 1: ints are not widened on read.
+    attr("book_rules", "bn", "eps", 1, vector="lowering_attr_float")
+    # book_rules: Conv2d.transposed (declared bool) is the int 0.
+    attr("book_rules", "conv", "transposed", 0, vector="lowering_attr_bool")
+    # odd_names: Upsample.mode (declared str) is the int 3.
+    attr("odd_names", "layer_1_1", "mode", 3, vector="lowering_attr_str")
+    # book_rules: Conv2d.padding_mode (declared enum(zeros,reflect,replicate,circular)) is "zeroes".
+    attr("book_rules", "conv", "padding_mode", "zeroes", vector="lowering_attr_enum")
+    # book_rules: Conv2d.kernel_size (declared int[2]) is a tuple of three ints.
+    attr("book_rules", "conv", "kernel_size", {"t": "tuple", "v": [3, 3, 3]}, vector="lowering_attr_int_n")
+    # lowering_values: TransformerEncoderLayer.activation (declared function|module) is the plain str
+    # "torch.nn.functional.relu": a str is never a function in a 1.1 file.
+    attr("lowering_values", "top", "activation", "torch.nn.functional.relu", vector="lowering_attr_function")
+    # book_rules: MultiheadAttention.out_proj (declared module) is the plain str "torch.nn.Linear" (the 1.0
+    # encoding, a string in a 1.1 file).
+    attr("book_rules", "mha", "out_proj", "torch.nn.Linear", vector="lowering_attr_module")
+    # minimal: Linear.in_features (declared int, none not allowed) is nil.
+    attr("minimal", "lin", "in_features", None, vector="lowering_attr_none")
+    # minimal: the Linear record gets the attribute "out_bias" = 1, which torch.nn.Linear does not declare.
+    attr("minimal", "lin", "out_bias", 1, vector="lowering_attr_undeclared")
+    # lowering_values: a child attribute below a module Value that its type does not declare
+    # (layers.0.self_attn.out_proj.scale; the recursion reaches torch.nn.Linear).
+    attr("lowering_values", "enc", "layers.0.self_attn.out_proj.scale", 1.0,
+         vector="lowering_attr_undeclared_child")
+    # lowering_values: modules lacks torch.nn.Linear, which only module Values (out_proj, linear1, ...) name.
+    edit(vec("lowering_attr_module_undeclared", "lowering.attr", base="lowering_values"),
+         lambda m: m["modules"].pop("torch.nn.Linear"))
+    # minimal: modules lacks torch.nn.Linear, the module_type of the lin record.
+    edit(vec("lowering_module_type_undeclared", "lowering.attr"), lambda m: m["modules"].pop("torch.nn.Linear"))
+
+    # --- Values ---
+    # lowering_values: the function Value of activation names "relu" (not a dotted name).
+    attr("lowering_values", "top", "activation", {"t": "function", "v": "relu"}, code="schema.type",
+         vector="function_value_bad_name")
+    # lowering_values: the module Value of self_attn is the empty string.
+    attr("lowering_values", "top", "self_attn", {"t": "module", "v": ""}, code="schema.type",
+         vector="module_value_empty")
+
+    # --- declarations (modules, functions, methods) ---
+    # minimal: Linear.bias is declared with the type "tensor|None" (the grammar's word is none).
+    edit(vec("attr_type_grammar", "schema.type"),
+         lambda m: m["modules"]["torch.nn.Linear"]["attrs"][3].__setitem__("type", "tensor|None"))
+    # minimal: the first parameter of torch.relu's overload 0 has kind "positional".
+    edit(vec("param_kind_unknown", "schema.type"),
+         lambda m: m["functions"]["torch.relu"][0]["params"][0].__setitem__("kind", "positional"))
+    # minimal: modules["torch.nn.Linear"] is an array.
+    edit(vec("modules_not_map", "schema.type"), lambda m: m["modules"].__setitem__("torch.nn.Linear", []))
+
+    # --- overloads ---
+    # minimal: relu's overload is 2; torch.relu has 2 overloads.
+    edit(vec("overload_out_of_range", "graph.structure"), lambda m: node(m, "relu").__setitem__("overload", 2))
+    # minimal: relu's overload is nil (1.1 writers write it on every call_function/call_method node).
+    edit(vec("overload_missing", "graph.structure"), lambda m: node(m, "relu").__setitem__("overload", None))
+    # minimal: the placeholder x has overload 0.
+    edit(vec("overload_on_placeholder", "graph.structure"), lambda m: node(m, "x").__setitem__("overload", 0))
+    # minimal: functions lacks torch.relu, the target of the relu node.
+    edit(vec("function_undeclared", "graph.target"), lambda m: m["functions"].pop("torch.relu"))
+    # minimal: methods lacks sum, the target of the sum_1 node.
+    edit(vec("method_undeclared", "graph.target"), lambda m: m["methods"].pop("sum"))
+
+    # --- kwargs keys ---
+    # minimal: relu gets the keyword argument _stacklevel=3 (writers drop private keywords).
+    edit(vec("private_kwarg", "schema.name"), lambda m: node(m, "relu")["kwargs"].__setitem__("_stacklevel", 3))
+    # minimal: relu gets the keyword argument "x-note": a kwargs key is data, not an extension field.
+    edit(vec("kwargs_x_key", "schema.name"), lambda m: node(m, "relu")["kwargs"].__setitem__("x-note", 1))
+
+    # --- tensor state ---
+    # minimal: lin.weight has kind "weight".
+    edit(vec("tensor_kind_unknown", "schema.type"), lambda m: tensor(m, "lin.weight").__setitem__("kind", "weight"))
+    # minimal: lin.weight has kind "" (only 1.0 files have no kind).
+    edit(vec("tensor_kind_empty", "schema.type"), lambda m: tensor(m, "lin.weight").__setitem__("kind", ""))
+    # minimal: the buffer scale has requires_grad true.
+    edit(vec("requires_grad_on_buffer", "schema.type"),
+         lambda m: tensor(m, "scale").__setitem__("requires_grad", True))
+    # minimal: the parameter lin.bias has persistent false.
+    edit(vec("persistent_false_on_parameter", "schema.type"),
+         lambda m: tensor(m, "lin.bias").__setitem__("persistent", False))
+    # minimal: the root graph's training is the str "no".
+    edit(vec("training_not_bool", "schema.type"), lambda m: m["graphs"][0].__setitem__("training", "no"))
+
+    # --- names (section 3) ---
+    # minimal: the call_module target lin becomes li"n.
+    edit(vec("call_module_target_quote", "graph.target"), lambda m: node(m, "lin").__setitem__("target", 'li"n'))
+    # odd_names: the get_attr target ü.β becomes ü\β.
+    edit(vec("get_attr_target_backslash", "graph.target", base="odd_names"),
+         lambda m: node(m, "_").__setitem__("target", "ü\\β"))
+    # odd_names: the call_module target "layer 1.0" becomes "layer 1.__0".
+    edit(vec("call_module_target_dunder", "graph.target", base="odd_names"),
+         lambda m: node(m, "layer_1_0").__setitem__("target", "layer 1.__0"))
 
 
 def _replace_field_value(path: Path, node_name: str, new: bytes) -> None:

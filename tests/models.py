@@ -861,6 +861,140 @@ def make_misc_leaves_c() -> ModelCase:
 # --------------------------------------------------------------------------
 
 
+
+# --------------------------------------------------------------------------
+# regnet: torchvision RegNet-shaped model whose submodule names are not
+# identifiers ("block1-0"), with squeeze-excitation and grouped convolutions
+# --------------------------------------------------------------------------
+
+
+class ConvNormAct(nn.Sequential):
+    """torchvision's Conv2dNormActivation: conv (no bias), batch norm, optional ReLU, as children 0, 1, 2."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True):
+        layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        if act:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class RegNetSE(nn.Module):
+    """torchvision's SqueezeExcitation: avgpool, fc1, activation, fc2, scale_activation."""
+
+    def __init__(self, ch: int, squeeze: int) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(ch, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, ch, 1)
+        self.activation = nn.ReLU()
+        self.scale_activation = nn.Sigmoid()
+
+    def forward(self, x):
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
+class BottleneckTransform(nn.Sequential):
+    """a (1x1), b (3x3 grouped, strided), se, c (1x1, no activation): torchvision's child names."""
+
+    def __init__(self, cin: int, cout: int, stride: int, group_width: int, se_ratio: float) -> None:
+        groups = cout // group_width
+        layers = {
+            "a": ConvNormAct(cin, cout, 1),
+            "b": ConvNormAct(cout, cout, 3, stride, groups=groups),
+            "se": RegNetSE(cout, max(1, int(round(se_ratio * cin)))),
+            "c": ConvNormAct(cout, cout, 1, act=False),
+        }
+        super().__init__()
+        for name, module in layers.items():
+            self.add_module(name, module)
+
+
+class ResBottleneckBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, group_width: int, se_ratio: float) -> None:
+        super().__init__()
+        self.proj = None
+        if cin != cout or stride != 1:
+            self.proj = ConvNormAct(cin, cout, 1, stride, act=False)
+        self.f = BottleneckTransform(cin, cout, stride, group_width, se_ratio)
+        self.activation = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        shortcut = x if self.proj is None else self.proj(x)
+        return self.activation(shortcut + self.f(x))
+
+
+class AnyStage(nn.Sequential):
+    """Blocks named "block{stage}-{i}", as torchvision names them."""
+
+    def __init__(self, cin: int, cout: int, stride: int, depth: int, group_width: int, stage: int) -> None:
+        super().__init__()
+        for i in range(depth):
+            block = ResBottleneckBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, group_width, 0.25)
+            self.add_module(f"block{stage}-{i}", block)
+
+
+class RegNetSmall(nn.Module):
+    """stem, trunk_output (block1, block2 with blocks block1-0, block1-1, block2-0), avgpool, fc."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = ConvNormAct(3, 8, 3, 2)
+        stages = [(8, 16, 2, 2, 8), (16, 32, 2, 1, 8)]  # cin, cout, stride, depth, group width
+        self.trunk_output = nn.Sequential()
+        for i, (cin, cout, stride, depth, gw) in enumerate(stages, 1):
+            self.trunk_output.add_module(f"block{i}", AnyStage(cin, cout, stride, depth, gw, i))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.trunk_output(self.stem(x))
+        return self.fc(self.avgpool(x).flatten(start_dim=1))
+
+
+def make_regnet() -> ModelCase:
+    torch.manual_seed(0)
+    m = RegNetSmall()
+    _randomize_bn(m)
+    return _case("regnet", m, lambda s: (_randn(s, 2, 3, 32, 32),))
+
+
+# --------------------------------------------------------------------------
+# odd_names: submodule, parameter and buffer names with a space and non-ASCII
+# --------------------------------------------------------------------------
+
+
+class _Gain(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("γ", torch.linspace(0.5, 1.5, n))
+        self.register_parameter("β", nn.Parameter(torch.linspace(-0.2, 0.2, n)))
+
+    def forward(self, x):
+        return x * self.γ + self.β
+
+
+class OddNamesNet(nn.Module):
+    """Children "layer 1" (a Sequential with a Linear and a LayerNorm), "ü" (a module with buffer "γ" and
+    parameter "β") and "2nd-head"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_module("layer 1", nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8)))
+        self.add_module("ü", _Gain(8))
+        self.add_module("2nd-head", nn.Linear(8, 3))
+
+    def forward(self, x):
+        h = getattr(self, "layer 1")(x)
+        h = torch.relu(getattr(self, "ü")(h))
+        return getattr(self, "2nd-head")(h)
+
+
+def make_odd_names() -> ModelCase:
+    torch.manual_seed(0)
+    return _case("odd_names", OddNamesNet(), lambda s: (_randn(s, 4, 6),))
+
+
 MODELS: Dict[str, Callable[[], ModelCase]] = {
     "resnet": make_resnet,
     "mobilenetv3": make_mobilenetv3,
@@ -880,4 +1014,6 @@ MODELS: Dict[str, Callable[[], ModelCase]] = {
     "misc_leaves_a": make_misc_leaves_a,
     "misc_leaves_b": make_misc_leaves_b,
     "misc_leaves_c": make_misc_leaves_c,
+    "regnet": make_regnet,
+    "odd_names": make_odd_names,
 }

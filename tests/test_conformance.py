@@ -1,9 +1,10 @@
 """The conformance vectors (docs/format.md section 12), as the Python reader sees them.
 
-Every ``tests/conformance/valid/<name>`` loads with hash verification and, where it carries golden data, the
-rebuilt GraphModule reproduces it bit for bit; every ``tests/conformance/invalid/<name>`` is rejected (also with
-verification) with exactly the code ``tests/conformance/EXPECTED`` gives; and the checked-in set is what
-``scripts/make_conformance.py`` generates today.
+Two sets: ``tests/conformance/v1.1`` (what ``scripts/make_conformance.py`` generates today) and the frozen format
+1.0 set ``tests/conformance/v1.0`` (checked in once, never regenerated: 1.0 files stay loadable forever). In both,
+every ``valid/<name>`` loads with hash verification and rebuilds, and where it carries golden data the rebuilt
+GraphModule reproduces it bit for bit; every ``invalid/<name>`` is rejected (also with verification) with exactly
+the code ``EXPECTED`` gives.
 """
 
 from __future__ import annotations
@@ -27,12 +28,31 @@ from fxlower.constants import STORAGE_DTYPES
 from fxlower.tensorfile import tensor_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-VECTORS = Path(__file__).resolve().parent / "conformance"
-VALID = sorted(p.name for p in (VECTORS / "valid").iterdir()) if (VECTORS / "valid").is_dir() else []
-EXPECTED = dict(line.split() for line in (VECTORS / "EXPECTED").read_text().splitlines()) \
-    if (VECTORS / "EXPECTED").is_file() else {}
+SETS = {version: Path(__file__).resolve().parent / "conformance" / version for version in ("v1.0", "v1.1")}
+CURRENT = SETS["v1.1"]
+
+
+def _valid(version: str) -> list[str]:
+    d = SETS[version] / "valid"
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def _expected(version: str) -> dict[str, str]:
+    f = SETS[version] / "EXPECTED"
+    return dict(line.split() for line in f.read_text().splitlines()) if f.is_file() else {}
+
+
+VALID = [(v, n) for v in SETS for n in _valid(v)]
+INVALID = [(v, n) for v in SETS for n in sorted(_expected(v))]
 #: Codes of section 11 that no directory in git can carry (a manifest over 1 GiB).
 NOT_REPRESENTABLE = {"manifest.size"}
+#: SHA-256 over the frozen v1.0 tree (relative path, NUL, SHA-256 of the bytes or of "link:" + the link target,
+#: per file in sorted walk order), taken when the set was frozen. The set MUST NOT change.
+V1_0_TREE = "959ca37bc1c55698a6a40fb448c774bed274764b67af5989c7aa85d1ea000338"
+
+
+def _ids(case):
+    return f"{case[0]}/{case[1]}"
 
 
 def _generator():
@@ -61,15 +81,37 @@ def same(a, b) -> bool:
     return a == b
 
 
+def _manifest(version: str, name: str) -> dict:
+    return msgpack.unpackb((SETS[version] / "valid" / name / "manifest.msgpack").read_bytes(), raw=False,
+                           strict_map_key=False)
+
+
 # ------------------------------------------------------------------------------------------------ valid
 
-def test_the_set_exists():
-    assert VALID and EXPECTED, "tests/conformance is missing; run scripts/make_conformance.py"
+def test_both_sets_exist():
+    for version in SETS:
+        assert _valid(version) and _expected(version), f"tests/conformance/{version} is missing"
 
 
-@pytest.mark.parametrize("name", VALID)
-def test_valid_vector_loads_and_verifies(name):
-    with fxlower.load(VECTORS / "valid" / name, verify=True) as art:
+def test_the_1_0_set_is_frozen():
+    h = hashlib.sha256()
+    root = SETS["v1.0"]
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            data = ("link:" + os.readlink(p)).encode() if p.is_symlink() else p.read_bytes()
+            h.update(p.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(data).digest())
+    assert h.hexdigest() == V1_0_TREE, "tests/conformance/v1.0 changed; it is frozen (1.0 files stay loadable)"
+    assert {tuple(_manifest("v1.0", n)["format_version"]) for n in _valid("v1.0")} == {(1, 0)}
+    assert {tuple(_manifest("v1.1", n)["format_version"]) for n in _valid("v1.1")} == {(1, 1)}
+
+
+@pytest.mark.parametrize("case", VALID, ids=_ids)
+def test_valid_vector_loads_and_verifies(case):
+    version, name = case
+    with fxlower.load(SETS[version] / "valid" / name, verify=True) as art:
+        assert art.format_version == ((1, 0) if version == "v1.0" else (1, 1))
         if art.golden_mode is None:
             art.to_graph_module()  # rebuilds; nothing stored to compare with
             return
@@ -80,54 +122,88 @@ def test_valid_vector_loads_and_verifies(name):
             out = interp.run(*inputs)
         assert same(out, art.golden_outputs()), f"{name}: outputs differ from the golden outputs"
         if art.golden_mode == "nodes":
-            results = {n.name: v for n, v in interp.env.items()}
+            # by position: a node name that is not a Python identifier (x_prefixed_names' "x-relu") is renamed
+            # by torch.fx in the rebuilt graph
+            names = [n.name for n in art.graphs[0].nodes]
+            results = {names[i]: interp.env[n] for i, n in enumerate(gm.graph.nodes)}
             golden = art.golden_nodes()
             assert golden, f"{name}: golden mode 'nodes' without node results"
             for node_name, value in golden.items():
                 assert same(results[node_name], value), f"{name}: node '{node_name}' differs"
 
 
-def _manifests():
-    for name in VALID:
-        yield name, msgpack.unpackb((VECTORS / "valid" / name / "manifest.msgpack").read_bytes(), raw=False,
-                                    strict_map_key=False)
+def _walk_values(v, kinds: set, floats: set):
+    if isinstance(v, dict):
+        if set(v) == {"t", "v"} and isinstance(v["t"], str):
+            kinds.add(v["t"])
+        for x in v.values():
+            _walk_values(x, kinds, floats)
+    elif isinstance(v, list):
+        for x in v:
+            _walk_values(x, kinds, floats)
+    elif isinstance(v, float):
+        floats.add(struct.pack("<d", v))
 
 
-def test_valid_set_covers_every_value_kind_and_storage_dtype():
+@pytest.mark.parametrize("version", list(SETS))
+def test_valid_set_covers_every_value_kind_and_storage_dtype(version):
     kinds: set[str] = set()
     floats: set[bytes] = set()
-
-    def walk(v):
-        if isinstance(v, dict):
-            if set(v) == {"t", "v"} and isinstance(v["t"], str):
-                kinds.add(v["t"])
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-        elif isinstance(v, float):
-            floats.add(struct.pack("<d", v))
     dtypes = set()
-    for _, m in _manifests():
+    for name in _valid(version):
+        m = _manifest(version, name)
         for g in m["graphs"]:
             for n in g["nodes"]:
-                walk([n["args"], n["kwargs"], n["lowering"]])
-        walk(m["golden"])
+                _walk_values([n["args"], n["kwargs"], n["lowering"]], kinds, floats)
+        _walk_values(m["golden"], kinds, floats)
         dtypes |= {t["dtype"] for t in m["tensors"]}
-    assert kinds >= {"node", "tensor", "list", "tuple", "dict", "slice", "ellipsis", "complex", "dtype", "device",
-                     "memory_format", "layout"}
+    expected = {"node", "tensor", "list", "tuple", "dict", "slice", "ellipsis", "complex", "dtype", "device",
+                "memory_format", "layout"}
+    if version == "v1.1":
+        expected |= {"function", "module"}
+    assert kinds == expected
     assert {struct.pack("<d", x) for x in (math.inf, -math.inf, -0.0)} <= floats
     assert any(math.isnan(struct.unpack("<d", f)[0]) for f in floats)
     assert dtypes == set(STORAGE_DTYPES)
 
 
+def test_1_1_set_covers_every_new_field():
+    metas: set[str] = set()
+    states: set[tuple] = set()
+    training: set[bool] = set()
+    overloads: set[int] = set()
+    patterns: list[str] = []
+    for name in _valid("v1.1"):
+        m = _manifest("v1.1", name)
+        states |= {(t["kind"], t["requires_grad"], t["persistent"]) for t in m["tensors"]}
+        for g in m["graphs"]:
+            training.add(g["training"])
+            for n in g["nodes"]:
+                if n["meta"] is not None:
+                    metas.add(n["meta"]["t"])
+                if n["op"] in ("call_function", "call_method"):
+                    overloads.add(n["overload"])
+                if n["lowering"] is not None:
+                    training.add(n["lowering"]["training"])
+        patterns += [a["name"] for d in m["modules"].values() for a in d["attrs"] if "*" in a["name"]]
+    assert {"device", "dtype", "layout"} <= metas
+    assert states == {("parameter", True, True), ("parameter", False, True), ("buffer", False, True),
+                      ("buffer", False, False), ("constant", False, True), ("golden", False, True)}
+    assert training == {True, False}
+    assert 0 in overloads and max(overloads) >= 3
+    assert "layers.*" in patterns
+    odd = _manifest("v1.1", "odd_names")
+    targets = {n["target"] for n in odd["graphs"][0]["nodes"] if n["op"] in ("call_module", "get_attr")}
+    assert targets == {"block1-0", "layer 1.0", "layer 1.1", "ü.β"}
+
+
 # ------------------------------------------------------------------------------------------------ invalid
 
-def test_expected_lists_exactly_the_invalid_vectors():
-    dirs = sorted(p.name for p in (VECTORS / "invalid").iterdir())
-    assert sorted(EXPECTED) == dirs
-    lines = (VECTORS / "EXPECTED").read_text().splitlines()
+@pytest.mark.parametrize("version", list(SETS))
+def test_expected_lists_exactly_the_invalid_vectors(version):
+    dirs = sorted(p.name for p in (SETS[version] / "invalid").iterdir())
+    assert sorted(_expected(version)) == dirs
+    lines = (SETS[version] / "EXPECTED").read_text().splitlines()
     assert lines == sorted(lines)
     assert all(re.fullmatch(r"[a-z0-9_]+ [a-z_]+\.[a-z_]+", line) for line in lines)
 
@@ -136,22 +212,24 @@ def test_invalid_set_covers_every_error_code():
     spec = (ROOT / "docs" / "format.md").read_text()
     section = spec[spec.index("## 11. Error codes"):spec.index("## 12.")]
     codes = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", section, re.M))
-    assert len(codes) > 20
-    assert set(EXPECTED.values()) == codes - NOT_REPRESENTABLE
+    assert "lowering.attr" in codes and len(codes) > 20
+    assert set(_expected("v1.1").values()) == codes - NOT_REPRESENTABLE
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_invalid_vector_is_rejected_with_its_code(name):
-    path = VECTORS / "invalid" / name
+@pytest.mark.parametrize("case", INVALID, ids=_ids)
+def test_invalid_vector_is_rejected_with_its_code(case):
+    version, name = case
+    path = SETS[version] / "invalid" / name
     if name == "symlink_member" and not os.path.islink(path / "weights.safetensors"):
         pytest.skip("this checkout turned the symlink into a plain file")
     with pytest.raises(fxlower.FormatError) as info:
         fxlower.load(path, verify=True)
-    assert info.value.code == EXPECTED[name], str(info.value)
+    assert info.value.code == _expected(version)[name], str(info.value)
 
 
-def test_hash_vector_is_accepted_without_verification():
-    fxlower.load(VECTORS / "invalid" / "hash_mismatch")
+@pytest.mark.parametrize("version", list(SETS))
+def test_hash_vector_is_accepted_without_verification(version):
+    fxlower.load(SETS[version] / "invalid" / "hash_mismatch")
 
 
 # ------------------------------------------------------------------------------------------------ staleness
@@ -162,13 +240,14 @@ def generator():
 
 
 def test_checked_in_set_is_what_the_generator_writes(generator):
-    diffs = generator.check(VECTORS)
-    assert not diffs, f"tests/conformance is stale; run scripts/make_conformance.py ({diffs[:10]})"
+    assert generator.DEFAULT_OUT == CURRENT
+    diffs = generator.check(CURRENT)
+    assert not diffs, f"tests/conformance/v1.1 is stale; run scripts/make_conformance.py ({diffs[:10]})"
 
 
 def test_check_mode_names_a_stale_file(generator, tmp_path, capsys):
     stale = tmp_path / "conformance"
-    shutil.copytree(VECTORS, stale, symlinks=True)
+    shutil.copytree(CURRENT, stale, symlinks=True)
     target = stale / "valid" / "minimal" / "golden.safetensors"
     raw = bytearray(target.read_bytes())
     raw[-1] ^= 1
@@ -180,9 +259,66 @@ def test_check_mode_names_a_stale_file(generator, tmp_path, capsys):
     assert "invalid/extra_file/README.txt" in err
 
 
-@pytest.mark.parametrize("name", VALID)
-def test_valid_vector_digest_matches_section_7(name):
-    m = dict(_manifests())[name]
+# ------------------------------------------------------------------------------------------------ digest
+
+# docs/format.md section 7, written out from the spec's field tables (independently of fxlower/schema.py):
+# the fields of each object in order, with the default a 1.0 file may omit.
+_FIELDS = {
+    "Graph": [("name", None), ("nodes", None), ("training", False)],
+    "Node": [("name", None), ("op", None), ("target", None), ("args", None), ("kwargs", None), ("inputs", None),
+             ("users", None), ("meta", None), ("lowering", None), ("graph", None), ("overload", None)],
+    "Lowering": [("module_type", None), ("version", None), ("module_version", None), ("attrs", None),
+                 ("training", False)],
+    "TensorEntry": [("name", None), ("dtype", None), ("shape", None), ("file", None), ("key", None),
+                    ("sha256", None), ("kind", ""), ("requires_grad", False), ("persistent", True)],
+    "Signature": [("inputs", None), ("output", None)],
+}
+
+
+def _value(v):
+    if isinstance(v, dict):
+        keys = ["t", "v"] if "v" in v else ["t", "dtype", "shape"]
+        return {k: _value(v[k]) for k in keys if k in v}
+    if isinstance(v, list):
+        return [_value(x) for x in v]
+    return v
+
+
+def _obj(kind: str, o: dict) -> dict:
+    out = {}
+    for field, default in _FIELDS[kind]:
+        x = o.get(field, default)
+        if kind == "Graph" and field == "nodes":
+            x = [_obj("Node", n) for n in x]
+        elif kind == "Node" and field == "lowering" and x is not None:
+            x = _obj("Lowering", x)
+        elif kind == "Node" and field in ("args", "meta"):
+            x = _value(x)
+        elif field in ("kwargs", "attrs"):
+            x = {k: _value(y) for k, y in x.items()}
+        elif field == "output":
+            x = _value(x)
+        out[field] = x
+    return out
+
+
+@pytest.mark.parametrize("name", _valid("v1.1"))
+def test_1_1_digest_is_the_canonical_encoding(name):
+    m = _manifest("v1.1", name)
+    weights = {f["path"] for f in m["files"] if f["role"] == "weights"}
+    blob = msgpack.packb([[_obj("Graph", g) for g in m["graphs"]],
+                          [_obj("TensorEntry", t) for t in m["tensors"] if t["file"] in weights],
+                          _obj("Signature", m["signature"])], use_bin_type=True)
+    assert m["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def test_1_1_digest_ignores_extension_fields():
+    assert _manifest("v1.1", "x_fields")["digest"] == _manifest("v1.1", "minimal")["digest"]
+
+
+@pytest.mark.parametrize("name", _valid("v1.0"))
+def test_1_0_digest_is_the_encoding_as_written(name):
+    m = _manifest("v1.0", name)
     weights = {f["path"] for f in m["files"] if f["role"] == "weights"}
     blob = msgpack.packb([m["graphs"], [t for t in m["tensors"] if t["file"] in weights], m["signature"]],
                          use_bin_type=True)

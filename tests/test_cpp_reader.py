@@ -14,7 +14,7 @@ from models import MODELS, trace
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DUMP = ROOT / "cpp" / "build" / "fxlower-dump"
-VALID = sorted((ROOT / "tests" / "conformance" / "valid").iterdir())
+VALID = sorted(p for version in ("v1.0", "v1.1") for p in (ROOT / "tests" / "conformance" / version / "valid").iterdir())
 
 
 def _cpp_dump(path) -> str:
@@ -33,7 +33,7 @@ def test_cpp_and_python_readers_agree_on_every_zoo_model(tmp_path, name):
     assert py.count("\nnode ") >= 3 and "\ntensor " in py
 
 
-@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", VALID, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
 def test_cpp_and_python_readers_agree_on_every_valid_conformance_vector(path):
     assert _cpp_dump(path) == dump(fxlower.load(path))
 
