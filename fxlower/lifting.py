@@ -3,9 +3,15 @@
 ``lift(gm)`` walks every graph (recursing into nested ``GraphModule``s) and stores a :class:`LoweringRecord` in
 ``node.meta["lowering"]`` for every ``call_module`` node whose target is a leaf module. Tensor attributes in the
 record are the module's own tensors (not copies); hyperparameters are normalised to plain values (int, float,
-bool, str, None, tuples of those, ``torch.dtype``/``device``/``memory_format``/``layout``); a function-valued
-attribute (e.g. ``TransformerEncoderLayer.activation``) becomes its canonical qualified name, and a module-valued
-one becomes its type name (its own attributes are fetched by dotted names).
+bool, str, None, tuples of those -- lists and ``torch.Size`` become tuples --, ``torch.dtype``/``device``/
+``memory_format``/``layout``); a function-valued attribute (e.g. ``TransformerEncoderLayer.activation``) stays the
+function object, and a module-valued one becomes the class of the rule that applies to the child
+(``rule_for(child).module_type``, e.g. ``nn.Linear`` for ``NonDynamicallyQuantizableLinear``), its own attributes
+recorded under ``<name>.`` by that rule.
+
+Every value is then checked against the type its rule declares (:mod:`fxlower.attrtypes`), after widening an int
+declared ``float`` to a float; a mismatch raises :class:`fxlower.AttributeTypeError` naming the node, the module
+type, the attribute, the declared type and the value found.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from . import attrtypes
 from .book import LoweringRule, rule_for, type_name
-from .errors import LiftError, UnsupportedModuleError
-from .targets import function_name
+from .errors import AttributeTypeError, LiftError, UnsupportedModuleError
 
 __all__ = ["LoweringRecord", "lift", "META_KEY", "iter_graph_modules"]
 
@@ -53,6 +59,7 @@ class LoweringRecord:
 
 
 _PASSTHROUGH = (torch.dtype, torch.device, torch.memory_format, torch.layout)
+_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType, types.BuiltinMethodType)
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -75,29 +82,50 @@ def _plain(value: Any, where: str) -> Any:
         return value
     if isinstance(value, nn.Module):
         try:  # the class whose semantics it has (e.g. torch.nn.Linear for NonDynamicallyQuantizableLinear)
-            return rule_for(value).type_name
+            return rule_for(value).module_type
         except UnsupportedModuleError:
-            return type_name(type(value))
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
-        return function_name(value)
+            return type(value)
+    if isinstance(value, _FUNCTIONS):
+        return value
     raise LiftError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which has no plain "
                     f"encoding; expected a tensor, int, float, bool, str, None, tuple, dtype, device, function "
                     f"or module. Drop it from the rule's attrs or register a rule that fetches its parts")
 
 
-def _record(rule: LoweringRule, module: nn.Module, where: str) -> LoweringRecord:
+def _record(rule: LoweringRule, module: nn.Module, node: str, where: str) -> LoweringRecord:
     try:
-        raw = rule.fetch(module)
+        walked = rule.walk(module)
     except AttributeError as e:
         raise LiftError(f"{where}: the {rule.type_name} rule (version {rule.version}) names an attribute the "
                         f"module does not have ({e}); fix the rule's attrs or its match function") from e
-    attrs = {name: _plain(value, f"{where} attribute '{name}'") for name, value in raw.items()}
+    attrs: dict[str, Any] = {}
+    for name, raw, decl in walked:
+        value = attrtypes.widen(decl.type, _plain(raw, f"{where} attribute '{name}'"))
+        problem = attrtypes.check(decl.type, value)
+        if problem is not None:
+            owner = _owner(rule, attrs, name)
+            raise AttributeTypeError(
+                f"{where} attribute '{name}': {owner} declares it {decl.type}, found "
+                f"{attrtypes.describe(value)}; fix the module's value or the rule's declared type",
+                node=node, module_type=owner, attr=name, expected=decl.type, found=value)
+        attrs[name] = value
     return LoweringRecord(
         module_type=rule.type_name,
         version=rule.version,
         module_version=getattr(type(module), "_version", 1),
         attrs=types.MappingProxyType(attrs),
     )
+
+
+def _owner(rule: LoweringRule, attrs: dict[str, Any], name: str) -> str:
+    """The type name of the rule that declares the record attribute ``name``: the nearest enclosing child module
+    recorded before it, else the record's own."""
+    parts = name.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        child = attrtypes.module_type_name(attrs.get(".".join(parts[:k])))
+        if child is not None:
+            return child
+    return rule.type_name
 
 
 def iter_graph_modules(gm: fx.GraphModule, path: str = ""):
@@ -163,7 +191,7 @@ def lift(gm: fx.GraphModule, *, strict: bool = True) -> fx.GraphModule:
                 pending.append((node, LoweringRecord(tname, 0, getattr(type(module), "_version", 1),
                                                      types.MappingProxyType({}), unsupported=str(e))))
                 continue
-            pending.append((node, _record(rule, module, f"{where} ({rule.type_name})")))
+            pending.append((node, _record(rule, module, node.name, f"{where} ({rule.type_name})")))
     if unsupported and strict:
         raise UnsupportedModuleError(_unsupported_message(unsupported), unsupported)
     for node, record in pending:
