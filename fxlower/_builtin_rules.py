@@ -268,10 +268,10 @@ _MHA = (
     ("_qkv_same_embed_dim", "bool", "whether kdim == vdim == embed_dim (one packed in_proj_weight)"),
     ("add_zero_attn", "bool", "whether a batch of zeros is appended to the key and value sequences"),
     ("in_proj_weight", "tensor|none", "packed query/key/value projection (None when kdim or vdim differ)"),
-    ("in_proj_bias", "tensor|none", "packed query/key/value projection bias (None without bias)"),
     ("q_proj_weight", "tensor|none", "query projection (None when packed in in_proj_weight)"),
     ("k_proj_weight", "tensor|none", "key projection (None when packed in in_proj_weight)"),
     ("v_proj_weight", "tensor|none", "value projection (None when packed in in_proj_weight)"),
+    ("in_proj_bias", "tensor|none", "packed query/key/value projection bias (None without bias)"),
     ("bias_k", "tensor|none", "bias appended to the key sequence (None unless add_bias_kv)"),
     ("bias_v", "tensor|none", "bias appended to the value sequence (None unless add_bias_kv)"),
     ("out_proj", "module", "the output projection (a torch.nn.Linear)"),
@@ -285,17 +285,16 @@ _FEED_FORWARD = (
 _ENCODER_LAYER = (
     ("norm_first", "bool", "whether layer norms come before attention and feed-forward (pre-norm)"),
     ("activation_relu_or_gelu", "int", "1 when activation is relu, 2 when gelu, else 0 (fast-path selector)"),
-    _ACTIVATION,
     ("self_attn", "module", "self-attention (a torch.nn.MultiheadAttention)"),
 ) + _FEED_FORWARD + (
     ("norm1", "module", "layer norm of the self-attention block"),
     ("norm2", "module", "layer norm of the feed-forward block"),
     ("dropout1", "module", "dropout after self-attention"),
     ("dropout2", "module", "dropout after the feed-forward block"),
+    _ACTIVATION,
 )
 _DECODER_LAYER = (
     ("norm_first", "bool", "whether layer norms come before each block (pre-norm)"),
-    _ACTIVATION,
     ("self_attn", "module", "self-attention (a torch.nn.MultiheadAttention)"),
     ("multihead_attn", "module", "attention over the encoder memory (a torch.nn.MultiheadAttention)"),
 ) + _FEED_FORWARD + (
@@ -305,6 +304,7 @@ _DECODER_LAYER = (
     ("dropout1", "module", "dropout after self-attention"),
     ("dropout2", "module", "dropout after memory attention"),
     ("dropout3", "module", "dropout after the feed-forward block"),
+    _ACTIVATION,
 )
 _STACK = (
     ("num_layers", "int", "number of layers"),

@@ -48,7 +48,7 @@ _ELEMS = ("int", "float", "bool", "str")
 _KINDS = ("tensor", "int", "float", "bool", "str", "none", "function", "module", "dtype", "device")
 _WORD = re.compile(r"[A-Za-z0-9_]+\Z")
 _COUNT = re.compile(r"(0|[1-9][0-9]*)?\Z")
-_INDEX = "(?:0|[1-9][0-9]*)"
+_INDEX = "(0|[1-9][0-9]*)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +236,8 @@ def module_type_name(value: Any) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def name_pattern(name: str) -> re.Pattern[str]:
-    """The regular expression a declared attribute name stands for (``*`` is one decimal index)."""
+    """The regular expression a declared attribute name stands for (``*`` is one decimal index, captured as a
+    group)."""
     return re.compile("".join(_INDEX if c == "*" else re.escape(c) for c in name) + r"\Z")
 
 

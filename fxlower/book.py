@@ -135,15 +135,38 @@ class LoweringRule:
 
     # ------------------------------------------------------------------------------------------- lifting
 
-    def _expand(self, declared: str, module: nn.Module) -> list[str]:
-        if "*" not in declared:
-            return [declared]
-        pattern = attrtypes.name_pattern(declared)
-        names = dict.fromkeys(n for n, _ in module.named_modules(remove_duplicate=False) if n)
-        names.update(dict.fromkeys(n for n, _ in module.named_parameters(remove_duplicate=False)))
-        names.update(dict.fromkeys(n for n, _ in module.named_buffers(remove_duplicate=False)))
-        found = [n for n in names if pattern.match(n)]
-        return sorted(found, key=lambda n: [int(x) for x in re.findall(r"[0-9]+", n)])
+    def _expanded(self, module: nn.Module) -> list[tuple[str, AttrDecl]]:
+        """``(record name, declaration)`` for every declared attribute of ``module``, in record order.
+
+        A run of consecutive ``*`` declarations expands together, ordered by index first and declaration order
+        second (``weight_ih_l0, weight_hh_l0, ..., weight_ih_l1, ...``: the order the module registered them).
+        """
+        out: list[tuple[str, AttrDecl]] = []
+        decls = self.attrs
+        i = 0
+        while i < len(decls):
+            if "*" not in decls[i].name:
+                out.append((decls[i].name, decls[i]))
+                i += 1
+                continue
+            j = i
+            while j < len(decls) and "*" in decls[j].name:
+                j += 1
+            run = decls[i:j]
+            candidates = dict.fromkeys(n for n, _ in module.named_modules(remove_duplicate=False) if n)
+            candidates.update(dict.fromkeys(n for n, _ in module.named_parameters(remove_duplicate=False)))
+            candidates.update(dict.fromkeys(n for n, _ in module.named_buffers(remove_duplicate=False)))
+            found = []
+            for name in candidates:
+                for pos, d in enumerate(run):
+                    m = attrtypes.name_pattern(d.name).match(name)
+                    if m is not None:
+                        found.append(([int(x) for x in m.groups()], pos, name, d))
+                        break
+            found.sort(key=lambda f: (f[0], f[1]))
+            out.extend((name, d) for _, _, name, d in found)
+            i = j
+        return out
 
     def walk(self, module: nn.Module) -> list[tuple[str, Any, AttrDecl]]:
         """Every attribute this rule records for ``module``: ``(name, raw value, declaration)`` in record order.
@@ -160,22 +183,21 @@ class LoweringRule:
         module_version = getattr(type(module), "_version", 1)
         out: list[tuple[str, Any, AttrDecl]] = []
         seen: set[str] = set()
-        for decl in self.attrs:
-            for name in self._expand(decl.name, module):
-                if name in seen:
-                    continue
-                seen.add(name)
-                value = _get(module, self.match(name, module_version))
-                out.append((name, value, decl))
-                if isinstance(value, nn.Module) and attrtypes.parse(decl.type).has_module:
-                    try:
-                        child_rule = rule_for(value)
-                    except UnsupportedModuleError as e:
-                        raise UnsupportedModuleError(
-                            f"{self.type_name} child {name!r} cannot be lifted: {e}") from e
-                    for sub, v, d in child_rule.walk(value):
-                        seen.add(f"{name}.{sub}")
-                        out.append((f"{name}.{sub}", v, d))
+        for name, decl in self._expanded(module):
+            if name in seen:
+                continue
+            seen.add(name)
+            value = _get(module, self.match(name, module_version))
+            out.append((name, value, decl))
+            if isinstance(value, nn.Module) and attrtypes.parse(decl.type).has_module:
+                try:
+                    child_rule = rule_for(value)
+                except UnsupportedModuleError as e:
+                    raise UnsupportedModuleError(
+                        f"{self.type_name} child {name!r} cannot be lifted: {e}") from e
+                for sub, v, d in child_rule.walk(value):
+                    seen.add(f"{name}.{sub}")
+                    out.append((f"{name}.{sub}", v, d))
         return out
 
     def attr_names(self, module: nn.Module) -> tuple[str, ...]:
