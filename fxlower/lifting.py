@@ -207,7 +207,7 @@ def _unsupported_message(unsupported: dict[str, list[tuple[str, str]]]) -> str:
         lines.append(f"  {tname}: {reason}; used by {nodes}")
     first = sorted(unsupported)[0].rsplit(".", 1)[-1]
     lines.append("Register a rule for each, e.g. decorate the class with "
-                 "@fxlower.register_module(attrs=[\"weight\", ...], version=1), or call "
-                 f"fxlower.register_module({first}, attrs=[...], version=1); "
+                 "@fxlower.register_module(attrs={\"weight\": \"tensor\", \"eps\": \"float\", ...}, version=1), "
+                 f"or call fxlower.register_module({first}, attrs={{...}}, version=1); "
                  "or pass strict=False to record these nodes as unsupported.")
     return "\n".join(lines)
