@@ -169,8 +169,10 @@ def _lp_pool(n: int) -> tuple:
 
 
 def _adaptive_size(n: int) -> tuple:
-    t = "int|int[1]" if n == 1 else f"int|(int|none)[{n}]"
-    return (("output_size", t, "target output size; a None element keeps the input's size in that dimension"),)
+    if n == 1:
+        return (("output_size", "int|int[1]", "target output length"),)
+    return (("output_size", f"int|(int|none)[{n}]",
+             "target output size; a None element keeps the input's size in that dimension"),)
 
 
 _RETURN_INDICES = (("return_indices", "bool", "whether forward also returns the argmax indices"),)
