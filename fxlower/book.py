@@ -466,14 +466,15 @@ def register_module(
             children that rebuild must create; a path followed by a ``*`` component defaults to nn.ModuleList.
         finish: called with a rebuilt module after its attributes are set, to derive private state that the
             class's ``__init__`` computes from them.
-        replace: allow replacing an existing rule for ``cls``; otherwise registering twice raises.
+        replace: allow replacing an existing rule for ``cls`` or for another class of the same type name;
+            otherwise registering twice raises.
 
     Returns:
         ``cls`` (so the decorator leaves the class unchanged).
 
     Raises:
-        RegistrationError: ``cls`` already has a rule and ``replace`` is false, another class with the same type
-            name has one, or the arguments are invalid (an attribute without a type, an invalid type string, a
+        RegistrationError: ``cls`` (or another class with the same type name, such as an earlier definition of
+            it) already has a rule and ``replace`` is false, or the arguments are invalid (an attribute without a type, an invalid type string, a
             forward default that a manifest cannot hold, ...).
 
     Example:
@@ -509,10 +510,12 @@ def register_module(
                 f"pass replace=True to register_module to replace it")
         other = _BY_NAME.get(rule.type_name)
         if other is not None and other.module_type is not klass:
-            raise RegistrationError(
-                f"{rule.type_name} is already the type name of another registered class ({other.module_type!r}); "
-                f"a loader could not tell the two apart: unregister it first "
-                f"(fxlower.book.unregister_module)")
+            if not replace:
+                raise RegistrationError(
+                    f"{rule.type_name} is already the type name of another registered class "
+                    f"({other.module_type!r}, e.g. an earlier definition of the same class); a loader could not "
+                    f"tell the two apart: pass replace=True to register_module to replace its rule")
+            del _REGISTRY[other.module_type]
         _REGISTRY[klass] = rule
         _BY_NAME[rule.type_name] = rule
         return klass

@@ -1044,7 +1044,7 @@ def test_registering_a_non_module_class():
         register_module(int, attrs={"real": "int"})
 
 
-def test_two_classes_with_one_type_name_cannot_both_be_registered():
+def test_two_classes_with_one_type_name_need_replace():
     def make():
         class Twin(nn.Module):
             def forward(self, x):
@@ -1054,11 +1054,17 @@ def test_two_classes_with_one_type_name_cannot_both_be_registered():
     first, second = make(), make()
     register_module(first, attrs={})
     try:
-        with pytest.raises(RegistrationError, match=r"Twin is already the type name of another registered class"):
+        with pytest.raises(RegistrationError) as info:
             register_module(second, attrs={})
+        assert f"{type_name(first)} is already the type name of another registered class" in str(info.value)
+        assert "pass replace=True" in str(info.value)
         assert rule_named(type_name(first)).module_type is first
+        register_module(second, attrs={"training": "bool"}, replace=True)  # e.g. a re-run notebook cell
+        assert find_rule(first) is None and rule_named(type_name(second)) is find_rule(second)
     finally:
-        unregister_module(first)
+        for cls in (first, second):
+            if find_rule(cls) is not None:
+                unregister_module(cls)
 
 
 def test_rules_are_sorted_by_type_name():
