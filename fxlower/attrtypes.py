@@ -41,7 +41,7 @@ import torch.nn as nn
 from .values import FunctionRef, ModuleTypeRef
 
 __all__ = ["AttrType", "parse", "check", "widen", "describe", "name_pattern", "matches", "check_record",
-           "resolve_record", "RecordProblem", "module_type_name"]
+           "resolve_record", "RecordProblem", "module_type_name", "type_name"]
 
 _SCALARS = ("int", "float", "bool", "str", "none")
 _ELEMS = ("int", "float", "bool", "str")
@@ -153,7 +153,8 @@ def _is_kind(kind: str, value: Any) -> bool:
     if kind in ("int", "float", "bool", "str"):
         return type(value) is {"int": int, "float": float, "bool": bool, "str": str}[kind]
     if kind == "tensor":
-        return isinstance(value, torch.Tensor) or type(value).__name__ == "TensorRef" and _is_tensor_ref(value)
+        # a decoded TensorRef is checked by name first so that lifting never imports the loader
+        return isinstance(value, torch.Tensor) or (type(value).__name__ == "TensorRef" and _is_tensor_ref(value))
     if kind == "function":
         return isinstance(value, (FunctionRef, types.FunctionType, types.BuiltinFunctionType,
                                   types.BuiltinMethodType))
@@ -165,7 +166,7 @@ def _is_kind(kind: str, value: Any) -> bool:
 
 
 def _is_tensor_ref(value: Any) -> bool:
-    from .loading import TensorRef  # the loaded representation; loading imports the book, which imports this
+    from .loading import TensorRef  # the loaded representation (loading imports the book, which imports this)
     return isinstance(value, TensorRef)
 
 
@@ -221,13 +222,20 @@ def describe(value: Any) -> str:
     return f"a {type(value).__module__}.{type(value).__qualname__} ({value!r:.60})"
 
 
+def type_name(cls: type) -> str:
+    """The qualified name recorded for a module class: ``torch.nn.Conv2d`` for public ``torch.nn`` classes,
+    ``module.QualName`` otherwise (also ``fxlower.book.type_name``)."""
+    if getattr(nn, cls.__name__, None) is cls:
+        return f"torch.nn.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def module_type_name(value: Any) -> str | None:
     """The module type name a module-kind value stands for (an ``nn.Module`` class or a ModuleTypeRef), else
     None."""
     if isinstance(value, ModuleTypeRef):
         return value.name
     if isinstance(value, type) and issubclass(value, nn.Module):
-        from .book import type_name  # the book imports this module
         return type_name(value)
     return None
 

@@ -32,6 +32,7 @@ import torch.nn as nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from . import attrtypes
+from .attrtypes import type_name
 from .errors import AttributeTypeError, ExportError, RegistrationError, UnsupportedModuleError
 from .schema import AttrDecl, ModuleDecl, Param
 from .values import encode
@@ -59,14 +60,6 @@ _CONTAINER_TYPES = (nn.ModuleList, nn.Sequential, nn.ModuleDict)
 def default_matching(name: str, target_version: int) -> str:
     """Map a rule's attribute name to the module's attribute name; the identity, as in ``param_fetch``."""
     return name
-
-
-def type_name(cls: type) -> str:
-    """The qualified name recorded for a module class: ``torch.nn.Conv2d`` for public ``torch.nn`` classes,
-    ``module.QualName`` otherwise."""
-    if getattr(nn, cls.__name__, None) is cls:
-        return f"torch.nn.{cls.__name__}"
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _get(obj: Any, dotted: str) -> Any:

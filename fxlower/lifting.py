@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -26,10 +26,11 @@ import torch.fx as fx
 import torch.nn as nn
 
 from . import attrtypes
-from .book import LoweringRule, rule_for, type_name
+from .book import LoweringRule, rule_for, rule_named, type_name
 from .errors import AttributeTypeError, LiftError, UnsupportedModuleError
+from .schema import ModuleDecl
 
-__all__ = ["LoweringRecord", "lift", "META_KEY", "iter_graph_modules"]
+__all__ = ["LoweringRecord", "lift", "META_KEY", "iter_graph_modules", "module_declarations"]
 
 #: Key of ``node.meta`` that holds the lowering record.
 META_KEY = "lowering"
@@ -126,6 +127,30 @@ def _owner(rule: LoweringRule, attrs: dict[str, Any], name: str) -> str:
         if child is not None:
             return child
     return rule.type_name
+
+
+def module_declarations(records: Iterable[LoweringRecord]) -> dict[str, ModuleDecl]:
+    """The manifest's ``modules`` table for these records: the declaration of every module type used as a
+    record's ``module_type`` or as a module-valued attribute in one, sorted by type name. Unsupported records
+    (``lift(..., strict=False)``) contribute nothing.
+
+    Raises:
+        UnsupportedModuleError: a module type has no registered rule (it was unregistered after lifting).
+    """
+    names: set[str] = set()
+    for record in records:
+        if not record.supported:
+            continue
+        names.add(record.module_type)
+        names.update(n for n in map(attrtypes.module_type_name, record.attrs.values()) if n is not None)
+    out: dict[str, ModuleDecl] = {}
+    for name in sorted(names):
+        rule = rule_named(name)
+        if rule is None:
+            raise UnsupportedModuleError(f"{name} has no lowering rule registered any more; register it again "
+                                         f"before exporting")
+        out[name] = rule.declaration()
+    return out
 
 
 def iter_graph_modules(gm: fx.GraphModule, path: str = ""):

@@ -433,3 +433,19 @@ def test_compat_unknown_module_raises_a_runtime_error_without_sending_users_to_a
     assert isinstance(info.value, CompatUnsupportedModuleError)
     assert isinstance(info.value, UnsupportedModuleError)
     assert "register_module(OtherLeaf" in str(info.value) and "@" not in str(info.value).split("register")[0]
+
+
+def test_module_declarations_cover_record_types_and_child_module_types():
+    root = nn.Sequential(nn.Linear(8, 8),
+                         nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, activation=nn.GELU()), 2,
+                                               enable_nested_tensor=False),
+                         UserLeaf())
+    gm = fxlower.lift(fx.symbolic_trace(root), strict=False)
+    records = [n.meta["lowering"] for n in gm.graph.find_nodes(op="call_module")]
+    table = fxlower.lifting.module_declarations(records)
+    assert list(table) == ["torch.nn.Dropout", "torch.nn.GELU", "torch.nn.LayerNorm", "torch.nn.Linear",
+                           "torch.nn.MultiheadAttention", "torch.nn.TransformerEncoder",
+                           "torch.nn.TransformerEncoderLayer"]  # not the unsupported UserLeaf
+    assert table["torch.nn.Linear"] == fxlower.book.rule_named("torch.nn.Linear").declaration()
+    assert table["torch.nn.TransformerEncoder"].version == 2
+    assert [a.name for a in table["torch.nn.GELU"].attrs] == ["approximate"]
