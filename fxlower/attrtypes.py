@@ -51,6 +51,9 @@ _COUNT = re.compile(r"(0|[1-9][0-9]*)?\Z")
 _INDEX = "(0|[1-9][0-9]*)"
 
 
+_EXACT = {"int": int, "float": float, "bool": bool, "str": str, "none": type(None)}
+
+
 @dataclasses.dataclass(frozen=True)
 class AttrType:
     """A parsed type string.
@@ -69,15 +72,26 @@ class AttrType:
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` has this type."""
-        if any(_is_kind(k, value) for k in self.kinds):
+        t = type(value)
+        if t in self._exact:
             return True
-        if type(value) is str and any(value in words for words in self.enums):
+        if self._others and any(_is_kind(k, value) for k in self._others):
             return True
-        if type(value) is tuple:
+        if t is str and any(value in words for words in self.enums):
+            return True
+        if t is tuple:
             for elems, n in self.tuples:
                 if (n is None or len(value) == n) and all(any(_is_kind(k, v) for k in elems) for v in value):
                     return True
         return False
+
+    @functools.cached_property
+    def _exact(self) -> frozenset[type]:
+        return frozenset(_EXACT[k] for k in self.kinds if k in _EXACT)
+
+    @functools.cached_property
+    def _others(self) -> tuple[str, ...]:
+        return tuple(sorted(k for k in self.kinds if k not in _EXACT))
 
     @property
     def has_module(self) -> bool:

@@ -21,6 +21,7 @@ the one the rule was written for is refused, since its attribute names may have 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import re
 import types
@@ -106,8 +107,9 @@ class LoweringRule:
     finish: Callable[[nn.Module], None] | None = None
     forward: tuple[Param, ...] = ()
 
-    @property
+    @functools.cached_property
     def type_name(self) -> str:
+        """The qualified name of :attr:`module_type` (:func:`type_name`)."""
         return type_name(self.module_type)
 
     @property

@@ -101,9 +101,10 @@ def _record(rule: LoweringRule, module: nn.Module, node: str, where: str) -> Low
                         f"module does not have ({e}); fix the rule's attrs or its match function") from e
     attrs: dict[str, Any] = {}
     for name, raw, decl in walked:
-        value = attrtypes.widen(decl.type, _plain(raw, f"{where} attribute '{name}'"))
-        problem = attrtypes.check(decl.type, value)
-        if problem is not None:
+        value = _plain(raw, f"{where} attribute '{name}'")
+        if not attrtypes.parse(decl.type).accepts(value):
+            value = attrtypes.widen(decl.type, value)
+        if not attrtypes.parse(decl.type).accepts(value):
             owner = _owner(rule, attrs, name)
             raise AttributeTypeError(
                 f"{where} attribute '{name}': {owner} declares it {decl.type}, found "
