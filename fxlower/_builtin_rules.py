@@ -20,7 +20,6 @@ This module is imported by ``fxlower/__init__.py``; it imports the book, never t
 from __future__ import annotations
 
 import torch.nn as nn
-from torch.nn.modules.utils import _reverse_repeat_tuple
 
 from .book import register_module
 
@@ -43,7 +42,8 @@ def _conv_finish(module: nn.Module) -> None:
                 rev[2 * i + 1] = total - total // 2
         module._reversed_padding_repeated_twice = rev
     else:
-        module._reversed_padding_repeated_twice = _reverse_repeat_tuple(module.padding, 2)
+        # each dimension's padding twice, last dimension first (the order F.pad takes)
+        module._reversed_padding_repeated_twice = tuple(p for p in reversed(module.padding) for _ in range(2))
 
 
 def _rnn_finish(module: nn.Module) -> None:

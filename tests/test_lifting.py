@@ -359,9 +359,24 @@ def test_a_value_of_its_declared_type_lifts_as_itself(type_text, value):
     assert rec.attrs["v"] is value or (type(rec.attrs["v"]) is type(value) and rec.attrs["v"] == value)
 
 
+class ModeLeaf(nn.Module):
+    def __init__(self, mode, act):
+        super().__init__()
+        self.mode = mode
+        self.act = act
+
+    def forward(self, x):
+        return self.act(x)
+
+
 def test_a_str_declared_str_stays_a_str_and_a_function_declared_function_stays_the_function():
-    assert _lift_holder("str", "torch.relu").attrs["v"] == "torch.relu"
-    assert _lift_holder("function", torch.relu).attrs["v"] is torch.relu
+    fxlower.register_module(ModeLeaf, attrs={"mode": "str", "act": "function"})
+    try:
+        rec = _lift_leaf(ModeLeaf("torch.relu", torch.tanh))
+    finally:
+        unregister_module(ModeLeaf)
+    assert rec.attrs["mode"] == "torch.relu" and type(rec.attrs["mode"]) is str
+    assert rec.attrs["act"] is torch.tanh
 
 
 @pytest.mark.parametrize("type_text, value, expected", [
