@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import re
 import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -469,8 +468,8 @@ def register_module(
 
     Raises:
         RegistrationError: ``cls`` (or another class with the same type name, such as an earlier definition of
-            it) already has a rule and ``replace`` is false, or the arguments are invalid (an attribute without a type, an invalid type string, a
-            forward default that a manifest cannot hold, ...).
+            it) already has a rule and ``replace`` is false, or the arguments are invalid (an attribute without a
+            type, an invalid type string, a forward default that a manifest cannot hold, ...).
 
     Example:
         >>> import torch, torch.nn as nn, fxlower

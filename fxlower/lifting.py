@@ -44,7 +44,9 @@ class LoweringRecord:
         module_type: qualified type name of the rule's class, e.g. ``"torch.nn.Conv2d"``.
         version: the lowering rule's version (0 when unsupported).
         module_version: the module class's ``_version``.
-        attrs: attribute name → value (read-only mapping); tensors are the module's own tensors.
+        attrs: attribute name → value (read-only mapping), in record order, each of its declared type: tensors
+            are the module's own tensors, functions the function objects, child modules the class of their rule
+            (their own attributes follow under ``<name>.``).
         unsupported: None when lifted; otherwise why no rule applied (only with ``lift(..., strict=False)``).
     """
 

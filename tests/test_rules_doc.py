@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import fxlower.book
 from fxlower._builtin_rules import BUILTIN_TYPES
 
 REPO = Path(__file__).resolve().parent.parent
