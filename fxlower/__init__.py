@@ -13,9 +13,10 @@ The verbs::
 __version__ = "0.1.0"
 
 from .book import register_module
+from . import _builtin_rules  # noqa: F401,E402  (registers the torch.nn rules; imports the book)
 from .constants import FORMAT_VERSION
-from .errors import (ExportError, FormatError, FxLowerError, LiftError, RegistrationError, UnsupportedModuleError,
-                     UnsupportedTargetError, VersionError)
+from .errors import (AttributeTypeError, ExportError, FormatError, FxLowerError, LiftError, RegistrationError,
+                     UnsupportedModuleError, UnsupportedTargetError, VersionError)
 from .lifting import LoweringRecord, lift
 from .loading import Artifact, load
 from .targets import register_function
@@ -36,6 +37,7 @@ __all__ = [
     "UnsupportedModuleError",
     "RegistrationError",
     "LiftError",
+    "AttributeTypeError",
     "ExportError",
     "ArtifactExistsError",
     "UnsupportedTargetError",

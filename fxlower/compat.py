@@ -7,7 +7,7 @@ Code written against the seed works by changing one import::
 Behaviour kept from the seed: ``extract_attrs_for_lowering`` returns a dict whose ``"name"`` key is
 ``torch.typename(mod)`` followed by the raw attribute values; ``lift_lowering_attrs_to_nodes`` stores it as
 ``node.attrs_for_lowering`` and recurses into nested GraphModules; ``module_fetch_book`` maps a class to
-``(version, [attribute names], matching function)``. What changes: the book covers ``torch.nn`` and user
+``(version, [declared attribute names], matching function)``. What changes: the book covers ``torch.nn`` and user
 registrations, and an unsupported module raises :class:`CompatUnsupportedModuleError`, which is both an
 ``fxlower.UnsupportedModuleError`` and the ``RuntimeError`` the seed raised.
 """
@@ -45,7 +45,7 @@ class _FetchBook(Mapping):
         rule = book.find_rule(cls)
         if rule is None:
             raise KeyError(cls)
-        return rule.module_version, list(rule.attrs), rule.match
+        return rule.module_version, list(rule.names), rule.match
 
     def __iter__(self) -> Iterator[type]:
         return iter([r.module_type for r in book.rules()])
@@ -67,7 +67,8 @@ def extract_attrs_for_lowering(mod: nn.Module) -> dict[str, Any]:
         rule = book.rule_for(mod)
     except UnsupportedModuleError as e:
         raise CompatUnsupportedModuleError(
-            f"{e}; register one with fxlower.register_module({type(mod).__qualname__}, attrs=[...])") from e
+            f"{e}; register one with fxlower.register_module({type(mod).__qualname__}, "
+            f"attrs={{'weight': 'tensor', ...}})") from e
     attrs: dict[str, Any] = {"name": torch.typename(mod)}
     attrs.update(rule.fetch(mod))
     return attrs

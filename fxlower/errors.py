@@ -8,6 +8,7 @@ give the fix.
     ├── UnsupportedModuleError   a leaf module has no usable lowering rule
     ├── RegistrationError        a rule or function registration is invalid (duplicate, bad attrs)
     ├── LiftError                a rule could not fetch an attribute from a module
+    │   └── AttributeTypeError   a lowering attribute is not of its declared type (or not declared)
     ├── ExportError              export could not write the artifact (I/O, unsupported tensor kind, bad value)
     ├── UnsupportedTargetError   a call_function target is neither allow-listed nor registered
     └── FormatError              an artifact is malformed; ``code`` is the stable id shared with the C++ reader
@@ -21,6 +22,7 @@ __all__ = [
     "UnsupportedModuleError",
     "RegistrationError",
     "LiftError",
+    "AttributeTypeError",
     "ExportError",
     "UnsupportedTargetError",
     "FormatError",
@@ -49,6 +51,26 @@ class RegistrationError(FxLowerError):
 
 class LiftError(FxLowerError):
     """A lowering rule could not fetch or encode an attribute of a module."""
+
+
+class AttributeTypeError(LiftError):
+    """A lowering attribute's value does not have the type its rule declares, or the name is not declared.
+
+    Attributes:
+        node: the node whose module was lifted ("" when rebuilding outside a graph).
+        module_type: the type name of the module whose rule declares the attribute.
+        attr: the attribute name in the record (dotted).
+        expected: the declared type string ("" when the name is not declared).
+        found: the value found.
+    """
+
+    def __init__(self, message: str, *, node: str, module_type: str, attr: str, expected: str, found: object):
+        super().__init__(message)
+        self.node = node
+        self.module_type = module_type
+        self.attr = attr
+        self.expected = expected
+        self.found = found
 
 
 class ExportError(FxLowerError):

@@ -3,27 +3,34 @@
 ``lift(gm)`` walks every graph (recursing into nested ``GraphModule``s) and stores a :class:`LoweringRecord` in
 ``node.meta["lowering"]`` for every ``call_module`` node whose target is a leaf module. Tensor attributes in the
 record are the module's own tensors (not copies); hyperparameters are normalised to plain values (int, float,
-bool, str, None, tuples of those, ``torch.dtype``/``device``/``memory_format``/``layout``); a function-valued
-attribute (e.g. ``TransformerEncoderLayer.activation``) becomes its canonical qualified name, and a module-valued
-one becomes its type name (its own attributes are fetched by dotted names).
+bool, str, None, tuples of those -- lists and ``torch.Size`` become tuples --, ``torch.dtype``/``device``/
+``memory_format``/``layout``); a function-valued attribute (e.g. ``TransformerEncoderLayer.activation``) stays the
+function object, and a module-valued one becomes the class of the rule that applies to the child
+(``rule_for(child).module_type``, e.g. ``nn.Linear`` for ``NonDynamicallyQuantizableLinear``), its own attributes
+recorded under ``<name>.`` by that rule.
+
+Every value is then checked against the type its rule declares (:mod:`fxlower.attrtypes`), after widening an int
+declared ``float`` to a float; a mismatch raises :class:`fxlower.AttributeTypeError` naming the node, the module
+type, the attribute, the declared type and the value found.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .book import LoweringRule, rule_for, type_name
-from .errors import LiftError, UnsupportedModuleError
-from .targets import function_name
+from . import attrtypes
+from .book import LoweringRule, rule_for, rule_named, type_name
+from .errors import AttributeTypeError, LiftError, UnsupportedModuleError
+from .schema import ModuleDecl
 
-__all__ = ["LoweringRecord", "lift", "META_KEY", "iter_graph_modules"]
+__all__ = ["LoweringRecord", "lift", "META_KEY", "iter_graph_modules", "module_declarations"]
 
 #: Key of ``node.meta`` that holds the lowering record.
 META_KEY = "lowering"
@@ -37,7 +44,9 @@ class LoweringRecord:
         module_type: qualified type name of the rule's class, e.g. ``"torch.nn.Conv2d"``.
         version: the lowering rule's version (0 when unsupported).
         module_version: the module class's ``_version``.
-        attrs: attribute name → value (read-only mapping); tensors are the module's own tensors.
+        attrs: attribute name → value (read-only mapping), in record order, each of its declared type: tensors
+            are the module's own tensors, functions the function objects, child modules the class of their rule
+            (their own attributes follow under ``<name>.``).
         unsupported: None when lifted; otherwise why no rule applied (only with ``lift(..., strict=False)``).
     """
 
@@ -53,6 +62,7 @@ class LoweringRecord:
 
 
 _PASSTHROUGH = (torch.dtype, torch.device, torch.memory_format, torch.layout)
+_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType, types.BuiltinMethodType)
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -75,29 +85,75 @@ def _plain(value: Any, where: str) -> Any:
         return value
     if isinstance(value, nn.Module):
         try:  # the class whose semantics it has (e.g. torch.nn.Linear for NonDynamicallyQuantizableLinear)
-            return rule_for(value).type_name
+            return rule_for(value).module_type
         except UnsupportedModuleError:
-            return type_name(type(value))
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
-        return function_name(value)
+            return type(value)
+    if isinstance(value, _FUNCTIONS):
+        return value
     raise LiftError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which has no plain "
                     f"encoding; expected a tensor, int, float, bool, str, None, tuple, dtype, device, function "
                     f"or module. Drop it from the rule's attrs or register a rule that fetches its parts")
 
 
-def _record(rule: LoweringRule, module: nn.Module, where: str) -> LoweringRecord:
+def _record(rule: LoweringRule, module: nn.Module, node: str, where: str) -> LoweringRecord:
     try:
-        raw = rule.fetch(module)
+        walked = rule.walk(module)
     except AttributeError as e:
         raise LiftError(f"{where}: the {rule.type_name} rule (version {rule.version}) names an attribute the "
                         f"module does not have ({e}); fix the rule's attrs or its match function") from e
-    attrs = {name: _plain(value, f"{where} attribute '{name}'") for name, value in raw.items()}
+    attrs: dict[str, Any] = {}
+    for name, raw, decl in walked:
+        value = _plain(raw, f"{where} attribute '{name}'")
+        if not attrtypes.parse(decl.type).accepts(value):
+            value = attrtypes.widen(decl.type, value)
+        if not attrtypes.parse(decl.type).accepts(value):
+            owner = _owner(rule, attrs, name)
+            raise AttributeTypeError(
+                f"{where} attribute '{name}': {owner} declares it {decl.type}, found "
+                f"{attrtypes.describe(value)}; fix the module's value or the rule's declared type",
+                node=node, module_type=owner, attr=name, expected=decl.type, found=value)
+        attrs[name] = value
     return LoweringRecord(
         module_type=rule.type_name,
         version=rule.version,
         module_version=getattr(type(module), "_version", 1),
         attrs=types.MappingProxyType(attrs),
     )
+
+
+def _owner(rule: LoweringRule, attrs: dict[str, Any], name: str) -> str:
+    """The type name of the rule that declares the record attribute ``name``: the nearest enclosing child module
+    recorded before it, else the record's own."""
+    parts = name.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        child = attrtypes.module_type_name(attrs.get(".".join(parts[:k])))
+        if child is not None:
+            return child
+    return rule.type_name
+
+
+def module_declarations(records: Iterable[LoweringRecord]) -> dict[str, ModuleDecl]:
+    """The manifest's ``modules`` table for these records: the declaration of every module type used as a
+    record's ``module_type`` or as a module-valued attribute in one, sorted by type name. Unsupported records
+    (``lift(..., strict=False)``) contribute nothing.
+
+    Raises:
+        UnsupportedModuleError: a module type has no registered rule (it was unregistered after lifting).
+    """
+    names: set[str] = set()
+    for record in records:
+        if not record.supported:
+            continue
+        names.add(record.module_type)
+        names.update(n for n in map(attrtypes.module_type_name, record.attrs.values()) if n is not None)
+    out: dict[str, ModuleDecl] = {}
+    for name in sorted(names):
+        rule = rule_named(name)
+        if rule is None:
+            raise UnsupportedModuleError(f"{name} has no lowering rule registered any more; register it again "
+                                         f"before exporting")
+        out[name] = rule.declaration()
+    return out
 
 
 def iter_graph_modules(gm: fx.GraphModule, path: str = ""):
@@ -163,7 +219,7 @@ def lift(gm: fx.GraphModule, *, strict: bool = True) -> fx.GraphModule:
                 pending.append((node, LoweringRecord(tname, 0, getattr(type(module), "_version", 1),
                                                      types.MappingProxyType({}), unsupported=str(e))))
                 continue
-            pending.append((node, _record(rule, module, f"{where} ({rule.type_name})")))
+            pending.append((node, _record(rule, module, node.name, f"{where} ({rule.type_name})")))
     if unsupported and strict:
         raise UnsupportedModuleError(_unsupported_message(unsupported), unsupported)
     for node, record in pending:
@@ -179,7 +235,7 @@ def _unsupported_message(unsupported: dict[str, list[tuple[str, str]]]) -> str:
         lines.append(f"  {tname}: {reason}; used by {nodes}")
     first = sorted(unsupported)[0].rsplit(".", 1)[-1]
     lines.append("Register a rule for each, e.g. decorate the class with "
-                 "@fxlower.register_module(attrs=[\"weight\", ...], version=1), or call "
-                 f"fxlower.register_module({first}, attrs=[...], version=1); "
+                 "@fxlower.register_module(attrs={\"weight\": \"tensor\", \"eps\": \"float\", ...}, version=1), "
+                 f"or call fxlower.register_module({first}, attrs={{...}}, version=1); "
                  "or pass strict=False to record these nodes as unsupported.")
     return "\n".join(lines)

@@ -32,8 +32,7 @@ from . import __version__
 from .constants import (FORMAT_ID, FORMAT_VERSION, GOLDEN_FILE, MANIFEST_FILE, MAX_MANIFEST_BYTES, ROLE_GOLDEN,
                         ROLE_WEIGHTS, TOLERANCES, WEIGHTS_FILE)
 from .errors import ExportError, FormatError
-from . import book
-from .lifting import META_KEY, iter_graph_modules, lift
+from .lifting import META_KEY, iter_graph_modules, lift, module_declarations
 from .names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
 from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, ModuleDecl, Node, Producer, Signature,
                      TensorEntry, Tolerance, to_obj)
@@ -237,7 +236,7 @@ class _Program:
         # 1.1 declarations: overloads per call_function target / call_method name, rules per module type
         self.functions: dict[str, list] = {}
         self.methods: dict[str, list] = {}
-        self.rules: dict[str, book.LoweringRule] = {}
+        self.records: list = []  # the lowering records written, for Manifest.modules
 
     def advance(self, expected: Phase, to: Phase) -> None:
         if self.phase != expected:
@@ -344,18 +343,13 @@ class _Program:
                 else:
                     rec = node.meta[META_KEY]
                     prefix = f"{path}.{node.target}" if path else node.target
-                    self._declare(rec.module_type, book.rule_for(module))
+                    self.records.append(rec)
                     lowering = Lowering(
                         module_type=rec.module_type, version=rec.version, module_version=rec.module_version,
                         attrs={k: encode(v, tensor_name=self._attr_namer(f"{prefix}.{k}"),
                                          where=f"{where} attribute '{k}'")
                                for k, v in rec.attrs.items()},
                         training=bool(module.training))
-                    for v in rec.attrs.values():
-                        if isinstance(v, type) and issubclass(v, torch.nn.Module):
-                            rule = book.find_rule(v)
-                            if rule is not None:
-                                self._declare(rule.type_name, rule)
             elif node.op == "call_function":
                 table = self.functions
                 if target not in table:
@@ -374,9 +368,6 @@ class _Program:
                 meta=meta, lowering=lowering, graph=sub_graph, overload=overload))
         return Graph(name=path, nodes=nodes, training=bool(g.training))
 
-    def _declare(self, type_name: str, rule: "book.LoweringRule") -> None:
-        self.rules.setdefault(type_name, rule)
-
     def _bind(self, sigs: list, node: fx.Node, kwargs: dict[str, Any], path: str) -> int:
         """The overload ``node`` binds to; a call that binds to none gets the catch-all ``(*args, **kwargs)``."""
         def is_tensor(value: Any) -> bool | None:
@@ -393,7 +384,7 @@ class _Program:
 
     def declarations(self) -> tuple[dict[str, ModuleDecl], dict[str, list], dict[str, list]]:
         """Manifest.modules, .functions and .methods, sorted by name."""
-        modules = {name: self.rules[name].declaration() for name in sorted(self.rules)}
+        modules = module_declarations(self.records)
         functions = {name: to_schema(self.functions[name], f"function '{name}'") for name in sorted(self.functions)}
         methods = {name: to_schema(self.methods[name], f"method '{name}'") for name in sorted(self.methods)}
         return modules, functions, methods

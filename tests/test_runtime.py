@@ -203,7 +203,7 @@ def test_unsupported_function_names_node_and_target(fxrun, tmp_path):
 
 
 def test_unsupported_module_names_node_and_type(fxrun, tmp_path):
-    fxlower.register_module(_ScaleShift, attrs=["weight"], version=1)
+    fxlower.register_module(_ScaleShift, attrs={"weight": "tensor"}, version=1)
     try:
         root = _UnsupportedModule().eval()
         gm = torch.fx.GraphModule(root, _LeafTracer().trace(root))
