@@ -30,6 +30,7 @@ import torch.nn as nn
 
 import fxlower
 from fxlower import FormatError, UnsupportedTargetError, VersionError
+from writer11 import complete_1_1
 
 MANIFEST = "manifest.msgpack"
 WEIGHTS = "weights.safetensors"
@@ -63,7 +64,9 @@ class UsesWrapped(nn.Module):
 def base(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("base") / "small.fxl"
-    fxlower.export(torch.fx.symbolic_trace(Small().eval()), path, (torch.randn(2, 4),), golden=True)
+    gm = torch.fx.symbolic_trace(Small().eval())
+    fxlower.export(gm, path, (torch.randn(2, 4),), golden=True)
+    complete_1_1(path, gm)
     return path
 
 
@@ -78,7 +81,9 @@ def art(base, tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def wrapped_base(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("wrapped") / "wrapped.fxl"
-    fxlower.export(torch.fx.symbolic_trace(UsesWrapped()), path, (torch.arange(4.0),), golden=True)
+    gm = torch.fx.symbolic_trace(UsesWrapped())
+    fxlower.export(gm, path, (torch.arange(4.0),), golden=True)
+    complete_1_1(path, gm)
     return path
 
 
@@ -440,7 +445,7 @@ def test_huge_declared_lengths_stay_under_a_2gib_address_space_limit(art):
 
 def test_rejects_wrong_format_identifier(art):
     edit(art, lambda m: m.__setitem__("format", "pytorch"))
-    rejects(art, "format.identifier", "pytorch", "fxlower", "1.0", cls=VersionError)
+    rejects(art, "format.identifier", "pytorch", "fxlower", "1.1", cls=VersionError)
 
 
 def test_rejects_missing_format_identifier(art):
@@ -455,19 +460,20 @@ def test_rejects_manifest_that_is_not_a_map(art):
 
 def test_rejects_major_version_2(art):
     edit(art, lambda m: m.__setitem__("format_version", [2, 0]))
-    rejects(art, "format.version", "2.0", "1.0", cls=VersionError)
+    rejects(art, "format.version", "2.0", "1.1", cls=VersionError)
 
 
-def test_rejects_future_minor_version(art):
-    edit(art, lambda m: m.__setitem__("format_version", [1, 99]))
-    rejects(art, "format.version", "1.99", "1.0", cls=VersionError)
+@pytest.mark.parametrize("minor", [2, 99])
+def test_rejects_future_minor_version(art, minor):
+    edit(art, lambda m: m.__setitem__("format_version", [1, minor]))
+    rejects(art, "format.version", f"1.{minor}", "1.1", cls=VersionError)
 
 
 @pytest.mark.parametrize("version", [["1", "0"], [1], [1, 0, 0], [True, 0], [1, -1], [1.0, 0], "1.0", None,
                                      [1, 2**64 - 1]])
 def test_rejects_malformed_format_version(art, version):
     edit(art, lambda m: m.__setitem__("format_version", version))
-    rejects(art, "format.version", "1.0", cls=VersionError)
+    rejects(art, "format.version", "1.1", cls=VersionError)
 
 
 def test_checks_version_before_schema(art):
@@ -479,7 +485,26 @@ def test_checks_version_before_schema(art):
     rejects(art, "format.version", cls=VersionError)
 
 
-# An older minor of major 1 cannot exist yet (1.0 is the first): nothing to test for "accepts older minor".
+def test_accepts_both_minors_of_major_1(art):
+    assert fxlower.load(art).format_version == (1, 1)
+    edit(art, to_1_0)
+    assert fxlower.load(art).format_version == (1, 0)
+
+
+def to_1_0(m: dict) -> None:
+    """Turn a 1.1 manifest into the 1.0 file a 1.0 writer wrote: version [1, 0], no 1.1 field."""
+    m["format_version"] = [1, 0]
+    for key in ("modules", "functions", "methods"):
+        m.pop(key, None)
+    for t in m["tensors"]:
+        for key in ("kind", "requires_grad", "persistent"):
+            t.pop(key, None)
+    for g in m["graphs"]:
+        g.pop("training", None)
+        for n in g["nodes"]:
+            n.pop("overload", None)
+            if n["lowering"] is not None:
+                n["lowering"].pop("training", None)
 
 
 # ------------------------------------------------------------------------------------------------ schema
@@ -787,7 +812,8 @@ def test_rejects_getattr_with_non_string_attribute(art):
     rejects(art, "graph.target", "builtins.getattr")
 
 
-@pytest.mark.parametrize("target", ["__dict__", "a.__class__", "a..b", "a/b", ""])
+@pytest.mark.parametrize("target", ["__dict__", "a.__class__", "a..b", 'a"b', "a\\b", "a\tb", "", "a.class",
+                                    "None"])
 def test_rejects_get_attr_target_that_is_not_an_attribute_path(art, target):
     edit(art, lambda m: node(m, "scale").__setitem__("target", target))
     rejects(art, "graph.target", "nodes[3].target")
@@ -1295,11 +1321,17 @@ def test_rejects_unreferenced_key_in_file(art):
 
 # ------------------------------------------------------------------------------------------------ targets
 
+def retarget_function(m: dict, n: dict, target: str) -> None:
+    """Point call_function node ``n`` at ``target``, moving its entry of the manifest's ``functions`` along."""
+    m["functions"][target] = m["functions"].pop(n["target"])
+    n["target"] = target
+
+
 def _retarget_wrapped(dst: Path, name: str) -> None:
     def fix(m):
         for n in m["graphs"][0]["nodes"]:
             if n["op"] == "call_function" and n["target"].endswith("fxl_test_double"):
-                n["target"] = name
+                retarget_function(m, n, name)
                 return
         raise AssertionError("no call of fxl_test_double in the export")
     edit(dst, fix)
@@ -1329,7 +1361,10 @@ def test_registered_call_function_target_loads(wrapped_base, tmp_path):
 
 
 def test_unknown_module_type_fails_in_to_graph_module(art):
-    edit(art, lambda m: node(m, "lin")["lowering"].__setitem__("module_type", "evil.Module"))
+    def evil(m):
+        node(m, "lin")["lowering"]["module_type"] = "evil.Module"
+        m["modules"]["evil.Module"] = m["modules"]["torch.nn.Linear"]
+    edit(art, evil)
     a = fxlower.load(art)
     with pytest.raises(UnsupportedTargetError, match="evil.Module"):
         a.to_graph_module()
@@ -1341,7 +1376,7 @@ def test_load_never_imports_or_resolves_a_module_named_in_the_file(art, base, ta
     fxlower.load(base).to_graph_module()  # warm up whatever torch.fx imports lazily
     if target.split(".")[0] not in ("os", "builtins", "torch"):
         assert target.split(".")[0] not in sys.modules
-    edit(art, lambda m: node(m, "relu").__setitem__("target", target))
+    edit(art, lambda m: retarget_function(m, node(m, "relu"), target))
     before = set(sys.modules)
     a = fxlower.load(art, verify=True)  # validation passes: the name is well-formed
     with pytest.raises(UnsupportedTargetError) as info:
@@ -1375,8 +1410,12 @@ def test_module_target_shadowing_a_graph_module_attribute_fails_in_to_graph_modu
 @pytest.mark.parametrize("attr,value", [("forward", "torch.relu"), ("__class__", "x"), ("__dict__", 1),
                                         ("training", True), ("_parameters", None)])
 def test_lowering_attribute_replacing_module_state_fails_in_to_graph_module(art, attr, value):
-    edit(art, lambda m: node(m, "lin")["lowering"]["attrs"].__setitem__(attr, value))
-    a = fxlower.load(art)
+    def add(m):
+        node(m, "lin")["lowering"]["attrs"][attr] = value
+        declared = {str: "str", int: "int", bool: "bool", type(None): "none"}[type(value)]
+        m["modules"]["torch.nn.Linear"]["attrs"].append({"name": attr, "type": declared, "doc": ""})
+    edit(art, add)
+    a = fxlower.load(art)  # declared, so valid for the format
     with pytest.raises(UnsupportedTargetError, match=f"'{attr}'"):
         a.to_graph_module()
 
