@@ -55,8 +55,14 @@ class TensorFiles:
             self._maps[file] = m
         return m
 
-    def view(self, entry: TensorEntry) -> torch.Tensor:
-        """The tensor as a view of the file's copy-on-write mapping (nothing read until used)."""
+    def view(self, entry: TensorEntry, maps: dict[str, mmap.mmap] | None = None) -> torch.Tensor:
+        """The tensor as a view of a copy-on-write mapping of its file (nothing read until used).
+
+        Args:
+            maps: file -> mapping to use, filled as needed: a caller that may write into its views passes its own
+                dict, so that its writes (private pages) are seen neither by the artifact nor by other callers.
+                Without it, the artifact's shared read mapping is used.
+        """
         info = self.info(entry)
         dtype = STORAGE_DTYPES[entry.dtype][0]
         shape = tuple(entry.shape)
@@ -64,7 +70,13 @@ class TensorFiles:
         if count == 0:
             self._fd(entry.file)  # a closed artifact refuses every read alike
             return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(self._map(entry.file), dtype=dtype, count=count, offset=info.begin).reshape(shape)
+        if maps is None:
+            m = self._map(entry.file)
+        else:
+            m = maps.get(entry.file)
+            if m is None:
+                m = maps[entry.file] = mmap.mmap(self._fd(entry.file), 0, access=mmap.ACCESS_COPY)
+        return torch.frombuffer(m, dtype=dtype, count=count, offset=info.begin).reshape(shape)
 
     def stored_bytes(self, entry: TensorEntry) -> memoryview:
         """The stored bytes, as a view of the file mapping."""

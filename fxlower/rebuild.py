@@ -51,6 +51,7 @@ class _State:
         self.copy = copy
         self.legacy = legacy  # a 1.0 file: kinds come from the 1.0 rule
         self._raw: dict[tuple[str, str], torch.Tensor] = {}
+        self._maps: dict = {}  # copy=False: this module's own private mappings (its writes stay its own)
         self._params: dict[tuple[str, str], nn.Parameter] = {}
 
     def raw(self, name: str) -> torch.Tensor:
@@ -58,7 +59,7 @@ class _State:
         key = (entry.file, entry.key)
         t = self._raw.get(key)
         if t is None:
-            t = self.files.read_into(entry) if self.copy else self.files.view(entry)
+            t = self.files.read_into(entry) if self.copy else self.files.view(entry, self._maps)
             self._raw[key] = t
         return t
 
