@@ -335,6 +335,7 @@ class _Builder:
         env: dict[str, fx.Node] = {}
         prefix = f"{g.name}." if g.name else ""
         get_attrs: list[tuple[LoadedNode, str]] = []
+        called: set[str] = set()
         for node in g.nodes:
             where = f"node '{node.name}' in graph {index}"
             args = _materialize(node.args, env)
@@ -355,10 +356,11 @@ class _Builder:
                 elif node.op == "get_attr":
                     _check_path(node.target, node.op + " target", where)
                     get_attrs.append((node, where))
-                else:  # call_module
+                elif node.target not in called:  # call_module; a module called twice is rebuilt once
                     _check_path(node.target, node.op + " target", where)
                     module = self.built[node.graph] if node.graph is not None else self.leaf(node, where)
                     _place(gm, node.target, module, kind="module", persistent=True, training=training, where=where)
+                    called.add(node.target)
                 out = graph.create_node(node.op, target, tuple(args), kwargs, name=node.name)
             env[node.name] = out
         # After the modules: a get_attr of a tensor a leaf module holds (EdgeNeXt-style: a LayerNorm subclass
