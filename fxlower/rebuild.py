@@ -115,16 +115,19 @@ def _check_path(path: str, what: str, where: str) -> None:
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Whether ``a`` is ``b``, or both are tensors of one dtype and shape over the same memory (a parameter and
+    the tensor it wraps; two empty tensors)."""
     if a is b:
         return True
-    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and type(a) is type(b)
-            and a.dtype == b.dtype and a.shape == b.shape and a.numel() > 0 and a.data_ptr() == b.data_ptr())
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return a.numel() == 0 or (a.data_ptr() == b.data_ptr() and a.stride() == b.stride())
 
 
 def _container(parent: nn.Module, part: str, training: bool, path: str, where: str) -> nn.Module:
-    child = getattr(parent, part, None) if part in parent._modules or not hasattr(parent, part) else None
+    child = parent._modules.get(part)
     if child is None:
-        if hasattr(parent, part) and part not in parent._modules:
+        if hasattr(parent, part):
             raise UnsupportedTargetError(f"'{path}' ({where}) passes through {type(parent).__qualname__}.{part}, "
                                          f"which is not a module")
         child = nn.Module()
@@ -142,8 +145,8 @@ def _place(root: nn.Module, path: str, obj: Any, *, kind: str, persistent: bool,
     parent = root
     for i, part in enumerate(parents):
         parent = _container(parent, part, training, ".".join(parents[:i + 1]), where)
-    if leaf in parent._modules or leaf in parent._parameters or leaf in parent._buffers or hasattr(parent, leaf):
-        existing = getattr(parent, leaf, None)
+    if hasattr(parent, leaf):
+        existing = getattr(parent, leaf)
         if _same(existing, obj):
             if kind == "buffer" and not persistent and leaf in parent._buffers:
                 parent._non_persistent_buffers_set.add(leaf)
