@@ -5,6 +5,10 @@ Each measurement runs in a fresh subprocess: load the artifact, read VmRSS, rebu
 peak (VmHWM, reset just before the rebuild). Modes alternate between rounds; the median of the rounds is printed.
 
     python3 benchmarks/bench_rebuild.py [--dir build/bench-rebuild] [--rounds 3]
+
+Measured (2 shared cores, torch 2.13 CPU, 50 s in all): model 1,026.8 MiB in 16 tensors, largest 128.3 MiB;
+extra RSS after the rebuild (= peak), median of 3: copy=True 1,029.2 MiB (the module's own memory, 2.4 MiB
+more than the model), copy=False 1.6 MiB, clone of mapped views (before 1.1) 2,056.0 MiB.
 """
 
 from __future__ import annotations
