@@ -652,7 +652,7 @@ def test_rejects_unsorted_tensor_table(art):
     ({"t": "memory_format", "v": "fancy"}, "memory format"),
     ({"t": "layout", "v": "tiled"}, "layout"),
     ({"t": "dict", "v": [[1.5, 1]]}, "dict key"),
-    ({"t": "dict", "v": [[2**64 - 1, 1]]}, "dict key"),
+    ({"t": "dict", "v": [[2**64 - 1, 1]]}, "outside int64"),  # found at the schema step (design L)
     (2**64 - 1, "int64"),
     (b"bytes", "bin"),
 ], ids=["unknown-tag", "unhashable-tag", "extra-key", "missing-v", "complex-ints", "short-slice", "ellipsis-payload",
@@ -1818,3 +1818,11 @@ def test_a_component_python_reads_as_another_name_fails_in_to_graph_module(art):
 def test_rejects_a_nested_graph_name_that_is_not_a_module_path(art, name):
     edit(art, lambda m: m["graphs"].append(nested_graph(name, None)))
     rejects(art, "schema.name", "graphs[1].name")
+
+
+def test_an_int_over_int64_in_a_value_is_a_schema_error_before_later_faults(art):
+    """Design L: every int > INT64_MAX is schema.type at the schema step, so it is reported before a fault of a
+    later step (here a tensor file that is too short, step 7)."""
+    edit(art, lambda m: node(m, "sum_1")["kwargs"].__setitem__("dim", 2**64 - 1))
+    (art / WEIGHTS).write_bytes(b"\0" * 4)
+    rejects(art, "schema.type", "18446744073709551615", "nodes[5].kwargs.dim")
