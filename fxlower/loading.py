@@ -104,7 +104,7 @@ class Artifact:
                     raise ValueError(f"a node reference '{v.name}' needs a node mapping")
                 return nodes[v.name]
             return v
-        return walk(value, leaf)
+        return walk(value, leaf, where=None)
 
     @property
     def golden_mode(self) -> str | None:

@@ -318,7 +318,7 @@ def _callee_first(graphs: tuple[LoadedGraph, ...]) -> list[int]:
 
 
 def _materialize(value: Any, env: dict[str, fx.Node]) -> Any:
-    return walk(value, lambda v, w: env[v.name] if isinstance(v, NodeRef) else v)
+    return walk(value, lambda v, w: env[v.name] if isinstance(v, NodeRef) else v, where=None)
 
 
 class _Builder:

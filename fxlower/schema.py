@@ -286,18 +286,31 @@ def _check(hint: Any, obj: Any, where: str) -> Any:
 
 def _check_ints(obj: Any, where: str) -> None:
     """Every int inside a Value or Meta is an int64 (docs/format.md section 10: checked with the schema, in field
-    order, before anything is decoded in context). Iterative: msgpack nesting is at most 1024 deep."""
-    stack = [(obj, where)]
+    order, before anything is decoded in context). Iterative: msgpack nesting is at most 1024 deep. A first pass
+    without paths; the path of the first bad int is worked out only when there is one."""
+    stack = [obj]
     while stack:
-        v, w = stack.pop()
+        v = stack.pop()
         t = type(v)
         if t is int:
             if not INT64_MIN <= v <= INT64_MAX:
-                raise FormatError("schema.type", f"the int {v} is outside int64", w)
+                break
         elif t is list:
-            stack.extend((v[i], f"{w}[{i}]") for i in range(len(v) - 1, -1, -1))
+            stack.extend(v)
         elif t is dict:
-            stack.extend((x, f"{w}.{k}") for k, x in reversed(list(v.items())))
+            stack.extend(v.values())
+    else:
+        return
+    todo = [(obj, where)]
+    while todo:
+        v, w = todo.pop()
+        t = type(v)
+        if t is int and not INT64_MIN <= v <= INT64_MAX:
+            raise FormatError("schema.type", f"the int {v} is outside int64", w)
+        if t is list:
+            todo.extend((v[i], f"{w}[{i}]") for i in range(len(v) - 1, -1, -1))
+        elif t is dict:
+            todo.extend((x, f"{w}.{k}") for k, x in reversed(list(v.items())))
 
 
 # ------------------------------------------------------------------------------------------------ JSON Schema

@@ -93,10 +93,20 @@ class TensorRef:
 # result. The walker owns the depth limit.
 
 Children = list[tuple[Any, Any, str]]
+_SCALARS = frozenset({type(None), bool, int, float, str})
 
 
-def split_python(value: Any, where: str) -> tuple[str, Children] | None:
-    """The view of a Python value tree: lists, tuples (any tuple subclass), dicts and slices are containers."""
+def split_python(value: Any, where: str | None) -> tuple[str, Children] | None:
+    """The view of a Python value tree: lists, tuples (any tuple subclass), dicts and slices are containers.
+    With ``where`` None, children carry no location (collectors that never report one skip the formatting)."""
+    if where is None:
+        if isinstance(value, (list, tuple)):
+            return ("list" if isinstance(value, list) else "tuple"), [(i, v, None) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return "dict", [(k, v, None) for k, v in value.items()]
+        if isinstance(value, slice):
+            return "slice", [("start", value.start, None), ("stop", value.stop, None), ("step", value.step, None)]
+        return None
     if isinstance(value, list):
         return "list", [(i, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, tuple):
@@ -120,12 +130,8 @@ def join_python(kind: str, items: list[tuple[Any, Any]], where: str) -> Any:
     return slice(*(r for _, r in items))
 
 
-def _join_nothing(kind: str, items: list, where: str) -> None:
-    return None
-
-
 def walk(value: Any, leaf: Callable[[Any, str], Any], *, split: Callable[[Any, str], Any] = split_python,
-         join: Callable[[str, list, str], Any] = join_python, where: str = "value",
+         join: Callable[[str, list, str], Any] | None = join_python, where: str | None = "value",
          too_deep: Callable[[str], Exception] | None = None, _depth: int = 0) -> Any:
     """Walk a value tree: ``leaf(value, where)`` for every leaf, ``join`` for every container, bottom-up.
 
@@ -134,7 +140,7 @@ def walk(value: Any, leaf: Callable[[Any, str], Any], *, split: Callable[[Any, s
         leaf: the result for a leaf.
         split: the view (:func:`split_python` for Python values; the decoder passes the tagged msgpack view).
         join: builds a container's result from its children's results (:func:`join_python` rebuilds the
-            container).
+            container); None only visits (the result is None).
         where: names the value in errors; children extend it (``[0]``, ``['key']``, ``.start``).
         too_deep: the exception to raise past ``MAX_VALUE_DEPTH`` levels of nesting; without it, no limit (for
             trees already checked, such as decoded values wrapped in an argument tuple).
@@ -145,35 +151,41 @@ def walk(value: Any, leaf: Callable[[Any, str], Any], *, split: Callable[[Any, s
     """
     if too_deep is not None and _depth > MAX_VALUE_DEPTH:
         raise too_deep(where)
+    if type(value) in _SCALARS:  # a leaf in every view
+        return leaf(value, where)
     parts = split(value, where)
     if parts is None:
         return leaf(value, where)
     kind, children = parts
     d = _depth + 1
+    if join is None:  # visiting only: no results to build
+        for _, c, w in children:
+            walk(c, leaf, split=split, join=None, where=w, too_deep=too_deep, _depth=d)
+        return None
     return join(kind, [(k, walk(c, leaf, split=split, join=join, where=w, too_deep=too_deep, _depth=d))
                        for k, c, w in children], where)
 
 
-def leaves(value: Any, *, where: str = "value") -> list[tuple[Any, str]]:
-    """Every leaf of a Python value tree with its location, depth first, in order."""
-    out: list[tuple[Any, str]] = []
-    walk(value, lambda v, w: out.append((v, w)), join=_join_nothing, where=where)
+def leaves(value: Any, *, where: str | None = "value") -> list[tuple[Any, str | None]]:
+    """Every leaf of a Python value tree with its location (None with ``where=None``), depth first, in order."""
+    out: list[tuple[Any, str | None]] = []
+    walk(value, lambda v, w: out.append((v, w)), join=None, where=where)
     return out
 
 
 def node_refs(value: Any) -> list[str]:
     """The distinct node names a decoded value references, in order of first reference."""
-    return list(dict.fromkeys(v.name for v, _ in leaves(value) if isinstance(v, NodeRef)))
+    return list(dict.fromkeys(v.name for v, _ in leaves(value, where=None) if isinstance(v, NodeRef)))
 
 
 def has_tensor(value: Any) -> bool:
     """Whether a Python value tree holds a tensor."""
-    return any(isinstance(v, torch.Tensor) for v, _ in leaves(value))
+    return any(isinstance(v, torch.Tensor) for v, _ in leaves(value, where=None))
 
 
 def clone_tensors(value: Any) -> Any:
     """The tree with every tensor replaced by a detached copy (containers rebuilt, other leaves shared)."""
-    return walk(value, lambda v, w: v.detach().clone() if isinstance(v, torch.Tensor) else v)
+    return walk(value, lambda v, w: v.detach().clone() if isinstance(v, torch.Tensor) else v, where=None)
 
 
 # ------------------------------------------------------------------------------------------------ encoding
