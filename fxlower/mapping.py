@@ -15,6 +15,7 @@ while mapped can fault (SIGBUS) a process touching a view; owned copies cannot.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import mmap
 import os
@@ -107,6 +108,27 @@ class TensorFiles:
                               f"(the file was truncated after it was validated)")
             done += n
         return out
+
+    def sha256(self, entry: TensorEntry) -> str:
+        """SHA-256 of the stored bytes, read with ``pread`` in chunks (no page of the file is mapped).
+
+        Raises:
+            OSError: the file ended early (it was truncated after validation).
+        """
+        info = self.info(entry)
+        fd = self._fd(entry.file)
+        h = hashlib.sha256()
+        buf = bytearray(min(_PREAD_CHUNK, max(info.end - info.begin, 1)))
+        view = memoryview(buf)
+        pos = info.begin
+        while pos < info.end:
+            n = os.preadv(fd, [view[:min(len(buf), info.end - pos)]], pos)
+            if n == 0:
+                raise OSError(f"{entry.file} ended at byte {pos}, inside tensor '{entry.name}' (the file was "
+                              f"truncated after it was validated)")
+            h.update(view[:n])
+            pos += n
+        return h.hexdigest()
 
     def close(self) -> None:
         """Release the mappings and descriptors. Views still in use keep their mapping alive until freed."""
