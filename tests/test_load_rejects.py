@@ -1759,11 +1759,14 @@ def test_rejects_a_call_target_without_its_overloads(art, op_node, table):
     rejects(art, "graph.target", f"'{table}'", ".target")
 
 
-@pytest.mark.parametrize("op_node,overload,needle", [("relu", 1, "out of range"), ("relu", -1, "out of range"),
+@pytest.mark.parametrize("op_node,overload,needle", [("relu", "count", "out of range"), ("relu", -1, "out of range"),
                                                      ("sum_1", None, "overload is nil"), ("lin", 0, "only call_function"),
                                                      ("output", 0, "only call_function")])
 def test_rejects_a_bad_overload_index(art, op_node, overload, needle):
-    edit(art, lambda m: node(m, op_node).__setitem__("overload", overload))
+    def bad(m):
+        n = node(m, op_node)
+        n["overload"] = len(m["functions"][n["target"]]) if overload == "count" else overload  # one past the last
+    edit(art, bad)
     rejects(art, "graph.structure", needle, ".overload")
 
 
