@@ -11,13 +11,16 @@ import re
 from .constants import MANIFEST_FILE, MAX_NAME_BYTES
 from .errors import FormatError
 
-__all__ = ["check_name", "check_file_path", "check_dotted_target", "check_method_name", "check_function_name",
+__all__ = ["check_name", "check_file_path", "check_dotted_target", "component_problem", "check_method_name", "check_function_name",
            "check_identifier"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[1-9]|lpt[1-9])\Z", re.IGNORECASE)
 _PATH = re.compile(r"^[A-Za-z0-9._-]{1,255}\Z")
-_BAD_COMPONENT = re.compile(r'["\\\x00-\x1f\x7f]')
+#: A component of a get_attr/call_module target or graph name (docs/format.md section 3, design 1.1 G): 1+ bytes of
+#: UTF-8 without '.', '"', '\\' or a control character. torch.fx writes a component that is not an identifier as
+#: ``getattr(x, "comp")``; '"' and '\\' could not survive that quoting.
+_BAD_COMPONENT_CHAR = re.compile(r'[."\\\x00-\x1f\x7f]')
 _METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\Z")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLACEHOLDER = re.compile(r"^\*{0,2}[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -59,14 +62,43 @@ def check_file_path(path: object, where: str) -> str:
 
 
 def check_dotted_target(target: str, where: str) -> str:
-    """A ``get_attr``/``call_module`` target: dotted components of 1+ characters without ``.``, ``"``, ``\\``
-    or control characters, none starting with ``__`` (docs/format.md section 3)."""
-    parts = target.split(".")
-    if not all(p and not _BAD_COMPONENT.search(p) and not p.startswith("__") for p in parts):
-        raise FormatError("graph.target", f"{target!r:.80} is not a dotted attribute path (components of 1 or more "
-                          f"characters without '.', '\"', '\\' or control characters, none starting with '__')",
-                          where)
+    """A ``get_attr``/``call_module`` target: dotted components, each 1+ bytes of UTF-8 without ``"``, ``\\`` or
+    a control character, not starting with ``__`` (``block1-0``, ``layer 1`` and ``ü`` are valid components).
+
+    Raises:
+        FormatError ("graph.target").
+    """
+    for part in target.split("."):
+        problem = component_problem(part)
+        if problem is not None:
+            raise FormatError("graph.target", f"{target!r:.80} is not a dotted attribute path: component "
+                              f"{part!r:.40} {problem}", where)
     return target
+
+
+def component_problem(part: str) -> str | None:
+    """Why ``part`` cannot be one component of a dotted attribute path, or None when it can."""
+    if part == "":
+        return "is empty"
+    if part.startswith("__"):
+        return "starts with '__'"
+    bad = _BAD_COMPONENT_CHAR.search(part)
+    if bad is not None:
+        return f"contains {bad.group()!r} (components exclude '.', '\"', '\\\\' and control characters)"
+    if not _is_utf8(part):
+        return "is not valid UTF-8 text (a lone surrogate)"
+    if keyword.iskeyword(part):
+        # torch.fx writes an identifier component as ``self.<comp>``, which is a syntax error for a keyword.
+        return "is a Python keyword"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_method_name(target: str, where: str) -> str:

@@ -253,7 +253,8 @@ def from_obj(cls: type, obj: Any, where: str) -> Any:
 
 def _check(hint: Any, obj: Any, where: str) -> Any:
     if hint is Value or hint is Meta:
-        return obj  # decoded in context by fxlower.loading
+        _check_ints(obj, where)
+        return obj  # decoded in context by fxlower.reading
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -281,6 +282,35 @@ def _check(hint: Any, obj: Any, where: str) -> Any:
             raise FormatError("schema.type", f"expected {_kind(hint())}, found {_kind(obj)}", where)
         return obj
     raise TypeError(f"schema hint {hint!r} at {where} has no decoder")  # a bug in this module, not in a file
+
+
+def _check_ints(obj: Any, where: str) -> None:
+    """Every int inside a Value or Meta is an int64 (docs/format.md section 10: checked with the schema, in field
+    order, before anything is decoded in context). Iterative: msgpack nesting is at most 1024 deep. A first pass
+    without paths; the path of the first bad int is worked out only when there is one."""
+    stack = [obj]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is int:
+            if not INT64_MIN <= v <= INT64_MAX:
+                break
+        elif t is list:
+            stack.extend(v)
+        elif t is dict:
+            stack.extend(v.values())
+    else:
+        return
+    todo = [(obj, where)]
+    while todo:
+        v, w = todo.pop()
+        t = type(v)
+        if t is int and not INT64_MIN <= v <= INT64_MAX:
+            raise FormatError("schema.type", f"the int {v} is outside int64", w)
+        if t is list:
+            todo.extend((v[i], f"{w}[{i}]") for i in range(len(v) - 1, -1, -1))
+        elif t is dict:
+            todo.extend((x, f"{w}.{k}") for k, x in reversed(list(v.items())))
 
 
 # ------------------------------------------------------------------------------------------------ JSON Schema

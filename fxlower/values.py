@@ -43,7 +43,8 @@ from .constants import (CODE_OF_DTYPE, DTYPE_CODES, LAYOUTS, MAX_NAME_BYTES, MAX
 from .errors import ExportError, FormatError
 
 __all__ = ["encode", "decode", "check_meta", "check_shape", "meta_of", "kind_name", "FunctionRef", "ModuleTypeRef",
-           "INT64_MIN", "INT64_MAX"]
+           "NodeRef", "TensorRef", "walk", "split_python", "join_python", "split_tagged", "leaves", "node_refs",
+           "has_tensor", "clone_tensors", "INT64_MIN", "INT64_MAX"]
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 _MEMORY_FORMAT_NAMES = {v: k for k, v in MEMORY_FORMATS.items()}
@@ -69,12 +70,131 @@ class ModuleTypeRef:
     name: str
 
 
+@dataclasses.dataclass(frozen=True)
+class NodeRef:
+    """A decoded ``node`` Value: a reference to an earlier node's result."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRef:
+    """A decoded ``tensor`` Value: a reference to an entry of the tensor table."""
+
+    name: str
+
+
+# ------------------------------------------------------------------------------------------------ the walker
+#
+# One walker serves every traversal of a value tree: the encoder (Python -> msgpack), the decoder (msgpack ->
+# Python), and the collectors and rewriters of decoded or live values (node references, tensors, copies). A tree is
+# seen through a *view*: ``split(value, where)`` returns None for a leaf, or ``(kind, children)`` for a container,
+# children being ``(key, child, child_where)``; ``join(kind, [(key, result), ...], where)`` builds the container
+# result. The walker owns the depth limit.
+
+Children = list[tuple[Any, Any, str]]
+_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
+def split_python(value: Any, where: str | None) -> tuple[str, Children] | None:
+    """The view of a Python value tree: lists, tuples (any tuple subclass), dicts and slices are containers.
+    With ``where`` None, children carry no location (collectors that never report one skip the formatting)."""
+    if where is None:
+        if isinstance(value, (list, tuple)):
+            return ("list" if isinstance(value, list) else "tuple"), [(i, v, None) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return "dict", [(k, v, None) for k, v in value.items()]
+        if isinstance(value, slice):
+            return "slice", [("start", value.start, None), ("stop", value.stop, None), ("step", value.step, None)]
+        return None
+    if isinstance(value, list):
+        return "list", [(i, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        return "tuple", [(i, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return "dict", [(k, v, f"{where}[{k!r}]") for k, v in value.items()]
+    if isinstance(value, slice):
+        return "slice", [(n, x, f"{where}.{n}") for n, x in (("start", value.start), ("stop", value.stop),
+                                                              ("step", value.step))]
+    return None
+
+
+def join_python(kind: str, items: list[tuple[Any, Any]], where: str) -> Any:
+    """Build a Python container (list, tuple, dict, slice) from walked children."""
+    if kind == "list":
+        return [r for _, r in items]
+    if kind == "tuple":
+        return tuple(r for _, r in items)
+    if kind == "dict":
+        return dict(items)
+    return slice(*(r for _, r in items))
+
+
+def walk(value: Any, leaf: Callable[[Any, str], Any], *, split: Callable[[Any, str], Any] = split_python,
+         join: Callable[[str, list, str], Any] | None = join_python, where: str | None = "value",
+         too_deep: Callable[[str], Exception] | None = None, _depth: int = 0) -> Any:
+    """Walk a value tree: ``leaf(value, where)`` for every leaf, ``join`` for every container, bottom-up.
+
+    Args:
+        value: the tree.
+        leaf: the result for a leaf.
+        split: the view (:func:`split_python` for Python values; the decoder passes the tagged msgpack view).
+        join: builds a container's result from its children's results (:func:`join_python` rebuilds the
+            container); None only visits (the result is None).
+        where: names the value in errors; children extend it (``[0]``, ``['key']``, ``.start``).
+        too_deep: the exception to raise past ``MAX_VALUE_DEPTH`` levels of nesting; without it, no limit (for
+            trees already checked, such as decoded values wrapped in an argument tuple).
+
+    Example:
+        >>> walk([1, (2, 3)], lambda v, w: v * 10)
+        [10, (20, 30)]
+    """
+    if too_deep is not None and _depth > MAX_VALUE_DEPTH:
+        raise too_deep(where)
+    if type(value) in _SCALARS:  # a leaf in every view
+        return leaf(value, where)
+    parts = split(value, where)
+    if parts is None:
+        return leaf(value, where)
+    kind, children = parts
+    d = _depth + 1
+    if join is None:  # visiting only: no results to build
+        for _, c, w in children:
+            walk(c, leaf, split=split, join=None, where=w, too_deep=too_deep, _depth=d)
+        return None
+    return join(kind, [(k, walk(c, leaf, split=split, join=join, where=w, too_deep=too_deep, _depth=d))
+                       for k, c, w in children], where)
+
+
+def leaves(value: Any, *, where: str | None = "value") -> list[tuple[Any, str | None]]:
+    """Every leaf of a Python value tree with its location (None with ``where=None``), depth first, in order."""
+    out: list[tuple[Any, str | None]] = []
+    walk(value, lambda v, w: out.append((v, w)), join=None, where=where)
+    return out
+
+
+def node_refs(value: Any) -> list[str]:
+    """The distinct node names a decoded value references, in order of first reference."""
+    return list(dict.fromkeys(v.name for v, _ in leaves(value, where=None) if isinstance(v, NodeRef)))
+
+
+def has_tensor(value: Any) -> bool:
+    """Whether a Python value tree holds a tensor."""
+    return any(isinstance(v, torch.Tensor) for v, _ in leaves(value, where=None))
+
+
+def clone_tensors(value: Any) -> Any:
+    """The tree with every tensor replaced by a detached copy (containers rebuilt, other leaves shared)."""
+    return walk(value, lambda v, w: v.detach().clone() if isinstance(v, torch.Tensor) else v, where=None)
+
+
+# ------------------------------------------------------------------------------------------------ encoding
+
 def _tagged(kind: str, payload: Any) -> dict[str, Any]:
     return {"t": kind, "v": payload}
 
 
-def encode(value: Any, *, tensor_name: Callable[[torch.Tensor], str] | None = None, where: str = "value",
-           _depth: int = 0) -> Any:
+def encode(value: Any, *, tensor_name: Callable[[torch.Tensor], str] | None = None, where: str = "value") -> Any:
     """Encode a Python value for the manifest.
 
     Args:
@@ -86,12 +206,22 @@ def encode(value: Any, *, tensor_name: Callable[[torch.Tensor], str] | None = No
         ExportError: the value has no encoding (naming where and its type), an int is outside int64, or
             nesting is deeper than the format allows.
     """
-    if _depth > MAX_VALUE_DEPTH:
-        raise ExportError(f"{where} nests deeper than {MAX_VALUE_DEPTH} levels")
+    return walk(value, lambda v, w: _encode_leaf(v, w, tensor_name), join=_join_tagged, where=where,
+                too_deep=lambda w: ExportError(f"{w} nests deeper than {MAX_VALUE_DEPTH} levels"))
+
+
+def _join_tagged(kind: str, items: list[tuple[Any, Any]], where: str) -> dict[str, Any]:
+    if kind != "dict":
+        return _tagged(kind, [r for _, r in items])
+    for k, _ in items:
+        if type(k) is not str and (type(k) is not int or not INT64_MIN <= k <= INT64_MAX):
+            raise ExportError(f"{where} has the dict key {k!r}; only str and int64 keys are encodable")
+    return _tagged("dict", [[k, r] for k, r in items])
+
+
+def _encode_leaf(value: Any, where: str, tensor_name: Callable[[torch.Tensor], str] | None) -> Any:
     t = type(value)
-    if value is None or t is bool or t is str:
-        return value
-    if t is float:
+    if value is None or t is bool or t is str or t is float:
         return value
     if isinstance(value, bool):
         return bool(value)
@@ -109,23 +239,6 @@ def encode(value: Any, *, tensor_name: Callable[[torch.Tensor], str] | None = No
         if tensor_name is None:
             raise ExportError(f"{where} is a tensor, which is only allowed where the tensor table can hold it")
         return _tagged("tensor", tensor_name(value))
-    d = _depth + 1
-    if isinstance(value, list):
-        return _tagged("list", [encode(v, tensor_name=tensor_name, where=f"{where}[{i}]", _depth=d)
-                                for i, v in enumerate(value)])
-    if isinstance(value, tuple):
-        return _tagged("tuple", [encode(v, tensor_name=tensor_name, where=f"{where}[{i}]", _depth=d)
-                                 for i, v in enumerate(value)])
-    if isinstance(value, dict):
-        pairs = []
-        for k, v in value.items():
-            if type(k) is not str and (type(k) is not int or not INT64_MIN <= k <= INT64_MAX):
-                raise ExportError(f"{where} has the dict key {k!r}; only str and int64 keys are encodable")
-            pairs.append([k, encode(v, tensor_name=tensor_name, where=f"{where}[{k!r}]", _depth=d)])
-        return _tagged("dict", pairs)
-    if isinstance(value, slice):
-        return _tagged("slice", [encode(x, tensor_name=tensor_name, where=f"{where}.{n}", _depth=d)
-                                 for n, x in (("start", value.start), ("stop", value.stop), ("step", value.step))])
     if value is Ellipsis:
         return _tagged("ellipsis", None)
     if isinstance(value, complex):
@@ -156,12 +269,53 @@ def encode(value: Any, *, tensor_name: Callable[[torch.Tensor], str] | None = No
                       f"a node, a tensor, torch.dtype, torch.device, torch.memory_format, torch.layout, a function or an nn.Module class")
 
 
+# ------------------------------------------------------------------------------------------------ decoding
+
 def _bad(where: str, message: str, code: str = "schema.type") -> FormatError:
     return FormatError(code, message, where)
 
 
+_CONTAINER_KINDS = frozenset({"list", "tuple", "dict", "slice"})
+
+
+def split_tagged(obj: Any, where: str) -> tuple[str, Children] | None:
+    """The view of a Value as read from a manifest (tagged maps): checks a tagged map's keys and kind, and a
+    container's payload; every other object is a leaf (checked by the decoder's leaf function).
+
+    Raises:
+        FormatError ("schema.type", "manifest.duplicate_key").
+    """
+    if type(obj) is not dict:
+        return None
+    if len(obj) != 2 or "t" not in obj or "v" not in obj:
+        raise _bad(where, f"a tagged Value has exactly the keys 't' and 'v', found {sorted(obj)}")
+    kind, payload = obj["t"], obj["v"]
+    if type(kind) is not str or kind not in _VALUE_KINDS:
+        raise _bad(where, f"unknown Value kind {kind!r}; expected one of {sorted(_VALUE_KINDS)}")
+    if kind not in _CONTAINER_KINDS:
+        return None
+    items = _array(payload, where)
+    if kind == "dict":
+        children: Children = []
+        seen: set = set()
+        for i, pair in enumerate(items):
+            if type(pair) is not list or len(pair) != 2:
+                raise _bad(f"{where}[{i}]", "a dict entry is a [key, Value] pair")
+            key = pair[0]
+            if type(key) is not str and (type(key) is not int or not INT64_MIN <= key <= INT64_MAX):
+                raise _bad(f"{where}[{i}]", f"a dict key is a str or an int64, found {kind_name(key)} {key!r:.40}")
+            if key in seen:
+                raise _bad(f"{where}[{i}]", f"dict key {key!r} appears twice", "manifest.duplicate_key")
+            seen.add(key)
+            children.append((key, pair[1], f"{where}[{key!r}]"))
+        return kind, children
+    if kind == "slice" and len(items) != 3:
+        raise _bad(where, f"a slice is [start, stop, step], found {len(items)} items")
+    return kind, [(i, v, f"{where}[{i}]") for i, v in enumerate(items)]
+
+
 def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = None,
-           tensor: Callable[[str, str], Any] | None = None, _depth: int = 0) -> Any:
+           tensor: Callable[[str, str], Any] | None = None) -> Any:
     """Decode (and validate) a Value read from a manifest.
 
     Args:
@@ -171,12 +325,20 @@ def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = Non
             Without it, node references are rejected.
         tensor: resolves a tensor name likewise; without it, tensor references are rejected.
 
+    Returns:
+        The Python value: containers as list/tuple/dict/slice, ``function``/``module`` Values as
+        :class:`FunctionRef`/:class:`ModuleTypeRef`, references as the resolvers return them.
+
     Raises:
         FormatError: the object is not a well-formed Value ("schema.type", "schema.depth"), or a reference does
             not resolve (the resolver's error).
     """
-    if _depth > MAX_VALUE_DEPTH:
-        raise _bad(where, f"value nests deeper than {MAX_VALUE_DEPTH} levels", "schema.depth")
+    return walk(obj, lambda v, w: _decode_leaf(v, w, node, tensor), split=split_tagged, where=where,
+                too_deep=lambda w: _bad(w, f"value nests deeper than {MAX_VALUE_DEPTH} levels", "schema.depth"))
+
+
+def _decode_leaf(obj: Any, where: str, node: Callable[[str, str], Any] | None,
+                 tensor: Callable[[str, str], Any] | None) -> Any:
     t = type(obj)
     if obj is None or t is bool or t is str or t is float:
         return obj
@@ -185,41 +347,16 @@ def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = Non
             raise _bad(where, f"the int {obj} is outside int64")
         return obj
     if t is not dict:
-        raise _bad(where, f"expected a Value, found {_kind(obj)}")
-    if set(obj) != {"t", "v"}:
-        raise _bad(where, f"a tagged Value has exactly the keys 't' and 'v', found {sorted(obj)}")
-    kind, payload = obj["t"], obj["v"]
-    if type(kind) is not str or kind not in _VALUE_KINDS:
-        raise _bad(where, f"unknown Value kind {kind!r}; expected one of {sorted(_VALUE_KINDS)}")
-    d = _depth + 1
+        raise _bad(where, f"expected a Value, found {kind_name(obj)}")
+    kind, payload = obj["t"], obj["v"]  # keys and kind were checked by split_tagged
     if kind == "node" or kind == "tensor":
         if type(payload) is not str:
-            raise _bad(where, f"a {kind} reference holds a name, found {_kind(payload)}")
+            raise _bad(where, f"a {kind} reference holds a name, found {kind_name(payload)}")
         resolver = node if kind == "node" else tensor
         if resolver is None:
-            raise _bad(where, f"a {kind} reference is not allowed here", f"{'graph' if kind == 'node' else 'tensor'}.reference")
+            raise _bad(where, f"a {kind} reference is not allowed here",
+                       f"{'graph' if kind == 'node' else 'tensor'}.reference")
         return resolver(payload, where)
-    if kind in ("list", "tuple"):
-        items = _array(payload, where)
-        out = [decode(v, f"{where}[{i}]", node=node, tensor=tensor, _depth=d) for i, v in enumerate(items)]
-        return out if kind == "list" else tuple(out)
-    if kind == "dict":
-        result: dict[Any, Any] = {}
-        for i, pair in enumerate(_array(payload, where)):
-            if type(pair) is not list or len(pair) != 2:
-                raise _bad(f"{where}[{i}]", "a dict entry is a [key, Value] pair")
-            key = pair[0]
-            if type(key) is not str and (type(key) is not int or not INT64_MIN <= key <= INT64_MAX):
-                raise _bad(f"{where}[{i}]", f"a dict key is a str or an int64, found {_kind(key)} {key!r:.40}")
-            if key in result:
-                raise _bad(f"{where}[{i}]", f"dict key {key!r} appears twice", "manifest.duplicate_key")
-            result[key] = decode(pair[1], f"{where}[{key!r}]", node=node, tensor=tensor, _depth=d)
-        return result
-    if kind == "slice":
-        items = _array(payload, where)
-        if len(items) != 3:
-            raise _bad(where, f"a slice is [start, stop, step], found {len(items)} items")
-        return slice(*(decode(v, f"{where}[{i}]", node=node, tensor=tensor, _depth=d) for i, v in enumerate(items)))
     if kind == "ellipsis":
         if payload is not None:
             raise _bad(where, "an ellipsis has a nil payload")
@@ -230,7 +367,7 @@ def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = Non
             raise _bad(where, "a complex is [re, im], two float64s")
         return complex(items[0], items[1])
     if type(payload) is not str:
-        raise _bad(where, f"a {kind} is written as a string, found {_kind(payload)}")
+        raise _bad(where, f"a {kind} is written as a string, found {kind_name(payload)}")
     if kind == "function":
         if not _FUNCTION_NAME.match(payload):
             raise _bad(where, f"{payload!r:.80} is not a canonical function name like 'torch.nn.functional.relu'")
@@ -262,7 +399,7 @@ def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = Non
 
 def _array(obj: Any, where: str) -> list:
     if type(obj) is not list:
-        raise _bad(where, f"expected an array, found {_kind(obj)}")
+        raise _bad(where, f"expected an array, found {kind_name(obj)}")
     return obj
 
 
@@ -270,15 +407,13 @@ _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+_KIND_NAMES = {type(None): "nil", bool: "a bool", int: "an int", float: "a float", str: "a str", bytes: "bin",
+               list: "an array", dict: "a map"}
+
+
 def kind_name(obj: Any) -> str:
     """How an error message names the msgpack kind of ``obj`` ("an int", "a map", ...)."""
-    return _kind(obj)
-
-
-def _kind(obj: Any) -> str:
-    names = {type(None): "nil", bool: "a bool", int: "an int", float: "a float", str: "a str", bytes: "bin",
-             list: "an array", dict: "a map"}
-    return names.get(type(obj), type(obj).__name__)
+    return _KIND_NAMES.get(type(obj), type(obj).__name__)
 
 
 # --------------------------------------------------------------------------------------------------- metadata
@@ -328,14 +463,14 @@ def check_meta(obj: Any, where: str, _depth: int = 0) -> None:
     if _depth > MAX_VALUE_DEPTH:
         raise _bad(where, f"metadata nests deeper than {MAX_VALUE_DEPTH} levels", "schema.depth")
     if type(obj) is not dict or type(obj.get("t")) is not str:
-        raise _bad(where, f"output metadata is a map with a 't' kind, found {_kind(obj)}")
+        raise _bad(where, f"output metadata is a map with a 't' kind, found {kind_name(obj)}")
     kind = obj["t"]
     if kind == "tensor":
         if set(obj) != {"t", "dtype", "shape"}:
             raise _bad(where, f"tensor metadata has exactly the keys t, dtype, shape; found {sorted(obj)}")
         code = obj["dtype"]
         if type(code) is not str:
-            raise _bad(where, f"a dtype code is a str, found {_kind(code)}")
+            raise _bad(where, f"a dtype code is a str, found {kind_name(code)}")
         if code not in DTYPE_CODES:
             raise _bad(where, f"unknown dtype code {code!r:.40}", "tensor.dtype")
         check_shape(obj["shape"], where, _ITEMSIZE[code])
@@ -367,7 +502,7 @@ def check_shape(shape: Any, where: str, itemsize: int = 8) -> int:
             whose byte size overflows int64.
     """
     if type(shape) is not list:
-        raise _bad(where, f"a shape is an array of ints, found {_kind(shape)}", "tensor.shape")
+        raise _bad(where, f"a shape is an array of ints, found {kind_name(shape)}", "tensor.shape")
     if len(shape) > MAX_RANK:
         raise _bad(where, f"rank {len(shape)} exceeds the maximum {MAX_RANK}", "tensor.shape")
     count = 1

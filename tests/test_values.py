@@ -109,3 +109,34 @@ def test_nesting_past_the_cap_is_refused():
     with pytest.raises(FormatError) as info:
         decode(obj, "v")
     assert info.value.code == "schema.depth"
+
+
+# ------------------------------------------------------------------------------------------------ the walker
+
+def test_walk_rebuilds_every_container_kind_around_mapped_leaves():
+    from fxlower.values import walk
+    value = [1, (2, {"a": 3, 4: slice(5, None, 6)}), "s"]
+    got = walk(value, lambda v, w: v * 10 if type(v) is int else v)
+    assert got == [10, (20, {"a": 30, 4: slice(50, None, 60)}), "s"]
+    assert type(got[1]) is tuple and list(got[1][1]) == ["a", 4]
+
+
+def test_walk_reports_each_leaf_where_it_is():
+    from fxlower.values import leaves
+    assert leaves({"k": [None, (1,)]}, where="v") == [(None, "v['k'][0]"), (1, "v['k'][1][0]")]
+
+
+def test_node_refs_are_distinct_in_order_of_first_reference():
+    from fxlower.values import NodeRef, node_refs
+    a, b = NodeRef("a"), NodeRef("b")
+    assert node_refs(((b, [a, b]), {"k": slice(a, None, None)})) == ["b", "a"]
+
+
+def test_walk_limits_depth_only_when_asked():
+    from fxlower.values import walk
+    deep = None
+    for _ in range(70):
+        deep = (deep,)
+    assert walk(deep, lambda v, w: v) == deep
+    with pytest.raises(ValueError, match="deep"):
+        walk(deep, lambda v, w: v, too_deep=lambda w: ValueError(f"too deep at {w[:10]}"))

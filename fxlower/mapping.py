@@ -1,0 +1,144 @@
+"""Tensor access for a loaded artifact: the validated tensor files, by the descriptors that were validated.
+
+A :class:`TensorFiles` owns one open descriptor per tensor file: the very descriptors :mod:`fxlower.reading`
+opened (through the artifact's directory descriptor, refusing symlinks) and read the headers from. Everything is
+read from them — a copy-on-write mapping for in-place views, ``pread`` for owned copies — and a file is never
+reopened by path, so what a loaded artifact reads is what it validated, even after the artifact directory was
+replaced (an export with ``overwrite=True``) or deleted: the old inodes live as long as the descriptors.
+
+Owned copies (:meth:`TensorFiles.read_into`) are read with ``pread`` straight into the destination tensor, so they
+never map file pages into the process: copying a model costs its size in memory and no more. Views
+(:meth:`TensorFiles.view`) share the mapping: no copy, pages are read on first touch and stay clean (evictable)
+until written; a write goes to a private copy of the page, never to the file. A file truncated by someone else
+while mapped can fault (SIGBUS) a process touching a view; owned copies cannot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import mmap
+import os
+from collections.abc import Mapping
+
+import torch
+
+from .constants import STORAGE_DTYPES
+from .schema import TensorEntry
+from .tensorfile import StoredTensor
+
+__all__ = ["TensorFiles"]
+
+_PREAD_CHUNK = 64 << 20
+
+
+class TensorFiles:
+    """The tensor files of one artifact: ``fds`` (file -> open descriptor, owned) and their validated headers."""
+
+    def __init__(self, fds: dict[str, int], stored: Mapping[str, Mapping[str, StoredTensor]]):
+        self._fds = dict(fds)
+        self._stored = stored
+        self._maps: dict[str, mmap.mmap] = {}
+        self._closed = False
+
+    def info(self, entry: TensorEntry) -> StoredTensor:
+        return self._stored[entry.file][entry.key]
+
+    def _fd(self, file: str) -> int:
+        if self._closed:
+            raise ValueError("the artifact is closed; load it again to read its tensors")
+        return self._fds[file]
+
+    def _map(self, file: str) -> mmap.mmap:
+        m = self._maps.get(file)
+        if m is None:
+            m = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_COPY)
+            self._maps[file] = m
+        return m
+
+    def view(self, entry: TensorEntry, maps: dict[str, mmap.mmap] | None = None) -> torch.Tensor:
+        """The tensor as a view of a copy-on-write mapping of its file (nothing read until used).
+
+        Args:
+            maps: file -> mapping to use, filled as needed: a caller that may write into its views passes its own
+                dict, so that its writes (private pages) are seen neither by the artifact nor by other callers.
+                Without it, the artifact's shared read mapping is used.
+        """
+        info = self.info(entry)
+        dtype = STORAGE_DTYPES[entry.dtype][0]
+        shape = tuple(entry.shape)
+        count = math.prod(shape)
+        if count == 0:
+            self._fd(entry.file)  # a closed artifact refuses every read alike
+            return torch.empty(shape, dtype=dtype)
+        if maps is None:
+            m = self._map(entry.file)
+        else:
+            m = maps.get(entry.file)
+            if m is None:
+                m = maps[entry.file] = mmap.mmap(self._fd(entry.file), 0, access=mmap.ACCESS_COPY)
+        return torch.frombuffer(m, dtype=dtype, count=count, offset=info.begin).reshape(shape)
+
+    def stored_bytes(self, entry: TensorEntry) -> memoryview:
+        """The stored bytes, as a view of the file mapping."""
+        info = self.info(entry)
+        if info.end == info.begin:
+            self._fd(entry.file)
+            return memoryview(b"")
+        return memoryview(self._map(entry.file))[info.begin:info.end]
+
+    def read_into(self, entry: TensorEntry) -> torch.Tensor:
+        """A new tensor that owns its memory, filled with ``pread`` from the validated descriptor.
+
+        Raises:
+            OSError: the file ended early (it was truncated after validation), naming the file.
+        """
+        info = self.info(entry)
+        fd = self._fd(entry.file)
+        out = torch.empty(tuple(entry.shape), dtype=STORAGE_DTYPES[entry.dtype][0])
+        size = info.end - info.begin
+        if size == 0:
+            return out
+        buf = memoryview(out.view(-1).view(torch.uint8).numpy()).cast("B")
+        done = 0
+        while done < size:
+            n = os.preadv(fd, [buf[done:done + min(_PREAD_CHUNK, size - done)]], info.begin + done)
+            if n == 0:
+                raise OSError(f"{entry.file} ended at byte {info.begin + done}, inside tensor '{entry.name}' "
+                              f"(the file was truncated after it was validated)")
+            done += n
+        return out
+
+    def sha256(self, entry: TensorEntry) -> str:
+        """SHA-256 of the stored bytes, read with ``pread`` in chunks (no page of the file is mapped).
+
+        Raises:
+            OSError: the file ended early (it was truncated after validation).
+        """
+        info = self.info(entry)
+        fd = self._fd(entry.file)
+        h = hashlib.sha256()
+        buf = bytearray(min(_PREAD_CHUNK, max(info.end - info.begin, 1)))
+        view = memoryview(buf)
+        pos = info.begin
+        while pos < info.end:
+            n = os.preadv(fd, [view[:min(len(buf), info.end - pos)]], pos)
+            if n == 0:
+                raise OSError(f"{entry.file} ended at byte {pos}, inside tensor '{entry.name}' (the file was "
+                              f"truncated after it was validated)")
+            h.update(view[:n])
+            pos += n
+        return h.hexdigest()
+
+    def close(self) -> None:
+        """Release the mappings and descriptors. Views still in use keep their mapping alive until freed."""
+        for m in self._maps.values():
+            try:
+                m.close()
+            except BufferError:  # a tensor still views it; the mapping lives until that tensor is freed
+                pass
+        self._maps.clear()
+        if not self._closed:
+            self._closed = True
+            for fd in self._fds.values():
+                os.close(fd)

@@ -1,0 +1,635 @@
+"""Reading an artifact: manifest bytes -> validated, decoded graphs (docs/format.md section 10, in order).
+
+:func:`read` opens the artifact directory once and every member through that directory's descriptor (refusing
+symlinks and non-regular files), validates everything, and returns a :class:`Reading`: the manifest, the decoded
+graphs and golden data, and the tensor files as a :class:`fxlower.mapping.TensorFiles` that holds the very
+descriptors whose headers were validated. Every rejection is a :class:`fxlower.FormatError` (or
+:class:`fxlower.VersionError`) with the spec's stable code, naming the file and field.
+
+Safety: no pickle, no ``eval``, no import of any module named in a file; this module only reads and checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import keyword
+import math
+import os
+import re
+import stat
+import struct
+import types
+from typing import Any
+
+import msgpack
+
+from .constants import (FILE_ROLES, FORMAT_ID, FORMAT_VERSION, GOLDEN_MODES, MANIFEST_FILE, MAX_MANIFEST_BYTES,
+                        OPS, ROLE_GOLDEN, ROLE_WEIGHTS, STORAGE_DTYPES)
+from .declarations import Declarations, check_declarations, check_record
+from .errors import FormatError, VersionError
+from .lifting import LoweringRecord
+from .mapping import TensorFiles
+from .names import (check_dotted_target, check_file_path, check_function_name, check_identifier,
+                    check_method_name, check_name, component_problem)
+from .schema import Manifest, from_obj
+from .tensorfile import StoredTensor, read_header
+from .values import NodeRef, TensorRef, check_meta, check_shape, decode, kind_name, node_refs
+
+__all__ = ["read", "Reading", "loads_manifest", "LoadedNode", "LoadedGraph", "NodeRef", "TensorRef",
+           "TENSOR_KINDS"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+#: TensorEntry.kind values of format 1.1 ("" only in 1.0 files).
+TENSOR_KINDS = ("parameter", "buffer", "constant", "golden")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedNode:
+    name: str
+    op: str
+    target: str
+    args: tuple
+    kwargs: dict[str, Any]
+    inputs: tuple[str, ...]
+    users: tuple[str, ...]
+    meta: Any
+    lowering: LoweringRecord | None
+    graph: int | None
+    #: 1.1: the index of the overload of ``functions[target]`` / ``methods[target]`` the node binds to.
+    overload: int | None = None
+    #: 1.1: the leaf module's training flag at export (call_module nodes with a lowering record).
+    training: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedGraph:
+    name: str
+    nodes: tuple[LoadedNode, ...]
+    #: 1.1: the graph module's own training flag at export.
+    training: bool = False
+
+    def node(self, name: str) -> LoadedNode:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"graph '{self.name}' has no node '{name}'")
+
+
+@dataclasses.dataclass
+class Reading:
+    """What :func:`read` validated: the manifest, decoded graphs and golden data, and the open tensor files."""
+
+    path: str
+    manifest: Manifest
+    graphs: tuple[LoadedGraph, ...]
+    golden: dict[str, Any] | None
+    files: TensorFiles
+
+
+# ------------------------------------------------------------------------------------------------ manifest bytes
+
+def _no_timestamp(obj: Any) -> None:
+    # msgpack decodes extension type -1 (timestamp) itself, without calling ext_hook.
+    if type(obj) is msgpack.Timestamp:
+        raise FormatError("manifest.decode", "extension type -1 (timestamp) is not allowed", MANIFEST_FILE)
+
+
+def _list_hook(items: list) -> list:
+    for v in items:
+        _no_timestamp(v)
+    return items
+
+
+def _pairs_hook(pairs: list) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        _no_timestamp(k)
+        _no_timestamp(v)
+        if type(k) is not str:
+            raise FormatError("manifest.key_type", f"a map key is {kind_name(k)}; keys are strings", MANIFEST_FILE)
+        if k in out:
+            raise FormatError("manifest.duplicate_key", f"the key {k!r:.80} appears twice in one map",
+                              MANIFEST_FILE)
+        out[k] = v
+    return out
+
+
+def _ext_hook(code: int, data: bytes):
+    raise FormatError("manifest.decode", f"extension type {code} is not allowed", MANIFEST_FILE)
+
+
+def loads_manifest(data: bytes) -> Manifest:
+    """Decode and check manifest bytes up to the schema (format sections 2 and 9); no cross-references.
+
+    Raises:
+        FormatError / VersionError.
+    """
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise FormatError("manifest.size", f"{len(data)} bytes exceed the limit of {MAX_MANIFEST_BYTES}",
+                          MANIFEST_FILE)
+    n = max(len(data), 1)
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False, object_pairs_hook=_pairs_hook,
+                              list_hook=_list_hook, ext_hook=_ext_hook, max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n,
+                              max_ext_len=n, use_list=True)
+    except FormatError:
+        raise
+    except (msgpack.UnpackException, ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise FormatError("manifest.decode", f"not one well-formed MessagePack object "
+                          f"({type(e).__name__}: {str(e)[:120] or 'invalid data'})", MANIFEST_FILE) from None
+    _no_timestamp(obj)
+    _check_version(obj)
+    return from_obj(Manifest, obj, MANIFEST_FILE)
+
+
+def _check_version(obj: Any) -> None:
+    where = MANIFEST_FILE
+    ours = f"{FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}"
+    if type(obj) is not dict or obj.get("format") != FORMAT_ID:
+        found = obj.get("format") if type(obj) is dict else kind_name(obj)
+        raise VersionError("format.identifier", f"not an fxlower manifest: format is {found!r:.60}, expected "
+                           f"'{FORMAT_ID}' (this reader reads format {ours})", where)
+    version = obj.get("format_version")
+    if (type(version) is not list or len(version) != 2 or any(type(v) is not int or v < 0 for v in version)):
+        raise VersionError("format.version", f"format_version is {version!r:.60}, expected [major, minor] "
+                           f"(this reader reads {ours})", where)
+    major, minor = version
+    if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1]:
+        raise VersionError("format.version", f"the artifact is format {major}.{minor}; this reader reads "
+                           f"{ours} (same major, minor up to {FORMAT_VERSION[1]}). Use a fxlower release that "
+                           f"reads {major}.{minor}", where)
+
+
+
+# ------------------------------------------------------------------------------------------------ directory
+
+def _open_member(dir_fd: int, name: str) -> int:
+    """Open a member for reading, refusing symlinks and non-regular files."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0),
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise FormatError("artifact.missing", "the file does not exist", name) from None
+    except OSError as e:
+        try:
+            st = os.lstat(name, dir_fd=dir_fd)
+        except OSError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise FormatError("artifact.not_regular", "not a regular file (symlink, directory or device)",
+                              name) from None
+        raise FormatError("artifact.missing", f"cannot open: {e.strerror}", name) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FormatError("artifact.not_regular", "not a regular file (directory, FIFO, socket or device)", name)
+    return fd
+
+
+class _Dir:
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FormatError("artifact.missing", "the artifact directory does not exist", path) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise FormatError("artifact.not_regular", "the artifact is not a directory (or is a symlink)", path)
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+
+    def entries(self) -> list[str]:
+        return sorted(os.listdir(self.fd))
+
+    def read(self, name: str, limit: int) -> bytes:
+        fd = _open_member(self.fd, name)
+        try:
+            size = os.fstat(fd).st_size
+            if size > limit:
+                raise FormatError("manifest.size", f"{size} bytes exceed the limit of {limit}", name)
+            chunks = []
+            remaining = size
+            while remaining:
+                chunk = os.read(fd, min(remaining, 64 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+class _Validator:
+    """docs/format.md section 10, in order."""
+
+    def __init__(self, d: _Dir, manifest: Manifest, strict: bool, decls: Declarations):
+        self.d = d
+        self.m = manifest
+        self.strict = strict
+        self.decls = decls
+        #: 1.1 rules (declared lowering attrs, overloads, no private kwargs, no "" tensor kind) apply.
+        self.v11 = tuple(manifest.format_version) >= (1, 1)
+        self.tensor_names: dict[str, Any] = {}
+        self.stored: dict[str, dict[str, StoredTensor]] = {}
+        #: file -> the descriptor its header was validated from (handed to the TensorFiles on success).
+        self.fds: dict[str, int] = {}
+
+    def files(self) -> None:
+        seen: dict[str, str] = {}
+        roles: set[str] = set()
+        for i, f in enumerate(self.m.files):
+            where = f"{MANIFEST_FILE}: files[{i}]"
+            check_file_path(f.path, where + ".path")
+            if f.path.lower() in seen:
+                raise FormatError("path.invalid", f"'{f.path}' is listed twice (case-insensitively)", where)
+            seen[f.path.lower()] = f.path
+            if f.role not in FILE_ROLES:
+                raise FormatError("schema.type", f"role {f.role!r:.40} is not one of {list(FILE_ROLES)}", where)
+            if f.role in roles:
+                raise FormatError("schema.type", f"a second file of role '{f.role}'", where)
+            roles.add(f.role)
+        entries = self.d.entries()
+        listed = set(seen.values()) | {MANIFEST_FILE}
+        for f in self.m.files:
+            if f.path not in entries:
+                raise FormatError("artifact.missing", "a listed file does not exist", f.path)
+        if self.strict:
+            for e in entries:
+                if e not in listed:
+                    raise FormatError("artifact.extra_file", "the directory holds a file the manifest does not "
+                                      "list; remove it (or load with strict=False)", e)
+
+    def tensors(self) -> None:
+        files = {f.path: f.role for f in self.m.files}
+        prev = None
+        for i, t in enumerate(self.m.tensors):
+            where = f"{MANIFEST_FILE}: tensors[{i}]"
+            check_name(t.name, where + ".name")
+            if t.name in self.tensor_names:
+                raise FormatError("schema.name", f"tensor name '{t.name}' appears twice", where)
+            if prev is not None and t.name < prev:
+                raise FormatError("schema.type", f"tensor table is not sorted by name ('{t.name}' after "
+                                  f"'{prev}')", where)
+            prev = t.name
+            self.tensor_names[t.name] = t
+            if t.dtype not in STORAGE_DTYPES:
+                raise FormatError("tensor.dtype", f"unknown storage dtype {t.dtype!r:.40}", where + ".dtype")
+            check_shape(t.shape, where + ".shape", STORAGE_DTYPES[t.dtype][1])
+            if t.file not in files:
+                raise FormatError("tensor.reference", f"file '{t.file}' is not listed in files", where + ".file")
+            check_name(t.key, where + ".key")
+            if not _SHA256.match(t.sha256):
+                raise FormatError("schema.type", "sha256 is not 64 lowercase hex digits", where + ".sha256")
+            self._tensor_state(t, files[t.file], where)
+        groups: dict[tuple[str, str], Any] = {}
+        for t in self.m.tensors:
+            first = groups.setdefault((t.file, t.key), t)
+            if (first.dtype, first.shape, first.sha256) != (t.dtype, t.shape, t.sha256):
+                raise FormatError("tensor.mismatch", f"aliases '{first.name}' and '{t.name}' of key '{t.key}' "
+                                  f"differ in dtype, shape or sha256", MANIFEST_FILE)
+
+    def _tensor_state(self, t: Any, role: str, where: str) -> None:
+        """1.1 tensor state (design C): kind, requires_grad, persistent."""
+        if t.kind == "":
+            if self.v11:
+                raise FormatError("schema.type", "kind is '' (the 1.0 default); a 1.1 file gives every tensor one "
+                                  f"of {list(TENSOR_KINDS)}", where + ".kind")
+        elif t.kind not in TENSOR_KINDS:
+            raise FormatError("schema.type", f"kind {t.kind!r:.40} is not one of {list(TENSOR_KINDS)}",
+                              where + ".kind")
+        elif (t.kind == "golden") != (role == ROLE_GOLDEN):
+            raise FormatError("schema.type", f"a tensor of kind '{t.kind}' in a {role} file; golden tensors and only "
+                              f"they have kind 'golden'", where + ".kind")
+        if t.requires_grad and t.kind != "parameter":
+            raise FormatError("schema.type", f"requires_grad is true on a tensor of kind {t.kind!r}; only "
+                              f"parameters require grad", where + ".requires_grad")
+        if not t.persistent and t.kind != "buffer":
+            raise FormatError("schema.type", f"persistent is false on a tensor of kind {t.kind!r}; only buffers "
+                              f"can be non-persistent", where + ".persistent")
+
+    def tensor_files(self) -> None:
+        for f in self.m.files:
+            fd = _open_member(self.d.fd, f.path)
+            self.fds[f.path] = fd  # kept: tensors are read from this descriptor, never by path again
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                self.stored[f.path] = read_header(fh, os.fstat(fd).st_size, f.path)
+            keys = {t.key for t in self.m.tensors if t.file == f.path}
+            for t in self.m.tensors:
+                if t.file != f.path:
+                    continue
+                info = self.stored[f.path].get(t.key)
+                if info is None:
+                    raise FormatError("tensor.missing", f"tensor '{t.name}' has key '{t.key}', which the file "
+                                      f"does not hold", f.path)
+                if info.dtype != t.dtype or list(info.shape) != t.shape:
+                    raise FormatError("tensor.mismatch", f"tensor '{t.name}' is {t.dtype}{t.shape} in the "
+                                      f"manifest but {info.dtype}{list(info.shape)} in the file", f.path)
+            for key in self.stored[f.path]:
+                if key not in keys:
+                    raise FormatError("safetensors.unreferenced", f"key '{key}' is not used by any tensor of "
+                                      f"the manifest", f.path)
+
+    def _tensor_resolver(self, file_role: str | None):
+        role_files = {f.path for f in self.m.files if file_role is None or f.role == file_role}
+
+        def resolve(name: str, where: str) -> TensorRef:
+            t = self.tensor_names.get(name)
+            if t is None or t.file not in role_files:
+                raise FormatError("tensor.reference", f"tensor '{name}' is not in the tensor table"
+                                  + (f" (in a {file_role} file)" if file_role else ""), where)
+            return TensorRef(name)
+        return resolve
+
+    def graphs(self) -> tuple[LoadedGraph, ...]:
+        if not self.m.graphs:
+            raise FormatError("graph.structure", "graphs is empty; the root graph is graphs[0]", MANIFEST_FILE)
+        loaded = []
+        weights = self._tensor_resolver(ROLE_WEIGHTS)
+        for gi, g in enumerate(self.m.graphs):
+            gwhere = f"{MANIFEST_FILE}: graphs[{gi}]"
+            if gi == 0:
+                if g.name != "":
+                    raise FormatError("schema.name", "the root graph's name is ''", gwhere + ".name")
+            else:
+                check_name(g.name, gwhere + ".name")
+                for part in g.name.split("."):
+                    problem = component_problem(part)
+                    if problem is not None:
+                        raise FormatError("schema.name", f"graph name {g.name!r:.80} is not a dotted module path: "
+                                          f"component {part!r:.40} {problem}", gwhere + ".name")
+            loaded.append(self._graph(gi, g, gwhere, weights))
+        self._acyclic(loaded)
+        return tuple(loaded)
+
+    def _graph(self, gi: int, g: Any, gwhere: str, weights) -> LoadedGraph:
+        defined: dict[str, int] = {}
+        nodes: list[LoadedNode] = []
+        outputs = 0
+
+        def resolve_node(name: str, where: str) -> NodeRef:
+            if name not in defined:
+                raise FormatError("graph.reference", f"'{name}' is not an earlier node of this graph", where)
+            return NodeRef(name)
+
+        prefix = f"{g.name}." if g.name else ""
+        for ni, n in enumerate(g.nodes):
+            where = f"{gwhere}.nodes[{ni}]"
+            check_name(n.name, where + ".name")
+            if n.name in defined:
+                raise FormatError("schema.name", f"node name '{n.name}' appears twice in the graph", where)
+            if n.op not in OPS:
+                raise FormatError("graph.op", f"op {n.op!r:.40} is not one of {list(OPS)}", where + ".op")
+            if outputs:
+                raise FormatError("graph.output", "a node follows the output node", where)
+            self._target(n, where, prefix)
+            for k in n.kwargs:
+                if not _IDENT.match(k) or keyword.iskeyword(k):
+                    raise FormatError("schema.name", f"keyword {k!r:.40} is not an identifier", where + ".kwargs")
+                if self.v11 and k.startswith("_"):
+                    raise FormatError("schema.name", f"keyword argument {k!r:.40} starts with '_'; 1.1 writers drop "
+                                      f"private keyword arguments (such as _stacklevel)", where + ".kwargs")
+            args = tuple(decode(a, f"{where}.args[{i}]", node=resolve_node) for i, a in enumerate(n.args))
+            kwargs = {k: decode(v, f"{where}.kwargs.{k}", node=resolve_node) for k, v in n.kwargs.items()}
+            self._op_args(n, args, where)
+            derived = node_refs((args, tuple(kwargs.values())))
+            if derived != n.inputs:
+                raise FormatError("graph.structure", f"inputs is {n.inputs[:8]} but args/kwargs reference "
+                                  f"{derived[:8]}", where + ".inputs")
+            if n.meta is not None:
+                check_meta(n.meta, where + ".meta")
+            lowering = None
+            if n.op == "call_module" and n.graph is None:
+                if n.lowering is None:
+                    raise FormatError("graph.structure", "a call_module node without 'graph' needs 'lowering'",
+                                      where)
+                lowering = self._lowering(n.lowering, where + ".lowering", weights)
+            elif n.lowering is not None:
+                raise FormatError("graph.structure", "'lowering' is only for call_module nodes of leaf modules",
+                                  where)
+            if n.graph is not None:
+                if n.op != "call_module" or not 0 < n.graph < len(self.m.graphs):
+                    raise FormatError("graph.structure", f"'graph' {n.graph} must index a nested graph "
+                                      f"(1..{len(self.m.graphs) - 1}) from a call_module node", where + ".graph")
+            self._overload(n, where)
+            if n.op == "output":
+                outputs += 1
+            defined[n.name] = ni
+            nodes.append(LoadedNode(n.name, n.op, n.target, args, kwargs, tuple(n.inputs), tuple(n.users), n.meta,
+                                    lowering, n.graph, n.overload, n.lowering.training if lowering else False))
+        if outputs != 1:
+            raise FormatError("graph.output", "the graph has no output node", gwhere)
+        users: dict[str, list[str]] = {n.name: [] for n in nodes}
+        for n in nodes:
+            for i in n.inputs:
+                users[i].append(n.name)
+        for ni, n in enumerate(nodes):
+            if list(n.users) != users[n.name]:
+                raise FormatError("graph.structure", f"users of '{n.name}' is {list(n.users)[:8]}, but the "
+                                  f"nodes using it are {users[n.name][:8]}", f"{gwhere}.nodes[{ni}].users")
+        return LoadedGraph(g.name, tuple(nodes), g.training)
+
+    def _target(self, n: Any, where: str, prefix: str) -> None:
+        w = where + ".target"
+        if n.op == "placeholder":
+            check_identifier(n.target, w)
+        elif n.op in ("get_attr", "call_module"):
+            check_dotted_target(n.target, w)
+            if n.op == "get_attr":
+                if prefix + n.target not in self.tensor_names:
+                    raise FormatError("tensor.reference", f"get_attr names '{prefix + n.target}', which is not "
+                                      f"in the tensor table", w)
+                if self.tensor_names[prefix + n.target].file not in {f.path for f in self.m.files
+                                                                     if f.role == ROLE_WEIGHTS}:
+                    raise FormatError("tensor.reference", "get_attr names a golden tensor", w)
+        elif n.op == "call_method":
+            check_method_name(n.target, w)
+            if self.v11 and n.target not in self.m.methods:
+                raise FormatError("graph.target", f"method '{n.target}' has no entry in the manifest's 'methods'; a "
+                                  f"1.1 writer lists the overloads of every call_method target", w)
+        elif n.op == "call_function":
+            check_function_name(n.target, w)
+            if self.v11 and n.target not in self.m.functions:
+                raise FormatError("graph.target", f"function '{n.target}' has no entry in the manifest's "
+                                  f"'functions'; a 1.1 writer lists the overloads of every call_function target", w)
+        elif n.target != "output":
+            raise FormatError("graph.target", f"the output node's target is 'output', found {n.target!r:.40}", w)
+
+    def _overload(self, n: Any, where: str) -> None:
+        """Node.overload (design F): nil off call_function/call_method; on them, an index into the target's
+        overload list — required in 1.1 files, checked when present in 1.0 files."""
+        w = where + ".overload"
+        if n.op not in ("call_function", "call_method"):
+            if n.overload is not None:
+                raise FormatError("graph.structure", f"overload {n.overload} on a {n.op} node; only call_function "
+                                  f"and call_method nodes bind to an overload", w)
+            return
+        table = self.m.functions if n.op == "call_function" else self.m.methods
+        if n.overload is None:
+            if self.v11:
+                raise FormatError("graph.structure", f"a {n.op} node of a 1.1 file names the overload it binds "
+                                  f"to; overload is nil", w)
+            return
+        count = len(table.get(n.target, ()))
+        if not 0 <= n.overload < count:
+            raise FormatError("graph.structure", f"overload {n.overload} is out of range: '{n.target}' has "
+                              f"{count} overload(s)", w)
+
+    @staticmethod
+    def _op_args(n: Any, args: tuple, where: str) -> None:
+        if n.op == "placeholder" and len(args) > 1:
+            raise FormatError("graph.structure", "a placeholder has at most one arg (its default)", where)
+        if n.op == "output" and len(args) != 1:
+            raise FormatError("graph.output", f"the output node has {len(args)} args; expected 1", where)
+        if n.op == "call_function" and n.target == "builtins.getattr":
+            if len(args) < 2 or type(args[1]) is not str or args[1].startswith("_"):
+                raise FormatError("graph.target", "builtins.getattr needs a public attribute name (a str not "
+                                  "starting with '_') as args[1]", where)
+        if n.op == "call_method" and not args:
+            raise FormatError("graph.structure", "a call_method node needs the object as args[0]", where)
+
+    def _lowering(self, low: Any, where: str, weights) -> LoweringRecord:
+        check_name(low.module_type, where + ".module_type")
+        attrs = {}
+        for k, v in low.attrs.items():
+            check_name(k, where + ".attrs")
+            attrs[k] = decode(v, f"{where}.attrs.{k}", tensor=weights)
+        if self.v11:
+            check_record(self.decls, low.module_type, attrs, where)
+        return LoweringRecord(module_type=low.module_type, version=low.version, module_version=low.module_version,
+                              attrs=types.MappingProxyType(attrs))
+
+    @staticmethod
+    def _acyclic(graphs: list[LoadedGraph]) -> None:
+        state = [0] * len(graphs)  # 0 new, 1 on stack, 2 done
+        for start in range(len(graphs)):
+            if state[start]:
+                continue
+            stack = [(start, iter([n.graph for n in graphs[start].nodes if n.graph is not None]))]
+            state[start] = 1
+            while stack:
+                i, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    state[i] = 2
+                    stack.pop()
+                elif state[nxt] == 1:
+                    raise FormatError("graph.structure", f"graph {i} calls graph {nxt}, which is already being "
+                                      f"called: the graphs form a cycle", MANIFEST_FILE)
+                elif state[nxt] == 0:
+                    state[nxt] = 1
+                    stack.append((nxt, iter([n.graph for n in graphs[nxt].nodes if n.graph is not None])))
+
+    def signature(self, graphs: tuple[LoadedGraph, ...]) -> None:
+        root = graphs[0]
+        where = f"{MANIFEST_FILE}: signature"
+        placeholders = [n.name for n in root.nodes if n.op == "placeholder"]
+        if self.m.signature.inputs != placeholders:
+            raise FormatError("graph.structure", f"signature inputs {self.m.signature.inputs[:8]} differ from the "
+                              f"root placeholders {placeholders[:8]}", where + ".inputs")
+        names = {n.name for n in root.nodes}
+
+        def resolve(name: str, w: str) -> NodeRef:
+            if name not in names:
+                raise FormatError("graph.reference", f"'{name}' is not a node of the root graph", w)
+            return NodeRef(name)
+        decode(self.m.signature.output, where + ".output", node=resolve)
+        out_node = [n for n in self.m.graphs[0].nodes if n.op == "output"][0]
+        if not _same_value(self.m.signature.output, out_node.args[0]):
+            raise FormatError("graph.output", "signature output differs from the output node's args[0]",
+                              where + ".output")
+
+    def golden(self, graphs: tuple[LoadedGraph, ...]) -> dict[str, Any] | None:
+        g = self.m.golden
+        if g is None:
+            return None
+        where = f"{MANIFEST_FILE}: golden"
+        if g.mode not in GOLDEN_MODES:
+            raise FormatError("schema.type", f"mode {g.mode!r:.40} is not one of {list(GOLDEN_MODES)}",
+                              where + ".mode")
+        if g.file not in {f.path for f in self.m.files if f.role == ROLE_GOLDEN}:
+            raise FormatError("tensor.reference", f"golden file '{g.file}' is not a listed golden file",
+                              where + ".file")
+        res = self._tensor_resolver(ROLE_GOLDEN)
+        inputs = [decode(v, f"{where}.inputs[{i}]", tensor=res) for i, v in enumerate(g.inputs)]
+        outputs = decode(g.outputs, where + ".outputs", tensor=res)
+        root = {n.name for n in graphs[0].nodes}
+        nodes = {}
+        for k, v in g.nodes.items():
+            if k not in root:
+                raise FormatError("graph.reference", f"golden node '{k}' is not a root node", where + ".nodes")
+            nodes[k] = decode(v, f"{where}.nodes.{k}", tensor=res)
+        tolerances = {}
+        for k, t in g.tolerances.items():
+            if k not in STORAGE_DTYPES:
+                raise FormatError("tensor.dtype", f"tolerance for unknown dtype {k!r:.40}", where + ".tolerances")
+            if not all(math.isfinite(x) and x >= 0 for x in (t.rtol, t.atol)):
+                raise FormatError("schema.type", f"tolerance for {k} must be finite and >= 0",
+                                  where + ".tolerances")
+            tolerances[k] = t
+        return {"mode": g.mode, "inputs": inputs, "outputs": outputs, "nodes": nodes, "tolerances": tolerances}
+
+    def digest(self) -> None:
+        d = self.m.digest
+        if not (d.startswith("sha256:") and _SHA256.match(d[7:])):
+            raise FormatError("schema.type", "digest is not 'sha256:' and 64 lowercase hex digits",
+                              f"{MANIFEST_FILE}: digest")
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equality of two decoded msgpack objects as MessagePack values: types must match (a bool is not an int,
+    an int not a float), floats compare by their bits (NaN equals NaN, -0.0 differs from 0.0), maps compare by
+    key set whatever their order. Both were depth-checked by decode()."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    if type(a) is list:
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    return a == b
+
+
+def read(path: str | os.PathLike, *, strict: bool = True) -> Reading:
+    """Open and validate an artifact directory (docs/format.md section 10, in order).
+
+    Raises:
+        FormatError / VersionError: the first fault in the spec's validation order.
+    """
+    p = os.path.abspath(os.fspath(path))
+    d = _Dir(p)
+    v = None
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # decoding builds many young objects that hold no cycles; collections would rescan them
+    try:
+        if MANIFEST_FILE not in d.entries():
+            raise FormatError("artifact.missing", "the manifest does not exist", MANIFEST_FILE)
+        data = d.read(MANIFEST_FILE, MAX_MANIFEST_BYTES)
+        manifest = loads_manifest(data)
+        decls = check_declarations(manifest, MANIFEST_FILE)
+        v = _Validator(d, manifest, strict, decls)
+        v.files()
+        v.tensors()
+        v.tensor_files()
+        graphs = v.graphs()
+        v.signature(graphs)
+        golden = v.golden(graphs)
+        v.digest()
+        files = TensorFiles(v.fds, v.stored)
+        v.fds = {}
+    finally:
+        if v is not None:
+            for fd in v.fds.values():  # validation failed: the files it opened are closed again
+                os.close(fd)
+        d.close()
+        if gc_was_enabled:
+            gc.enable()
+    return Reading(p, manifest, graphs, golden, files)
