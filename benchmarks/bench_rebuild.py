@@ -72,9 +72,6 @@ def main() -> int:
     path = out / "1GiB.fxl"
     gm = model(5800)  # 8 * (5800*5800 + 5800) float32s: 1.0 GiB; the largest tensor 128.3 MiB
     fxlower.export(gm, path, overwrite=True)
-    # LEAD (merge): drop these two lines once the writer records the 1.1 fields (tests/writer11.py).
-    sys.path.insert(0, str(ROOT / "tests"))
-    __import__("writer11").complete_1_1(path, gm)
     sizes = [p.numel() * p.element_size() for p in gm.parameters()]
     del gm
     print(f"model: {sum(sizes) / MIB:,.1f} MiB in {len(sizes)} tensors, largest {max(sizes) / MIB:,.1f} MiB")

@@ -28,7 +28,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from . import book
-from .errors import UnsupportedTargetError
+from .errors import AttributeTypeError, UnsupportedModuleError, UnsupportedTargetError
 from .lifting import LoweringRecord
 from .mapping import TensorFiles
 from .reading import LoadedGraph, LoadedNode
@@ -213,89 +213,19 @@ def _resolve_attrs(record: LoweringRecord, state: _State, classes: dict[str, typ
 
 
 def _rebuild_leaf(record: LoweringRecord, attrs: dict[str, Any], buffers: dict[str, bool], where: str,
-                  classes: dict[str, type]) -> nn.Module:
-    # LEAD (merge): replace this call with the book's rebuild, once the "book" branch is in:
-    #     rule = fxlower.book.rule_named(record.module_type)
-    #     module = rule.rebuild(attrs, persistent=buffers)
-    # ``attrs`` are resolved (nn.Parameter / torch.Tensor / functions / module classes / plain values);
-    # ``buffers`` maps each buffer-kind tensor attribute to its persistence (a plain tensor attribute not in it is a
-    # constant). _adapter_rebuild below is the pre-1.1 rebuild kept only until then.
-    cls = classes.get(record.module_type)
-    if cls is None:
+                  legacy: bool) -> nn.Module:
+    """The leaf module, rebuilt by its rule in the book (the same place that fetched its attributes)."""
+    rule = book.rule_named(record.module_type)
+    if rule is None:
         raise UnsupportedTargetError(f"module type '{record.module_type}' ({where}) has no lowering rule here; "
                                      f"register it with fxlower.register_module before loading")
-    return _adapter_rebuild(cls, attrs, buffers, where)
-
-
-def _new_module(cls: type) -> nn.Module:
-    module = cls.__new__(cls)
-    nn.Module.__init__(module)
-    return module
-
-
-def _adapter_rebuild(cls: type, attrs: dict[str, Any], buffers: dict[str, bool], where: str) -> nn.Module:
-    """Temporary (see _rebuild_leaf): set the recorded attributes on an instance made without ``__init__``."""
-    root = _new_module(cls)
-    modules: dict[str, nn.Module] = {"": root}
-    for name in sorted(attrs, key=lambda n: n.count(".")):
-        value = attrs[name]
-        parent_path, _, leaf = name.rpartition(".")
-        parent = modules.get(parent_path)
-        if parent is None:
-            raise UnsupportedTargetError(f"{where}: attribute '{name}' is below '{parent_path}', whose module "
-                                         f"type the record does not give")
-        if leaf.startswith("__") or hasattr(parent, leaf):
-            raise UnsupportedTargetError(f"{where}: attribute '{name}' would replace "
-                                         f"{type(parent).__qualname__}.{leaf}, which the module has already (a "
-                                         f"method, property or state); a lowering record only adds attributes")
-        if isinstance(value, type) and issubclass(value, nn.Module):
-            child = _new_module(value)
-            modules[name] = child
-            if isinstance(parent, nn.ModuleList) and leaf != str(len(parent)):
-                raise UnsupportedTargetError(f"{where}: '{name}' is not the next index of the ModuleList "
-                                             f"'{parent_path}' (expected '{parent_path}.{len(parent)}')")
-            parent.add_module(leaf, child)
-            continue
-        if isinstance(value, nn.Parameter):
-            parent.register_parameter(leaf, value)
-            continue
-        if isinstance(value, torch.Tensor) and name in buffers:
-            parent.register_buffer(leaf, value, persistent=buffers[name])
-            continue
-        if isinstance(value, tuple) and leaf == "_flat_weights_names":
-            value = list(value)
-        object.__setattr__(parent, leaf, value)
-    for m in reversed(list(modules.values())):
-        _finish(m)
-    return root
-
-
-def _finish(module: nn.Module) -> None:
-    """Derived state some torch.nn classes compute in ``__init__`` from recorded attributes."""
-    if isinstance(module, nn.modules.conv._ConvNd):  # as _ConvNd.__init__ computes it
-        if isinstance(module.padding, str):
-            rev = [0, 0] * len(module.kernel_size)
-            if module.padding == "same":
-                for d, k, i in zip(module.dilation, module.kernel_size, range(len(module.kernel_size) - 1, -1, -1)):
-                    total = d * (k - 1)
-                    rev[2 * i] = total // 2
-                    rev[2 * i + 1] = total - total // 2
-            module._reversed_padding_repeated_twice = rev
-        else:
-            module._reversed_padding_repeated_twice = nn.modules.utils._reverse_repeat_tuple(module.padding, 2)
-    if isinstance(module, nn.RNNBase):
-        # Same naming as RNNBase.__init__: per layer and direction, weight_ih, weight_hh[, bias_ih, bias_hh]
-        # [, weight_hr], suffixed _l{layer}[_reverse].
-        names = []
-        for layer in range(module.num_layers):
-            for direction in range(2 if module.bidirectional else 1):
-                suffix = f"_l{layer}{'_reverse' if direction else ''}"
-                group = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if module.bias else [])
-                group += ["weight_hr"] if module.proj_size > 0 else []
-                names.append([f"{n}{suffix}" for n in group])
-        module._all_weights = names
-        module._flat_weights_names = [n for group in names for n in group]
-        module._init_flat_weights()
+    if legacy:  # 1.0 records also listed the containers between a composite and its children (layers: ModuleList)
+        attrs = {k: v for k, v in attrs.items() if not (isinstance(v, type) and v in _CONTAINERS.values())}
+    try:
+        return rule.rebuild(attrs, persistent=buffers)
+    except (AttributeTypeError, UnsupportedModuleError) as e:
+        raise UnsupportedTargetError(f"{where}: the {record.module_type} rule here (version {rule.version}) cannot "
+                                     f"rebuild this record: {e}") from e
 
 
 # ------------------------------------------------------------------------------------------------ graphs
@@ -378,7 +308,7 @@ class _Builder:
 
     def leaf(self, node: LoadedNode, where: str) -> nn.Module:
         attrs, buffers = _resolve_attrs(node.lowering, self.state, self.classes, self.legacy, where)
-        module = _rebuild_leaf(node.lowering, attrs, buffers, where, self.classes)
+        module = _rebuild_leaf(node.lowering, attrs, buffers, where, self.legacy)
         module.train(False if self.legacy else node.training)
         return module
 

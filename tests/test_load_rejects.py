@@ -31,7 +31,6 @@ import torch.nn as nn
 import fxlower
 from fxlower import FormatError, UnsupportedTargetError, VersionError
 from fxlower.values import FunctionRef
-from writer11 import complete_1_1
 
 MANIFEST = "manifest.msgpack"
 WEIGHTS = "weights.safetensors"
@@ -67,7 +66,6 @@ def base(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("base") / "small.fxl"
     gm = torch.fx.symbolic_trace(Small().eval())
     fxlower.export(gm, path, (torch.randn(2, 4),), golden=True)
-    complete_1_1(path, gm)
     return path
 
 
@@ -84,7 +82,6 @@ def wrapped_base(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("wrapped") / "wrapped.fxl"
     gm = torch.fx.symbolic_trace(UsesWrapped())
     fxlower.export(gm, path, (torch.arange(4.0),), golden=True)
-    complete_1_1(path, gm)
     return path
 
 
@@ -1632,6 +1629,7 @@ def test_attributes_below_a_module_valued_attribute_follow_that_module_type(art)
         with_linear_decl(m, ("act", "function|module"))
         m["modules"]["torch.nn.ReLU"] = decl(("inplace", "bool"))
         lin_attrs(m)["act"] = value
+        lin_attrs(m).pop("act.slope", None)  # edits accumulate: one fault at a time
         lin_attrs(m)[f"act.{rest}"] = rest_value
     edit(art, lambda m: add(m, {"t": "module", "v": "torch.nn.ReLU"}))
     a = fxlower.load(art)
@@ -1672,26 +1670,56 @@ def test_rejects_a_malformed_function_or_module_value(art, value, needle):
     rejects(art, "schema.type", needle, "attrs.act")
 
 
-def test_a_str_is_always_a_str_in_1_1(art):
-    """No guessing from content: a str naming a module type or an allow-listed function stays a str."""
-    def add(m):
-        with_linear_decl(m, ("note", "str"), ("fn", "str"))
-        lin_attrs(m).update(note="torch.nn.ReLU", fn="torch.relu")
-    edit(art, add)
-    lin = fxlower.load(art).to_graph_module().lin
-    assert (lin.note, lin.fn) == ("torch.nn.ReLU", "torch.relu")
+class _Moded(nn.Module):
+    """A leaf whose rule declares a str, a function and a child module attribute."""
+
+    def __init__(self, mode: str, fn, act: nn.Module):
+        super().__init__()
+        self.mode, self.fn, self.act = mode, fn, act
+
+    def forward(self, x):
+        return self.act(self.fn(x)) if self.mode == "torch.relu" else x
 
 
-def test_function_and_module_values_resolve_on_rebuild(art):
+@pytest.fixture
+def moded_rule():
+    fxlower.register_module(_Moded, attrs={"mode": "str", "fn": "function", "act": "module"}, version=1)
+    yield
+    fxlower.book.unregister_module(_Moded)
+
+
+def test_a_str_is_always_a_str_and_a_function_a_function_in_1_1(tmp_path, moded_rule):
+    """No guessing from content: a str that looks like a function name stays a str; a function stays a function;
+    a child module comes back as its type, with its own attributes."""
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, qualname):
+            return isinstance(m, _Moded) or super().is_leaf_module(m, qualname)
+
+    root = nn.Sequential(_Moded("torch.relu", torch.nn.functional.gelu, nn.LeakyReLU(0.25)))
+    gm = torch.fx.GraphModule(root, Tracer().trace(root))
+    fxlower.export(gm, tmp_path / "a")
+    with open(tmp_path / "a" / "manifest.msgpack", "rb") as f:
+        attrs = msgpack.unpackb(f.read())["graphs"][0]["nodes"][1]["lowering"]["attrs"]
+    assert attrs["mode"] == "torch.relu"
+    assert attrs["fn"] == {"t": "function", "v": "torch.nn.functional.gelu"}
+    assert attrs["act"] == {"t": "module", "v": "torch.nn.LeakyReLU"}
+    assert attrs["act.negative_slope"] == 0.25
+    leaf = getattr(fxlower.load(tmp_path / "a").to_graph_module(), "0")
+    assert leaf.mode == "torch.relu" and type(leaf.mode) is str
+    assert leaf.fn is torch.nn.functional.gelu
+    assert type(leaf.act) is nn.LeakyReLU and leaf.act.negative_slope == 0.25
+
+
+def test_a_record_the_local_rule_does_not_declare_cannot_be_rebuilt(art):
+    """The manifest may declare more than this reader's book knows: loading works, rebuilding names the gap."""
     def add(m):
-        with_linear_decl(m, ("fn", "function"), ("act", "module"))
-        m["modules"]["torch.nn.ReLU"] = decl(("inplace", "bool"))
-        lin_attrs(m).update(fn={"t": "function", "v": "torch.nn.functional.gelu"},
-                            act={"t": "module", "v": "torch.nn.ReLU"}, **{"act.inplace": False})
+        with_linear_decl(m, ("fn", "function"))
+        lin_attrs(m).update(fn={"t": "function", "v": "torch.nn.functional.gelu"})
     edit(art, add)
-    lin = fxlower.load(art).to_graph_module().lin
-    assert lin.fn is torch.nn.functional.gelu
-    assert type(lin.act) is nn.ReLU and lin.act.inplace is False
+    loaded = fxlower.load(art)
+    assert loaded.graphs[0].node("lin").lowering.attrs["fn"].name == "torch.nn.functional.gelu"
+    with pytest.raises(UnsupportedTargetError, match=r"node 'lin'.*torch\.nn\.Linear rule here.*'fn'"):
+        loaded.to_graph_module()
 
 
 @pytest.mark.parametrize("field,value,code,needle", [

@@ -24,14 +24,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxlower
-from writer11 import complete_1_1
 
 MANIFEST = "manifest.msgpack"
 
 
 def export(gm: fx.GraphModule, path: Path, inputs=None, **kw) -> Path:
     fxlower.export(gm, path, inputs, **kw)
-    complete_1_1(path, gm)
     return path
 
 
@@ -242,7 +240,8 @@ class LayerNormCF(nn.LayerNorm):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
-fxlower.register_module(LayerNormCF, attrs=["normalized_shape", "eps", "elementwise_affine", "weight", "bias"],
+fxlower.register_module(LayerNormCF, attrs={"normalized_shape": "int[]", "eps": "float", "elementwise_affine": "bool",
+                                            "weight": "tensor|none", "bias": "tensor|none"},
                         version=1)
 
 
