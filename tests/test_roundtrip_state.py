@@ -240,9 +240,14 @@ class LayerNormCF(nn.LayerNorm):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
-fxlower.register_module(LayerNormCF, attrs={"normalized_shape": "int[]", "eps": "float", "elementwise_affine": "bool",
-                                            "weight": "tensor|none", "bias": "tensor|none"},
-                        version=1)
+@pytest.fixture
+def layer_norm_cf_rule():
+    """A rule for LayerNormCF, registered for the test only (the book is global)."""
+    fxlower.register_module(LayerNormCF, attrs={"normalized_shape": "int[]", "eps": "float", "elementwise_affine": "bool",
+                                                "weight": "tensor|none", "bias": "tensor|none"},
+                            version=1)
+    yield
+    fxlower.book.unregister_module(LayerNormCF)
 
 
 class EdgeStyle(nn.Module):
@@ -265,7 +270,7 @@ class _LeafNorm(fx.Tracer):
         return qualname == "norm" or super().is_leaf_module(m, qualname)
 
 
-def test_a_module_that_is_a_leaf_and_has_get_attr_parameters_reloads_bit_exactly_from_1_0(tmp_path):
+def test_a_module_that_is_a_leaf_and_has_get_attr_parameters_reloads_bit_exactly_from_1_0(tmp_path, layer_norm_cf_rule):
     model = EdgeStyle().eval()
     gm = fx.GraphModule(model, _LeafNorm().trace(model))
     x = torch.randn(2, 4)
@@ -275,7 +280,7 @@ def test_a_module_that_is_a_leaf_and_has_get_attr_parameters_reloads_bit_exactly
     assert rebuilt.norm.weight.requires_grad is False  # 1.0 rule: a frozen parameter
 
 
-def test_a_module_that_is_a_leaf_and_has_get_attr_parameters_reloads_bit_exactly(tmp_path):
+def test_a_module_that_is_a_leaf_and_has_get_attr_parameters_reloads_bit_exactly(tmp_path, layer_norm_cf_rule):
     model = EdgeStyle().eval()
     gm = fx.GraphModule(model, _LeafNorm().trace(model))
     ops = {(n.op, str(n.target)) for n in gm.graph.nodes}
