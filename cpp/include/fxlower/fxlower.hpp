@@ -201,19 +201,22 @@ inline bool is_floating_dtype(DType d) { return detail::dtype_info(d).floating; 
 
 // ================================================================================================ numeric conversion
 
-/// IEEE binary16 bits -> float (exact).
+/// IEEE binary16 bits -> float (exact; NaN payloads kept).
 inline float half_to_float(std::uint16_t h) {
-  const bool neg = (h & 0x8000u) != 0;
-  const int exp = (h >> 10) & 0x1f;
-  const int mant = h & 0x3ff;
-  float v;
-  if (exp == 0)
-    v = std::ldexp(static_cast<float>(mant), -24);
-  else if (exp == 31)
-    v = mant ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
-  else
-    v = std::ldexp(static_cast<float>(mant + 1024), exp - 25);
-  return neg ? -v : v;
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  std::uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);  // infinity, NaN
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (mant << 13);  // normal: rebias 15 -> 127
+  } else {
+    const float v = static_cast<float>(mant) * 0x1p-24f;  // zero, subnormal: exact
+    return sign ? -v : v;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
 }
 /// bfloat16 bits -> float (exact).
 inline float bfloat16_to_float(std::uint16_t b) {
@@ -249,6 +252,38 @@ inline float float8_e5m2_to_float(std::uint8_t b) {
   else
     v = std::ldexp(static_cast<float>(4 + mant), exp - 17);
   return neg ? -v : v;
+}
+
+/// float -> IEEE binary16 bits, rounding to nearest even (overflow to infinity; NaN stays a quiet NaN).
+inline std::uint16_t float_to_half(float f) {
+  std::uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const std::uint16_t sign = static_cast<std::uint16_t>((x >> 16) & 0x8000u);
+  const std::uint32_t a = x & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  // NaN
+  if (a >= 0x47800000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // >= 65536: infinity (or inf itself)
+  if (a < 0x38800000u) {  // below 2^-14: a subnormal half (or zero); value = a_float * 2^24 rounded
+    if (a < 0x33000000u) return sign;  // below 2^-25: rounds to zero (2^-25 itself ties to even zero)
+    const std::uint32_t mant = (a & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(a >> 23);  // 14..24
+    const std::uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    const std::uint32_t r = q + ((rem > half || (rem == half && (q & 1u))) ? 1u : 0u);
+    return static_cast<std::uint16_t>(sign | r);
+  }
+  // normal: rebias the exponent (127 -> 15) and round the 23-bit mantissa to 10 bits; a carry rolls into the
+  // exponent, and past 65504 into infinity.
+  const std::uint32_t base = a - (112u << 23);
+  const std::uint32_t q = base >> 13, rem = base & 0x1fffu;
+  const std::uint32_t r = q + ((rem > 0x1000u || (rem == 0x1000u && (q & 1u))) ? 1u : 0u);
+  return static_cast<std::uint16_t>(sign | (r >= 0x7c00u ? 0x7c00u : r));
+}
+/// float -> bfloat16 bits, rounding to nearest even (NaN stays a quiet NaN).
+inline std::uint16_t float_to_bfloat16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
 }
 
 // ================================================================================================ SHA-256
@@ -1293,6 +1328,36 @@ class Artifact {
 
 /// Load and validate the artifact in directory `dir` (docs/format.md). Throws fxlower::Error.
 Artifact load(const std::string& dir, const LoadOptions& options = {});
+
+/// A standalone safetensors file (e.g. inputs given to a runtime), read into owned memory and checked exactly as
+/// the loader checks an artifact's tensor files (docs/format.md section 5: header, names, dtypes, shapes, tiling,
+/// alignment; a repeated key is safetensors.header).
+class SafetensorsFile {
+ public:
+  struct Entry {
+    std::string name;
+    DType dtype = DType::F32;
+    std::vector<std::int64_t> shape;
+    const std::byte* data = nullptr;  // nbytes little-endian bytes, aligned to the item size
+    std::size_t nbytes = 0;
+  };
+  /// The tensors in header order.
+  const std::vector<Entry>& entries() const { return entries_; }
+  optional_ref<const Entry> find(std::string_view name) const {
+    for (const Entry& e : entries_)
+      if (e.name == name) return e;
+    return std::nullopt;
+  }
+
+ private:
+  friend SafetensorsFile read_safetensors(const std::string& path);
+  std::shared_ptr<std::vector<std::uint64_t>> bytes_;  // 8-byte aligned storage
+  std::vector<Entry> entries_;
+};
+
+/// Reads and checks the safetensors file at `path` (a regular file; codes as for an artifact's tensor files, plus
+/// artifact.missing / artifact.not_regular / io.error for the file itself).
+SafetensorsFile read_safetensors(const std::string& path);
 
 // ================================================================================================ implementation
 
@@ -3415,6 +3480,37 @@ class Loader {
 
 inline Artifact load(const std::string& dir, const LoadOptions& options) {
   return detail::Loader(dir, options).run();
+}
+
+inline SafetensorsFile read_safetensors(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int e = errno;
+    if (e == ENOENT || e == ENOTDIR) detail::raise("artifact.missing", path, "the file does not exist");
+    detail::raise("io.error", path, "cannot stat: " + detail::errno_text(e));
+  }
+  if (!S_ISREG(st.st_mode)) detail::raise("artifact.not_regular", path, "not a regular file");
+  detail::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  if (fd.get() < 0) detail::raise("io.error", path, "cannot open: " + detail::errno_text(errno));
+  struct stat st2 {};
+  if (::fstat(fd.get(), &st2) != 0 || !S_ISREG(st2.st_mode) || st2.st_ino != st.st_ino || st2.st_dev != st.st_dev)
+    detail::raise("artifact.not_regular", path, "changed while being opened");
+  const auto size = static_cast<std::uint64_t>(st2.st_size);
+  SafetensorsFile out;
+  out.bytes_ = std::make_shared<std::vector<std::uint64_t>>(static_cast<std::size_t>((size + 7) / 8));
+  auto* base = reinterpret_cast<std::byte*>(out.bytes_->data());
+  detail::read_exact(fd.get(), reinterpret_cast<char*>(base), static_cast<std::size_t>(size), path);
+  const detail::StFile sf = detail::check_safetensors(base, size, path);
+  for (const detail::StEntry& e : sf.entries) {
+    SafetensorsFile::Entry x;
+    x.name = e.name;
+    x.dtype = e.dtype;
+    x.shape = e.shape;
+    x.data = base + 8 + sf.header_len + e.begin;
+    x.nbytes = static_cast<std::size_t>(e.end - e.begin);
+    out.entries_.push_back(std::move(x));
+  }
+  return out;
 }
 
 inline std::optional<AttrType> AttrType::parse(std::string_view text, std::string* why) {
