@@ -69,14 +69,37 @@ def golden_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "golden.safetensors"))
 
 
+_CODES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def _outputs_match_pytorch(gm, inputs, art: Path, out_file: Path) -> None:
+    """The tensors fxlower-run wrote with --out equal what PyTorch computes here (eval mode, no grad), leaf by leaf
+    in output order: same dtype and shape, |a - e| <= atol + rtol * |e| with the artifact's tolerance for the
+    dtype (exact for dtypes without one, integers and bools included)."""
+    gm.eval()
+    with torch.no_grad():
+        expected = gm(*inputs)
+    leaves = [t for t in tree_flatten(expected)[0] if isinstance(t, torch.Tensor)]
+    tolerances = manifest(art)["golden"]["tolerances"]
+    got = load_file(str(out_file))
+    assert sorted(got, key=int) == [str(i) for i in range(len(leaves))]
+    for i, e in enumerate(leaves):
+        a = got[str(i)]
+        assert a.dtype == e.dtype and a.shape == e.shape, (i, a.dtype, a.shape, e.dtype, e.shape)
+        tol = tolerances.get(_CODES.get(e.dtype, ""), {"atol": 0.0, "rtol": 0.0})
+        torch.testing.assert_close(a, e, atol=tol["atol"], rtol=tol["rtol"], equal_nan=True)
+
+
 # ------------------------------------------------------------------------------------------------ golden checks
 
 
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_matches_golden_outputs(fxrun, tmp_path, name):
     art = tmp_path / f"{name}.fxl"
-    export(name, art)
-    proc = run(fxrun, art, "--check", "--threads", 2)
+    case = MODELS[name]()
+    gm = trace(case)
+    fxlower.export(gm, art, case.inputs, golden=True)
+    proc = run(fxrun, art, "--check", "--threads", 2, "--out", tmp_path / "out.safetensors")
     assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "check: PASS" in proc.stdout
     # every output tensor is reported, within atol + rtol * max|expected|
@@ -94,14 +117,19 @@ def test_zoo_model_matches_golden_outputs(fxrun, tmp_path, name):
         bound = atol + rtol * expected.double().abs().max().item()
         assert float(match["abs"]) <= bound, f"{name} {match['path']}: {match['abs']} > {bound}"
         assert match["verdict"] == "ok"
+    # and what it wrote equals PyTorch's outputs, computed here rather than taken from the golden file
+    _outputs_match_pytorch(gm, case.inputs, art, tmp_path / "out.safetensors")
 
 
 def test_golden_nodes_all_match(fxrun, tmp_path):
     art = tmp_path / "gpt.fxl"
-    export("gpt_masked", art, golden="nodes")
-    proc = run(fxrun, art, "--check")
+    case = MODELS["gpt_masked"]()
+    gm = trace(case)
+    fxlower.export(gm, art, case.inputs, golden="nodes")
+    proc = run(fxrun, art, "--check", "--out", tmp_path / "out.safetensors")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"^nodes: all \d+ golden node results match$", proc.stdout, re.M), proc.stdout
+    _outputs_match_pytorch(gm, case.inputs, art, tmp_path / "out.safetensors")
 
 
 def _tensor_span(art: Path, tensor_name: str) -> tuple[Path, int, int, str]:
@@ -612,9 +640,11 @@ def test_setitem_mutates_in_place(fxrun, tmp_path):
     g.output((y, x))
     gm = torch.fx.GraphModule(nn.Module(), g)
     art = tmp_path / "setitem.fxl"
-    fxlower.export(gm, art, (_r(3, 4, 5) * 2, torch.tensor([2])), golden=True)
-    proc = run(fxrun, art, "--check")
+    inputs = (_r(3, 4, 5) * 2, torch.tensor([2]))
+    fxlower.export(gm, art, inputs, golden=True)
+    proc = run(fxrun, art, "--check", "--out", tmp_path / "out.safetensors")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    _outputs_match_pytorch(gm, inputs, art, tmp_path / "out.safetensors")
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
@@ -624,6 +654,7 @@ def test_operator_coverage(fxrun, tmp_path, name):
     gm = torch.fx.symbolic_trace(module)
     art = tmp_path / f"{name}.fxl"
     fxlower.export(gm, art, inputs, golden=True)
-    proc = run(fxrun, art, "--check")
+    proc = run(fxrun, art, "--check", "--out", tmp_path / "out.safetensors")
     assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "check: PASS" in proc.stdout
+    _outputs_match_pytorch(gm, inputs, art, tmp_path / "out.safetensors")
