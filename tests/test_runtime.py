@@ -299,6 +299,39 @@ def test_bf16_outputs_are_written_as_bf16(fxrun, tmp_path):
     _compare_outputs(gm, case.inputs, tmp_path / "out.safetensors", atol=0.02, rtol=0.02)
 
 
+@pytest.mark.parametrize("activation", [nn.GELU(approximate="tanh"), F.gelu, nn.ReLU()], ids=["GELU_tanh", "F_gelu", "ReLU"])
+def test_transformer_activation_and_final_norm_children(fxrun, tmp_path, activation):
+    """A layer's activation recorded as a function or as a child module (with its own attributes), and the stack's
+    final LayerNorm child: the runtime reads them as such, and its outputs are PyTorch's."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=24, dropout=0.0, activation=activation, batch_first=True)
+    model = nn.Sequential(nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(16), enable_nested_tensor=False)).eval()
+    gm = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    art = tmp_path / "enc.fxl"
+    fxlower.export(gm, art, (x,), golden=True)
+    proc = run(fxrun, art, "--check", "--out", tmp_path / "out.safetensors")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _outputs_match_pytorch(gm, (x,), art, tmp_path / "out.safetensors")
+
+
+def test_inputs_file_with_a_repeated_key_is_refused(fxrun, tmp_path):
+    """--inputs goes through the reader's strict safetensors code: a header naming a key twice is an error, not a
+    last-one-wins guess."""
+    case = MODELS["audio1d"]()
+    art = tmp_path / "audio.fxl"
+    fxlower.export(trace(case), art, case.inputs, golden=True)
+    x = case.inputs[0].contiguous()
+    data = x.numpy().tobytes()
+    entry = {"dtype": "F32", "shape": list(x.shape), "data_offsets": [0, len(data)]}
+    header = ('{"0":' + json.dumps(entry) + ',"0":' + json.dumps(entry) + "}").encode()
+    header += b" " * (-(8 + len(header)) % 8)
+    (tmp_path / "in.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + data)
+    proc = run(fxrun, art, "--inputs", tmp_path / "in.safetensors")
+    assert proc.returncode == 2
+    assert "[safetensors.header]" in proc.stderr and "the key \"0\" twice" in proc.stderr, proc.stderr
+
+
 def test_without_golden_data_inputs_are_required(fxrun, tmp_path):
     case = MODELS["audio1d"]()
     art = tmp_path / "audio.fxl"
