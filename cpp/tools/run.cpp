@@ -135,9 +135,15 @@ struct Checker {
       return ok;
     }
     if (expected.k == K::Float) {
+      // docs/format.md section 8: a float leaf meets the F64 tolerance (exact without one), NaN matching NaN
       if (!actual.is_number()) return bad("expected a float, got " + actual.kind_name());
       double a = actual.as_double(), e = expected.f;
-      bool ok = (std::isnan(a) && std::isnan(e)) || std::fabs(a - e) <= 1e-6 + 1e-6 * std::fabs(e);
+      double atol = 0, rtol = 0;
+      if (auto t = golden.tolerance(fxlower::DType::F64)) {
+        atol = t->atol;
+        rtol = t->rtol;
+      }
+      bool ok = (std::isnan(a) && std::isnan(e)) || a == e || std::fabs(a - e) <= atol + rtol * std::fabs(e);
       if (report) std::printf("%s float: %s vs %s: %s\n", path.c_str(), fmt(a).c_str(), fmt(e).c_str(), ok ? "ok" : "MISMATCH");
       return ok;
     }
