@@ -1394,6 +1394,8 @@ def format_1_1():
     a.functions = copy.deepcopy({k: FUNCTION_DECLS[k] for k in ("torch.add", "builtins.getattr",
                                                                 "torch.nn.functional.relu")})
     a.methods = copy.deepcopy({k: METHOD_DECLS[k] for k in ("view", "size")})
+    a.modules["torch.nn.GELU"]["x-origin"] = "extension fields of schema objects are ignored"
+    a.methods["size"][0]["x-note"] = "here too"
     enc = {
         "num_layers": 2,
         "layers.0": MOD("torch.nn.TransformerEncoderLayer"),
@@ -1712,6 +1714,43 @@ def graph_name_empty_component(p):
     a = names_1_0()
     a.graphs[1]["name"] = "blöck 2..x"
     a.write(p)
+
+
+# --- order of the 1.1 checks (each vector has two faults; the code is the one reported first)
+@invalid("schema.type")
+def v11_order_declarations_before_graphs(p):
+    """Declarations are checked at the start of step 8, before graph 0's nodes."""
+    def mut(m):
+        m["methods"]["view"][0]["params"][0]["kind"] = "self"
+        m["functions"] = {}
+    base11(p, mut)
+
+
+@invalid("artifact.extra_file")
+def v11_order_extra_file_before_tensor_kind(p):
+    """Tensor kinds are checked in step 6 (the table), after the directory's entries (step 5)."""
+    base11(p, lambda m: m["tensors"][0].update(kind="weight"))
+    with open(os.path.join(p, "notes.txt"), "w") as f:
+        f.write("x")
+
+
+@invalid("tensor.reference")
+def v11_order_attr_values_before_declarations(p):
+    """A record's Values are all decoded before its attributes are checked against the declarations."""
+    def mut(m):
+        attrs = graph0(m)[1]["lowering"]["attrs"]
+        attrs["color"] = "red"
+        attrs["bias"] = T("nope")
+    base11(p, mut)
+
+
+@invalid("lowering.attr")
+def v11_order_attrs_before_overload(p):
+    """In one node, the lowering record (step 8's lowering) comes before the overload (the last field)."""
+    def mut(m):
+        graph0(m)[1]["lowering"]["attrs"]["color"] = "red"
+        graph0(m)[1]["overload"] = 3
+    base11(p, mut)
 
 
 @invalid("schema.type")
