@@ -1,8 +1,10 @@
 """The canonical dump of an artifact: one sorted line per fact, byte-identical to ``fxlower-dump``'s.
 
 Both readers produce it so that a test can compare what the Python loader and the C++ reader see (node ops,
-targets, arguments, output metadata, lowering records, tensors and the SHA-256 of their stored bytes). The line
-grammar is defined in ``cpp/DUMP.md``.
+targets, arguments, output metadata, lowering records, tensors and the SHA-256 of their stored bytes, tensor
+state, training flags, overload indices, module declarations and function/method signatures). The line grammar
+is defined in ``cpp/DUMP.md``. It reads only public attributes of a loaded artifact: ``art.manifest`` (the schema
+dataclasses, Values and Meta as their msgpack objects) and ``art.stored_bytes(name)``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def render_value(obj: Any) -> str:
         return "..."
     if kind == "complex":
         return f"complex({_float(v[0])}, {_float(v[1])})"
-    return f"{kind}({v})"  # dtype, device, memory_format, layout
+    return f"{kind}({v})"  # dtype, device, memory_format, layout, function, module
 
 
 def render_meta(obj: Any) -> str:
@@ -65,7 +67,11 @@ def render_meta(obj: Any) -> str:
         return f"{kind}(" + ", ".join(render_meta(m) for m in obj["v"]) + ")"
     if kind == "dict":
         return "dict(" + ", ".join(f"{render_value(k)}: {render_meta(m)}" for k, m in obj["v"]) + ")"
-    return kind
+    return kind  # int, float, bool, str, none, other, device, dtype, memory_format, layout
+
+
+def _bool(b: bool) -> str:
+    return "True" if b else "False"
 
 
 def _shape(shape: list[int]) -> str:
@@ -89,15 +95,15 @@ def dump(art: Artifact) -> str:
              f"digest {m.digest}"]
     lines += [f"file {f.path} {f.role}" for f in m.files]
     for gi, g in enumerate(m.graphs):
-        lines.append(f"graph {gi} {q(g.name)} {len(g.nodes)}")
+        lines.append(f"graph {gi} {q(g.name)} {len(g.nodes)} training={_bool(g.training)}")
         for i, n in enumerate(g.nodes):
             args = render_value({"t": "list", "v": n.args})
             lines.append(f"node {gi} {i} {n.name} {n.op} {n.target} args={args} kwargs={_dict(n.kwargs)} "
-                         f"meta={render_meta(n.meta)}")
+                         f"meta={render_meta(n.meta)} overload={q(n.overload)}")
             if n.lowering is not None:
                 lo = n.lowering
                 lines.append(f"lowering {gi} {n.name} {lo.module_type} {lo.version} {lo.module_version} "
-                             f"attrs={_dict(lo.attrs)}")
+                             f"training={_bool(lo.training)} attrs={_dict(lo.attrs)}")
             if n.graph is not None:
                 lines.append(f"subgraph {gi} {n.name} {n.graph}")
     lines.append(f"signature inputs={_strs(m.signature.inputs)} output={q(m.signature.output)}")
@@ -109,5 +115,20 @@ def dump(art: Artifact) -> str:
         lines += [f"tolerance {k} {_float(t.rtol)} {_float(t.atol)}" for k, t in g.tolerances.items()]
     for t in m.tensors:
         lines.append(f"tensor {t.name} {t.dtype} {_shape(t.shape)} {t.file} {t.key} "
-                     f"{hashlib.sha256(art.stored_bytes(t.name)).hexdigest()}")
+                     f"{hashlib.sha256(art.stored_bytes(t.name)).hexdigest()} kind={q(t.kind)} "
+                     f"requires_grad={_bool(t.requires_grad)} persistent={_bool(t.persistent)}")
+
+    def params(prefix: str, ps: list) -> None:
+        lines.extend(f"{prefix} {j} {p.name} {p.kind} required={_bool(p.required)} default={q(p.default)}"
+                     for j, p in enumerate(ps))
+
+    for name, d in m.modules.items():
+        lines.append(f"module {name} version={d.version} attrs={len(d.attrs)} forward={len(d.forward)}")
+        lines += [f"module_attr {name} {i} {a.name} {a.type} {q(a.doc)}" for i, a in enumerate(d.attrs)]
+        params(f"module_param {name}", d.forward)
+    for what, table in (("function", m.functions), ("method", m.methods)):
+        for name, overloads in table.items():
+            for i, o in enumerate(overloads):
+                lines.append(f"overload {what} {name} {i} params={len(o.params)} returns={q(o.returns)}")
+                params(f"overload_param {what} {name} {i}", o.params)
     return "".join(line + "\n" for line in sorted(lines))

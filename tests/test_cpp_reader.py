@@ -1,5 +1,5 @@
-"""The C++ reader sees what the Python loader sees: identical canonical dumps (cpp/DUMP.md) for every model of
-the round-trip set and every valid conformance vector. scripts/test.sh builds cpp/build before pytest runs."""
+"""The C++ reader sees what the Python loader sees: identical canonical dumps (cpp/DUMP.md, format 1.1 fields
+included) for every model of the round-trip set and every valid conformance vector. scripts/test.sh builds cpp/build before pytest runs."""
 
 from __future__ import annotations
 
@@ -31,6 +31,16 @@ def test_cpp_and_python_readers_agree_on_every_zoo_model(tmp_path, name):
     py = dump(fxlower.load(tmp_path / name))
     assert _cpp_dump(tmp_path / name) == py
     assert py.count("\nnode ") >= 3 and "\ntensor " in py
+    # a 1.1 writer records every 1.1 field, so the comparison covers them: declarations for every lowered module
+    # type, an overload per call_function/call_method node, a kind per tensor
+    lines = py.splitlines()
+    assert "format 1.1" in lines
+    lowered = {line.split()[3] for line in lines if line.startswith("lowering ")}
+    declared = {line.split()[1] for line in lines if line.startswith("module ")}
+    assert lowered <= declared
+    calls = [line for line in lines if line.startswith("node ") and line.split()[4] in ("call_function", "call_method")]
+    assert all(not line.endswith(" overload=None") for line in calls)
+    assert not any(line.startswith("tensor ") and ' kind="" ' in line for line in lines)
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: f"{p.parent.parent.name}/{p.name}")

@@ -69,14 +69,37 @@ def golden_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "golden.safetensors"))
 
 
+_CODES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def _outputs_match_pytorch(gm, inputs, art: Path, out_file: Path) -> None:
+    """The tensors fxlower-run wrote with --out equal what PyTorch computes here (eval mode, no grad), leaf by leaf
+    in output order: same dtype and shape, |a - e| <= atol + rtol * |e| with the artifact's tolerance for the
+    dtype (exact for dtypes without one, integers and bools included)."""
+    gm.eval()
+    with torch.no_grad():
+        expected = gm(*inputs)
+    leaves = [t for t in tree_flatten(expected)[0] if isinstance(t, torch.Tensor)]
+    tolerances = manifest(art)["golden"]["tolerances"]
+    got = load_file(str(out_file))
+    assert sorted(got, key=int) == [str(i) for i in range(len(leaves))]
+    for i, e in enumerate(leaves):
+        a = got[str(i)]
+        assert a.dtype == e.dtype and a.shape == e.shape, (i, a.dtype, a.shape, e.dtype, e.shape)
+        tol = tolerances.get(_CODES.get(e.dtype, ""), {"atol": 0.0, "rtol": 0.0})
+        torch.testing.assert_close(a, e, atol=tol["atol"], rtol=tol["rtol"], equal_nan=True)
+
+
 # ------------------------------------------------------------------------------------------------ golden checks
 
 
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_matches_golden_outputs(fxrun, tmp_path, name):
     art = tmp_path / f"{name}.fxl"
-    export(name, art)
-    proc = run(fxrun, art, "--check", "--threads", 2)
+    case = MODELS[name]()
+    gm = trace(case)
+    fxlower.export(gm, art, case.inputs, golden=True)
+    proc = run(fxrun, art, "--check", "--threads", 2, "--out", tmp_path / "out.safetensors")
     assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "check: PASS" in proc.stdout
     # every output tensor is reported, within atol + rtol * max|expected|
@@ -94,14 +117,19 @@ def test_zoo_model_matches_golden_outputs(fxrun, tmp_path, name):
         bound = atol + rtol * expected.double().abs().max().item()
         assert float(match["abs"]) <= bound, f"{name} {match['path']}: {match['abs']} > {bound}"
         assert match["verdict"] == "ok"
+    # and what it wrote equals PyTorch's outputs, computed here rather than taken from the golden file
+    _outputs_match_pytorch(gm, case.inputs, art, tmp_path / "out.safetensors")
 
 
 def test_golden_nodes_all_match(fxrun, tmp_path):
     art = tmp_path / "gpt.fxl"
-    export("gpt_masked", art, golden="nodes")
-    proc = run(fxrun, art, "--check")
+    case = MODELS["gpt_masked"]()
+    gm = trace(case)
+    fxlower.export(gm, art, case.inputs, golden="nodes")
+    proc = run(fxrun, art, "--check", "--out", tmp_path / "out.safetensors")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"^nodes: all \d+ golden node results match$", proc.stdout, re.M), proc.stdout
+    _outputs_match_pytorch(gm, case.inputs, art, tmp_path / "out.safetensors")
 
 
 def _tensor_span(art: Path, tensor_name: str) -> tuple[Path, int, int, str]:
@@ -269,6 +297,77 @@ def test_bf16_outputs_are_written_as_bf16(fxrun, tmp_path):
     proc = run(fxrun, art, "--out", tmp_path / "out.safetensors")
     assert proc.returncode == 0, proc.stderr
     _compare_outputs(gm, case.inputs, tmp_path / "out.safetensors", atol=0.02, rtol=0.02)
+
+
+@pytest.mark.parametrize("activation", [nn.GELU(approximate="tanh"), F.gelu, nn.ReLU()], ids=["GELU_tanh", "F_gelu", "ReLU"])
+def test_transformer_activation_and_final_norm_children(fxrun, tmp_path, activation):
+    """A layer's activation recorded as a function or as a child module (with its own attributes), and the stack's
+    final LayerNorm child: the runtime reads them as such, and its outputs are PyTorch's."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=24, dropout=0.0, activation=activation, batch_first=True)
+    model = nn.Sequential(nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(16), enable_nested_tensor=False)).eval()
+    gm = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    art = tmp_path / "enc.fxl"
+    fxlower.export(gm, art, (x,), golden=True)
+    proc = run(fxrun, art, "--check", "--out", tmp_path / "out.safetensors")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _outputs_match_pytorch(gm, (x,), art, tmp_path / "out.safetensors")
+
+
+def _rewrite_as_format_1_0(art: Path) -> None:
+    """Rewrites an exported artifact as a 1.0 writer wrote it: no 1.1 fields, function and module Values in lowering
+    attributes as the plain strs of 1.0 (the legacy rule of docs/format.md 6.1)."""
+    m = manifest(art)
+    m["format_version"] = [1, 0]
+    for t in m["tensors"]:
+        for f in ("kind", "requires_grad", "persistent"):
+            t.pop(f, None)
+    for f in ("modules", "functions", "methods"):
+        m.pop(f, None)
+    for g in m["graphs"]:
+        g.pop("training", None)
+        for n in g["nodes"]:
+            n.pop("overload", None)
+            if n["lowering"] is not None:
+                n["lowering"].pop("training", None)
+                n["lowering"]["attrs"] = {k: v["v"] if isinstance(v, dict) and v.get("t") in ("function", "module")
+                                          else v for k, v in n["lowering"]["attrs"].items()}
+    (art / "manifest.msgpack").write_bytes(msgpack.packb(m))
+
+
+@pytest.mark.parametrize("activation", [nn.GELU(approximate="tanh"), F.relu], ids=["GELU_tanh", "F_relu"])
+def test_format_1_0_artifacts_still_run(fxrun, tmp_path, activation):
+    """A 1.0 artifact (activation and children written as strs) runs as its 1.1 twin does."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=24, dropout=0.0, activation=activation, batch_first=True)
+    model = nn.Sequential(nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(16), enable_nested_tensor=False)).eval()
+    gm = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    art = tmp_path / "enc.fxl"
+    fxlower.export(gm, art, (x,), golden=True)
+    _rewrite_as_format_1_0(art)
+    assert manifest(art)["format_version"] == [1, 0]
+    proc = run(fxrun, art, "--check", "--out", tmp_path / "out.safetensors")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _outputs_match_pytorch(gm, (x,), art, tmp_path / "out.safetensors")
+
+
+def test_inputs_file_with_a_repeated_key_is_refused(fxrun, tmp_path):
+    """--inputs goes through the reader's strict safetensors code: a header naming a key twice is an error, not a
+    last-one-wins guess."""
+    case = MODELS["audio1d"]()
+    art = tmp_path / "audio.fxl"
+    fxlower.export(trace(case), art, case.inputs, golden=True)
+    x = case.inputs[0].contiguous()
+    data = x.numpy().tobytes()
+    entry = {"dtype": "F32", "shape": list(x.shape), "data_offsets": [0, len(data)]}
+    header = ('{"0":' + json.dumps(entry) + ',"0":' + json.dumps(entry) + "}").encode()
+    header += b" " * (-(8 + len(header)) % 8)
+    (tmp_path / "in.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + data)
+    proc = run(fxrun, art, "--inputs", tmp_path / "in.safetensors")
+    assert proc.returncode == 2
+    assert "[safetensors.header]" in proc.stderr and "the key \"0\" twice" in proc.stderr, proc.stderr
 
 
 def test_without_golden_data_inputs_are_required(fxrun, tmp_path):
@@ -612,9 +711,11 @@ def test_setitem_mutates_in_place(fxrun, tmp_path):
     g.output((y, x))
     gm = torch.fx.GraphModule(nn.Module(), g)
     art = tmp_path / "setitem.fxl"
-    fxlower.export(gm, art, (_r(3, 4, 5) * 2, torch.tensor([2])), golden=True)
-    proc = run(fxrun, art, "--check")
+    inputs = (_r(3, 4, 5) * 2, torch.tensor([2]))
+    fxlower.export(gm, art, inputs, golden=True)
+    proc = run(fxrun, art, "--check", "--out", tmp_path / "out.safetensors")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    _outputs_match_pytorch(gm, inputs, art, tmp_path / "out.safetensors")
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
@@ -624,6 +725,7 @@ def test_operator_coverage(fxrun, tmp_path, name):
     gm = torch.fx.symbolic_trace(module)
     art = tmp_path / f"{name}.fxl"
     fxlower.export(gm, art, inputs, golden=True)
-    proc = run(fxrun, art, "--check")
+    proc = run(fxrun, art, "--check", "--out", tmp_path / "out.safetensors")
     assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "check: PASS" in proc.stdout
+    _outputs_match_pytorch(gm, inputs, art, tmp_path / "out.safetensors")

@@ -11,8 +11,18 @@
 #include <string>
 
 int main(int argc, char** argv) {
+  const char* help =
+      "usage: conv_strides DIR\n"
+      "\n"
+      "For every node lowered from torch.nn.Conv2d in the fxlower artifact DIR, prints its stride and the sum of\n"
+      "its weight's elements (as double, read in place from the mapped weights file). No options but -h/--help.\n"
+      "exit status: 0 done (\"no torch.nn.Conv2d node\" when there is none), 1 the artifact is invalid, 2 usage\n";
+  if (argc == 2 && (std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help")) {
+    std::fputs(help, stdout);
+    return 0;
+  }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: conv_strides DIR\n");
+    std::fputs(help, stderr);
     return 2;
   }
   try {

@@ -303,6 +303,8 @@ std::string Val::kind_name() const {
     case K::Layout: return "layout";
     case K::Complex: return "complex";
     case K::NodeRef: return "node reference";
+    case K::Function: return "function";
+    case K::ModuleType: return "module";
   }
   return "?";
 }
@@ -323,6 +325,8 @@ std::string Val::repr() const {
     }
     case K::DType: return std::string("dtype ") + dtype_code(dt);
     case K::Device: case K::MemFormat: case K::Layout: return s;
+    case K::Function: return "function " + s;
+    case K::ModuleType: return "module " + s;
     default: return kind_name();
   }
 }

@@ -16,51 +16,53 @@ namespace {
 
 std::string op_text(fxlower::Op op) { return std::string(fxlower::op_name(op)); }
 
-bool map_dtype(fxlower::DType d, DType& out) { return parse_dtype(std::string(fxlower::dtype_name(d)), out); }
+bool map_dtype(fxlower::DType d, DType& out) { return rt_dtype(d, out); }
 
-// Loads one table tensor: F32, F64, I64 and BOOL are borrowed from the mapping, the rest converted.
-Tensor load_table_tensor(const fxlower::Tensor& t, const std::shared_ptr<fxlower::Artifact>& keep) {
+// A runtime tensor over checked little-endian bytes (an artifact's table entry or a safetensors file's entry):
+// F32, F64, I64 and BOOL are borrowed when aligned (kept alive by `keep`), the rest converted with the header's
+// element accessors. BOOL bytes are read as nonzero = true.
+Tensor tensor_from_bytes(const std::string& name, fxlower::DType fd, const std::vector<int64_t>& dims,
+                         const std::byte* p, const std::shared_ptr<void>& keep) {
   DType dt;
-  if (!map_dtype(t.dtype, dt))
-    fail("tensor '" + t.name + "' has dtype " + std::string(fxlower::dtype_name(t.dtype)) +
+  if (!map_dtype(fd, dt))
+    fail("tensor '" + name + "' has dtype " + std::string(fxlower::dtype_name(fd)) +
          ", which the runtime does not compute with");
-  Shape shape(t.shape.begin(), t.shape.end());
-  const int64_t n = t.numel();
-  const std::byte* p = t.data();
+  Shape shape(dims.begin(), dims.end());
+  const int64_t n = shape_numel(shape);
   auto aligned = [&](size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
-  switch (t.dtype) {
-    case fxlower::DType::F32:
-    case fxlower::DType::F64:
-    case fxlower::DType::I64:
-    case fxlower::DType::BOOL:
-      if (aligned(storage_itemsize(dt)))
-        return Tensor::borrowed(dt, shape, const_cast<std::byte*>(p), std::static_pointer_cast<void>(keep), false);
-      break;
-    default:
-      break;
-  }
+  if (fd == fxlower::DType::F32 || fd == fxlower::DType::F64 || fd == fxlower::DType::I64)
+    if (aligned(storage_itemsize(dt)))
+      return Tensor::borrowed(dt, shape, const_cast<std::byte*>(p), keep, false);
   Tensor r = Tensor::empty(dt, shape);
-  switch (t.dtype) {
+  using fxlower::detail::load_le;
+  switch (fd) {
     case fxlower::DType::F32: std::memcpy(r.raw(), p, size_t(n) * 4); break;
     case fxlower::DType::F64: std::memcpy(r.raw(), p, size_t(n) * 8); break;
     case fxlower::DType::I64: std::memcpy(r.raw(), p, size_t(n) * 8); break;
-    case fxlower::DType::BOOL: std::memcpy(r.raw(), p, size_t(n)); break;
+    case fxlower::DType::BOOL: {
+      uint8_t* d = r.data<uint8_t>();
+      for (int64_t i = 0; i < n; ++i) d[i] = std::to_integer<uint8_t>(p[i]) != 0;
+      break;
+    }
     case fxlower::DType::F16: case fxlower::DType::BF16: {
       float* d = r.data<float>();
       for (int64_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
-        d[i] = t.dtype == fxlower::DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+        const uint16_t h = load_le<uint16_t>(p + 2 * i);
+        d[i] = fd == fxlower::DType::F16 ? fxlower::half_to_float(h) : fxlower::bfloat16_to_float(h);
       }
       break;
     }
-    default: {
-      int64_t* d = r.data<int64_t>();
-      for (int64_t i = 0; i < n; ++i) d[i] = t.element_int64(size_t(i));
-      break;
-    }
+    case fxlower::DType::I32: for (int64_t i = 0; i < n; ++i) r.data<int64_t>()[i] = int32_t(load_le<uint32_t>(p + 4 * i)); break;
+    case fxlower::DType::I16: for (int64_t i = 0; i < n; ++i) r.data<int64_t>()[i] = int16_t(load_le<uint16_t>(p + 2 * i)); break;
+    case fxlower::DType::I8: for (int64_t i = 0; i < n; ++i) r.data<int64_t>()[i] = int8_t(load_le<uint8_t>(p + i)); break;
+    case fxlower::DType::U8: for (int64_t i = 0; i < n; ++i) r.data<int64_t>()[i] = load_le<uint8_t>(p + i); break;
+    default: fail("tensor '" + name + "' has dtype " + std::string(fxlower::dtype_name(fd)) + ", which the runtime does not compute with");
   }
   return r;
+}
+
+Tensor load_table_tensor(const fxlower::Tensor& t, const std::shared_ptr<fxlower::Artifact>& keep) {
+  return tensor_from_bytes(t.name, t.dtype, t.shape, t.data(), std::static_pointer_cast<void>(keep));
 }
 
 Val materialize(const Val& t, const std::vector<Val>& env) {
@@ -189,6 +191,8 @@ Val Program::convert(const fxlower::Value& v, const fxlower::Graph* g, const std
       return Val::dtype(d);
     }
     case VK::device: return Val::device(v.as_device().str);
+    case VK::function: return Val::function(v.function_name());
+    case VK::module: return Val::module_type(v.module_type());
     case VK::memory_format: {
       Val r;
       r.k = Val::K::MemFormat;
@@ -252,7 +256,17 @@ Program::Program(const fxlower::Artifact& artifact) : artifact_(std::make_shared
             } else {
               const fxlower::Lowering& lw = *n.lowering;
               p.module_type = lw.module_type;
-              for (const auto& kv : lw.attrs) p.attrs.emplace(kv.first, convert(kv.second, nullptr, where + " attribute '" + kv.first + "'"));
+              for (const auto& kv : lw.attrs) {
+                Val v = convert(kv.second, nullptr, where + " attribute '" + kv.first + "'");
+                // Format 1.0's legacy rule (docs/format.md 6.1): there a str attribute naming a module type this
+                // runtime knows is a child module of that type, and a dotted str naming a function it knows is
+                // that function. 1.1 files say so with module/function Values; their strs stay strs.
+                if (artifact_->format_minor() == 0 && v.k == Val::K::Str) {
+                  if (reg.find(OpKind::Module, v.s)) v = Val::module_type(v.s);
+                  else if (v.s.find('.') != std::string::npos && reg.find(OpKind::Function, v.s)) v = Val::function(v.s);
+                }
+                p.attrs.emplace(kv.first, std::move(v));
+              }
               p.handler = reg.find(OpKind::Module, lw.module_type);
               if (!p.handler) unsupported.push_back(p.describe() + ": unsupported module type '" + lw.module_type + "'");
               auto ip = p.attrs.find("inplace");
@@ -429,56 +443,12 @@ const char* st_code(DType d) { return dtype_code(d); }
 }  // namespace
 
 std::vector<std::pair<std::string, Tensor>> read_safetensors(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("cannot open " + path);
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (bytes.size() < 8) fail(path + ": not a safetensors file (too short)");
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[size_t(i)])) << (8 * i);
-  if (n > bytes.size() - 8) fail(path + ": safetensors header length out of range");
-  nlohmann::json h;
-  try {
-    h = nlohmann::json::parse(bytes.substr(8, size_t(n)));
-  } catch (const std::exception& e) {
-    fail(path + ": bad safetensors header: " + e.what());
-  }
-  const size_t base = 8 + size_t(n);
+  // The header's strict reader: the same checks as an artifact's tensor files (a repeated key, a gap or trailing
+  // bytes are errors, not guesses).
+  auto file = std::make_shared<fxlower::SafetensorsFile>(fxlower::read_safetensors(path));
   std::vector<std::pair<std::string, Tensor>> out;
-  for (auto it = h.begin(); it != h.end(); ++it) {
-    if (it.key() == "__metadata__") continue;
-    const auto& e = it.value();
-    std::string code = e.at("dtype").get<std::string>();
-    DType dt;
-    if (!parse_dtype(code, dt)) fail(path + ": tensor '" + it.key() + "' has unsupported dtype " + code);
-    Shape shape = e.at("shape").get<std::vector<int64_t>>();
-    auto off = e.at("data_offsets").get<std::vector<uint64_t>>();
-    const size_t isz = storage_itemsize(dt);
-    const int64_t numel = shape_numel(shape);
-    if (off.size() != 2 || off[1] < off[0] || base + off[1] > bytes.size() || off[1] - off[0] != uint64_t(numel) * isz)
-      fail(path + ": tensor '" + it.key() + "' has bad data offsets");
-    const char* p = bytes.data() + base + off[0];
-    Tensor t = Tensor::empty(dt, shape);
-    for (int64_t i = 0; i < numel; ++i) {
-      const char* q = p + size_t(i) * isz;
-      switch (dt) {
-        case DType::F32: std::memcpy(t.data<float>() + i, q, 4); break;
-        case DType::F64: std::memcpy(t.data<double>() + i, q, 8); break;
-        case DType::F16: case DType::BF16: {
-          uint16_t hb;
-          std::memcpy(&hb, q, 2);
-          t.data<float>()[i] = dt == DType::F16 ? f16_to_f32(hb) : bf16_to_f32(hb);
-          break;
-        }
-        case DType::I64: std::memcpy(t.data<int64_t>() + i, q, 8); break;
-        case DType::I32: { int32_t v; std::memcpy(&v, q, 4); t.data<int64_t>()[i] = v; break; }
-        case DType::I16: { int16_t v; std::memcpy(&v, q, 2); t.data<int64_t>()[i] = v; break; }
-        case DType::I8: { int8_t v; std::memcpy(&v, q, 1); t.data<int64_t>()[i] = v; break; }
-        case DType::U8: { uint8_t v; std::memcpy(&v, q, 1); t.data<int64_t>()[i] = v; break; }
-        case DType::BOOL: t.data<uint8_t>()[i] = *q != 0; break;
-      }
-    }
-    out.emplace_back(it.key(), std::move(t));
-  }
+  for (const auto& e : file->entries())
+    out.emplace_back(e.name, tensor_from_bytes(e.name, e.dtype, e.shape, e.data, std::static_pointer_cast<void>(file)));
   return out;
 }
 

@@ -262,21 +262,32 @@ Val mha_module(const Attrs& at, const Val& query, const Val& key, const Val& val
 
 // ================================================================================================ transformer layers
 
+// A layer's `activation`: a function Value (F.relu) or a module Value (a child nn.GELU with its own attributes);
+// 1.0 artifacts' strs were converted to those kinds on load (Program::convert, the legacy rule).
 Tensor act_by_attr(const Attrs& at, const Tensor& x) {
   const Val* a = at.find("activation");
   if (!a) fail("transformer layer without 'activation'");
-  if (a->k != Val::K::Str) fail("unsupported transformer activation " + a->kind_name());
   const std::string& n = a->s;
-  if (n == "torch.nn.functional.relu" || n == "torch.relu" || n == "torch.nn.ReLU") return activation("relu", x);
-  if (n == "torch.nn.functional.gelu") return activation("gelu", x);
-  if (n == "torch.nn.GELU") {
-    const Val* ap = at.find("activation.approximate");
-    return activation(ap && ap->k == Val::K::Str && ap->s == "tanh" ? "gelu_tanh" : "gelu", x);
+  if (a->k == Val::K::Function) {
+    if (n == "torch.nn.functional.relu" || n == "torch.relu") return activation("relu", x);
+    if (n == "torch.nn.functional.gelu") return activation("gelu", x);
+    if (n == "torch.nn.functional.silu") return activation("silu", x);
+    if (n == "torch.tanh" || n == "torch.nn.functional.tanh") return activation("tanh", x);
+    if (n == "torch.sigmoid" || n == "torch.nn.functional.sigmoid") return activation("sigmoid", x);
+    fail("unsupported transformer activation function '" + n + "'");
   }
-  if (n == "torch.nn.functional.silu" || n == "torch.nn.SiLU") return activation("silu", x);
-  if (n == "torch.tanh" || n == "torch.nn.Tanh") return activation("tanh", x);
-  if (n == "torch.sigmoid" || n == "torch.nn.Sigmoid") return activation("sigmoid", x);
-  fail("unsupported transformer activation '" + n + "'");
+  if (a->k == Val::K::ModuleType) {
+    if (n == "torch.nn.ReLU") return activation("relu", x);
+    if (n == "torch.nn.GELU") {
+      const Val* ap = at.find("activation.approximate");
+      return activation(ap && ap->k == Val::K::Str && ap->s == "tanh" ? "gelu_tanh" : "gelu", x);
+    }
+    if (n == "torch.nn.SiLU") return activation("silu", x);
+    if (n == "torch.nn.Tanh") return activation("tanh", x);
+    if (n == "torch.nn.Sigmoid") return activation("sigmoid", x);
+    fail("unsupported transformer activation module '" + n + "'");
+  }
+  fail("transformer activation is " + a->kind_name() + ", expected a function or a module");
 }
 
 Tensor ln_attr(const Attrs& at, const Tensor& x) {
@@ -345,7 +356,7 @@ Tensor encoder_stack(const Attrs& at, Tensor x, const Tensor& mask, const Tensor
   for (int64_t i = 0; i < n; ++i) x = encoder_layer(at.sub("layers." + std::to_string(i)), x, mask, kpm, causal);
   const Val* norm = at.find("norm");
   if (norm && !norm->is_none()) {
-    if (norm->k != Val::K::Str || norm->s != "torch.nn.LayerNorm") fail("unsupported encoder norm " + norm->repr());
+    if (norm->k != Val::K::ModuleType || norm->s != "torch.nn.LayerNorm") fail("unsupported encoder norm " + norm->repr());
     x = ln_attr(at.sub("norm"), x);
   }
   return x;
@@ -358,7 +369,7 @@ Tensor decoder_stack(const Attrs& at, Tensor x, const Tensor& mem, const Tensor&
     x = decoder_layer(at.sub("layers." + std::to_string(i)), x, mem, tmask, mmask, tkpm, mkpm, tcausal, mcausal);
   const Val* norm = at.find("norm");
   if (norm && !norm->is_none()) {
-    if (norm->k != Val::K::Str || norm->s != "torch.nn.LayerNorm") fail("unsupported decoder norm " + norm->repr());
+    if (norm->k != Val::K::ModuleType || norm->s != "torch.nn.LayerNorm") fail("unsupported decoder norm " + norm->repr());
     x = ln_attr(at.sub("norm"), x);
   }
   return x;

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <fxlower/fxlower.hpp>
+
 namespace fxlower::rt {
 
 // ------------------------------------------------------------------------------------------------ errors
@@ -52,76 +54,50 @@ inline bool is_integral(DType d) { return ptype(d) == PType::I64; }
 inline bool is_bool(DType d) { return d == DType::BOOL; }
 inline bool is_half(DType d) { return d == DType::F16 || d == DType::BF16; }
 
-inline const char* dtype_code(DType d) {
+// The header's dtype of a runtime dtype: codes, item sizes and conversions come from fxlower.hpp (one table).
+inline fxlower::DType fx_dtype(DType d) {
   switch (d) {
-    case DType::F32: return "F32";
-    case DType::F64: return "F64";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::I64: return "I64";
-    case DType::I32: return "I32";
-    case DType::I16: return "I16";
-    case DType::I8: return "I8";
-    case DType::U8: return "U8";
-    case DType::BOOL: return "BOOL";
+    case DType::F32: return fxlower::DType::F32;
+    case DType::F64: return fxlower::DType::F64;
+    case DType::F16: return fxlower::DType::F16;
+    case DType::BF16: return fxlower::DType::BF16;
+    case DType::I64: return fxlower::DType::I64;
+    case DType::I32: return fxlower::DType::I32;
+    case DType::I16: return fxlower::DType::I16;
+    case DType::I8: return fxlower::DType::I8;
+    case DType::U8: return fxlower::DType::U8;
+    case DType::BOOL: return fxlower::DType::BOOL;
   }
-  return "?";
+  return fxlower::DType::F32;
 }
-// Parses a dtype code of docs/format.md section 4; false for codes the runtime cannot compute with.
-inline bool parse_dtype(const std::string& s, DType& out) {
-  static const struct { const char* c; DType d; } table[] = {
-      {"F32", DType::F32}, {"F64", DType::F64}, {"F16", DType::F16}, {"BF16", DType::BF16},
-      {"I64", DType::I64}, {"I32", DType::I32}, {"I16", DType::I16}, {"I8", DType::I8},
-      {"U8", DType::U8},   {"BOOL", DType::BOOL}};
-  for (const auto& e : table)
-    if (s == e.c) { out = e.d; return true; }
+// The runtime dtype of a header dtype; false for dtypes the runtime does not compute with.
+inline bool rt_dtype(fxlower::DType d, DType& out) {
+  static constexpr DType all[] = {DType::F32, DType::F64, DType::F16, DType::BF16, DType::I64,
+                                  DType::I32, DType::I16, DType::I8,  DType::U8,   DType::BOOL};
+  for (DType r : all)
+    if (fx_dtype(r) == d) { out = r; return true; }
   return false;
 }
-// Bytes per element of the dtype as stored in a safetensors file.
-inline size_t storage_itemsize(DType d) {
-  switch (d) {
-    case DType::F64: case DType::I64: return 8;
-    case DType::F32: case DType::I32: return 4;
-    case DType::F16: case DType::BF16: case DType::I16: return 2;
-    default: return 1;
-  }
+// The code of docs/format.md section 4 ("F32").
+inline const char* dtype_code(DType d) { return fxlower::dtype_name(fx_dtype(d)).data(); }
+// Parses a dtype code of docs/format.md section 4; false for codes the runtime cannot compute with.
+inline bool parse_dtype(const std::string& s, DType& out) {
+  const auto d = fxlower::dtype_from_name(s);
+  return d && rt_dtype(*d, out);
 }
+// Bytes per element of the dtype as stored in a safetensors file.
+inline size_t storage_itemsize(DType d) { return fxlower::dtype_itemsize(fx_dtype(d)); }
 
 // ------------------------------------------------------------------------------------------------ half types
 
 inline uint32_t f32_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
 inline float f32_from_bits(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
 
-inline float bf16_to_f32(uint16_t h) { return f32_from_bits(uint32_t(h) << 16); }
-inline uint16_t f32_to_bf16(float f) {  // round to nearest even, NaN stays NaN
-  uint32_t u = f32_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
-inline float f16_to_f32(uint16_t h) {
-  const uint32_t w = uint32_t(h) << 16;
-  const uint32_t sign = w & 0x80000000u;
-  const uint32_t two_w = w + w;
-  const float normalized = f32_from_bits((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
-  const float denormalized = f32_from_bits((two_w >> 17) | (126u << 23)) - 0.5f;
-  const uint32_t r = sign | (two_w < (1u << 27) ? f32_bits(denormalized) : f32_bits(normalized));
-  return f32_from_bits(r);
-}
-inline uint16_t f32_to_f16(float f) {  // round to nearest even, overflow to inf
-  float base = (std::abs(f) * 0x1.0p+112f) * 0x1.0p-110f;
-  const uint32_t w = f32_bits(f);
-  const uint32_t shl1_w = w + w;
-  const uint32_t sign = w & 0x80000000u;
-  uint32_t bias = shl1_w & 0xFF000000u;
-  if (bias < 0x71000000u) bias = 0x71000000u;
-  base = f32_from_bits((bias >> 1) + 0x07800000u) + base;
-  const uint32_t bits = f32_bits(base);
-  const uint32_t exp_bits = (bits >> 13) & 0x00007C00u;
-  const uint32_t mantissa_bits = bits & 0x00000FFFu;
-  const uint32_t nonsign = exp_bits + mantissa_bits;
-  return uint16_t((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
-}
+// The header's exact conversions (round to nearest even towards the half types).
+inline float bf16_to_f32(uint16_t h) { return fxlower::bfloat16_to_float(h); }
+inline uint16_t f32_to_bf16(float f) { return fxlower::float_to_bfloat16(f); }
+inline float f16_to_f32(uint16_t h) { return fxlower::half_to_float(h); }
+inline uint16_t f32_to_f16(float f) { return fxlower::float_to_half(f); }
 inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 inline float round_f16(float f) { return f16_to_f32(f32_to_f16(f)); }
 

@@ -1,7 +1,8 @@
 // fxlower reference runtime: the values that flow through the interpreter.
 //
 // A Val is what a node produces or consumes: None, a bool, an int, a float, a str, a tensor, a list/tuple (also
-// torch.Size), a dict, a slice, an ellipsis, a dtype, a device, a memory format, a layout or a complex number.
+// torch.Size), a dict, a slice, an ellipsis, a dtype, a device, a memory format, a layout, a complex number, a
+// function (its canonical name) or a module type (a child module of that type, in lowering attributes).
 // Node references (NodeRef) appear only in the argument templates the interpreter builds at load time.
 #pragma once
 
@@ -17,7 +18,7 @@ namespace fxlower::rt {
 struct Val {
   enum class K : uint8_t {
     None, Bool, Int, Float, Str, Tensor, List, Tuple, Dict, Slice, Ellipsis,
-    DType, Device, MemFormat, Layout, Complex, NodeRef
+    DType, Device, MemFormat, Layout, Complex, NodeRef, Function, ModuleType
   };
   K k = K::None;
   bool b = false;
@@ -25,7 +26,7 @@ struct Val {
   double f = 0;    // Float; Complex: real part
   double im = 0;   // Complex: imaginary part
   DType dt = DType::F32;
-  std::string s;   // Str, Device, MemFormat, Layout
+  std::string s;   // Str, Device, MemFormat, Layout; Function: canonical name; ModuleType: type name
   Tensor t;
   std::shared_ptr<std::vector<Val>> items;                 // List, Tuple; Slice: [start, stop, step]
   std::shared_ptr<std::vector<std::pair<Val, Val>>> dict;  // Dict, in order
@@ -38,6 +39,8 @@ struct Val {
   static Val tensor(Tensor v) { Val x; x.k = K::Tensor; x.t = std::move(v); return x; }
   static Val dtype(DType d) { Val x; x.k = K::DType; x.dt = d; return x; }
   static Val device(std::string v) { Val x; x.k = K::Device; x.s = std::move(v); return x; }
+  static Val function(std::string v) { Val x; x.k = K::Function; x.s = std::move(v); return x; }
+  static Val module_type(std::string v) { Val x; x.k = K::ModuleType; x.s = std::move(v); return x; }
   static Val list(std::vector<Val> v) { return seq_(K::List, std::move(v)); }
   static Val tuple(std::vector<Val> v) { return seq_(K::Tuple, std::move(v)); }
   static Val ints(const std::vector<int64_t>& v, bool as_tuple = true);

@@ -44,17 +44,35 @@ std::vector<std::string> subdirs(const std::string& p) {
 
 }  // namespace
 
+const char* const kHelp =
+    "usage: fxlower-conformance [--strict-digest] DIR\n"
+    "\n"
+    "Runs the conformance vectors of docs/format.md section 12: every DIR/valid/<name> must load and verify,\n"
+    "every DIR/invalid/<name> must be rejected with exactly the code DIR/EXPECTED gives for it (lines\n"
+    "\"name code\"). Prints one line per vector, then \"N passed, N failed\".\n"
+    "\n"
+    "options:\n"
+    "  --strict-digest  a valid vector whose recomputed digest differs from its digest field fails (by default\n"
+    "                   it is a note: section 7 says a mismatch is not a format error)\n"
+    "  -h, --help       print this help and exit\n"
+    "\n"
+    "exit status: 0 all pass, 1 a vector fails (or DIR, valid/ or EXPECTED is missing), 2 usage\n";
+
 int main(int argc, char** argv) {
   std::string dir;
   bool strict_digest = false, bad = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kHelp, stdout);
+      return 0;
+    }
     if (a == "--strict-digest") strict_digest = true;
     else if ((!a.empty() && a[0] == '-') || !dir.empty()) bad = true;
     else dir = a;
   }
   if (dir.empty() || bad) {
-    std::fprintf(stderr, "usage: fxlower-conformance [--strict-digest] DIR\n");
+    std::fputs(kHelp, stderr);
     return 2;
   }
   int passed = 0, failed = 0;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Craft fxlower artifacts (format 1.0) by hand for the C++ reader's tests, without the fxlower package.
+"""Craft fxlower artifacts (formats 1.0 and 1.1) by hand for the C++ reader's tests, without the fxlower package.
 
     python3 make_artifacts.py OUTDIR
 
@@ -20,6 +20,7 @@ are written by hand following docs/format.md section 5. Only the standard librar
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -170,6 +171,14 @@ def MF(s):
     return {"t": "memory_format", "v": s}
 
 
+def FN(name):  # function Value (1.1)
+    return {"t": "function", "v": name}
+
+
+def MOD(type_name):  # module Value (1.1): a child module of this type
+    return {"t": "module", "v": type_name}
+
+
 def LAY(s):
     return {"t": "layout", "v": s}
 
@@ -281,7 +290,12 @@ def safetensors(entries, *, header_obj=None, header_text=None, pad=b" ", min_pad
 class Art:
     """An artifact being built: tensors per file, the manifest as plain objects."""
 
-    def __init__(self):
+    def __init__(self, version=(1, 0)):
+        self.version = version
+        self.modules = {}     # 1.1 declarations
+        self.functions = {}
+        self.methods = {}
+        self.kinds = {}       # tensor name -> (kind, requires_grad, persistent), 1.1
         self.files = {}      # path -> role
         self.stored = {}     # path -> list of (key, dtype, shape, data)
         self.table = []      # TensorEntry dicts
@@ -292,7 +306,10 @@ class Art:
         self.file_bytes = {}  # path -> bytes overriding the generated safetensors
 
     def add_tensor(self, name, dtype, shape, values, path="weights.safetensors", role="weights", key=None,
-                   store=True):
+                   store=True, kind=None, requires_grad=False, persistent=True):
+        if kind is None:
+            kind = "golden" if role == "golden" else ("parameter" if dtype[0] in "FB" and dtype != "BOOL" else "buffer")
+        self.kinds[name] = (kind, requires_grad, persistent)
         data = tensor_bytes(dtype, values)
         assert len(data) == prod(shape) * ITEMSIZE[dtype], name
         self.files.setdefault(path, role)
@@ -303,15 +320,35 @@ class Art:
         self.table.append({"name": name, "dtype": dtype, "shape": list(shape), "file": path, "key": key,
                            "sha256": hashlib.sha256(data).hexdigest()})
 
+    def upgrade(self):
+        """1.1: every new field written (after the 1.0 ones, in schema order), unless a builder set it."""
+        if self.version < (1, 1):
+            return
+        for e in self.table:
+            kind, rg, pers = self.kinds[e["name"]]
+            e.setdefault("kind", kind)
+            e.setdefault("requires_grad", rg)
+            e.setdefault("persistent", pers)
+        for g in self.graphs:
+            for n in g["nodes"]:
+                if n["lowering"] is not None:
+                    n["lowering"].setdefault("training", False)
+                n.setdefault("overload", 0 if n["op"] in ("call_function", "call_method") else None)
+            g.setdefault("training", False)
+
     def manifest(self):
+        self.upgrade()
         files = [{"path": p, "role": r} for p, r in self.files.items()]
         tensors = sorted(self.table, key=lambda e: e["name"])
         weights = [t for t in tensors if self.files.get(t["file"]) == "weights"]
-        digest = "sha256:" + hashlib.sha256(packb([self.graphs, weights, self.signature], canonical=True)).hexdigest()
-        m = {"format": "fxlower", "format_version": [1, 0],
+        digest = "sha256:" + hashlib.sha256(packb([[no_x_graph(g) for g in self.graphs], [no_x(t) for t in weights],
+                                                   no_x(self.signature)], canonical=True)).hexdigest()
+        m = {"format": "fxlower", "format_version": list(self.version),
              "producer": {"name": "fxlower", "version": "0.0.0+cpp-tests", "torch": "none"},
              "files": files, "tensors": tensors, "graphs": self.graphs, "signature": self.signature,
              "golden": self.golden, "digest": digest}
+        if self.version >= (1, 1):
+            m.update(modules=self.modules, functions=self.functions, methods=self.methods)
         m.update(self.extra_top)
         return m
 
@@ -327,6 +364,22 @@ class Art:
             with open(os.path.join(path, p), "wb") as f:
                 f.write(data)
         return m
+
+
+def no_x(obj):
+    """A schema object without its x- extension fields (section 7: the digest leaves them out)."""
+    return {k: v for k, v in obj.items() if not k.startswith("x-")}
+
+
+def no_x_graph(g):
+    def node_(n):
+        n = no_x(n)
+        if n["lowering"] is not None:
+            n["lowering"] = no_x(n["lowering"])
+        return n
+    g = no_x(g)
+    g["nodes"] = [node_(n) for n in g["nodes"]]
+    return g
 
 
 def seq(n, scale=1.0, offset=0.0):
@@ -526,14 +579,16 @@ def dump(m, directory):
     for f in m["files"]:
         lines.append(f"file {f['path']} {f['role']}")
     for gi, g in enumerate(m["graphs"]):
-        lines.append(f"graph {gi} {r_str(g['name'])} {len(g['nodes'])}")
+        lines.append(f"graph {gi} {r_str(g['name'])} {len(g['nodes'])} training={r_value(g.get('training', False))}")
         for i, n in enumerate(g["nodes"]):
             lines.append(f"node {gi} {i} {n['name']} {n['op']} {n['target']} args={r_value(L(*n['args']))} "
-                         f"kwargs={r_value(D(*n['kwargs'].items()))} meta={r_meta(n['meta'])}")
+                         f"kwargs={r_value(D(*n['kwargs'].items()))} meta={r_meta(n['meta'])} "
+                         f"overload={r_value(n.get('overload'))}")
             low = n["lowering"]
             if low is not None:
                 lines.append(f"lowering {gi} {n['name']} {low['module_type']} {low['version']} "
-                             f"{low['module_version']} attrs={r_value(D(*low['attrs'].items()))}")
+                             f"{low['module_version']} training={r_value(low.get('training', False))} "
+                             f"attrs={r_value(D(*low['attrs'].items()))}")
             if n["graph"] is not None:
                 lines.append(f"subgraph {gi} {n['name']} {n['graph']}")
     sig = m["signature"]
@@ -554,7 +609,24 @@ def dump(m, directory):
         b, e = header[t["key"]]["data_offsets"]
         digest = hashlib.sha256(data[8 + n + b:8 + n + e]).hexdigest()
         lines.append(f"tensor {t['name']} {t['dtype']} [{','.join(str(d) for d in t['shape'])}] {t['file']} "
-                     f"{t['key']} {digest}")
+                     f"{t['key']} {digest} kind={r_str(t.get('kind', ''))} "
+                     f"requires_grad={r_value(t.get('requires_grad', False))} "
+                     f"persistent={r_value(t.get('persistent', True))}")
+
+    def params(prefix, ps):
+        for j, q in enumerate(ps):
+            lines.append(f"{prefix} {j} {q['name']} {q['kind']} required={r_value(q['required'])} "
+                         f"default={r_value(q['default'])}")
+    for name, d in m.get("modules", {}).items():
+        lines.append(f"module {name} version={d['version']} attrs={len(d['attrs'])} forward={len(d['forward'])}")
+        for i, a in enumerate(d["attrs"]):
+            lines.append(f"module_attr {name} {i} {a['name']} {a['type']} {r_str(a['doc'])}")
+        params(f"module_param {name}", d["forward"])
+    for what in ("functions", "methods"):
+        for name, overloads in m.get(what, {}).items():
+            for i, o in enumerate(overloads):
+                lines.append(f"overload {what[:-1]} {name} {i} params={len(o['params'])} returns={r_str(o['returns'])}")
+                params(f"overload_param {what[:-1]} {name} {i}", o["params"])
     return "".join(line + "\n" for line in sorted(lines))
 
 
@@ -755,7 +827,7 @@ def format_major_2(p):
 
 @invalid("format.version")
 def format_minor_newer(p):
-    base(p, lambda m: m.update(format_version=[1, 1]))
+    base(p, lambda m: m.update(format_version=[1, 2]))
 
 
 # --- schema
@@ -1113,8 +1185,9 @@ def tolerance_value_only_dtype(p):
     base(p, lambda m: m["golden"]["tolerances"].update(C64={"rtol": 0.0, "atol": 0.0}))
 
 
-@invalid("tensor.shape")
+@invalid("schema.type")
 def meta_dim_above_int64(p):
+    """Section 10 (1.1): an int above INT64_MAX, in metadata too, is schema.type at step 4."""
     base(p, lambda m: graph0(m)[2].update(meta=MT("F32", [1 << 63])))
 
 
@@ -1225,6 +1298,466 @@ def leniencies():
 
 
 VALID.update({"devices": devices, "leniencies": leniencies})
+
+
+# ----------------------------------------------------------------------------------------------- format 1.1
+
+
+def P(name, kind="positional_or_keyword", default=None, required=True):
+    return {"name": name, "kind": kind, "default": default, "required": required}
+
+
+def AD(name, type_, doc="-"):
+    return {"name": name, "type": type_, "doc": doc}
+
+
+def MDECL(attrs, forward=None, version=1):
+    return {"version": version, "attrs": [AD(*a) for a in attrs], "forward": forward or [P("input")]}
+
+
+def OV(params, returns="Tensor"):
+    return {"params": params, "returns": returns}
+
+
+MODULE_DECLS = {
+    "torch.nn.Conv2d": MDECL([("in_channels", "int"), ("out_channels", "int"), ("kernel_size", "int[2]"),
+                              ("stride", "int[2]"), ("padding", "int[2]|enum(same,valid)"), ("dilation", "int[2]"),
+                              ("groups", "int"), ("padding_mode", "enum(zeros,reflect,replicate,circular)"),
+                              ("weight", "tensor"), ("bias", "tensor|none")]),
+    "torch.nn.ReLU": MDECL([("inplace", "bool", "whether the module works in place")]),
+    "torch.nn.Linear": MDECL([("in_features", "int"), ("out_features", "int"), ("weight", "tensor"),
+                              ("bias", "tensor|none")]),
+    "torch.nn.LayerNorm": MDECL([("normalized_shape", "int[]"), ("eps", "float"), ("elementwise_affine", "bool"),
+                                 ("weight", "tensor|none"), ("bias", "tensor|none")]),
+    "torch.nn.GELU": MDECL([("approximate", "enum(none,tanh)")]),
+    "torch.nn.MultiheadAttention": MDECL(
+        [("embed_dim", "int"), ("num_heads", "int"), ("batch_first", "bool"), ("in_proj_weight", "tensor|none"),
+         ("out_proj", "module", "the output projection (NonDynamicallyQuantizableLinear)")],
+        [P("query"), P("key"), P("value"), P("key_padding_mask", default=None, required=False),
+         P("need_weights", default=True, required=False)]),
+    "torch.nn.TransformerEncoderLayer": MDECL(
+        [("activation", "function|module"), ("norm_first", "bool"), ("self_attn", "module"), ("linear1", "module"),
+         ("norm1", "module")],
+        [P("src"), P("src_mask", default=None, required=False), P("is_causal", "keyword_only", False, False)]),
+    "torch.nn.TransformerEncoder": MDECL([("num_layers", "int"), ("layers.*", "module"), ("norm", "module|none")],
+                                         [P("src"), P("mask", default=None, required=False)]),
+    "fxlower_tests.Scaled": MDECL([("scale", "float|none"), ("shape", "int|int[2]"), ("dtype", "dtype"),
+                                   ("device", "device"), ("names", "str[]"), ("flags", "bool[2]")], version=3),
+}
+
+FUNCTION_DECLS = {
+    "operator.add": [OV([P("a", "positional_only"), P("b", "positional_only")], "Any")],
+    "torch.add": [OV([P("input"), P("other"), P("alpha", "keyword_only", 1, False)]),
+                  OV([P("input"), P("other", default=1, required=False)])],
+    "builtins.getattr": [OV([P("obj", "positional_only"), P("name", "positional_only"),
+                             P("default", "positional_only", None, False)], "Any")],
+    "torch.nn.functional.relu": [OV([P("input"), P("inplace", default=False, required=False)])],
+}
+
+METHOD_DECLS = {
+    "view": [OV([P("self"), P("dtype")]), OV([P("self"), P("size", "var_positional")])],
+    "size": [OV([P("self"), P("dim", default=None, required=False)], "int | torch.Size")],
+}
+
+
+def conv11():
+    """conv_relu in format 1.1: tensor kinds, module declarations, an overloaded function and a method."""
+    a = conv_relu()
+    a.version = (1, 1)
+    a.modules = copy.deepcopy({k: MODULE_DECLS[k] for k in ("torch.nn.Conv2d", "torch.nn.ReLU")})
+    a.functions = copy.deepcopy({"torch.add": FUNCTION_DECLS["torch.add"]})
+    a.methods = copy.deepcopy({"view": METHOD_DECLS["view"]})
+    g = a.graphs[0]["nodes"]
+    g.insert(3, node("add", "call_function", "torch.add", [N("act"), 1.0], {"alpha": 2}, MT("F32", [1, 4, 2, 2]),
+                     extra={"overload": 0}))
+    g.insert(4, node("flat", "call_method", "view", [N("add"), -1], meta=MT("F32", [16]), extra={"overload": 1}))
+    g[-1]["args"] = [N("act")]
+    finish(g)
+    return a
+
+
+def format_1_1():
+    """Every 1.1 addition: tensor kinds and state, function and module Values (child modules, '*' names,
+    activations), module declarations with every type form, overloads, the new Meta kinds, training flags and
+    Unicode/punctuated module paths."""
+    a = Art((1, 1))
+    a.add_tensor("enc.layers.0.self_attn.out_proj.weight", "F32", [4, 4], seq(16, 0.5), requires_grad=True)
+    a.add_tensor("enc.layers.0.self_attn.in_proj_weight", "F32", [12, 4], seq(48, 0.25))
+    a.add_tensor("enc.norm.weight", "F32", [4], [1.0, 1.0, 1.0, 1.0])
+    a.add_tensor("bn.num_batches_tracked", "I64", [], [7], persistent=False)
+    a.add_tensor("block1-0.layer 1.ü", "F32", [2], [0.5, 2.0], kind="constant")
+    a.add_tensor("golden/inputs/0", "F32", [2, 4], seq(8), "golden.safetensors", "golden")
+    a.add_tensor("golden/outputs/0", "F32", [2, 4], seq(8, 2.0), "golden.safetensors", "golden")
+    a.modules = copy.deepcopy({k: MODULE_DECLS[k] for k in (
+        "torch.nn.TransformerEncoder", "torch.nn.TransformerEncoderLayer", "torch.nn.MultiheadAttention",
+        "torch.nn.Linear", "torch.nn.LayerNorm", "torch.nn.GELU", "fxlower_tests.Scaled")})
+    a.functions = copy.deepcopy({k: FUNCTION_DECLS[k] for k in ("torch.add", "builtins.getattr",
+                                                                "torch.nn.functional.relu")})
+    a.methods = copy.deepcopy({k: METHOD_DECLS[k] for k in ("view", "size")})
+    a.modules["torch.nn.GELU"]["x-origin"] = "extension fields of schema objects are ignored"
+    a.methods["size"][0]["x-note"] = "here too"
+    enc = {
+        "num_layers": 2,
+        "layers.0": MOD("torch.nn.TransformerEncoderLayer"),
+        "layers.0.activation": FN("torch.nn.functional.relu"),
+        "layers.0.norm_first": False,
+        "layers.0.self_attn": MOD("torch.nn.MultiheadAttention"),
+        "layers.0.self_attn.embed_dim": 4,
+        "layers.0.self_attn.num_heads": 2,
+        "layers.0.self_attn.batch_first": True,
+        "layers.0.self_attn.in_proj_weight": T("enc.layers.0.self_attn.in_proj_weight"),
+        "layers.0.self_attn.out_proj": MOD("torch.nn.Linear"),
+        "layers.0.self_attn.out_proj.in_features": 4,
+        "layers.0.self_attn.out_proj.out_features": 4,
+        "layers.0.self_attn.out_proj.weight": T("enc.layers.0.self_attn.out_proj.weight"),
+        "layers.0.self_attn.out_proj.bias": None,
+        "layers.1": MOD("torch.nn.TransformerEncoderLayer"),
+        "layers.1.activation": MOD("torch.nn.GELU"),
+        "layers.1.activation.approximate": "tanh",
+        "norm": MOD("torch.nn.LayerNorm"),
+        "norm.normalized_shape": TU(4),
+        "norm.eps": 1e-05,
+        "norm.elementwise_affine": True,
+        "norm.weight": T("enc.norm.weight"),
+        "norm.bias": None,
+    }
+    scaled = {"scale": None, "shape": TU(2, 4), "dtype": DT("BF16"), "device": DEV("cpu"), "names": TU("a", "é"),
+              "flags": TU(True, False)}
+    root = finish([
+        node("x", "placeholder", "x", meta=MT("F32", [2, 4])),
+        node("enc", "call_module", "enc", [N("x")], {"mask": None}, MT("F32", [2, 4]),
+             lowering=lowering("torch.nn.TransformerEncoder", enc)),
+        node("const", "get_attr", "block1-0.layer 1.ü", meta=MT("F32", [2])),
+        node("scaled", "call_module", "block1-0.layer 1", [N("enc")], meta=MT("F32", [2, 4]),
+             lowering=lowering("fxlower_tests.Scaled", scaled, version=3, module_version=2)),
+        node("add", "call_function", "torch.add", [N("scaled"), N("enc")], {"alpha": 2}, MT("F32", [2, 4])),
+        node("dev", "call_function", "builtins.getattr", [N("add"), "device"], meta=ML("device")),
+        node("dt", "call_function", "builtins.getattr", [N("add"), "dtype"], meta=ML("dtype")),
+        node("lay", "call_function", "builtins.getattr", [N("add"), "layout"], meta=ML("layout")),
+        node("relu", "call_function", "torch.nn.functional.relu", [N("add")], meta=MT("F32", [2, 4])),
+        node("sz", "call_method", "size", [N("relu")], meta=ML("other")),
+        node("view", "call_method", "view", [N("relu"), 8], meta=MT("F32", [8])),
+        node("output", "output", "output", [TU(N("view"), N("dev"), N("dt"), N("lay"), N("sz"))]),
+    ])
+    root[1]["lowering"]["training"] = True
+    root[4]["overload"] = 0
+    root[10]["overload"] = 1
+    a.graphs = [{"name": "", "nodes": root, "training": True}]
+    a.signature = {"inputs": ["x"], "output": root[-1]["args"][0]}
+    a.golden = {"mode": "outputs", "file": "golden.safetensors", "inputs": [T("golden/inputs/0")],
+                "outputs": TU(T("golden/outputs/0"), DEV("cpu"), DT("F32"), LAY("strided"), TU(2, 4)),
+                "nodes": {}, "tolerances": {"F32": {"rtol": 1e-3, "atol": 1e-4}}}
+    return a
+
+
+def names_1_0():
+    """Section 3 names in a 1.0 file: module path components with '-', spaces and non-ASCII; a nested graph with
+    such a name; private keyword arguments (rejected only in 1.1 files)."""
+    a = Art()
+    a.add_tensor("block1-0.layer 1.ü", "F32", [2], [0.5, 2.0])
+    a.add_tensor("blöck 2.w", "F32", [2], [1.0, 3.0])
+    root = finish([
+        node("x", "placeholder", "x"),
+        node("c", "get_attr", "block1-0.layer 1.ü"),
+        node("sub", "call_module", "blöck 2", [N("x")], graph=1),
+        node("mul", "call_function", "operator.mul", [N("sub"), N("c")], {"_stacklevel": 2}),
+        node("output", "output", "output", [N("mul")]),
+    ])
+    sub = finish([
+        node("inp", "placeholder", "inp"),
+        node("w", "get_attr", "w"),
+        node("m", "call_function", "operator.mul", [N("inp"), N("w")]),
+        node("output", "output", "output", [N("m")]),
+    ])
+    a.graphs = [{"name": "", "nodes": root}, {"name": "blöck 2", "nodes": sub}]
+    a.signature = {"inputs": ["x"], "output": N("mul")}
+    return a
+
+
+VALID.update({"conv11": conv11, "format_1_1": format_1_1, "names_1_0": names_1_0})
+
+
+def base11(p, mutate):
+    return base(p, mutate, conv11())
+
+
+def base_full(p, mutate):
+    return base(p, mutate, format_1_1())
+
+
+def enc_attrs(m):
+    return graph0(m)[1]["lowering"]["attrs"]
+
+
+# --- 1.1 tensor state
+@invalid("schema.type")
+def v11_tensor_kind_unknown(p):
+    base11(p, lambda m: m["tensors"][0].update(kind="weight"))
+
+
+@invalid("schema.type")
+def v11_tensor_kind_empty(p):
+    base11(p, lambda m: m["tensors"][0].update(kind=""))
+
+
+@invalid("schema.type")
+def v11_requires_grad_on_buffer(p):
+    base_full(p, lambda m: [t.update(requires_grad=True) for t in m["tensors"] if t["kind"] == "buffer"])
+
+
+@invalid("schema.type")
+def v11_non_persistent_parameter(p):
+    base11(p, lambda m: m["tensors"][0].update(persistent=False))
+
+
+@invalid("schema.type")
+def v11_requires_grad_not_bool(p):
+    base11(p, lambda m: m["tensors"][0].update(requires_grad=1))
+
+
+@invalid("schema.type")
+def v11_lowering_training_not_bool(p):
+    base11(p, lambda m: graph0(m)[1]["lowering"].update(training=None))
+
+
+@invalid("schema.type")
+def v11_graph_training_not_bool(p):
+    base11(p, lambda m: m["graphs"][0].update(training=0))
+
+
+# --- 1.1 declarations (schema and use)
+@invalid("schema.type")
+def v11_modules_not_a_map(p):
+    base11(p, lambda m: m.update(modules=[]))
+
+
+@invalid("schema.unknown_field")
+def v11_module_decl_unknown_field(p):
+    base11(p, lambda m: m["modules"]["torch.nn.ReLU"].update(rule="x"))
+
+
+@invalid("schema.missing_field")
+def v11_module_decl_missing_version(p):
+    base11(p, lambda m: m["modules"]["torch.nn.ReLU"].pop("version"))
+
+
+@invalid("schema.missing_field")
+def v11_param_missing_required(p):
+    base11(p, lambda m: m["functions"]["torch.add"][0]["params"][0].pop("required"))
+
+
+@invalid("schema.type")
+def v11_attr_type_grammar(p):
+    base11(p, lambda m: m["modules"]["torch.nn.ReLU"]["attrs"][0].update(type="int[2"))
+
+
+@invalid("schema.type")
+def v11_attr_type_unknown_word(p):
+    base11(p, lambda m: m["modules"]["torch.nn.ReLU"]["attrs"][0].update(type="bool|integer"))
+
+
+@invalid("schema.type")
+def v11_param_kind_unknown(p):
+    base11(p, lambda m: m["methods"]["view"][1]["params"][1].update(kind="varargs"))
+
+
+@invalid("schema.type")
+def v11_required_param_with_default(p):
+    base11(p, lambda m: m["functions"]["torch.add"][0]["params"][0].update(default=1))
+
+
+@invalid("graph.reference")
+def v11_param_default_node_reference(p):
+    base11(p, lambda m: m["functions"]["torch.add"][1]["params"][1].update(default=N("x")))
+
+
+@invalid("schema.name")
+def v11_param_name_not_identifier(p):
+    base11(p, lambda m: m["functions"]["torch.add"][0]["params"][0].update(name="in put"))
+
+
+@invalid("graph.target")
+def v11_function_not_declared(p):
+    base11(p, lambda m: m.update(functions={}))
+
+
+@invalid("graph.target")
+def v11_method_not_declared(p):
+    base11(p, lambda m: m.update(methods={"size": copy.deepcopy(METHOD_DECLS["size"])}))
+
+
+@invalid("graph.structure")
+def v11_overload_out_of_range(p):
+    base11(p, lambda m: graph0(m)[4].update(overload=2))
+
+
+@invalid("graph.structure")
+def v11_overload_negative(p):
+    base11(p, lambda m: graph0(m)[3].update(overload=-1))
+
+
+@invalid("graph.structure")
+def v11_overload_missing(p):
+    base11(p, lambda m: graph0(m)[3].update(overload=None))
+
+
+@invalid("graph.structure")
+def v11_overload_on_call_module(p):
+    base11(p, lambda m: graph0(m)[1].update(overload=0))
+
+
+@invalid("schema.name")
+def v11_private_kwarg(p):
+    base11(p, lambda m: graph0(m)[3]["kwargs"].update(_stacklevel=2))
+
+
+@invalid("schema.name")
+def v11_extension_key_in_kwargs(p):
+    """Section K: keys of {str: T} fields are data, never extensions."""
+    base11(p, lambda m: graph0(m)[3]["kwargs"].update({"x-note": 1}))
+
+
+# --- 1.1 lowering attributes against declarations
+@invalid("lowering.attr")
+def v11_attr_not_declared(p):
+    base11(p, lambda m: graph0(m)[1]["lowering"]["attrs"].update(color="red"))
+
+
+@invalid("lowering.attr")
+def v11_extension_key_in_attrs(p):
+    base11(p, lambda m: graph0(m)[1]["lowering"]["attrs"].update({"x-note": "data"}))
+
+
+@invalid("lowering.attr")
+def v11_attr_list_for_tuple(p):
+    base11(p, lambda m: graph0(m)[1]["lowering"]["attrs"].update(stride=L(2, 2)))
+
+
+@invalid("lowering.attr")
+def v11_attr_tuple_wrong_length(p):
+    base11(p, lambda m: graph0(m)[1]["lowering"]["attrs"].update(stride=TU(2, 2, 2)))
+
+
+@invalid("lowering.attr")
+def v11_attr_enum_word_unknown(p):
+    base11(p, lambda m: graph0(m)[1]["lowering"]["attrs"].update(padding_mode="mirror"))
+
+
+@invalid("lowering.attr")
+def v11_attr_int_for_float(p):
+    base_full(p, lambda m: enc_attrs(m).update({"norm.eps": 1}))
+
+
+@invalid("lowering.attr")
+def v11_attr_str_for_function(p):
+    """Section A: a plain str is a string, never a function."""
+    base_full(p, lambda m: enc_attrs(m).update({"layers.0.activation": "torch.nn.functional.relu"}))
+
+
+@invalid("lowering.attr")
+def v11_attr_none_for_bool(p):
+    base11(p, lambda m: graph0(m)[1]["lowering"]["attrs"].update(inplace=None))
+
+
+@invalid("lowering.attr")
+def v11_module_type_not_declared(p):
+    base11(p, lambda m: m["modules"].pop("torch.nn.ReLU"))
+
+
+@invalid("lowering.attr")
+def v11_module_value_type_not_declared(p):
+    base_full(p, lambda m: m["modules"].pop("torch.nn.Linear"))
+
+
+@invalid("lowering.attr")
+def v11_child_attr_under_none(p):
+    def mut(m):
+        enc_attrs(m).update({"norm": None})
+    base_full(p, mut)
+
+
+@invalid("lowering.attr")
+def v11_star_needs_decimal_index(p):
+    base_full(p, lambda m: enc_attrs(m).update({"layers.01": MOD("torch.nn.TransformerEncoderLayer")}))
+
+
+@invalid("lowering.attr")
+def v11_child_attr_not_declared(p):
+    base_full(p, lambda m: enc_attrs(m).update({"layers.0.self_attn.out_proj.scale": 1.0}))
+
+
+@invalid("schema.type")
+def v11_function_value_not_dotted(p):
+    base_full(p, lambda m: enc_attrs(m).update({"layers.0.activation": FN("relu")}))
+
+
+@invalid("schema.type")
+def v11_module_value_empty(p):
+    base_full(p, lambda m: enc_attrs(m).update({"layers.1": MOD("")}))
+
+
+@invalid("schema.type")
+def v11_meta_kind_unknown(p):
+    base_full(p, lambda m: graph0(m)[5].update(meta=ML("stream")))
+
+
+# --- names (section 3, also 1.0) and order (section 10)
+@invalid("graph.target")
+def get_attr_target_with_quote(p):
+    a = names_1_0()
+    a.graphs[0]["nodes"][1]["target"] = 'block1-0.layer "1".ü'
+    a.write(p)
+
+
+@invalid("schema.name")
+def graph_name_empty_component(p):
+    a = names_1_0()
+    a.graphs[1]["name"] = "blöck 2..x"
+    a.write(p)
+
+
+# --- order of the 1.1 checks (each vector has two faults; the code is the one reported first)
+@invalid("schema.type")
+def v11_order_declarations_before_graphs(p):
+    """Declarations are checked at the start of step 8, before graph 0's nodes."""
+    def mut(m):
+        m["methods"]["view"][0]["params"][0]["kind"] = "self"
+        m["functions"] = {}
+    base11(p, mut)
+
+
+@invalid("artifact.extra_file")
+def v11_order_extra_file_before_tensor_kind(p):
+    """Tensor kinds are checked in step 6 (the table), after the directory's entries (step 5)."""
+    base11(p, lambda m: m["tensors"][0].update(kind="weight"))
+    with open(os.path.join(p, "notes.txt"), "w") as f:
+        f.write("x")
+
+
+@invalid("tensor.reference")
+def v11_order_attr_values_before_declarations(p):
+    """A record's Values are all decoded before its attributes are checked against the declarations."""
+    def mut(m):
+        attrs = graph0(m)[1]["lowering"]["attrs"]
+        attrs["color"] = "red"
+        attrs["bias"] = T("nope")
+    base11(p, mut)
+
+
+@invalid("lowering.attr")
+def v11_order_attrs_before_overload(p):
+    """In one node, the lowering record (step 8's lowering) comes before the overload (the last field)."""
+    def mut(m):
+        graph0(m)[1]["lowering"]["attrs"]["color"] = "red"
+        graph0(m)[1]["overload"] = 3
+    base11(p, mut)
+
+
+@invalid("schema.type")
+def uint64_in_args_before_missing_file(p):
+    """Section 10: an int above INT64_MAX anywhere, Values included, is schema.type at step 4, before files."""
+    m = base11(p, lambda m: graph0(m)[3]["args"].append(1 << 63))
+    os.remove(os.path.join(p, "golden.safetensors"))
 
 
 # ----------------------------------------------------------------------------------------------- main

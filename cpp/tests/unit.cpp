@@ -131,6 +131,39 @@ void test_conversions() {
   CHECK(std::isinf(fxlower::float8_e5m2_to_float(0x7c)) && std::isinf(fxlower::float8_e5m2_to_float(0xfc)));
   CHECK(fxlower::float8_e5m2_to_float(0xfc) < 0);
   CHECK(std::isnan(fxlower::float8_e5m2_to_float(0x7d)) && std::isnan(fxlower::float8_e5m2_to_float(0xff)));
+  // float -> half / bfloat16, round to nearest even (values worked out by hand from the IEEE layouts).
+  CHECK_EQ(fxlower::float_to_half(1.0f), 0x3c00);
+  CHECK_EQ(fxlower::float_to_half(-2.0f), 0xc000);
+  CHECK_EQ(fxlower::float_to_half(65504.0f), 0x7bff);
+  CHECK_EQ(fxlower::float_to_half(65519.0f), 0x7bff);  // below the midpoint 65520
+  CHECK_EQ(fxlower::float_to_half(65520.0f), 0x7c00);  // the midpoint ties to the even (infinite) neighbour
+  CHECK_EQ(fxlower::float_to_half(1e10f), 0x7c00);
+  CHECK_EQ(fxlower::float_to_half(-std::numeric_limits<float>::infinity()), 0xfc00);
+  CHECK_EQ(fxlower::float_to_half(1.0f / 3.0f), 0x3555);
+  CHECK_EQ(fxlower::float_to_half(std::ldexp(1.0f, -24)), 0x0001);
+  CHECK_EQ(fxlower::float_to_half(std::ldexp(1.0f, -25)), 0x0000);  // half the smallest subnormal: ties to even 0
+  CHECK_EQ(fxlower::float_to_half(std::ldexp(3.0f, -26)), 0x0001);  // 0.75 of it rounds up
+  CHECK_EQ(fxlower::float_to_half(std::ldexp(3.0f, -25)), 0x0002);  // 1.5 ties to even 2
+  CHECK_EQ(fxlower::float_to_half(std::ldexp(1023.5f, -24)), 0x0400);  // rounds up into the smallest normal
+  CHECK_EQ(fxlower::float_to_half(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie: even mantissa 0
+  CHECK_EQ(fxlower::float_to_half(1.0f + std::ldexp(3.0f, -11)), 0x3c02);  // tie: even mantissa 2
+  CHECK_EQ(fxlower::float_to_half(-0.0f), 0x8000);
+  CHECK(std::isnan(fxlower::half_to_float(fxlower::float_to_half(std::nanf("")))));
+  CHECK_EQ(fxlower::float_to_bfloat16(1.0f), 0x3f80);
+  CHECK_EQ(fxlower::float_to_bfloat16(3.14159265f), 0x4049);
+  CHECK_EQ(fxlower::float_to_bfloat16(1.00390625f), 0x3f80);  // tie: even
+  CHECK_EQ(fxlower::float_to_bfloat16(1.01171875f), 0x3f82);  // tie: even
+  CHECK(std::isnan(fxlower::bfloat16_to_float(fxlower::float_to_bfloat16(std::nanf("")))));
+  // Every half and bfloat16 code survives the round trip (NaNs stay NaNs).
+  int half_bad = 0, bf_bad = 0;
+  for (std::uint32_t c = 0; c < 0x10000; ++c) {
+    const auto h = static_cast<std::uint16_t>(c);
+    const float f = fxlower::half_to_float(h), b = fxlower::bfloat16_to_float(h);
+    half_bad += std::isnan(f) ? !std::isnan(fxlower::half_to_float(fxlower::float_to_half(f))) : fxlower::float_to_half(f) != h;
+    bf_bad += std::isnan(b) ? !std::isnan(fxlower::bfloat16_to_float(fxlower::float_to_bfloat16(b))) : fxlower::float_to_bfloat16(b) != h;
+  }
+  CHECK_EQ(half_bad, 0);
+  CHECK_EQ(bf_bad, 0);
   // dtype table
   CHECK_EQ(fxlower::dtype_itemsize(fxlower::DType::BF16), 2u);
   CHECK_EQ(fxlower::dtype_itemsize(fxlower::DType::C128), 16u);
@@ -324,6 +357,49 @@ void test_msgpack_memory_cap() {
 #endif
 }
 
+// ------------------------------------------------------------------------------------------------ 1.1 types
+
+void test_attr_types() {
+  using fxlower::AttrType;
+  using fxlower::Value;
+  std::string why;
+  const auto t = AttrType::parse("int[2]|enum(same,valid)", &why);
+  CHECK(t.has_value());
+  CHECK_EQ(t->alternatives().size(), 2u);
+  CHECK(t->accepts(Value::tuple({Value::integer(1), Value::integer(2)})));
+  CHECK(!t->accepts(Value::tuple({Value::integer(1)})));
+  CHECK(!t->accepts(Value::list({Value::integer(1), Value::integer(2)})));
+  CHECK(!t->accepts(Value::tuple({Value::integer(1), Value::floating(2.0)})));
+  CHECK(t->accepts(Value::string("same")) && !t->accepts(Value::string("full")));
+  CHECK(!t->accepts(Value::integer(1)));
+  const auto any = AttrType::parse("str[]|none");
+  CHECK(any && any->accepts(Value::tuple({})) && any->accepts(Value::nil()) && !any->accepts(Value::tuple({Value::integer(1)})));
+  const auto fm = AttrType::parse("function|module");
+  CHECK(fm && fm->allows_module() && fm->accepts(Value::function("torch.relu")) && fm->accepts(Value::module("torch.nn.ReLU")));
+  CHECK(!fm->accepts(Value::string("torch.relu")));  // a str is never a function
+  const auto f = AttrType::parse("float");
+  CHECK(f && f->accepts(Value::floating(1.0)) && !f->accepts(Value::integer(1)) && !f->accepts(Value::boolean(true)));
+  const auto i = AttrType::parse("int");
+  CHECK(i && !i->accepts(Value::boolean(true)));
+  const auto dd = AttrType::parse("dtype|device|tensor|bool");
+  CHECK(dd && dd->accepts(Value::dtype(fxlower::DType::F16)) && dd->accepts(Value::device("cpu")) &&
+        dd->accepts(Value::tensor("w")) && dd->accepts(Value::boolean(false)));
+  for (const char* bad : {"", "int[2", "integer", "int|", "|int", "enum()", "enum(a,)", "enum(a b)", "tensor[2]",
+                          "int[02]", "Int", "int [2]", "enum(a", "int[2]x", "function[]"}) {
+    why.clear();
+    check(!AttrType::parse(bad, &why) && !why.empty(), std::string("type ") + bad + " is rejected with a reason", __LINE__);
+  }
+  CHECK(fxlower::detail::attr_name_matches("layers.*", "layers.0"));
+  CHECK(fxlower::detail::attr_name_matches("layers.*", "layers.10"));
+  CHECK(!fxlower::detail::attr_name_matches("layers.*", "layers.01"));
+  CHECK(!fxlower::detail::attr_name_matches("layers.*", "layers.x"));
+  CHECK(!fxlower::detail::attr_name_matches("layers.*", "layers.0.weight"));
+  CHECK(fxlower::detail::is_attr_path("block1-0.layer 1.\xc3\xbc"));
+  CHECK(!fxlower::detail::is_attr_path("a.__dict__") && !fxlower::detail::is_attr_path("a\"b") &&
+        !fxlower::detail::is_attr_path("a\\b") && !fxlower::detail::is_attr_path("a..b") &&
+        !fxlower::detail::is_attr_path("a\tb") && !fxlower::detail::is_attr_path(""));
+}
+
 // ------------------------------------------------------------------------------------------------ artifacts
 
 std::string read_file(const std::string& p) {
@@ -429,6 +505,89 @@ void test_everything(const std::string& dir) {
   CHECK_EQ(code_of([] { fxlower::Artifact().root(); }), "api.not_found");
 }
 
+void test_format_1_1(const std::string& dir) {
+  const fxlower::Artifact a = fxlower::load(dir + "/valid/format_1_1");
+  CHECK_EQ(a.format_minor(), 1);
+  CHECK_EQ(a.compute_digest(), a.digest());
+  CHECK(a.root().training);
+  // Tensor state.
+  const auto& w = a.tensor_at("enc.layers.0.self_attn.out_proj.weight");
+  CHECK(w.kind == fxlower::TensorKind::parameter && w.requires_grad && w.persistent);
+  const auto& nbt = a.tensor_at("bn.num_batches_tracked");
+  CHECK(nbt.kind == fxlower::TensorKind::buffer && !nbt.requires_grad && !nbt.persistent);
+  CHECK(a.tensor_at("block1-0.layer 1.\xc3\xbc").kind == fxlower::TensorKind::constant);
+  CHECK(a.tensor_at("golden/inputs/0").kind == fxlower::TensorKind::golden);
+  CHECK_EQ(std::string(fxlower::tensor_kind_name(nbt.kind)), "buffer");
+  // Lowering records: module and function Values, training.
+  const fxlower::Node& enc = a.root().node_at("enc");
+  CHECK(enc.lowering->training);
+  CHECK(!enc.overload);
+  CHECK_EQ(enc.lowering->attr_at("layers.0").module_type(), "torch.nn.TransformerEncoderLayer");
+  CHECK(enc.lowering->attr_at("layers.0").kind() == fxlower::ValueKind::module);
+  CHECK_EQ(enc.lowering->attr_at("layers.0.activation").function_name(), "torch.nn.functional.relu");
+  CHECK_EQ(enc.lowering->attr_at("layers.0.activation").repr(), "function(torch.nn.functional.relu)");
+  CHECK_EQ(enc.lowering->attr_at("layers.1.activation").repr(), "module(torch.nn.GELU)");
+  CHECK_EQ(code_of([&] { enc.lowering->attr_at("num_layers").function_name(); }), "api.kind");
+  CHECK(a.root().node_at("scaled").target == "block1-0.layer 1");
+  // Overloads.
+  const fxlower::Node& add = a.root().node_at("add");
+  CHECK(add.overload && *add.overload == 0);
+  const auto ov = a.overload_of(add);
+  CHECK(ov.has_value() && ov->params.size() == 3 && ov->params[2].name == "alpha");
+  CHECK(ov->params[2].kind == fxlower::ParamKind::keyword_only && !ov->params[2].required &&
+        ov->params[2].default_value.as_int() == 1);
+  const fxlower::Node& view = a.root().node_at("view");
+  CHECK(view.overload && *view.overload == 1);
+  CHECK(a.overload_of(view)->params[1].kind == fxlower::ParamKind::var_positional);
+  CHECK(!a.overload_of(enc));
+  CHECK(!a.find_function("torch.mul"));
+  CHECK_EQ(a.find_method("size")->at(0).returns, "int | torch.Size");
+  // Module declarations.
+  const auto te = a.find_module("torch.nn.TransformerEncoder");
+  CHECK(te.has_value() && te->version == 1 && te->forward.size() == 2);
+  CHECK_EQ(te->find_attr("layers.3")->name, "layers.*");
+  CHECK(!te->find_attr("layers.03") && !te->find_attr("layers"));
+  CHECK(te->find_attr("norm")->parsed.allows_module());
+  const auto sc = a.find_module("fxlower_tests.Scaled");
+  CHECK(sc && sc->version == 3 && sc->attrs.size() == 6);
+  CHECK_EQ(a.modules().size(), 7u);
+  CHECK(!a.find_module("torch.nn.Conv2d"));
+  // New Meta kinds.
+  CHECK(a.root().node_at("dev").meta->kind == fxlower::MetaKind::device);
+  CHECK(a.root().node_at("dt").meta->kind == fxlower::MetaKind::dtype);
+  CHECK_EQ(a.root().node_at("lay").meta->repr(), "layout");
+  // 1.0 files: empty declarations, kinds unspecified, the 1.0 rule through effective_kind.
+  const fxlower::Artifact old = fxlower::load(dir + "/valid/everything");
+  CHECK(old.modules().empty() && old.functions().empty() && old.methods().empty());
+  CHECK(old.tensor_at("conv.weight").kind == fxlower::TensorKind::unspecified);
+  CHECK(old.tensor_at("conv.weight").effective_kind(false) == fxlower::TensorKind::parameter);
+  CHECK(old.tensor_at("dtypes.I64").effective_kind(false) == fxlower::TensorKind::buffer);
+  CHECK(old.tensor_at("golden/inputs/0").effective_kind(true) == fxlower::TensorKind::golden);
+  CHECK(!old.root().node_at("relu").overload);
+  // Error messages name the attribute, the found value and the declared type.
+  try {
+    fxlower::load(dir + "/invalid/v11_attr_tuple_wrong_length");
+    CHECK(false);
+  } catch (const fxlower::Error& e) {
+    CHECK_EQ(e.code(), "lowering.attr");
+    CHECK_EQ(e.where(), "manifest.msgpack: graphs[0].nodes[1].lowering.attrs.stride");
+    CHECK(std::string(e.message()).find("(2, 2, 2), not of the declared type int[2]") != std::string::npos);
+  }
+  // A standalone safetensors file through the reader's strict code.
+  const fxlower::SafetensorsFile st = fxlower::read_safetensors(dir + "/valid/conv_relu/weights.safetensors");
+  CHECK_EQ(st.entries().size(), 2u);
+  CHECK(st.find("conv.bias") && st.find("conv.bias")->nbytes == 16 && st.find("conv.bias")->shape == std::vector<std::int64_t>{4});
+  float b3;
+  std::memcpy(&b3, st.find("conv.bias")->data + 12, 4);
+  CHECK(b3 == 1.0f);
+  CHECK_EQ(code_of([&] { fxlower::read_safetensors(dir + "/invalid/header_duplicate_key/weights.safetensors"); }),
+           "safetensors.header");
+  CHECK_EQ(code_of([&] { fxlower::read_safetensors(dir + "/invalid/layout_trailing_bytes/weights.safetensors"); }),
+           "safetensors.layout");
+  CHECK_EQ(code_of([&] { fxlower::read_safetensors(dir + "/no-such.safetensors"); }), "artifact.missing");
+  CHECK_EQ(code_of([&] { fxlower::read_safetensors(dir + "/valid"); }), "artifact.not_regular");
+}
+
 void test_load_errors(const std::string& dir) {
   const auto load_code = [](const std::string& p, fxlower::LoadOptions o = {}) {
     return code_of([&] { fxlower::load(p, o).verify_all(); });
@@ -532,7 +691,8 @@ void test_mutations(const std::string& dir) {
 
 void test_dumps(const std::string& dir, const std::string& dump_tool) {
   // The C++ dump tool against the Python reference renderer of make_artifacts.py.
-  for (const char* name : {"conv_relu", "minimal", "everything", "empty_golden_tensors", "devices", "leniencies"}) {
+  for (const char* name : {"conv_relu", "minimal", "everything", "empty_golden_tensors", "devices", "leniencies",
+                           "conv11", "format_1_1", "names_1_0"}) {
     const std::string out = dir + "/dumps/" + name + ".cpp.txt";
     const std::string cmd = "'" + dump_tool + "' '" + dir + "/valid/" + name + "' > '" + out + "'";
     const int rc = std::system(cmd.c_str());
@@ -550,9 +710,11 @@ int main(int argc, char** argv) {
   test_value_rendering();
   test_msgpack();
   test_msgpack_memory_cap();
+  test_attr_types();
   if (argc >= 2) {
     try {
       test_everything(argv[1]);
+      test_format_1_1(argv[1]);
       test_load_errors(argv[1]);
       test_truncated_after_load(argv[1]);
       test_mutations(argv[1]);

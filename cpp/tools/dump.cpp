@@ -8,20 +8,29 @@
 //   producer <str name> <str version> <str torch>
 //   digest <digest>                                              the manifest's digest field, as written
 //   file <path> <role>                                           per files[] entry
-//   graph <gi> <str name> <node count>                           per graph; gi = index in graphs
-//   node <gi> <i> <name> <op> <target> args=<list> kwargs=<dict> meta=<meta>
+//   graph <gi> <str name> <node count> training=<bool>           per graph; gi = index in graphs
+//   node <gi> <i> <name> <op> <target> args=<list> kwargs=<dict> meta=<meta> overload=<int or None>
 //                                                                per node; i = index in its graph; args is the
 //                                                                list of Values rendered as a list Value, kwargs
 //                                                                as a dict Value with str keys
-//   lowering <gi> <name> <module_type> <version> <module_version> attrs=<dict>
+//   lowering <gi> <name> <module_type> <version> <module_version> training=<bool> attrs=<dict>
 //                                                                per node with a lowering record
 //   subgraph <gi> <name> <graph index>                           per node with a non-nil graph field
 //   signature inputs=<list of str> output=<value>
 //   golden <mode> <file> inputs=<list> outputs=<value>           only when golden is not nil
 //   golden_node <name> <value>                                   per golden.nodes entry
 //   tolerance <dtype> <float rtol> <float atol>                  per golden.tolerances entry
-//   tensor <name> <dtype> <shape> <file> <key> <sha256>          per tensor table entry; sha256 is recomputed
+//   tensor <name> <dtype> <shape> <file> <key> <sha256> kind=<str> requires_grad=<bool> persistent=<bool>
+//                                                                per tensor table entry; sha256 is recomputed
 //                                                                from the stored bytes (lowercase hex)
+//   module <type> version=<int> attrs=<count> forward=<count>   per modules entry (1.1)
+//   module_attr <type> <i> <name> <attr type> <str doc>          per AttrDecl
+//   module_param <type> <j> <name> <kind> required=<bool> default=<value>
+//                                                                per forward Param
+//   overload <function|method> <name> <i> params=<count> returns=<str>
+//                                                                per Overload of functions / methods (1.1)
+//   overload_param <function|method> <name> <i> <j> <name> <kind> required=<bool> default=<value>
+//                                                                per Param of an Overload
 //
 // Names, targets, op, module_type, paths, roles, mode and dtype codes are written as they are (not quoted);
 // <str x> is a str Value rendering. Ints are decimal. <shape> is "[d0,d1]" (no spaces; "[]" for 0-d).
@@ -32,8 +41,10 @@
 //           (a,), () | dict {k: v, k2: v2} with keys rendered as Values | slice slice(a, b, c) | ellipsis ...
 //           | complex complex(re, im) with float reprs | dtype dtype(F32) | device device(cuda:0)
 //           | memory_format memory_format(channels_last) | layout layout(strided)
+//           | function function(torch.nn.functional.relu) | module module(torch.nn.Linear)
 // Meta:     nil None | tensor(F32,[1,3]) | tuple(m1, m2) | list(m1, m2) | dict(k: m, k2: m2) | int | float |
-//           bool | str | none | other        (a msgpack float32 renders as the double it widens to)
+//           bool | str | none | other | device | dtype | memory_format | layout
+//           (a msgpack float32 renders as the double it widens to)
 //
 // Exit status: 0 ok, 1 the artifact is invalid ("error: [code] message" on stderr), 2 usage.
 #include <fxlower/fxlower.hpp>
@@ -67,6 +78,15 @@ std::string str_list(const std::vector<std::string>& v) {
   return fxlower::Value::list(std::move(items)).repr();
 }
 
+const char* py_bool(bool b) { return b ? "True" : "False"; }
+
+void param_lines(std::vector<std::string>& lines, const std::string& prefix, const std::vector<fxlower::Param>& ps) {
+  for (std::size_t j = 0; j < ps.size(); ++j)
+    lines.push_back(prefix + " " + std::to_string(j) + " " + ps[j].name + " " +
+                    std::string(fxlower::param_kind_name(ps[j].kind)) + " required=" + py_bool(ps[j].required) +
+                    " default=" + ps[j].default_value.repr());
+}
+
 std::vector<std::string> dump_lines(const fxlower::Artifact& a) {
   using fxlower::quote_str;
   std::vector<std::string> lines;
@@ -77,16 +97,18 @@ std::vector<std::string> dump_lines(const fxlower::Artifact& a) {
   for (const auto& f : a.files()) lines.push_back("file " + f.path + " " + std::string(fxlower::file_role_name(f.role)));
   for (const auto& g : a.graphs()) {
     const std::string gi = std::to_string(g.index);
-    lines.push_back("graph " + gi + " " + quote_str(g.name) + " " + std::to_string(g.nodes.size()));
+    lines.push_back("graph " + gi + " " + quote_str(g.name) + " " + std::to_string(g.nodes.size()) + " training=" +
+                    py_bool(g.training));
     for (const auto& n : g.nodes) {
       lines.push_back("node " + gi + " " + std::to_string(n.index) + " " + n.name + " " +
                       std::string(fxlower::op_name(n.op)) + " " + n.target + " args=" +
                       fxlower::Value::list(n.args).repr() + " kwargs=" + kv_dict(n.kwargs) +
-                      " meta=" + (n.meta ? n.meta->repr() : std::string("None")));
+                      " meta=" + (n.meta ? n.meta->repr() : std::string("None")) +
+                      " overload=" + (n.overload ? std::to_string(*n.overload) : std::string("None")));
       if (n.lowering)
         lines.push_back("lowering " + gi + " " + n.name + " " + n.lowering->module_type + " " +
                         std::to_string(n.lowering->version) + " " + std::to_string(n.lowering->module_version) +
-                        " attrs=" + kv_dict(n.lowering->attrs));
+                        " training=" + py_bool(n.lowering->training) + " attrs=" + kv_dict(n.lowering->attrs));
       if (n.graph) lines.push_back("subgraph " + gi + " " + n.name + " " + std::to_string(*n.graph));
     }
   }
@@ -101,20 +123,68 @@ std::vector<std::string> dump_lines(const fxlower::Artifact& a) {
   }
   for (const auto& t : a.tensors())
     lines.push_back("tensor " + t.name + " " + std::string(fxlower::dtype_name(t.dtype)) + " " + shape_str(t.shape) +
-                    " " + t.file + " " + t.key + " " + t.compute_sha256());
+                    " " + t.file + " " + t.key + " " + t.compute_sha256() + " kind=" +
+                    quote_str(fxlower::tensor_kind_name(t.kind)) + " requires_grad=" + py_bool(t.requires_grad) +
+                    " persistent=" + py_bool(t.persistent));
+  for (const auto& [type, d] : a.modules()) {
+    lines.push_back("module " + type + " version=" + std::to_string(d.version) + " attrs=" + std::to_string(d.attrs.size()) +
+                    " forward=" + std::to_string(d.forward.size()));
+    for (std::size_t i = 0; i < d.attrs.size(); ++i)
+      lines.push_back("module_attr " + type + " " + std::to_string(i) + " " + d.attrs[i].name + " " + d.attrs[i].type +
+                      " " + quote_str(d.attrs[i].doc));
+    param_lines(lines, "module_param " + type, d.forward);
+  }
+  for (int which = 0; which < 2; ++which) {
+    const std::string what = which == 0 ? "function" : "method";
+    for (const auto& [name, list] : which == 0 ? a.functions() : a.methods())
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        lines.push_back("overload " + what + " " + name + " " + std::to_string(i) + " params=" +
+                        std::to_string(list[i].params.size()) + " returns=" + quote_str(list[i].returns));
+        param_lines(lines, "overload_param " + what + " " + name + " " + std::to_string(i), list[i].params);
+      }
+  }
   std::sort(lines.begin(), lines.end());
   return lines;
 }
 
 }  // namespace
 
+const char* const kHelp =
+    "usage: fxlower-dump [--non-strict] DIR\n"
+    "\n"
+    "Loads the artifact in DIR with the C++ reader and prints its canonical dump: one line per fact (format,\n"
+    "producer, files, graphs, nodes, lowering records, signature, golden data, tensors with the SHA-256 of their\n"
+    "stored bytes, module declarations and overloads), sorted by bytes. fxlower/dump.py prints the same bytes from\n"
+    "the Python loader; cpp/DUMP.md is the grammar.\n"
+    "\n"
+    "options:\n"
+    "  --non-strict  ignore directory entries the manifest does not list (they are never opened)\n"
+    "  -h, --help    print this help and exit\n"
+    "\n"
+    "exit status: 0 dumped, 1 the artifact is invalid (\"error: [code] where: message\" on stderr), 2 usage\n";
+
 int main(int argc, char** argv) {
-  if (argc != 2 || std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help") {
-    std::fprintf(stderr, "usage: fxlower-dump DIR\n");
+  fxlower::LoadOptions opts;
+  std::string dir;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::fputs(kHelp, stdout);
+      return 0;
+    }
+    if (arg == "--non-strict") opts.strict = false;
+    else if ((arg.empty() || arg[0] != '-') && dir.empty()) dir = arg;
+    else {
+      std::fprintf(stderr, "fxlower-dump: unexpected argument %s\n%s", arg.c_str(), kHelp);
+      return 2;
+    }
+  }
+  if (dir.empty()) {
+    std::fputs(kHelp, stderr);
     return 2;
   }
   try {
-    const fxlower::Artifact a = fxlower::load(argv[1]);
+    const fxlower::Artifact a = fxlower::load(dir, opts);
     std::string out;
     for (const std::string& line : dump_lines(a)) out += line + "\n";
     std::fwrite(out.data(), 1, out.size(), stdout);

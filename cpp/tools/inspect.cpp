@@ -1,7 +1,8 @@
 // fxlower-inspect [--nodes] [--verify] [--json] [--non-strict] DIR
 //
 // Loads (and so validates) an artifact and prints a summary: format version, producer, digest, signature,
-// node counts per op and per target, the module types with their rule versions, and the tensors by dtype.
+// node counts per op and per target, the module types with their rule versions, the tensor table entries by
+// dtype and by kind, and (format 1.1) the declared module types, functions and methods.
 //   --nodes       also print every node: "[graph:index] name = op target(args, kwargs) -> meta"
 //   --verify      check every tensor's SHA-256 (tensor.hash on a mismatch)
 //   --json        print the manifest as JSON instead of the summary: the msgpack object converted as is,
@@ -19,8 +20,28 @@
 
 namespace {
 
-int usage() {
-  std::fprintf(stderr, "usage: fxlower-inspect [--nodes] [--verify] [--json] [--non-strict] DIR\n");
+const char* const kHelp =
+    "usage: fxlower-inspect [--nodes] [--verify] [--json] [--non-strict] DIR\n"
+    "\n"
+    "Loads (and so validates) the fxlower artifact in DIR with the C++ reader and prints a summary: format\n"
+    "version, producer, digest, signature, files, golden data, node counts per op and per target, module types\n"
+    "with their rule and module versions, the tensor table (entries, aliases included, and bytes) by dtype and\n"
+    "by kind, and the format 1.1 declarations.\n"
+    "\n"
+    "options:\n"
+    "  --nodes       also print every node: \"[graph:index] name = op target(args, kwargs) -> meta\", then its\n"
+    "                lowering attributes\n"
+    "  --verify      recompute every tensor's SHA-256 (error tensor.hash on a mismatch)\n"
+    "  --json        print the manifest as JSON instead of the summary: maps in file order, floats as numbers\n"
+    "                (non-finite ones as the strings \"nan\", \"inf\", \"-inf\"), ints above INT64_MAX as\n"
+    "                unsigned numbers, bin as base64 strings\n"
+    "  --non-strict  ignore directory entries the manifest does not list (they are never opened)\n"
+    "  -h, --help    print this help and exit\n"
+    "\n"
+    "exit status: 0 valid, 1 the artifact is invalid (\"error: [code] where: message\" on stderr), 2 usage\n";
+
+int usage(const std::string& why) {
+  std::fprintf(stderr, "fxlower-inspect: %s\n%s", why.c_str(), kHelp);
   return 2;
 }
 
@@ -71,13 +92,20 @@ void summary(const fxlower::Artifact& a, bool nodes) {
     std::printf("  [%zu] %-20s %zu nodes\n", g.index, g.name.empty() ? "(root)" : g.name.c_str(), g.nodes.size());
   std::printf("\nnodes by op\n");
   for (const auto& kv : per_op) std::printf("  %-16s %zu\n", kv.first.c_str(), kv.second);
-  std::printf("\nnodes by target\n");
-  for (const auto& kv : per_target) std::printf("  %-48s %zu\n", kv.first.c_str(), kv.second);
-  std::printf("\nmodule types (rule version, module version: nodes)\n");
-  for (const auto& kv : modules)
-    for (const auto& v : kv.second)
-      std::printf("  %-40s v%lld, module v%lld: %zu\n", kv.first.c_str(), static_cast<long long>(v.first.first),
-                  static_cast<long long>(v.first.second), v.second);
+  if (!per_target.empty()) {
+    std::printf("\nnodes by target\n");
+    for (const auto& kv : per_target) std::printf("  %-48s %zu\n", kv.first.c_str(), kv.second);
+  }
+  if (!modules.empty()) {
+    std::printf("\nmodule types (rule version, module version: nodes)\n");
+    for (const auto& kv : modules)
+      for (const auto& v : kv.second)
+        std::printf("  %-40s v%lld, module v%lld: %zu\n", kv.first.c_str(), static_cast<long long>(v.first.first),
+                    static_cast<long long>(v.first.second), v.second);
+  }
+  if (!a.modules().empty() || !a.functions().empty() || !a.methods().empty())
+    std::printf("\ndeclared     %zu module types, %zu functions, %zu methods\n", a.modules().size(),
+                a.functions().size(), a.methods().size());
 
   std::map<std::string, std::pair<std::size_t, std::uint64_t>> by_dtype;
   std::uint64_t bytes = 0;
@@ -87,11 +115,16 @@ void summary(const fxlower::Artifact& a, bool nodes) {
     e.second += t.nbytes();
     bytes += t.nbytes();
   }
-  std::printf("\ntensors     %zu, %llu bytes (aliases counted each time)\n", a.tensors().size(),
-              static_cast<unsigned long long>(bytes));
+  // Table entries, aliases included: the count fxlower's ExportSummary.tensors reports.
+  std::printf("\ntensors     %zu table entries, %llu bytes (an alias counts as an entry and its bytes again)\n",
+              a.tensors().size(), static_cast<unsigned long long>(bytes));
   for (const auto& kv : by_dtype)
     std::printf("  %-8s %6zu tensors %14llu bytes\n", kv.first.c_str(), kv.second.first,
                 static_cast<unsigned long long>(kv.second.second));
+  std::map<std::string, std::size_t> by_kind;
+  for (const auto& t : a.tensors())
+    if (t.kind != fxlower::TensorKind::unspecified) ++by_kind[std::string(fxlower::tensor_kind_name(t.kind))];
+  for (const auto& kv : by_kind) std::printf("  %-10s %4zu tensors\n", kv.first.c_str(), kv.second);
 
   if (nodes) {
     std::printf("\nnodes\n");
@@ -120,12 +153,15 @@ int main(int argc, char** argv) {
     else if (a == "--verify") verify = true;
     else if (a == "--json") json = true;
     else if (a == "--non-strict") opts.strict = false;
-    else if (a == "-h" || a == "--help") return usage();
-    else if (!a.empty() && a[0] == '-') return usage();
+    else if (a == "-h" || a == "--help") {
+      std::fputs(kHelp, stdout);
+      return 0;
+    }
+    else if (!a.empty() && a[0] == '-') return usage("unknown option " + a);
     else if (dir.empty()) dir = a;
-    else return usage();
+    else return usage("more than one artifact given");
   }
-  if (dir.empty()) return usage();
+  if (dir.empty()) return usage("no artifact given");
   try {
     const fxlower::Artifact a = fxlower::load(dir, opts);
     if (verify) a.verify_all();

@@ -1,4 +1,4 @@
-// fxlower.hpp: header-only C++17 reader of fxlower artifacts (format 1.0, docs/format.md).
+// fxlower.hpp: header-only C++17 reader of fxlower artifacts (format 1.1 and 1.0, docs/format.md).
 //
 //   #include <fxlower/fxlower.hpp>
 //   fxlower::Artifact a = fxlower::load("model.fxl");          // validates everything, maps the tensors
@@ -76,9 +76,9 @@ namespace fxlower {
 
 // ================================================================================================ constants
 
-/// The format version this reader implements: it accepts major 1, minor <= 0.
+/// The format version this reader implements: it accepts major 1, minor <= 1.
 inline constexpr std::int64_t kFormatMajor = 1;
-inline constexpr std::int64_t kFormatMinor = 0;
+inline constexpr std::int64_t kFormatMinor = 1;
 inline constexpr const char* kFormatId = "fxlower";
 inline constexpr const char* kManifestFile = "manifest.msgpack";
 
@@ -201,19 +201,22 @@ inline bool is_floating_dtype(DType d) { return detail::dtype_info(d).floating; 
 
 // ================================================================================================ numeric conversion
 
-/// IEEE binary16 bits -> float (exact).
+/// IEEE binary16 bits -> float (exact; NaN payloads kept).
 inline float half_to_float(std::uint16_t h) {
-  const bool neg = (h & 0x8000u) != 0;
-  const int exp = (h >> 10) & 0x1f;
-  const int mant = h & 0x3ff;
-  float v;
-  if (exp == 0)
-    v = std::ldexp(static_cast<float>(mant), -24);
-  else if (exp == 31)
-    v = mant ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
-  else
-    v = std::ldexp(static_cast<float>(mant + 1024), exp - 25);
-  return neg ? -v : v;
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  std::uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);  // infinity, NaN
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (mant << 13);  // normal: rebias 15 -> 127
+  } else {
+    const float v = static_cast<float>(mant) * 0x1p-24f;  // zero, subnormal: exact
+    return sign ? -v : v;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
 }
 /// bfloat16 bits -> float (exact).
 inline float bfloat16_to_float(std::uint16_t b) {
@@ -249,6 +252,38 @@ inline float float8_e5m2_to_float(std::uint8_t b) {
   else
     v = std::ldexp(static_cast<float>(4 + mant), exp - 17);
   return neg ? -v : v;
+}
+
+/// float -> IEEE binary16 bits, rounding to nearest even (overflow to infinity; NaN stays a quiet NaN).
+inline std::uint16_t float_to_half(float f) {
+  std::uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const std::uint16_t sign = static_cast<std::uint16_t>((x >> 16) & 0x8000u);
+  const std::uint32_t a = x & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  // NaN
+  if (a >= 0x47800000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // >= 65536: infinity (or inf itself)
+  if (a < 0x38800000u) {  // below 2^-14: a subnormal half (or zero); value = a_float * 2^24 rounded
+    if (a < 0x33000000u) return sign;  // below 2^-25: rounds to zero (2^-25 itself ties to even zero)
+    const std::uint32_t mant = (a & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(a >> 23);  // 14..24
+    const std::uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    const std::uint32_t r = q + ((rem > half || (rem == half && (q & 1u))) ? 1u : 0u);
+    return static_cast<std::uint16_t>(sign | r);
+  }
+  // normal: rebias the exponent (127 -> 15) and round the 23-bit mantissa to 10 bits; a carry rolls into the
+  // exponent, and past 65504 into infinity.
+  const std::uint32_t base = a - (112u << 23);
+  const std::uint32_t q = base >> 13, rem = base & 0x1fffu;
+  const std::uint32_t r = q + ((rem > 0x1000u || (rem == 0x1000u && (q & 1u))) ? 1u : 0u);
+  return static_cast<std::uint16_t>(sign | (r >= 0x7c00u ? 0x7c00u : r));
+}
+/// float -> bfloat16 bits, rounding to nearest even (NaN stays a quiet NaN).
+inline std::uint16_t float_to_bfloat16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
 }
 
 // ================================================================================================ SHA-256
@@ -487,12 +522,13 @@ inline std::optional<Layout> layout_from_name(std::string_view s) {
 /// The kinds of a Value; the order is the order of Value::Storage's alternatives.
 enum class ValueKind : std::uint8_t {
   nil, boolean, integer, floating, string, node, tensor, list, tuple, dict, slice, ellipsis, complex, dtype,
-  device, memory_format, layout
+  device, memory_format, layout, function, module
 };
 inline std::string_view value_kind_name(ValueKind k) {
   static constexpr const char* names[] = {"nil",   "bool",  "int",   "float",    "str",     "node",
                                           "tensor", "list", "tuple", "dict",     "slice",   "ellipsis",
-                                          "complex", "dtype", "device", "memory_format", "layout"};
+                                          "complex", "dtype", "device", "memory_format", "layout",
+                                          "function", "module"};
   return names[static_cast<std::size_t>(k)];
 }
 
@@ -517,6 +553,10 @@ struct Slice {
   const Value& step() const;
 };
 struct Ellipsis {};
+/// A function object (format 1.1): its canonical name (docs/format.md section 3.1), e.g. "torch.nn.functional.relu".
+struct FunctionRef { std::string name; };
+/// "A child module of this type" in a lowering record (format 1.1): a module type name, e.g. "torch.nn.Linear".
+struct ModuleTypeRef { std::string name; };
 struct Complex {
   double re = 0;
   double im = 0;
@@ -536,7 +576,8 @@ struct Device {
 class Value {
  public:
   using Storage = std::variant<Nil, bool, std::int64_t, double, std::string, NodeRef, TensorRef, List, Tuple, Dict,
-                               Slice, Ellipsis, Complex, DType, Device, MemoryFormat, Layout>;
+                               Slice, Ellipsis, Complex, DType, Device, MemoryFormat, Layout, FunctionRef,
+                               ModuleTypeRef>;
 
   Value() = default;  // nil
   static Value nil() { return Value(); }
@@ -563,6 +604,8 @@ class Value {
   static Value device(std::string s) { return make<Device>(Device{std::move(s)}); }
   static Value memory_format(MemoryFormat m) { return make<MemoryFormat>(m); }
   static Value layout(Layout l) { return make<Layout>(l); }
+  static Value function(std::string name) { return make<FunctionRef>(FunctionRef{std::move(name)}); }
+  static Value module(std::string type) { return make<ModuleTypeRef>(ModuleTypeRef{std::move(type)}); }
 
   ValueKind kind() const noexcept { return static_cast<ValueKind>(v_.index()); }
   bool is_nil() const noexcept { return kind() == ValueKind::nil; }
@@ -602,6 +645,10 @@ class Value {
   const Device& as_device() const { return get<Device>(ValueKind::device); }
   MemoryFormat as_memory_format() const { return get<MemoryFormat>(ValueKind::memory_format); }
   Layout as_layout() const { return get<Layout>(ValueKind::layout); }
+  /// The canonical name of a function Value.
+  const std::string& function_name() const { return get<FunctionRef>(ValueKind::function).name; }
+  /// The type name of a module Value (a child module of that type).
+  const std::string& module_type() const { return get<ModuleTypeRef>(ValueKind::module).name; }
 
   /// The canonical rendering of cpp/DUMP.md (e.g. "[%x, (1, 2), {\"k\": None}]").
   std::string repr() const {
@@ -695,6 +742,8 @@ inline void Value::render(std::string& out) const {
       out += "memory_format(" + std::string(memory_format_name(std::get<MemoryFormat>(v_))) + ")";
       break;
     case ValueKind::layout: out += "layout(" + std::string(layout_name(std::get<Layout>(v_))) + ")"; break;
+    case ValueKind::function: out += "function(" + std::get<FunctionRef>(v_).name + ")"; break;
+    case ValueKind::module: out += "module(" + std::get<ModuleTypeRef>(v_).name + ")"; break;
   }
 }
 
@@ -740,16 +789,21 @@ inline bool operator==(const Value& a, const Value& b) {
     case ValueKind::device: return a.as_device().str == b.as_device().str;
     case ValueKind::memory_format: return a.as_memory_format() == b.as_memory_format();
     case ValueKind::layout: return a.as_layout() == b.as_layout();
+    case ValueKind::function: return a.function_name() == b.function_name();
+    case ValueKind::module: return a.module_type() == b.module_type();
   }
   return false;
 }
 
 // ================================================================================================ Meta
 
-enum class MetaKind : std::uint8_t { tensor, tuple, list, dict, integer, floating, boolean, string, none, other };
+/// Meta kinds; device, dtype, memory_format and layout (runtime values of those types) are format 1.1.
+enum class MetaKind : std::uint8_t {
+  tensor, tuple, list, dict, integer, floating, boolean, string, none, other, device, dtype, memory_format, layout
+};
 inline std::string_view meta_kind_name(MetaKind k) {
-  static constexpr const char* names[] = {"tensor", "tuple", "list", "dict", "int",
-                                          "float",  "bool",  "str",  "none", "other"};
+  static constexpr const char* names[] = {"tensor", "tuple", "list",  "dict",   "int",    "float",         "bool",
+                                          "str",    "none",  "other", "device", "dtype",  "memory_format", "layout"};
   return names[static_cast<std::size_t>(k)];
 }
 
@@ -824,6 +878,7 @@ struct Lowering {
   std::int64_t version = 0;
   std::int64_t module_version = 0;
   Kwargs attrs;  // attribute name -> Value, in file order
+  bool training = false;  // 1.1: the module's training flag at export (informative; computation is eval-mode)
   optional_ref<const Value> find_attr(std::string_view name) const { return detail::find_pair(attrs, name); }
   const Value& attr_at(std::string_view name) const {
     if (auto v = find_attr(name)) return *v;
@@ -843,6 +898,9 @@ struct Node {
   std::optional<Meta> meta;
   std::optional<Lowering> lowering;
   std::optional<std::size_t> graph;  // called graph, for a call_module of a graph module
+  /// 1.1: call_function/call_method nodes: the index of the overload (Artifact::functions()/methods()) that
+  /// args and kwargs bind to; nullopt on other ops and in 1.0 files.
+  std::optional<std::size_t> overload;
 
   optional_ref<const Value> find_kwarg(std::string_view key) const { return detail::find_pair(kwargs, key); }
   const Value& kwarg_at(std::string_view key) const {
@@ -857,6 +915,7 @@ struct Graph {
   std::size_t index = 0;
   std::string name;  // "" for the root
   std::vector<Node> nodes;
+  bool training = false;  // 1.1: the graph module's own training flag at export (informative)
 
   optional_ref<const Node> find_node(std::string_view node_name) const {
     const auto it = by_name_.find(node_name);
@@ -908,6 +967,19 @@ struct Golden {
   }
 };
 
+/// What a tensor is to the module (TensorEntry.kind, format 1.1). `unspecified` is the "" of 1.0 files.
+enum class TensorKind : std::uint8_t { unspecified, parameter, buffer, constant, golden };
+/// "parameter", "buffer", "constant", "golden", or "" for unspecified.
+inline std::string_view tensor_kind_name(TensorKind k) {
+  static constexpr const char* names[] = {"", "parameter", "buffer", "constant", "golden"};
+  return names[static_cast<std::size_t>(k)];
+}
+inline std::optional<TensorKind> tensor_kind_from_name(std::string_view s) {
+  for (int i = 0; i < 5; ++i)
+    if (s == tensor_kind_name(static_cast<TensorKind>(i))) return static_cast<TensorKind>(i);
+  return std::nullopt;
+}
+
 /// One entry of the tensor table, with a zero-copy view of its bytes.
 struct Tensor {
   std::string name;
@@ -916,6 +988,17 @@ struct Tensor {
   std::string file;
   std::string key;
   std::string sha256;
+  TensorKind kind = TensorKind::unspecified;  // as written; unspecified only in 1.0 files
+  bool requires_grad = false;                 // parameters only
+  bool persistent = true;                     // buffers only: in state_dict()
+
+  /// The kind, with the 1.0 rule for unspecified entries: a tensor of the golden file is golden, a floating one
+  /// a (frozen) parameter, any other a buffer.
+  TensorKind effective_kind(bool in_golden_file) const {
+    if (kind != TensorKind::unspecified) return kind;
+    if (in_golden_file) return TensorKind::golden;
+    return is_floating_dtype(dtype) ? TensorKind::parameter : TensorKind::buffer;
+  }
 
   std::size_t itemsize() const { return dtype_itemsize(dtype); }
   std::int64_t numel() const { return numel_; }
@@ -1020,6 +1103,78 @@ inline std::int64_t Tensor::element_int64(std::size_t i) const {
                 "element_int64 needs an integer or BOOL tensor, this one is " + std::string(dtype_name(dtype)));
 }
 
+// ================================================================================================ declarations (1.1)
+
+/// How a parameter binds (Python's inspect.Parameter kinds).
+enum class ParamKind : std::uint8_t { positional_only, positional_or_keyword, var_positional, keyword_only, var_keyword };
+inline std::string_view param_kind_name(ParamKind k) {
+  static constexpr const char* names[] = {"positional_only", "positional_or_keyword", "var_positional", "keyword_only",
+                                          "var_keyword"};
+  return names[static_cast<std::size_t>(k)];
+}
+inline std::optional<ParamKind> param_kind_from_name(std::string_view s) {
+  for (int i = 0; i < 5; ++i)
+    if (s == param_kind_name(static_cast<ParamKind>(i))) return static_cast<ParamKind>(i);
+  return std::nullopt;
+}
+
+/// A parameter of a module's forward or of a function overload.
+struct Param {
+  std::string name;
+  ParamKind kind = ParamKind::positional_or_keyword;
+  Value default_value;    // nil when there is none (see required) or when the default is None
+  bool required = false;  // true when the parameter has no default
+};
+
+/// One signature of a function or method (for methods the first param is self).
+struct Overload {
+  std::vector<Param> params;
+  std::string returns;  // the return annotation as text (informative)
+};
+
+/// A parsed attribute type of the grammar of docs/format.md (ModuleDecl): alternatives separated by '|'.
+class AttrType {
+ public:
+  enum class Base : std::uint8_t { tensor, integer, floating, boolean, string, none, function, module, dtype, device,
+                                   enumeration, tuple };
+  struct Alt {
+    Base base = Base::tensor;
+    Base elem = Base::integer;              // tuple: int, float, bool or str
+    std::optional<std::size_t> count;       // tuple: exactly this many elements; nullopt: any number
+    std::vector<std::string> words;         // enumeration: the accepted strs
+  };
+  /// Parses `text`; nullopt (and the reason in *why) when it breaks the grammar.
+  static std::optional<AttrType> parse(std::string_view text, std::string* why = nullptr);
+  const std::vector<Alt>& alternatives() const { return alts_; }
+  /// Whether the Value has one of the alternatives' kinds (a module Value's type is not looked up here).
+  bool accepts(const Value& v) const;
+  bool allows_module() const {
+    for (const Alt& a : alts_)
+      if (a.base == Base::module) return true;
+    return false;
+  }
+
+ private:
+  std::vector<Alt> alts_;
+};
+
+/// One attribute a module's lowering rule may record.
+struct AttrDecl {
+  std::string name;  // dotted; the component "*" stands for one decimal index
+  std::string type;  // the type grammar's text
+  std::string doc;   // one line of meaning
+  AttrType parsed;   // `type`, parsed
+};
+
+/// The declaration of a module type (Manifest.modules, format 1.1).
+struct ModuleDecl {
+  std::int64_t version = 0;
+  std::vector<AttrDecl> attrs;  // in record order
+  std::vector<Param> forward;   // how a call_module node's args and kwargs bind
+  /// The declaration whose name matches `attr` ("*" matching one component of decimal digits), or empty.
+  optional_ref<const AttrDecl> find_attr(std::string_view attr) const;
+};
+
 // ================================================================================================ Artifact
 
 struct LoadOptions {
@@ -1074,6 +1229,9 @@ struct ArtifactData {
   Signature signature;
   std::optional<Golden> golden;
   std::string digest;
+  std::vector<std::pair<std::string, ModuleDecl>> modules;               // 1.1, in file order
+  std::vector<std::pair<std::string, std::vector<Overload>>> functions;  // 1.1
+  std::vector<std::pair<std::string, std::vector<Overload>>> methods;    // 1.1
   std::string manifest;  // the manifest's bytes, as read
   std::vector<std::unique_ptr<Bytes>> buffers;
 };
@@ -1102,6 +1260,24 @@ class Artifact {
   }
   const Signature& signature() const { return d().signature; }
   const std::optional<Golden>& golden() const { return d().golden; }
+
+  /// Format 1.1 declarations (empty in 1.0 files): module types, function and method signatures, in file order.
+  const std::vector<std::pair<std::string, ModuleDecl>>& modules() const { return d().modules; }
+  const std::vector<std::pair<std::string, std::vector<Overload>>>& functions() const { return d().functions; }
+  const std::vector<std::pair<std::string, std::vector<Overload>>>& methods() const { return d().methods; }
+  optional_ref<const ModuleDecl> find_module(std::string_view type) const { return find_in(d().modules, type); }
+  optional_ref<const std::vector<Overload>> find_function(std::string_view name) const {
+    return find_in(d().functions, name);
+  }
+  optional_ref<const std::vector<Overload>> find_method(std::string_view name) const { return find_in(d().methods, name); }
+  /// The overload a call_function/call_method node binds to (1.1 files), or empty.
+  optional_ref<const Overload> overload_of(const Node& n) const {
+    if (!n.overload) return std::nullopt;
+    const auto list = n.op == Op::call_function ? find_function(n.target)
+                      : n.op == Op::call_method ? find_method(n.target) : optional_ref<const std::vector<Overload>>();
+    if (!list || *n.overload >= list->size()) return std::nullopt;
+    return (*list)[*n.overload];
+  }
 
   /// The tensor table, sorted by name as written.
   const std::vector<Tensor>& tensors() const { return d().tensors; }
@@ -1141,11 +1317,47 @@ class Artifact {
     if (!d_) detail::raise("api.not_found", "", "empty Artifact (default-constructed)");
     return *d_;
   }
+  template <class T>
+  static optional_ref<const T> find_in(const std::vector<std::pair<std::string, T>>& v, std::string_view k) {
+    for (const auto& p : v)
+      if (p.first == k) return p.second;
+    return std::nullopt;
+  }
   std::shared_ptr<const detail::ArtifactData> d_;
 };
 
 /// Load and validate the artifact in directory `dir` (docs/format.md). Throws fxlower::Error.
 Artifact load(const std::string& dir, const LoadOptions& options = {});
+
+/// A standalone safetensors file (e.g. inputs given to a runtime), read into owned memory and checked exactly as
+/// the loader checks an artifact's tensor files (docs/format.md section 5: header, names, dtypes, shapes, tiling,
+/// alignment; a repeated key is safetensors.header).
+class SafetensorsFile {
+ public:
+  struct Entry {
+    std::string name;
+    DType dtype = DType::F32;
+    std::vector<std::int64_t> shape;
+    const std::byte* data = nullptr;  // nbytes little-endian bytes, aligned to the item size
+    std::size_t nbytes = 0;
+  };
+  /// The tensors in header order.
+  const std::vector<Entry>& entries() const { return entries_; }
+  optional_ref<const Entry> find(std::string_view name) const {
+    for (const Entry& e : entries_)
+      if (e.name == name) return e;
+    return std::nullopt;
+  }
+
+ private:
+  friend SafetensorsFile read_safetensors(const std::string& path);
+  std::shared_ptr<std::vector<std::uint64_t>> bytes_;  // 8-byte aligned storage
+  std::vector<Entry> entries_;
+};
+
+/// Reads and checks the safetensors file at `path` (a regular file; codes as for an artifact's tensor files, plus
+/// artifact.missing / artifact.not_regular / io.error for the file itself).
+SafetensorsFile read_safetensors(const std::string& path);
 
 // ================================================================================================ implementation
 
@@ -1237,15 +1449,33 @@ inline std::vector<std::string_view> split_dots(std::string_view s) {
   return parts;
 }
 
-/// get_attr / call_module targets: components [A-Za-z0-9_]+, none starting with "__".
+/// get_attr / call_module targets and graph names (section 3): dotted paths whose components are 1+ bytes of
+/// UTF-8 (checked by the decoder) without '.', '"', '\\' or a control character, none starting with "__".
 inline bool is_attr_path(std::string_view s) {
   for (std::string_view c : split_dots(s)) {
     if (c.empty() || (c.size() >= 2 && c[0] == '_' && c[1] == '_')) return false;
     for (char ch : c) {
       const auto u = static_cast<unsigned char>(ch);
-      if (!(u < 0x80 && (std::isalnum(u) || u == '_'))) return false;
+      if (u < 0x20 || u == 0x7f || ch == '"' || ch == '\\') return false;
     }
   }
+  return true;
+}
+
+/// One component of decimal digits without leading zeros: 0|[1-9][0-9]*.
+inline bool is_decimal_index(std::string_view c) {
+  if (c.empty() || (c.size() > 1 && c[0] == '0')) return false;
+  for (char ch : c)
+    if (ch < '0' || ch > '9') return false;
+  return true;
+}
+
+/// An AttrDecl name matches a record attribute name: the same components, "*" matching a decimal index.
+inline bool attr_name_matches(std::string_view pattern, std::string_view name) {
+  const auto p = split_dots(pattern), n = split_dots(name);
+  if (p.size() != n.size()) return false;
+  for (std::size_t i = 0; i < p.size(); ++i)
+    if (!(p[i] == n[i] || (p[i] == "*" && is_decimal_index(n[i])))) return false;
   return true;
 }
 
@@ -2109,6 +2339,8 @@ class Fields {
       }
     }
   }
+  /// The field's node, or UINT32_MAX when absent.
+  std::uint32_t find(std::size_t f) const { return idx_[f]; }
   std::uint32_t get(std::size_t f) const {
     if (idx_[f] == UINT32_MAX)
       fail("schema.missing_field", path_, std::string(cls_) + " requires the field '" + names_[f] + "'");
@@ -2158,7 +2390,7 @@ class Loader {
 
  private:
   struct NodeRaw {
-    std::uint32_t op = 0, args = 0, kwargs = 0, meta = 0, attrs = UINT32_MAX, graph = 0;
+    std::uint32_t op = 0, args = 0, kwargs = 0, meta = 0, attrs = UINT32_MAX, graph = 0, overload = UINT32_MAX;
   };
 
   // ---------------------------------------------------------------------------------------------- format
@@ -2221,13 +2453,68 @@ class Loader {
     for (std::size_t j = 0; j < k.size(); ++j) out.push_back(get_int(k[j], p.item(j)));
     return out;
   }
+  bool get_bool(std::uint32_t i, const Path& p) const {
+    if (doc_.type(i) != kBool) fail("schema.type", p, "expected a bool, found " + mp_kind(doc_, i));
+    return doc_.nodes[i].u != 0;
+  }
+  /// A Value or Meta field, kept raw until its context is known (step 8), but every int in it must fit int64:
+  /// checked here, at step 4, depth first (docs/format.md section 10: "every int > INT64_MAX -> schema.type").
+  std::uint32_t raw_value(std::uint32_t i, const Path& p) const {
+    const std::uint32_t end = doc_.next(i);
+    for (std::uint32_t j = i; j < end; ++j)
+      if (doc_.type(j) == kUint && !doc_.is_int(j))
+        fail("schema.type", p, "the int " + std::to_string(doc_.nodes[j].u) + " is outside int64");
+    return i;
+  }
+  /// An optional field of an object: its node, or UINT32_MAX when absent (the default applies).
+  static std::uint32_t opt(const Fields& f, std::size_t k) { return f.find(k); }
+
+  /// Param (docs/format.md, format 1.1).
+  Param param(std::uint32_t i, const Path& p, std::vector<std::uint32_t>& defaults) const {
+    Fields f(doc_, i, p, "Param", {"name", "kind", "default", "required"});
+    Param r;
+    r.name = get_str(f.get(0), p.field("name"));
+    param_kinds_.push_back(get_str(f.get(1), p.field("kind")));
+    defaults.push_back(raw_value(f.get(2), p.field("default")));
+    r.required = get_bool(f.get(3), p.field("required"));
+    return r;
+  }
+  std::vector<Param> params(std::uint32_t i, const Path& p, std::vector<std::uint32_t>& defaults) const {
+    std::vector<Param> out;
+    const auto k = get_array(i, p);
+    for (std::size_t j = 0; j < k.size(); ++j) out.push_back(param(k[j], p.item(j), defaults));
+    return out;
+  }
+  /// {str: [Overload]} (Manifest.functions / methods).
+  std::vector<std::pair<std::string, std::vector<Overload>>> overload_map(std::uint32_t i, const Path& p,
+                                                                         std::vector<std::uint32_t>& defaults) const {
+    need_map(i, p);
+    std::vector<std::pair<std::string, std::vector<Overload>>> out;
+    const auto k = doc_.kids(i);
+    for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+      const Path q = p.field(doc_.str(k[a]));
+      std::vector<Overload> list;
+      const auto ok = get_array(k[a + 1], q);
+      for (std::size_t j = 0; j < ok.size(); ++j) {
+        const Path r = q.item(j);
+        Fields f(doc_, ok[j], r, "Overload", {"params", "returns"});
+        Overload o;
+        o.params = params(f.get(0), r.field("params"), defaults);
+        o.returns = get_str(f.get(1), r.field("returns"));
+        list.push_back(std::move(o));
+      }
+      out.emplace_back(std::string(doc_.str(k[a])), std::move(list));
+    }
+    return out;
+  }
 
   /// The schema (section 2.1) as fxlower.schema.from_obj checks it: per object, its type, its unknown keys,
   /// then each field in declared order (missing, then its type, recursively). Values and Meta stay raw.
   void schema() {
     const Path& root = root_;
     Fields m(doc_, 0, root, "Manifest",
-             {"format", "format_version", "producer", "files", "tensors", "graphs", "signature", "golden", "digest"});
+             {"format", "format_version", "producer", "files", "tensors", "graphs", "signature", "golden", "digest",
+              "modules", "functions", "methods"});
     get_str(m.get(0), root.field("format"));
     get_int_list(m.get(1), root.field("format_version"));
     {
@@ -2252,7 +2539,8 @@ class Loader {
       const auto k = get_array(m.get(4), p);
       for (std::size_t j = 0; j < k.size(); ++j) {
         const Path q = p.item(j);
-        Fields f(doc_, k[j], q, "TensorEntry", {"name", "dtype", "shape", "file", "key", "sha256"});
+        Fields f(doc_, k[j], q, "TensorEntry",
+                 {"name", "dtype", "shape", "file", "key", "sha256", "kind", "requires_grad", "persistent"});
         Tensor t;
         t.name = get_str(f.get(0), q.field("name"));
         tensor_dtypes_.push_back(get_str(f.get(1), q.field("dtype")));
@@ -2260,6 +2548,9 @@ class Loader {
         t.file = get_str(f.get(3), q.field("file"));
         t.key = get_str(f.get(4), q.field("key"));
         t.sha256 = get_str(f.get(5), q.field("sha256"));
+        tensor_kinds_.push_back(opt(f, 6) == UINT32_MAX ? std::string() : get_str(f.get(6), q.field("kind")));
+        if (opt(f, 7) != UINT32_MAX) t.requires_grad = get_bool(f.get(7), q.field("requires_grad"));
+        if (opt(f, 8) != UINT32_MAX) t.persistent = get_bool(f.get(8), q.field("persistent"));
         a_->tensors.push_back(std::move(t));
       }
     }
@@ -2268,7 +2559,7 @@ class Loader {
       const auto k = get_array(m.get(5), p);
       for (std::size_t g = 0; g < k.size(); ++g) {
         const Path q = p.item(g);
-        Fields f(doc_, k[g], q, "Graph", {"name", "nodes"});
+        Fields f(doc_, k[g], q, "Graph", {"name", "nodes", "training"});
         Graph graph;
         graph.index = g;
         graph.name = get_str(f.get(0), q.field("name"));
@@ -2278,7 +2569,7 @@ class Loader {
         for (std::size_t j = 0; j < nk.size(); ++j) {
           const Path r = np.item(j);
           Fields nf(doc_, nk[j], r, "Node",
-                    {"name", "op", "target", "args", "kwargs", "inputs", "users", "meta", "lowering", "graph"});
+                    {"name", "op", "target", "args", "kwargs", "inputs", "users", "meta", "lowering", "graph", "overload"});
           Node node;
           NodeRaw raw;
           node.index = j;
@@ -2287,29 +2578,45 @@ class Loader {
           get_str(raw.op, r.field("op"));
           node.target = get_str(nf.get(2), r.field("target"));
           raw.args = nf.get(3);
-          get_array(raw.args, r.field("args"));
+          {
+            const Path ap = r.field("args");
+            const auto ak = get_array(raw.args, ap);
+            for (std::size_t a = 0; a < ak.size(); ++a) raw_value(ak[a], ap.item(a));
+          }
           raw.kwargs = nf.get(4);
-          need_map(raw.kwargs, r.field("kwargs"));
+          {
+            const Path kp = r.field("kwargs");
+            need_map(raw.kwargs, kp);
+            const auto kk = doc_.kids(raw.kwargs);
+            for (std::size_t a = 0; a + 1 < kk.size(); a += 2) raw_value(kk[a + 1], kp.field(doc_.str(kk[a])));
+          }
           node.inputs = get_str_list(nf.get(5), r.field("inputs"));
           node.users = get_str_list(nf.get(6), r.field("users"));
-          raw.meta = nf.get(7);
+          raw.meta = raw_value(nf.get(7), r.field("meta"));
           const std::uint32_t low = nf.get(8);
           if (doc_.type(low) != kNil) {
             const Path lp = r.field("lowering");
-            Fields lf(doc_, low, lp, "Lowering", {"module_type", "version", "module_version", "attrs"});
+            Fields lf(doc_, low, lp, "Lowering", {"module_type", "version", "module_version", "attrs", "training"});
             Lowering l;
             l.module_type = get_str(lf.get(0), lp.field("module_type"));
             l.version = get_int(lf.get(1), lp.field("version"));
             l.module_version = get_int(lf.get(2), lp.field("module_version"));
             raw.attrs = lf.get(3);
-            need_map(raw.attrs, lp.field("attrs"));
+            const Path ap = lp.field("attrs");
+            need_map(raw.attrs, ap);
+            const auto ak = doc_.kids(raw.attrs);
+            for (std::size_t a = 0; a + 1 < ak.size(); a += 2) raw_value(ak[a + 1], ap.field(doc_.str(ak[a])));
+            if (opt(lf, 4) != UINT32_MAX) l.training = get_bool(lf.get(4), lp.field("training"));
             node.lowering = std::move(l);
           }
           raw.graph = nf.get(9);
           if (doc_.type(raw.graph) != kNil) get_int(raw.graph, r.field("graph"));
+          raw.overload = opt(nf, 10);
+          if (raw.overload != UINT32_MAX && doc_.type(raw.overload) != kNil) get_int(raw.overload, r.field("overload"));
           graph.nodes.push_back(std::move(node));
           raws.push_back(raw);
         }
+        if (opt(f, 2) != UINT32_MAX) graph.training = get_bool(f.get(2), q.field("training"));
         a_->graphs.push_back(std::move(graph));
         raw_.push_back(std::move(raws));
       }
@@ -2318,7 +2625,7 @@ class Loader {
       const Path p = root.field("signature");
       Fields f(doc_, m.get(6), p, "Signature", {"inputs", "output"});
       a_->signature.inputs = get_str_list(f.get(0), p.field("inputs"));
-      sig_output_ = f.get(1);
+      sig_output_ = raw_value(f.get(1), p.field("output"));
     }
     {
       const std::uint32_t gi = m.get(7);
@@ -2329,10 +2636,19 @@ class Loader {
         Golden g;
         g.file = get_str(f.get(1), p.field("file"));
         golden_inputs_ = f.get(2);
-        get_array(golden_inputs_, p.field("inputs"));
-        golden_outputs_ = f.get(3);
+        {
+          const Path ip = p.field("inputs");
+          const auto ik = get_array(golden_inputs_, ip);
+          for (std::size_t j = 0; j < ik.size(); ++j) raw_value(ik[j], ip.item(j));
+        }
+        golden_outputs_ = raw_value(f.get(3), p.field("outputs"));
         golden_nodes_ = f.get(4);
-        need_map(golden_nodes_, p.field("nodes"));
+        {
+          const Path np = p.field("nodes");
+          need_map(golden_nodes_, np);
+          const auto nk = doc_.kids(golden_nodes_);
+          for (std::size_t a = 0; a + 1 < nk.size(); a += 2) raw_value(nk[a + 1], np.field(doc_.str(nk[a])));
+        }
         const Path tp = p.field("tolerances");
         const std::uint32_t tol = f.get(5);
         need_map(tol, tp);
@@ -2349,6 +2665,34 @@ class Loader {
       }
     }
     a_->digest = get_str(m.get(8), root.field("digest"));
+    // 1.1 declarations (absent: empty).
+    if (opt(m, 9) != UINT32_MAX) {
+      const Path p = root.field("modules");
+      const std::uint32_t mi = m.get(9);
+      need_map(mi, p);
+      const auto k = doc_.kids(mi);
+      for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+        const Path q = p.field(doc_.str(k[a]));
+        Fields f(doc_, k[a + 1], q, "ModuleDecl", {"version", "attrs", "forward"});
+        ModuleDecl d;
+        d.version = get_int(f.get(0), q.field("version"));
+        const Path ap = q.field("attrs");
+        const auto ak = get_array(f.get(1), ap);
+        for (std::size_t j = 0; j < ak.size(); ++j) {
+          const Path r = ap.item(j);
+          Fields af(doc_, ak[j], r, "AttrDecl", {"name", "type", "doc"});
+          AttrDecl ad;
+          ad.name = get_str(af.get(0), r.field("name"));
+          ad.type = get_str(af.get(1), r.field("type"));
+          ad.doc = get_str(af.get(2), r.field("doc"));
+          d.attrs.push_back(std::move(ad));
+        }
+        d.forward = params(f.get(2), q.field("forward"), module_defaults_);
+        a_->modules.emplace_back(std::string(doc_.str(k[a])), std::move(d));
+      }
+    }
+    if (opt(m, 10) != UINT32_MAX) a_->functions = overload_map(m.get(10), root.field("functions"), function_defaults_);
+    if (opt(m, 11) != UINT32_MAX) a_->methods = overload_map(m.get(11), root.field("methods"), method_defaults_);
   }
 
   // ---------------------------------------------------------------------------------------------- files
@@ -2444,6 +2788,19 @@ class Loader {
       why = name_problem(t.key);
       if (!why.empty()) fail("schema.name", q.field("key"), why);
       if (!is_lower_hex(t.sha256, 64)) fail("schema.type", q.field("sha256"), "sha256 is not 64 lowercase hex digits");
+      // 1.1 tensor state: kind ("" only in 1.0 files), then requires_grad (parameters only), persistent (buffers).
+      const std::string& kind = tensor_kinds_[i];
+      const auto k = tensor_kind_from_name(kind);
+      if (!k || (*k == TensorKind::unspecified && a_->format_minor >= 1))
+        fail("schema.type", q.field("kind"), "kind " + short_repr(kind) + " is not one of parameter, buffer, constant, golden" +
+                                                 (k ? " (\"\" is for 1.0 files only)" : ""));
+      t.kind = *k;
+      if (t.requires_grad && t.kind != TensorKind::parameter)
+        fail("schema.type", q.field("requires_grad"), "requires_grad is true on a " + std::string(kind.empty() ? "tensor without kind" : kind) +
+                                                          "; only parameters may require grad");
+      if (!t.persistent && t.kind != TensorKind::buffer)
+        fail("schema.type", q.field("persistent"), "persistent is false on a " + std::string(kind.empty() ? "tensor without kind" : kind) +
+                                                       "; only buffers may be non-persistent");
     }
     std::map<std::pair<std::string, std::string>, std::size_t> first;
     for (std::size_t i = 0; i < a_->tensors.size(); ++i) {
@@ -2522,10 +2879,10 @@ class Loader {
     if (doc_.count(i) != 2 || t == UINT32_MAX || v == UINT32_MAX)
       fail("schema.type", p, "a tagged Value has exactly the keys 't' and 'v'");
     static const char* kinds[] = {"node", "tensor", "list", "tuple", "dict", "slice", "ellipsis", "complex",
-                                  "dtype", "device", "memory_format", "layout"};
+                                  "dtype", "device", "memory_format", "layout", "function", "module"};
     int kind = -1;
     if (doc_.type(t) == kStr)
-      for (int k = 0; k < 12; ++k)
+      for (int k = 0; k < 14; ++k)
         if (doc_.str(t) == kinds[k]) kind = k;
     if (kind < 0)
       fail("schema.type", p, "unknown Value kind " + (doc_.type(t) == kStr ? short_repr(doc_.str(t)) : mp_kind(doc_, t)));
@@ -2607,6 +2964,17 @@ class Loader {
     if (kind == 9) {
       if (!device_ok(pv)) fail("schema.type", p, short_repr(pv) + " is not a device string: a type of section 6.1 (cpu, cuda, ...) and optionally ':' and an index such as 'cuda:0'");
       return Value::device(std::string(pv));
+    }
+    if (kind == 12) {
+      if (!is_function_name(pv))
+        fail("schema.type", p, short_repr(pv) + " is not a canonical function name (a dotted path of identifiers, "
+                               "like 'torch.nn.functional.relu')");
+      return Value::function(std::string(pv));
+    }
+    if (kind == 13) {
+      const std::string why = name_problem(pv);
+      if (!why.empty()) fail("schema.type", p, "a module Value holds a module type name: " + why);
+      return Value::module(std::string(pv));
     }
     if (kind == 10) {
       const auto mf = memory_format_from_name(pv);
@@ -2705,7 +3073,9 @@ class Loader {
     }
     static const std::pair<const char*, MetaKind> leaves[] = {
         {"int", MetaKind::integer}, {"float", MetaKind::floating}, {"bool", MetaKind::boolean},
-        {"str", MetaKind::string},  {"none", MetaKind::none},      {"other", MetaKind::other}};
+        {"str", MetaKind::string},  {"none", MetaKind::none},      {"other", MetaKind::other},
+        {"device", MetaKind::device}, {"dtype", MetaKind::dtype},  {"memory_format", MetaKind::memory_format},
+        {"layout", MetaKind::layout}};
     for (const auto& l : leaves)
       if (kind == l.first) {
         if (doc_.count(i) != 1) fail("schema.type", p, std::string(kind) + " metadata has only the key t");
@@ -2726,7 +3096,8 @@ class Loader {
         break;
       case Op::get_attr: case Op::call_module: {
         if (!is_attr_path(t))
-          fail("graph.target", tp, short_repr(t) + " is not a dotted attribute path (components of [A-Za-z0-9_], none starting with '__')");
+          fail("graph.target", tp, short_repr(t) + " is not a dotted attribute path (components of 1+ bytes without '.', "
+                                   "'\"', '\\' or control characters, none starting with '__')");
         if (n.op == Op::call_module) break;
         const std::string tensor = g.name.empty() ? t : g.name + "." + t;
         const auto it = a_->tensor_index.find(tensor);
@@ -2752,6 +3123,8 @@ class Loader {
     const Path gp = root_.field("graphs");
     const std::size_t G = a_->graphs.size();
     if (G == 0) raise("graph.structure", kManifestFile, "graphs is empty; the root graph is graphs[0]");
+    declarations();
+    const bool v11 = a_->format_minor >= 1;
     std::vector<std::vector<std::size_t>> calls(G);
     for (std::size_t g = 0; g < G; ++g) {
       Graph& graph = a_->graphs[g];
@@ -2760,6 +3133,9 @@ class Loader {
       if (g > 0) {
         const std::string why = name_problem(graph.name);
         if (!why.empty()) fail("schema.name", q.field("name"), why);
+        if (!is_attr_path(graph.name))
+          fail("schema.name", q.field("name"), short_repr(graph.name) + " is not a dotted module path (components without "
+                                               "'.', '\"', '\\' or control characters, none starting with '__')");
       }
       const Path np = q.field("nodes");
       std::size_t outputs = 0;
@@ -2778,11 +3154,20 @@ class Loader {
         n.op = *op;
         if (outputs) fail("graph.output", r, "a node follows the output node");
         check_target(graph, n, r);
+        if (v11 && n.op == Op::call_function && !find_decl(a_->functions, n.target))
+          fail("graph.target", r.field("target"), "function " + short_repr(n.target) + " has no entry in the manifest's "
+                                                  "functions (format 1.1 declares every call_function target)");
+        if (v11 && n.op == Op::call_method && !find_decl(a_->methods, n.target))
+          fail("graph.target", r.field("target"), "method " + short_repr(n.target) + " has no entry in the manifest's "
+                                                  "methods (format 1.1 declares every call_method name)");
         const auto kw = doc_.kids(raw.kwargs);
         for (std::size_t a = 0; a + 1 < kw.size(); a += 2) {
           const std::string_view k = doc_.str(kw[a]);
           if (!is_ident(k) || is_python_keyword(k))
             fail("schema.name", r.field("kwargs"), "keyword " + short_repr(k) + " is not an identifier");
+          if (v11 && k[0] == '_')
+            fail("schema.name", r.field("kwargs"), "keyword " + short_repr(k) + " starts with '_'; writers drop private "
+                                                   "keyword arguments (format 1.1)");
         }
         std::vector<std::string> refs;
         Scope s;
@@ -2832,6 +3217,7 @@ class Loader {
             const Path vp = ap.field(name);
             n.lowering->attrs.emplace_back(std::string(name), decode_value(k[a + 1], vp, ls, 0));
           }
+          if (v11) check_attrs(*n.lowering, lp);
         } else if (n.lowering) {
           fail("graph.structure", r, "'lowering' is only for call_module nodes of leaf modules");
         }
@@ -2842,6 +3228,22 @@ class Loader {
                                                           std::to_string(G - 1) + ") from a call_module node");
           n.graph = static_cast<std::size_t>(sub);
           calls[g].push_back(*n.graph);
+        }
+        if (v11) {
+          const bool has_overload = raw.overload != UINT32_MAX && doc_.type(raw.overload) != kNil;
+          const Path op = r.field("overload");
+          if (n.op == Op::call_function || n.op == Op::call_method) {
+            const auto& list = *find_decl(n.op == Op::call_function ? a_->functions : a_->methods, n.target);
+            if (!has_overload)
+              fail("graph.structure", op, "a call_function/call_method node of a 1.1 file names its overload (an index)");
+            const std::int64_t ov = doc_.i64(raw.overload);
+            if (ov < 0 || static_cast<std::uint64_t>(ov) >= list.size())
+              fail("graph.structure", op, "overload " + std::to_string(ov) + " is not an index of the " +
+                                              std::to_string(list.size()) + " overloads of " + short_repr(n.target));
+            n.overload = static_cast<std::size_t>(ov);
+          } else if (has_overload) {
+            fail("graph.structure", op, "only call_function and call_method nodes have an overload; it is nil here");
+          }
         }
         if (n.op == Op::output) ++outputs;
       }
@@ -2880,6 +3282,120 @@ class Loader {
         }
       }
     }
+  }
+
+  // ---------------------------------------------------------------------------------------------- declarations
+  template <class T>
+  static const T* find_decl(const std::vector<std::pair<std::string, T>>& v, std::string_view k) {
+    for (const auto& p : v)
+      if (p.first == k) return &p.second;
+    return nullptr;
+  }
+
+  /// Params of a declaration: name (an identifier, schema.name), kind (schema.type), default (a Value without
+  /// node or tensor references), a required param's default is nil (schema.type).
+  void check_params(std::vector<Param>& ps, const Path& p, const std::vector<std::uint32_t>& defaults,
+                    std::size_t& next_default, std::size_t& next_kind) {
+    for (std::size_t j = 0; j < ps.size(); ++j) {
+      Param& x = ps[j];
+      const Path q = p.item(j);
+      if (!is_ident(x.name)) fail("schema.name", q.field("name"), "parameter name " + short_repr(x.name) + " is not an identifier");
+      const std::string& kind = param_kinds_[next_kind++];
+      const auto k = param_kind_from_name(kind);
+      if (!k) fail("schema.type", q.field("kind"), "kind " + short_repr(kind) + " is not one of positional_only, "
+                                                   "positional_or_keyword, var_positional, keyword_only, var_keyword");
+      x.kind = *k;
+      x.default_value = decode_value(defaults[next_default++], q.field("default"), Scope{}, 0);
+      if (x.required && !x.default_value.is_nil())
+        fail("schema.type", q.field("default"), "a required parameter (no default) has a nil default");
+    }
+  }
+
+  /// Step 8 begins with the 1.1 declarations, in manifest order: modules (key a name, each AttrDecl's name and
+  /// type, forward params), then functions, then methods (key a name, each overload's params).
+  void declarations() {
+    std::size_t next_kind = 0;
+    const Path mp = root_.field("modules");
+    std::size_t nd = 0;
+    for (auto& [type, d] : a_->modules) {
+      const Path q = mp.field(type);
+      const std::string why = name_problem(type);
+      if (!why.empty()) fail("schema.name", mp, "module type " + short_repr(type) + ": " + why);
+      const Path ap = q.field("attrs");
+      for (std::size_t j = 0; j < d.attrs.size(); ++j) {
+        AttrDecl& ad = d.attrs[j];
+        const Path r = ap.item(j);
+        const std::string awhy = name_problem(ad.name);
+        if (!awhy.empty()) fail("schema.name", r.field("name"), awhy);
+        for (std::string_view c : split_dots(ad.name))
+          if (c.empty()) fail("schema.name", r.field("name"), short_repr(ad.name) + " has an empty component");
+        std::string twhy;
+        auto parsed = AttrType::parse(ad.type, &twhy);
+        if (!parsed) fail("schema.type", r.field("type"), "not an attribute type of the grammar (docs/format.md): " + twhy);
+        ad.parsed = std::move(*parsed);
+      }
+      check_params(d.forward, q.field("forward"), module_defaults_, nd, next_kind);
+    }
+    for (int which = 0; which < 2; ++which) {
+      auto& map = which == 0 ? a_->functions : a_->methods;
+      const auto& defaults = which == 0 ? function_defaults_ : method_defaults_;
+      const Path fp = root_.field(which == 0 ? "functions" : "methods");
+      std::size_t next_default = 0;
+      for (auto& [name, list] : map) {
+        const Path q = fp.field(name);
+        const std::string why = name_problem(name);
+        if (!why.empty()) fail("schema.name", fp, short_repr(name) + ": " + why);
+        for (std::size_t j = 0; j < list.size(); ++j)
+          check_params(list[j].params, q.item(j).field("params"), defaults, next_default, next_kind);
+      }
+    }
+  }
+
+  /// Section E: each attribute of a 1.1 record against its module type's declaration ("lowering.attr"). The
+  /// record's module_type must be declared; then, in record order, an attribute either matches a declared name
+  /// ("*" = a decimal index) and has its type, or is "P.rest" where P is a declared attribute allowing `module`
+  /// whose value in the record is a module Value of type M, and rest is checked against modules[M]. Every module
+  /// Value names a declared type.
+  void check_attrs(const Lowering& l, const Path& lp) const {
+    const ModuleDecl* d = find_decl(a_->modules, l.module_type);
+    if (!d)
+      fail("lowering.attr", lp.field("module_type"), "module type " + short_repr(l.module_type) + " has no declaration in "
+                                                     "the manifest's modules");
+    const Path ap = lp.field("attrs");
+    for (const auto& [name, value] : l.attrs) check_attr(l, *d, l.module_type, "", name, value, ap.field(name));
+  }
+
+  void check_attr(const Lowering& l, const ModuleDecl& d, const std::string& type, const std::string& prefix,
+                  std::string_view rest, const Value& value, const Path& p) const {
+    if (auto ad = d.find_attr(rest)) {
+      if (!ad->parsed.accepts(value))
+        fail("lowering.attr", p, "attribute " + short_repr(prefix + std::string(rest)) + " of " + short_repr(l.module_type) +
+                                     " is " + value.repr().substr(0, 80) + ", not of the declared type " + ad->type +
+                                     " (of " + type + "." + ad->name + ")");
+      if (value.kind() == ValueKind::module && !find_decl(a_->modules, value.module_type()))
+        fail("lowering.attr", p, "module type " + short_repr(value.module_type()) + " has no declaration in the "
+                                 "manifest's modules");
+      return;
+    }
+    const auto parts = split_dots(rest);
+    std::size_t len = 0;
+    for (std::size_t k = 0; k + 1 < parts.size(); ++k) {
+      len += parts[k].size() + (k ? 1 : 0);
+      const std::string_view head = rest.substr(0, len);
+      const auto ad = d.find_attr(head);
+      if (!ad || !ad->parsed.allows_module()) continue;
+      const std::string child = prefix + std::string(head);
+      const auto cv = l.find_attr(child);
+      if (!cv || cv->kind() != ValueKind::module) continue;
+      const ModuleDecl* cd = find_decl(a_->modules, cv->module_type());
+      if (!cd)
+        fail("lowering.attr", p, "module type " + short_repr(cv->module_type()) + " (of " + short_repr(child) +
+                                     ") has no declaration in the manifest's modules");
+      check_attr(l, *cd, cv->module_type(), child + ".", rest.substr(len + 1), value, p);
+      return;
+    }
+    fail("lowering.attr", p, "attribute " + short_repr(prefix + std::string(rest)) + " is not declared by " + short_repr(type) +
+                                 " (modules[" + short_repr(type) + "].attrs), nor by the declaration of a child module");
   }
 
   // ---------------------------------------------------------------------------------------------- signature
@@ -2951,7 +3467,9 @@ class Loader {
   std::shared_ptr<ArtifactData> a_;
   Fd dirfd_;
   MpDoc doc_;
-  std::vector<std::string> file_paths_, file_roles_, tensor_dtypes_;
+  std::vector<std::string> file_paths_, file_roles_, tensor_dtypes_, tensor_kinds_;
+  mutable std::vector<std::string> param_kinds_;  // every Param's kind, in schema order
+  std::vector<std::uint32_t> module_defaults_, function_defaults_, method_defaults_;  // Param defaults, raw
   std::vector<std::vector<NodeRaw>> raw_;
   std::uint32_t sig_output_ = 0, golden_inputs_ = 0, golden_outputs_ = 0, golden_nodes_ = 0;
   std::string golden_mode_;
@@ -2964,11 +3482,240 @@ inline Artifact load(const std::string& dir, const LoadOptions& options) {
   return detail::Loader(dir, options).run();
 }
 
+inline SafetensorsFile read_safetensors(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int e = errno;
+    if (e == ENOENT || e == ENOTDIR) detail::raise("artifact.missing", path, "the file does not exist");
+    detail::raise("io.error", path, "cannot stat: " + detail::errno_text(e));
+  }
+  if (!S_ISREG(st.st_mode)) detail::raise("artifact.not_regular", path, "not a regular file");
+  detail::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  if (fd.get() < 0) detail::raise("io.error", path, "cannot open: " + detail::errno_text(errno));
+  struct stat st2 {};
+  if (::fstat(fd.get(), &st2) != 0 || !S_ISREG(st2.st_mode) || st2.st_ino != st.st_ino || st2.st_dev != st.st_dev)
+    detail::raise("artifact.not_regular", path, "changed while being opened");
+  const auto size = static_cast<std::uint64_t>(st2.st_size);
+  SafetensorsFile out;
+  out.bytes_ = std::make_shared<std::vector<std::uint64_t>>(static_cast<std::size_t>((size + 7) / 8));
+  auto* base = reinterpret_cast<std::byte*>(out.bytes_->data());
+  detail::read_exact(fd.get(), reinterpret_cast<char*>(base), static_cast<std::size_t>(size), path);
+  const detail::StFile sf = detail::check_safetensors(base, size, path);
+  for (const detail::StEntry& e : sf.entries) {
+    SafetensorsFile::Entry x;
+    x.name = e.name;
+    x.dtype = e.dtype;
+    x.shape = e.shape;
+    x.data = base + 8 + sf.header_len + e.begin;
+    x.nbytes = static_cast<std::size_t>(e.end - e.begin);
+    out.entries_.push_back(std::move(x));
+  }
+  return out;
+}
+
+inline std::optional<AttrType> AttrType::parse(std::string_view text, std::string* why) {
+  const auto bad = [why, text](const std::string& m) -> std::optional<AttrType> {
+    if (why) *why = detail::short_repr(text) + ": " + m;
+    return std::nullopt;
+  };
+  static const std::pair<const char*, Base> kBases[] = {
+      {"tensor", Base::tensor}, {"int", Base::integer}, {"float", Base::floating}, {"bool", Base::boolean},
+      {"str", Base::string},    {"none", Base::none},   {"function", Base::function}, {"module", Base::module},
+      {"dtype", Base::dtype},   {"device", Base::device}};
+  const auto word_char = [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+  };
+  AttrType t;
+  std::size_t i = 0;
+  if (text.empty()) return bad("an empty type");
+  while (true) {
+    std::size_t j = i;
+    while (j < text.size() && text[j] >= 'a' && text[j] <= 'z') ++j;
+    const std::string_view head = text.substr(i, j - i);
+    Alt alt;
+    if (head == "enum" && j < text.size() && text[j] == '(') {
+      alt.base = Base::enumeration;
+      i = j + 1;
+      while (true) {
+        std::size_t k = i;
+        while (k < text.size() && word_char(text[k])) ++k;
+        if (k == i) return bad("enum( needs words of [A-Za-z0-9_] separated by ','");
+        alt.words.emplace_back(text.substr(i, k - i));
+        if (k < text.size() && text[k] == ',') { i = k + 1; continue; }
+        if (k < text.size() && text[k] == ')') { i = k + 1; break; }
+        return bad("enum( is not closed by ')'");
+      }
+    } else {
+      bool known = false;
+      for (const auto& b : kBases)
+        if (head == b.first) { alt.base = b.second; known = true; }
+      if (!known) return bad("unknown type " + detail::short_repr(head) + " at byte " + std::to_string(i));
+      i = j;
+      if (i < text.size() && text[i] == '[') {
+        if (alt.base != Base::integer && alt.base != Base::floating && alt.base != Base::boolean && alt.base != Base::string)
+          return bad("only int, float, bool and str form tuples (X[N])");
+        alt.elem = alt.base;
+        alt.base = Base::tuple;
+        std::size_t k = i + 1;
+        while (k < text.size() && text[k] >= '0' && text[k] <= '9') ++k;
+        const std::string_view digits = text.substr(i + 1, k - i - 1);
+        if (k >= text.size() || text[k] != ']') return bad("a tuple count is '[' digits ']' or '[]'");
+        if (!digits.empty()) {
+          if (!detail::is_decimal_index(digits) || digits.size() > 9) return bad("bad tuple count " + detail::short_repr(digits));
+          alt.count = static_cast<std::size_t>(std::stoul(std::string(digits)));
+        }
+        i = k + 1;
+      }
+    }
+    t.alts_.push_back(std::move(alt));
+    if (i == text.size()) break;
+    if (text[i] != '|') return bad("expected '|' at byte " + std::to_string(i));
+    ++i;
+  }
+  return t;
+}
+
+inline bool AttrType::accepts(const Value& v) const {
+  const auto elem_ok = [](Base e, const Value& x) {
+    switch (e) {
+      case Base::integer: return x.kind() == ValueKind::integer;
+      case Base::floating: return x.kind() == ValueKind::floating;
+      case Base::boolean: return x.kind() == ValueKind::boolean;
+      default: return x.kind() == ValueKind::string;
+    }
+  };
+  for (const Alt& a : alts_) {
+    switch (a.base) {
+      case Base::tensor: if (v.kind() == ValueKind::tensor) return true; break;
+      case Base::integer: case Base::floating: case Base::boolean: case Base::string:
+        if (elem_ok(a.base, v)) return true;
+        break;
+      case Base::none: if (v.is_nil()) return true; break;
+      case Base::function: if (v.kind() == ValueKind::function) return true; break;
+      case Base::module: if (v.kind() == ValueKind::module) return true; break;
+      case Base::dtype: if (v.kind() == ValueKind::dtype) return true; break;
+      case Base::device: if (v.kind() == ValueKind::device) return true; break;
+      case Base::enumeration:
+        if (v.kind() == ValueKind::string)
+          for (const std::string& w : a.words)
+            if (v.as_str() == w) return true;
+        break;
+      case Base::tuple: {
+        if (v.kind() != ValueKind::tuple) break;
+        const auto& items = v.items();
+        if (a.count && items.size() != *a.count) break;
+        bool ok = true;
+        for (const Value& x : items) ok = ok && elem_ok(a.elem, x);
+        if (ok) return true;
+        break;
+      }
+    }
+  }
+  return false;
+}
+
+inline optional_ref<const AttrDecl> ModuleDecl::find_attr(std::string_view attr) const {
+  for (const AttrDecl& d : attrs)
+    if (detail::attr_name_matches(d.name, attr)) return d;
+  return std::nullopt;
+}
+
+namespace detail {
+
+/// Writers' shortest array/map header (section 2).
+inline void mp_header(std::string& out, std::size_t n, bool map) {
+  if (n <= 15) out += static_cast<char>((map ? 0x80 : 0x90) | n);
+  else if (n <= 0xffff) { out += map ? '\xde' : '\xdc'; out += static_cast<char>(n >> 8); out += static_cast<char>(n & 0xff); }
+  else { out += map ? '\xdf' : '\xdd'; for (int k = 3; k >= 0; --k) out += static_cast<char>((n >> (8 * k)) & 0xff); }
+}
+inline void mp_str(std::string& out, std::string_view s) {
+  const std::size_t n = s.size();
+  if (n <= 31) out += static_cast<char>(0xa0 | n);
+  else if (n <= 0xff) { out += '\xd9'; out += static_cast<char>(n); }
+  else if (n <= 0xffff) { out += '\xda'; out += static_cast<char>(n >> 8); out += static_cast<char>(n & 0xff); }
+  else { out += '\xdb'; for (int k = 3; k >= 0; --k) out += static_cast<char>((n >> (8 * k)) & 0xff); }
+  out.append(s);
+}
+
+/// The schema objects of the digest (section 7): their fields in order, the encoding of each field's default
+/// ("" when it has none), whether it came with format 1.1, and the object kind of its value.
+enum class DigestObj : std::uint8_t { none, graph, node, lowering, tensor, signature, nodes };
+struct DigestField {
+  const char* name;
+  const char* dflt;
+  bool v11;
+  DigestObj obj;
+};
+inline const std::vector<DigestField>& digest_fields(DigestObj o) {
+  static const std::vector<DigestField> graph = {
+      {"name", "", false, DigestObj::none}, {"nodes", "", false, DigestObj::nodes}, {"training", "\xc2", true, DigestObj::none}};
+  static const std::vector<DigestField> node = {
+      {"name", "", false, DigestObj::none},   {"op", "", false, DigestObj::none},     {"target", "", false, DigestObj::none},
+      {"args", "", false, DigestObj::none},   {"kwargs", "", false, DigestObj::none}, {"inputs", "", false, DigestObj::none},
+      {"users", "", false, DigestObj::none},  {"meta", "", false, DigestObj::none},   {"lowering", "", false, DigestObj::lowering},
+      {"graph", "", false, DigestObj::none},  {"overload", "\xc0", true, DigestObj::none}};
+  static const std::vector<DigestField> lowering = {
+      {"module_type", "", false, DigestObj::none}, {"version", "", false, DigestObj::none},
+      {"module_version", "", false, DigestObj::none}, {"attrs", "", false, DigestObj::none},
+      {"training", "\xc2", true, DigestObj::none}};
+  static const std::vector<DigestField> tensor = {
+      {"name", "", false, DigestObj::none}, {"dtype", "", false, DigestObj::none}, {"shape", "", false, DigestObj::none},
+      {"file", "", false, DigestObj::none}, {"key", "", false, DigestObj::none},   {"sha256", "", false, DigestObj::none},
+      {"kind", "\xa0", true, DigestObj::none}, {"requires_grad", "\xc2", true, DigestObj::none},
+      {"persistent", "\xc3", true, DigestObj::none}};
+  static const std::vector<DigestField> signature = {{"inputs", "", false, DigestObj::none},
+                                                     {"output", "", false, DigestObj::none}};
+  static const std::vector<DigestField> empty;
+  switch (o) {
+    case DigestObj::graph: return graph;
+    case DigestObj::node: return node;
+    case DigestObj::lowering: return lowering;
+    case DigestObj::tensor: return tensor;
+    case DigestObj::signature: return signature;
+    default: return empty;
+  }
+}
+
+/// Re-encodes a validated schema object as a writer would: declared fields only (x- fields dropped), in declared
+/// order, absent defaulted fields written with their default; Values and Meta in the writers' shortest forms.
+inline void digest_encode(const MpDoc& d, std::uint32_t i, DigestObj o, bool v11, std::string& out) {
+  if (o == DigestObj::none || d.type(i) == kNil) {
+    mp_encode(d, i, out);
+    return;
+  }
+  if (o == DigestObj::nodes) {
+    const auto k = d.kids(i);
+    mp_header(out, k.size(), false);
+    for (std::uint32_t c : k) digest_encode(d, c, DigestObj::node, v11, out);
+    return;
+  }
+  const auto& fields = digest_fields(o);
+  std::size_t n = 0;
+  for (const auto& f : fields) n += (!f.v11 || v11) ? 1 : 0;
+  mp_header(out, n, true);
+  for (const auto& f : fields) {
+    if (f.v11 && !v11) continue;
+    mp_str(out, f.name);
+    const std::uint32_t v = d.get(i, f.name);
+    if (v == UINT32_MAX) out.append(f.dflt);  // an absent field: its default
+    else digest_encode(d, v, f.obj, v11, out);
+  }
+}
+
+}  // namespace detail
+
+/// Section 7: SHA-256 of the writers' encoding of [graphs, weight tensors, signature], re-encoded from the
+/// validated manifest without x- fields and with every field of the file's minor version (a 1.0 file's digest
+/// covers the 1.0 fields only, so that it stays what its writer computed).
 inline std::string Artifact::compute_digest() const {
   const detail::MpDoc doc = detail::parse_msgpack(d().manifest);
+  const bool v11 = d().format_minor >= 1;
   std::string enc;
   enc += '\x93';
-  detail::mp_encode(doc, doc.get(0, "graphs"), enc);
+  const std::uint32_t graphs = doc.get(0, "graphs");
+  const auto gk = doc.kids(graphs);
+  detail::mp_header(enc, gk.size(), false);
+  for (std::uint32_t g : gk) detail::digest_encode(doc, g, detail::DigestObj::graph, v11, enc);
   std::vector<std::uint32_t> weights;
   const std::uint32_t tensors = doc.get(0, "tensors");
   for (std::uint32_t e : doc.kids(tensors)) {
@@ -2976,12 +3723,9 @@ inline std::string Artifact::compute_digest() const {
     for (const FileEntry& fe : d().files)
       if (fe.role == FileRole::weights && doc.str(f) == fe.path) weights.push_back(e);
   }
-  const std::size_t n = weights.size();
-  if (n <= 15) enc += static_cast<char>(0x90 | n);
-  else if (n <= 0xffff) { enc += '\xdc'; enc += static_cast<char>(n >> 8); enc += static_cast<char>(n & 0xff); }
-  else { enc += '\xdd'; for (int k = 3; k >= 0; --k) enc += static_cast<char>((n >> (8 * k)) & 0xff); }
-  for (std::uint32_t e : weights) detail::mp_encode(doc, e, enc);
-  detail::mp_encode(doc, doc.get(0, "signature"), enc);
+  detail::mp_header(enc, weights.size(), false);
+  for (std::uint32_t e : weights) detail::digest_encode(doc, e, detail::DigestObj::tensor, v11, enc);
+  detail::digest_encode(doc, doc.get(0, "signature"), detail::DigestObj::signature, v11, enc);
   return "sha256:" + sha256_hex(enc.data(), enc.size());
 }
 
