@@ -20,7 +20,6 @@ import gc
 import hashlib
 import keyword
 import math
-import mmap
 import os
 import re
 import stat
@@ -43,7 +42,7 @@ from .names import (check_dotted_target, check_file_path, check_function_name, c
                     check_method_name, check_name)
 from .schema import Manifest, from_obj
 from .targets import allowed_names, is_allowed_method, resolve_function
-from .tensorfile import StoredTensor, read_header
+from .tensorfile import StoredTensor, TensorFile
 from .values import _kind, check_meta, check_shape, decode
 
 __all__ = ["load", "loads_manifest", "Artifact", "LoadedNode", "LoadedGraph", "NodeRef", "TensorRef"]
@@ -242,32 +241,16 @@ class Artifact:
     """
 
     def __init__(self, path: str, manifest: Manifest, graphs: tuple[LoadedGraph, ...],
-                 stored: dict[str, dict[str, StoredTensor]], golden: dict[str, Any] | None):
+                 files: dict[str, TensorFile], golden: dict[str, Any] | None):
         self.path = path
         self.manifest = manifest
         self.format_version = tuple(manifest.format_version)
         self.graphs = graphs
         self.tensors = {t.name: t for t in manifest.tensors}
-        self._stored = stored
+        self._files = files
         self._golden = golden
-        self._maps: dict[str, mmap.mmap] = {}
 
     # --- tensors ---
-
-    def _map(self, file: str) -> mmap.mmap:
-        m = self._maps.get(file)
-        if m is None:
-            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            try:
-                fd = _open_member(dfd, file)
-            finally:
-                os.close(dfd)
-            try:
-                m = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
-            finally:
-                os.close(fd)
-            self._maps[file] = m
-        return m
 
     def tensor(self, name: str) -> torch.Tensor:
         """The tensor ``name``, backed by a copy-on-write mapping of its file (no read until used).
@@ -276,22 +259,12 @@ class Artifact:
             KeyError: no tensor of that name.
         """
         entry = self.tensors[name]
-        info = self._stored[entry.file][entry.key]
-        dtype = STORAGE_DTYPES[entry.dtype][0]
-        shape = tuple(entry.shape)
-        count = math.prod(shape)
-        if count == 0:
-            return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(self._map(entry.file), dtype=dtype, count=count,
-                                offset=info.begin).reshape(shape)
+        return self._files[entry.file].tensor(entry.key)
 
     def stored_bytes(self, name: str) -> memoryview:
         """The bytes stored for tensor ``name``, as a view of the file mapping (little-endian, row-major)."""
         entry = self.tensors[name]
-        info = self._stored[entry.file][entry.key]
-        if info.end == info.begin:
-            return memoryview(b"")
-        return memoryview(self._map(entry.file))[info.begin:info.end]
+        return self._files[entry.file].stored_bytes(entry.key)
 
     def verify(self) -> None:
         """Check every tensor's SHA-256 against the table.
@@ -306,13 +279,9 @@ class Artifact:
                                   f"table says {entry.sha256}", entry.file)
 
     def close(self) -> None:
-        """Release the file mappings (tensors from :meth:`tensor` must not be used afterwards)."""
-        for m in self._maps.values():
-            try:
-                m.close()
-            except BufferError:  # a tensor still views it; the mapping lives until that tensor is freed
-                pass
-        self._maps.clear()
+        """Release the tensor files (tensors from :meth:`tensor` stay valid: they hold their own mappings)."""
+        for f in self._files.values():
+            f.close()
 
     def __enter__(self) -> "Artifact":
         return self
@@ -569,6 +538,7 @@ class _Validator:
         self.strict = strict
         self.tensor_names: dict[str, Any] = {}
         self.stored: dict[str, dict[str, StoredTensor]] = {}
+        self.opened: dict[str, TensorFile] = {}  # the checked descriptors, kept for reading tensors
 
     def files(self) -> None:
         seen: dict[str, str] = {}
@@ -625,9 +595,8 @@ class _Validator:
 
     def tensor_files(self) -> None:
         for f in self.m.files:
-            fd = _open_member(self.d.fd, f.path)
-            with os.fdopen(fd, "rb") as fh:
-                self.stored[f.path] = read_header(fh, os.fstat(fh.fileno()).st_size, f.path)
+            self.opened[f.path] = TensorFile(_open_member(self.d.fd, f.path), f.path)
+            self.stored[f.path] = self.opened[f.path].entries
             keys = {t.key for t in self.m.tensors if t.file == f.path}
             for t in self.m.tensors:
                 if t.file != f.path:
@@ -909,6 +878,7 @@ def load(path: str | os.PathLike, *, strict: bool = True, verify: bool = False) 
     d = _Dir(p)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # decoding builds many young objects that hold no cycles; collections would rescan them
+    v = None
     try:
         if MANIFEST_FILE not in d.entries():
             raise FormatError("artifact.missing", "the manifest does not exist", MANIFEST_FILE)
@@ -922,11 +892,19 @@ def load(path: str | os.PathLike, *, strict: bool = True, verify: bool = False) 
         v.signature(graphs)
         golden = v.golden(graphs)
         v.digest()
+    except BaseException:
+        for f in (v.opened.values() if v is not None else ()):
+            f.close()
+        raise
     finally:
         d.close()
         if gc_was_enabled:
             gc.enable()
-    artifact = Artifact(p, manifest, graphs, v.stored, golden)
+    artifact = Artifact(p, manifest, graphs, v.opened, golden)
     if verify:
-        artifact.verify()
+        try:
+            artifact.verify()
+        except BaseException:
+            artifact.close()
+            raise
     return artifact

@@ -1,8 +1,15 @@
-"""safetensors files: a streaming, hashing writer and a strict header reader (docs/format.md section 5).
+"""safetensors files: a streaming, hashing writer, a strict header check, and tensors read through the
+safetensors library (docs/format.md section 5).
 
 The writer stores each tensor from its own memory (a contiguous CPU tensor is never copied; a non-contiguous or
 CUDA one is copied alone), hashes it with SHA-256 on a second thread while it is being written, and orders tensors
-by item size then key so that every tensor is aligned to its item size in the file.
+by item size then key so that every tensor is aligned to its item size in the file. It is fxlower's own code
+because the library's writer (``serialize_file``) needs every tensor's host memory alive for the whole call, takes
+a path (it writes its own 0600 temporary and renames it, without fsync) and offers no per-tensor hook to hash.
+
+Reading: :class:`TensorFile` checks the header strictly first (the library accepts duplicate keys, leading
+whitespace, unaligned data, any key; RELIABILITY.md), keeps the descriptor it checked, and then serves tensors
+through ``safetensors.safe_open`` on that very descriptor (``/proc/self/fd/N``): zero-copy, private mappings.
 """
 
 from __future__ import annotations
@@ -12,11 +19,14 @@ import ctypes
 import dataclasses
 import hashlib
 import json
+import math
+import mmap
 import os
 import struct
 import sys
 from collections.abc import Iterable
 
+import safetensors
 import torch
 
 from .constants import CODE_OF_DTYPE, MAX_SAFETENSORS_HEADER, SAFETENSORS_ALIGN, STORAGE_DTYPES
@@ -24,7 +34,7 @@ from .errors import ExportError, FormatError
 from .names import check_name
 from .values import INT64_MAX, check_shape
 
-__all__ = ["StoredTensor", "write_tensor_file", "read_header", "tensor_bytes", "storage_code"]
+__all__ = ["StoredTensor", "TensorFile", "write_tensor_file", "read_header", "tensor_bytes", "storage_code"]
 
 _CHUNK = 64 << 20
 _INLINE_HASH = 1 << 20
@@ -320,3 +330,95 @@ def _check_utf8(text: str, where: str) -> None:
 def _reject_constant(name: str, where: str):
     raise FormatError("safetensors.header", f"header contains the non-JSON constant {name}", where)
 
+
+
+# ------------------------------------------------------------------------------------------------ tensors
+
+#: The library opens files by path only; on Linux ``/proc/self/fd/N`` names the checked descriptor itself (no
+#: re-resolution of the artifact's path). Elsewhere, or on a big-endian host (where the library byte-swaps into
+#: copies, which are not the stored bytes), fxlower maps the descriptor itself.
+_FD_PATH = "/proc/self/fd" if sys.byteorder == "little" and os.path.isdir("/proc/self/fd") else None
+
+
+class TensorFile:
+    """One tensor file of an artifact: validated by :func:`read_header` on an open descriptor, which it keeps;
+    tensors come from the safetensors library opened on that descriptor.
+
+    Args:
+        fd: an open, readable descriptor of a regular file (owned from now on: :meth:`close` closes it).
+        where: the file's name, for messages.
+
+    Raises:
+        FormatError: from :func:`read_header` (the descriptor is then closed).
+    """
+
+    def __init__(self, fd: int, where: str):
+        self.fd = fd
+        self.where = where
+        self._lib = None
+        self._map: mmap.mmap | None = None
+        try:
+            size = os.fstat(fd).st_size
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                self.entries: dict[str, StoredTensor] = read_header(fh, size, where)
+        except BaseException:
+            os.close(fd)
+            self.fd = -1
+            raise
+
+    def _library(self):
+        if self._lib is None:
+            if self.fd < 0:
+                raise ValueError(f"tensor file {self.where} is closed")
+            try:
+                self._lib = safetensors.safe_open(f"{_FD_PATH}/{self.fd}", framework="pt")
+            except safetensors.SafetensorError as e:  # never after read_header accepted the file, unless it changed
+                raise FormatError("safetensors.header", f"the safetensors library refuses the file: {e}",
+                                  self.where) from None
+        return self._lib
+
+    def _own_map(self) -> mmap.mmap:
+        if self._map is None:
+            if self.fd < 0:
+                raise ValueError(f"tensor file {self.where} is closed")
+            self._map = mmap.mmap(self.fd, 0, access=mmap.ACCESS_COPY)
+        return self._map
+
+    def tensor(self, key: str) -> torch.Tensor:
+        """The tensor stored under ``key``, viewing a private (copy-on-write) mapping of the file.
+
+        Raises:
+            KeyError: no such key.
+        """
+        e = self.entries[key]
+        dtype = STORAGE_DTYPES[e.dtype][0]
+        if e.end == e.begin:
+            return torch.empty(e.shape, dtype=dtype)
+        if _FD_PATH is not None:
+            return self._library().get_tensor(key)
+        return torch.frombuffer(self._own_map(), dtype=dtype, count=math.prod(e.shape),
+                                offset=e.begin).reshape(e.shape)
+
+    def stored_bytes(self, key: str) -> memoryview:
+        """The bytes stored under ``key`` (little-endian, row-major), viewing the file's mapping."""
+        e = self.entries[key]
+        if e.end == e.begin:
+            return memoryview(b"")
+        if _FD_PATH is not None:
+            return memoryview(self._library().get_tensor(key).reshape(-1).view(torch.uint8).numpy()).cast("B")
+        return memoryview(self._own_map())[e.begin:e.end]
+
+    def close(self) -> None:
+        """Close the descriptor and the library's handle (tensors already returned stay valid)."""
+        if self._lib is not None:
+            self._lib.__exit__(None, None, None)
+            self._lib = None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a tensor still views it; the mapping lives until that tensor is freed
+                pass
+            self._map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
