@@ -35,11 +35,14 @@ __all__ = ["main", "summary"]
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def summary(art: Artifact, nodes: bool = False) -> str:
@@ -145,13 +148,18 @@ def _demo(path: str) -> int:
     print(f"  rebuilt module reproduces the golden output bit-exactly: {same}; on fresh inputs: {same_fresh}")
     if not (same and same_fresh):
         return 1
-    runner = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cpp", "build", "fxlower-run")
+    runner = _runner()
     if os.path.exists(runner):
         print("\n== 4. execute in C++, without Python: fxlower-run --check")
         sys.stdout.flush()
         return subprocess.run([runner, path, "--check"]).returncode
     print(f"\n(fxlower-run not built at {runner}: build cpp/ to run the C++ check)")
     return 0
+
+
+def _runner() -> str:
+    """Where a build of the C++ side puts ``fxlower-run`` (cpp/build of the source tree)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cpp", "build", "fxlower-run")
 
 
 def _attr(v: Any) -> str:
