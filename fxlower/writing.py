@@ -545,12 +545,21 @@ def _rmtree(path: str) -> None:
         shutil.rmtree(path, onerror=ignore_vanished)
 
 
-def _try_lock(fd: int) -> bool:
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.EBADF}
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Lock a directory exclusively without waiting: True if locked, False if someone holds it, None where the
+    file system offers no flock on directories (e.g. some NFS setups; there no temporary is ever judged orphaned)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
         return False
+    except OSError as e:
+        if e.errno in _NO_LOCKS:
+            return None
+        raise
 
 
 def _open_dir(path: str) -> int:
@@ -570,12 +579,17 @@ def _make_temporary(parent: str, base: str) -> tuple[str, int]:
         except FileNotFoundError:
             continue
         try:
-            if _try_lock(fd):
+            if _try_lock(fd) is not False:
                 st, now = os.fstat(fd), os.lstat(tmp)
                 if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
                     return tmp, fd
         except FileNotFoundError:
             pass
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.rmdir(tmp)
+            raise
         os.close(fd)
     raise ExportError(f"could not create and lock a temporary directory in {parent} in {_TMP_ATTEMPTS} "
                       f"attempts (each was removed at once by a concurrent 'fxlower clean'); retry the export")
@@ -615,8 +629,8 @@ def remove_orphaned_temporaries(path: str | os.PathLike) -> list[str]:
                 continue
             raise ExportError(f"cannot open the temporary {tmp}: {e.strerror} (errno {e.errno})") from e
         try:
-            if not _try_lock(fd):
-                continue  # a live export holds it
+            if _try_lock(fd) is not True:
+                continue  # a live export holds it (or locks are not available here: then it cannot be told)
             try:
                 _rmtree(tmp)
             except OSError as e:

@@ -668,3 +668,31 @@ def test_tensors_and_stored_bytes_match_the_library_reader(tmp_path, monkeypatch
     art.close()
     with pytest.raises(ValueError, match="is closed"):
         art.tensor("0.weight")
+
+
+def test_without_directory_locks_exports_work_and_nothing_is_judged_orphaned(tmp_path, monkeypatch):
+    """Where flock on a directory fails (e.g. NFS: EBADF/ENOLCK), export still works, and the cleaner never
+    removes a temporary it cannot judge."""
+    from fxlower import writing
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(writing.fcntl, "flock", no_locks)
+    (tmp_path / "m.fxlower-tmp-0000000000000001").mkdir()
+    s = fxlower.export(_small(), tmp_path / "m")
+    assert s.removed_temporaries == ()
+    assert sorted(os.listdir(tmp_path)) == ["m", "m.fxlower-tmp-0000000000000001"]
+    monkeypatch.undo()  # locks work again: now the orphan can be judged
+    assert writing.remove_orphaned_temporaries(tmp_path / "m") == [str(tmp_path / "m.fxlower-tmp-0000000000000001")]
+
+
+def test_an_unexpected_lock_error_fails_the_export_naming_it(tmp_path, monkeypatch):
+    from fxlower import writing
+
+    def broken(fd, op):
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(writing.fcntl, "flock", broken)
+    with pytest.raises(ExportError, match=r"cannot create the temporary directory in .*: Input/output error "
+                                          r"\(errno 5\)"):
+        fxlower.export(_small(), tmp_path / "m")
+    assert os.listdir(tmp_path) == []
