@@ -5,10 +5,10 @@ Export runs in explicit phases — COLLECT (lift, gather graphs and tensors, run
 ``<target>.fxlower-tmp-<random>`` that is created first (so a missing or read-only parent fails before any heavy
 work) and held under an exclusive ``flock`` for the export's lifetime: a temporary whose lock nobody holds was left
 by an export that died (e.g. SIGKILL), and the next export of the same target removes it first
-(``ExportSummary.removed_temporaries``; ``fxlower clean PATH`` does it on demand). Files are fsynced, then the directory, then it is renamed into place without replacing anything
-(``renameat2(RENAME_NOREPLACE)``), or swapped with the old artifact (``RENAME_EXCHANGE``) when overwriting, and
-the parent is fsynced. On any failure, interruption included, the temporary directory is removed and the target
-is left as it was.
+(``ExportSummary.removed_temporaries``; ``fxlower clean PATH`` does it on demand). Files are fsynced, then the
+directory, then it is renamed into place without replacing anything (``renameat2(RENAME_NOREPLACE)``), or
+swapped with the old artifact (``RENAME_EXCHANGE``) when overwriting, and the parent is fsynced. On any failure,
+interruption included, the temporary directory is removed and the target is left as it was.
 """
 
 from __future__ import annotations
