@@ -422,3 +422,7 @@ class TensorFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def __del__(self) -> None:  # an Artifact dropped without close() does not leak its descriptors
+        if getattr(self, "fd", -1) >= 0:
+            self.close()
