@@ -686,7 +686,8 @@ def export(gm: fx.GraphModule | torch.nn.Module, path: str | os.PathLike, exampl
     if golden not in (False, True, "nodes"):
         raise ValueError(f"golden must be False, True or 'nodes', got {golden!r}")
     if golden and example_inputs is None:
-        raise ValueError("golden data needs example_inputs")
+        raise ValueError(f"golden={golden!r} needs example_inputs (golden data is the outputs they produce); pass "
+                         f"them, e.g. export(gm, path, (x,), golden={golden!r}), or leave golden=False")
     if example_inputs is not None and not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     target = os.path.abspath(os.fspath(path))

@@ -181,7 +181,9 @@ def test_golden_nodes_stores_every_tensor_valued_node(tmp_path):
 
 def test_golden_needs_example_inputs(tmp_path):
     gm = fx.symbolic_trace(nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="golden data needs example_inputs"):
+    with pytest.raises(ValueError, match=r"^golden=True needs example_inputs \(golden data is the outputs they "
+                                         r"produce\); pass them, e\.g\. export\(gm, path, \(x,\), golden=True\), "
+                                         r"or leave golden=False$"):
         fxlower.export(gm, tmp_path / "m", golden=True)
     assert not (tmp_path / "m").exists()
 
