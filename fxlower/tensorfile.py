@@ -3,13 +3,11 @@ safetensors library (docs/format.md section 5).
 
 The writer stores each tensor from its own memory (a contiguous CPU tensor is never copied; a non-contiguous or
 CUDA one is copied alone), hashes it with SHA-256 on a second thread while it is being written, and orders tensors
-by item size then key so that every tensor is aligned to its item size in the file. It is fxlower's own code
-because the library's writer (``serialize_file``) needs every tensor's host memory alive for the whole call, takes
-a path (it writes its own 0600 temporary and renames it, without fsync) and offers no per-tensor hook to hash.
+by item size then key so that every tensor is aligned to its item size in the file.
 
-Reading: :class:`TensorFile` checks the header strictly first (the library accepts duplicate keys, leading
-whitespace, unaligned data, any key; RELIABILITY.md), keeps the descriptor it checked, and then serves tensors
-through ``safetensors.safe_open`` on that very descriptor (``/proc/self/fd/N``): zero-copy, private mappings.
+Reading: :class:`TensorFile` checks the header strictly first, keeps the descriptor it checked, and then serves
+tensors through ``safetensors.safe_open`` on that very descriptor (``/proc/self/fd/N``): zero-copy, private
+mappings.
 """
 
 from __future__ import annotations
@@ -151,6 +149,7 @@ def _needs_copy(t: torch.Tensor) -> bool:
             or (sys.byteorder == "big" and t.element_size() > 1))
 
 
+# Not safetensors.serialize_file: it needs all tensors in host memory at once, writes a path (0600, no fsync), no hash.
 def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, str]:
     """Write a safetensors file to ``fd``, fsync it, and return ``{key: sha256 hex}``.
 
@@ -224,6 +223,7 @@ def _json_depth_ok(raw: bytes) -> bool:
     return True
 
 
+# Not the library's parser: it accepts duplicate keys, leading whitespace, unaligned data, any key (RELIABILITY.md).
 def read_header(f, file_size: int, where: str) -> dict[str, StoredTensor]:
     """Read and validate a safetensors header (docs/format.md section 5).
 
