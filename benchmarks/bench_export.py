@@ -8,6 +8,11 @@ Two benchmarks (see benchmarks/README.md):
   (``--one VARIANT``): the model is built, the variant is run once on a tiny model (imports, thread pools), the
   kernel's peak-RSS mark is reset (``/proc/self/clear_refs`` = 5), the write runs, and VmHWM minus the RSS just
   before the write is reported.
+* load: the same weights read back: fxlower.load + to_graph_module(copy=False) with every tensor touched (views
+  served by the safetensors library, ``safe_open`` on the checked descriptor; and, as "before", fxlower's own
+  mapping of the descriptor), fxlower.load + to_graph_module(copy=True) (owned copies read with pread), against
+  safetensors.torch.load_file + clone, torch.load of a torch.save file and a raw read of the weights file into one
+  buffer (the limit). The files are in the page cache (warm reads).
 * graph: N blocks of [Linear(16,16), ReLU, add residual] (~3N nodes). symbolic_trace, fxlower.export (without
   and with example inputs), fxlower.load, Artifact.to_graph_module, torch.export.export and torch.export.save.
 
@@ -22,6 +27,7 @@ Run from the repository root:
 
     PYTHONPATH=. python3 benchmarks/bench_export.py                  # both benchmarks, 3 rounds
     PYTHONPATH=. python3 benchmarks/bench_export.py --only graph --graph-blocks 500
+    PYTHONPATH=. python3 benchmarks/bench_export.py --only load --rounds 9
     PYTHONPATH=. python3 benchmarks/bench_export.py --profile        # adds cProfile reports and a write timeline
 """
 
@@ -399,6 +405,9 @@ def bench_weights(args) -> dict:
     ahead = {p: by[p][4] > 1.0 for p in peers}  # peer time / fxlower time, median of per-round ratios
     print("aims: fxlower within 10% of the raw write (median ratio): "
           f"{'MET' if fx_ratio_raw <= 1.10 else 'MISSED'} ({fx_ratio_raw:.3f}x)")
+    vs_st = 1.0 / by["safetensors+fsync"][4]  # fxlower time / library time, from the median per-round ratio
+    print("      fxlower within 10% of safetensors.save_file+fsync: "
+          f"{'MET' if vs_st <= 1.10 else 'MISSED'} ({vs_st:.3f}x)")
     print("      ahead of both peers: " + ", ".join(
         f"{p} {'MET' if ahead[p] else 'MISSED'} (peer/fxlower {by[p][4]:.2f})" for p in peers))
     print("      extra memory <= largest tensor: "
@@ -406,6 +415,112 @@ def bench_weights(args) -> dict:
           f"({fx_mem:.2f} MiB vs {largest / MIB:.0f} MiB)")
     print(flush=True)
     return {"times": times, "memory": mem, "total_bytes": total, "largest_bytes": largest}
+
+
+# ================================================================================================ load
+
+LOAD_VARIANTS = ["raw read", "fxlower", "fxlower (own mmap)", "fxlower copy=True", "safetensors+clone", "torch.load"]
+
+
+def _raw_read(path: str, buf: torch.Tensor) -> None:
+    mv = memoryview(buf.numpy()).cast("B")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pos = 0
+        while pos < len(mv):
+            n = os.readv(fd, [mv[pos:pos + RAW_CHUNK]])
+            if n == 0:
+                break
+            pos += n
+    finally:
+        os.close(fd)
+
+
+def run_load_variant(variant: str, paths: dict[str, str], buf: torch.Tensor) -> None:
+    from fxlower import mapping
+    if variant == "raw read":
+        _raw_read(paths["weights file"], buf)
+    elif variant.startswith("fxlower"):
+        saved = mapping._FD_PATH
+        if variant == "fxlower (own mmap)":
+            mapping._FD_PATH = None  # the 1.0 path: fxlower maps the descriptor itself
+        try:
+            art = fxlower.load(paths["fxlower"])
+            if variant == "fxlower copy=True":
+                art.to_graph_module(copy=True)  # owned copies of every tensor, read with pread
+            else:  # zero-copy views (the library's private mapping, or fxlower's), every byte touched
+                for t in art.to_graph_module(copy=False).state_dict().values():
+                    t.view(-1)[::1024].sum()
+            art.close()
+        finally:
+            mapping._FD_PATH = saved
+    elif variant == "safetensors+clone":
+        import safetensors.torch
+        {k: v.clone() for k, v in safetensors.torch.load_file(paths["safetensors"]).items()}
+    elif variant == "torch.load":
+        torch.load(paths["torch"], weights_only=True)
+    else:
+        raise ValueError(variant)
+
+
+def bench_load(args) -> dict:
+    print("== load benchmark ==", flush=True)
+    import safetensors.torch
+    gm = build_weights_model(args)
+    sd = state_dict_of(gm)
+    total, largest = tensor_nbytes(sd)
+    paths = {"fxlower": os.path.join(args.dir, "load.fxl"), "safetensors": os.path.join(args.dir, "load.st"),
+             "torch": os.path.join(args.dir, "load.pt")}
+    rm(paths["fxlower"])
+    fxlower.export(gm, paths["fxlower"])
+    paths["weights file"] = os.path.join(paths["fxlower"], "weights.safetensors")
+    safetensors.torch.save_file(sd, paths["safetensors"])
+    torch.save(sd, paths["torch"])
+    os.sync()
+    del gm, sd
+    gc.collect()
+    buf = torch.empty(os.path.getsize(paths["weights file"]), dtype=torch.uint8)
+    buf.fill_(1)
+    print(f"model: {total / 1e9:.3f} GB float32 in 10 tensors, largest {largest / MIB:.0f} MiB; files in the page "
+          f"cache", flush=True)
+    for v in LOAD_VARIANTS:  # warm-up: page cache, imports
+        run_load_variant(v, paths, buf)
+        gc.collect()
+    times: dict[str, list[float]] = {v: [] for v in LOAD_VARIANTS}
+    others: dict[str, list[float]] = {v: [] for v in LOAD_VARIANTS}
+    cpus: dict[str, list[float]] = {v: [] for v in LOAD_VARIANTS}
+    for r in range(args.rounds):
+        order = LOAD_VARIANTS if r % 2 == 0 else LOAD_VARIANTS[::-1]
+        for v in order:
+            gc.collect()
+            wait_quiet(args.quiet_wait)
+            warm_memory(int(args.warm_factor * total), args.dir, "anon")  # the copies land in anonymous memory
+            with Timed() as tm:
+                run_load_variant(v, paths, buf)
+            gc.collect()
+            times[v].append(tm.seconds)
+            others[v].append(tm.others)
+            cpus[v].append(tm.cpu)
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v} {times[v][-1]:.3f}s" for v in LOAD_VARIANTS),
+              flush=True)
+    print()
+    print(f"load: {total / 1e9:.3f} GB, {args.rounds} rounds, alternating order; medians (ratios: medians of "
+          f"per-round ratios)")
+    print(f"{'variant':<22}{'median s':>9}{'GB/s':>7}{'vs raw':>8}{'vs fxlower':>11}{'min s':>8}{'CPU s':>7}"
+          f"{'CPU vs fxlower':>15}{'others CPU':>12}")
+    for v in LOAD_VARIANTS:
+        ts = times[v]
+        print(f"{v:<22}{median(ts):>9.3f}{total / median(ts) / 1e9:>7.2f}"
+              f"{median([a / b for a, b in zip(ts, times['raw read'])]):>8.3f}"
+              f"{median([a / b for a, b in zip(ts, times['fxlower'])]):>11.3f}{min(ts):>8.3f}"
+              f"{median(cpus[v]):>7.3f}{median([a / b for a, b in zip(cpus[v], cpus['fxlower'])]):>15.3f}"
+              f"{median(others[v]):>12.0%}")
+    print("(fxlower: load validates the manifest and headers, to_graph_module copies every tensor into owned "
+          "memory; safetensors+clone: load_file then clone each tensor, the same work without validation)")
+    print(flush=True)
+    for p in ("fxlower", "safetensors", "torch"):
+        rm(paths[p])
+    return {"times": times}
 
 
 # ================================================================================================ graph model
@@ -722,7 +837,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dir", default=None, help="output directory (default: a new temp dir under build/)")
-    ap.add_argument("--only", choices=["weights", "graph"], default=None)
+    ap.add_argument("--only", choices=["weights", "load", "graph"], default=None)
     ap.add_argument("--width", type=int, default=8192, help="weights model width (default 8192)")
     ap.add_argument("--layers", type=int, default=3,
                     help="square width x width layers in the weights model (default 3: 1.07 GB in all)")
@@ -755,6 +870,8 @@ def main() -> None:
     try:
         if args.only in (None, "weights"):
             bench_weights(args)
+        if args.only in (None, "load"):
+            bench_load(args)
         if args.only in (None, "graph"):
             bench_graph(args)
         if args.profile:

@@ -1,12 +1,19 @@
 """The ``fxlower`` command line.
 
     fxlower demo [DIR]            trace, lift, export (with golden data), load back and summarise the built-in example
-    fxlower inspect DIR [--nodes] summarise an artifact (Python twin of fxlower-inspect)
-    fxlower validate DIR [--verify] [--lenient]
+    fxlower inspect DIR [--nodes] [--verify] [--non-strict]
+                                  summarise an artifact (Python twin of fxlower-inspect)
+    fxlower validate DIR [--verify] [--non-strict]
                                   check an artifact; exit 0 if valid, 1 with the error code otherwise
-    fxlower dump DIR              the canonical dump (docs: cpp/DUMP.md), identical to fxlower-dump's
+    fxlower dump DIR [--non-strict]
+                                  the canonical dump (docs: cpp/DUMP.md), identical to fxlower-dump's
+    fxlower clean PATH            remove the temporaries that killed exports to PATH left behind (never a running
+                                  export's) and list them
 
-Exit codes: 0 success, 1 invalid artifact or failed check, 2 usage error.
+Options are named as in the C++ tools: ``--non-strict`` ignores directory entries the manifest does not list (never
+opened), ``--verify`` checks every tensor's SHA-256.
+
+Exit codes: 0 success, 1 invalid artifact, failed check or file-system error, 2 usage error.
 """
 
 from __future__ import annotations
@@ -28,11 +35,14 @@ __all__ = ["main", "summary"]
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def summary(art: Artifact, nodes: bool = False) -> str:
@@ -59,19 +69,26 @@ def summary(art: Artifact, nodes: bool = False) -> str:
         lines.append("modules    " + ", ".join(f"{t} v{v} x{c}" for (t, v), c in sorted(modules.items())))
     if targets:
         lines.append("targets    " + ", ".join(f"{t} x{c}" for t, c in sorted(targets.items())))
+    # Every table entry counts, golden and aliases included (as fxlower-inspect and ExportSummary.tensors count).
+    golden_files = {f.path for f in m.files if f.role == "golden"}
     by_dtype: dict[str, list[int]] = {}
+    seen: set[tuple[str, str]] = set()
+    aliases = golden = 0
     for t in m.tensors:
-        if t.name.startswith("golden/"):
-            continue
-        size = STORAGE_DTYPES[t.dtype][1]
+        if (t.file, t.key) in seen:
+            aliases += 1
+        seen.add((t.file, t.key))
+        golden += t.file in golden_files
         count = 1
         for d in t.shape:
             count *= d
         acc = by_dtype.setdefault(t.dtype, [0, 0])
         acc[0] += 1
-        acc[1] += count * size
-    lines.append("tensors    " + (", ".join(f"{k}: {c} ({_fmt_bytes(b)})" for k, (c, b) in sorted(by_dtype.items()))
-                                  or "none"))
+        acc[1] += count * STORAGE_DTYPES[t.dtype][1]
+    total = sum(b for _, b in by_dtype.values())
+    lines.append(f"tensors    {len(m.tensors)} ({aliases} alias{'es' if aliases != 1 else ''}, {golden} golden), "
+                 f"{_fmt_bytes(total)} (aliases counted each time)"
+                 + "".join(f"; {k}: {c} ({_fmt_bytes(b)})" for k, (c, b) in sorted(by_dtype.items())))
     if m.golden is not None:
         lines.append(f"golden     mode {m.golden.mode}, {len(m.golden.inputs)} input(s), tolerances "
                      + ", ".join(f"{k} rtol={t.rtol:g} atol={t.atol:g}" for k, t in sorted(m.golden.tolerances.items())))
@@ -131,7 +148,7 @@ def _demo(path: str) -> int:
     print(f"  rebuilt module reproduces the golden output bit-exactly: {same}; on fresh inputs: {same_fresh}")
     if not (same and same_fresh):
         return 1
-    runner = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cpp", "build", "fxlower-run")
+    runner = _runner()
     if os.path.exists(runner):
         print("\n== 4. execute in C++, without Python: fxlower-run --check")
         sys.stdout.flush()
@@ -140,13 +157,30 @@ def _demo(path: str) -> int:
     return 0
 
 
+def _runner() -> str:
+    """Where a build of the C++ side puts ``fxlower-run`` (cpp/build of the source tree)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cpp", "build", "fxlower-run")
+
+
 def _attr(v: Any) -> str:
     if isinstance(v, torch.Tensor):
         return f"<{str(v.dtype).removeprefix('torch.')}{list(v.shape)}>"
     return repr(v)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _clean(path: str) -> int:
+    from .writing import remove_orphaned_temporaries
+
+    removed = remove_orphaned_temporaries(path)
+    for tmp in removed:
+        print(f"removed {tmp}")
+    target = os.path.abspath(path)
+    print(f"{len(removed)} orphaned temporar{'y' if len(removed) == 1 else 'ies'} of {target} removed"
+          if removed else f"no orphaned temporaries of {target}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fxlower", description="Export torch.fx graphs for compilers.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("demo", help="run the whole path on the built-in example")
@@ -154,28 +188,47 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("inspect", help="summarise an artifact")
     p.add_argument("path")
     p.add_argument("--nodes", action="store_true", help="also list every node")
+    p.add_argument("--verify", action="store_true", help="also check every tensor's SHA-256")
+    p.add_argument("--non-strict", action="store_true", help="ignore unlisted files instead of rejecting them")
     p = sub.add_parser("validate", help="check an artifact")
     p.add_argument("path")
     p.add_argument("--verify", action="store_true", help="also check every tensor's SHA-256")
-    p.add_argument("--lenient", action="store_true", help="ignore unlisted files instead of rejecting them")
+    p.add_argument("--non-strict", action="store_true", help="ignore unlisted files instead of rejecting them")
     p = sub.add_parser("dump", help="canonical dump, identical to fxlower-dump's")
     p.add_argument("path")
-    args = parser.parse_args(argv)
+    p.add_argument("--non-strict", action="store_true", help="ignore unlisted files instead of rejecting them")
+    p = sub.add_parser("clean", help="remove orphaned temporaries of killed exports to PATH")
+    p.add_argument("path", help="the artifact path the exports wrote to")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (argparse exits with 2 on a usage error)."""
+    args = _parser().parse_args(argv)
     try:
         if args.cmd == "demo":
             os.makedirs(os.path.dirname(os.path.abspath(args.path)), exist_ok=True)
             return _demo(args.path)
+        if args.cmd == "clean":
+            return _clean(args.path)
+        strict = not args.non_strict
         if args.cmd == "inspect":
-            print(summary(load(args.path), nodes=args.nodes))
+            art = load(args.path, strict=strict, verify=args.verify)
+            print(summary(art, nodes=args.nodes))
+            if args.verify:
+                print(f"verify     {len(art.manifest.tensors)} tensors: all SHA-256 match")
         elif args.cmd == "validate":
-            load(args.path, strict=not args.lenient, verify=args.verify)
+            load(args.path, strict=strict, verify=args.verify)
             print(f"{args.path}: valid")
-        elif args.cmd == "dump":
+        else:
             from .dump import dump
-            sys.stdout.write(dump(load(args.path)))
+            sys.stdout.write(dump(load(args.path, strict=strict)))
         return 0
     except FxLowerError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the demo's directory, or the file system under an export
+        print(f"error: {e.filename or args.path}: {e.strerror or e} (errno {e.errno})", file=sys.stderr)
         return 1
 
 

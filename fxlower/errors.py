@@ -9,7 +9,9 @@ give the fix.
     ├── RegistrationError        a rule or function registration is invalid (duplicate, bad attrs)
     ├── LiftError                a rule could not fetch an attribute from a module
     │   └── AttributeTypeError   a lowering attribute is not of its declared type (or not declared)
-    ├── ExportError              export could not write the artifact (I/O, unsupported tensor kind, bad value)
+    ├── ExportError              export could not write the artifact (I/O, unsupported tensor kind, bad value,
+    │   │                        an nn.Module that does not trace, example inputs the model does not run on)
+    │   └── ArtifactExistsError  (fxlower.writing; also a FileExistsError) the target exists and is not replaced
     ├── UnsupportedTargetError   a call_function target is neither allow-listed nor registered
     └── FormatError              an artifact is malformed; ``code`` is the stable id shared with the C++ reader
         └── VersionError         wrong format identifier or an unsupported format version
@@ -74,7 +76,12 @@ class AttributeTypeError(LiftError):
 
 
 class ExportError(FxLowerError):
-    """Export could not write the artifact."""
+    """Export could not write the artifact.
+
+    The message names the path, node, tensor or module type at fault and a fix that works with ``export``'s
+    own arguments; the underlying error (an ``OSError``, the tracer's or the model's exception) is chained as
+    ``__cause__``.
+    """
 
 
 class UnsupportedTargetError(FxLowerError):

@@ -6,11 +6,16 @@ read from them — a copy-on-write mapping for in-place views, ``pread`` for own
 reopened by path, so what a loaded artifact reads is what it validated, even after the artifact directory was
 replaced (an export with ``overwrite=True``) or deleted: the old inodes live as long as the descriptors.
 
-Owned copies (:meth:`TensorFiles.read_into`) are read with ``pread`` straight into the destination tensor, so they
-never map file pages into the process: copying a model costs its size in memory and no more. Views
-(:meth:`TensorFiles.view`) share the mapping: no copy, pages are read on first touch and stay clean (evictable)
-until written; a write goes to a private copy of the page, never to the file. A file truncated by someone else
+Views (:meth:`TensorFiles.view`) come from the safetensors library (``safe_open``), opened on the checked
+descriptor itself through ``/proc/self/fd/N``: the library maps the file privately, so there is no copy, pages are
+read on first touch and stay clean (evictable) until written, and a write goes to a private copy of the page,
+never to the file. Where ``/proc/self/fd`` is missing, or on a big-endian host (where the library byte-swaps into
+copies), fxlower maps the descriptor itself with the same copy-on-write semantics. A file truncated by someone else
 while mapped can fault (SIGBUS) a process touching a view; owned copies cannot.
+
+Owned copies (:meth:`TensorFiles.read_into`) are read with ``pread`` straight into the destination tensor (the
+library can only hand out views of its mapping, and cloning those would hold a tensor twice), so they never map file
+pages into the process: copying a model costs its size in memory and no more.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ import hashlib
 import math
 import mmap
 import os
+import sys
 from collections.abc import Mapping
+from typing import Any
 
+import safetensors
 import torch
 
 from .constants import STORAGE_DTYPES
@@ -30,6 +38,9 @@ from .tensorfile import StoredTensor
 __all__ = ["TensorFiles"]
 
 _PREAD_CHUNK = 64 << 20
+#: The library opens files by path only; on Linux ``/proc/self/fd/N`` names the checked descriptor itself (no
+#: re-resolution of the artifact's path). Elsewhere, or on a big-endian host, fxlower maps the descriptor itself.
+_FD_PATH = "/proc/self/fd" if sys.byteorder == "little" and os.path.isdir("/proc/self/fd") else None
 
 
 class TensorFiles:
@@ -38,7 +49,8 @@ class TensorFiles:
     def __init__(self, fds: dict[str, int], stored: Mapping[str, Mapping[str, StoredTensor]]):
         self._fds = dict(fds)
         self._stored = stored
-        self._maps: dict[str, mmap.mmap] = {}
+        self._maps: dict[str, Any] = {}  # file -> the artifact's own view source (a library handle or an mmap)
+        self._bytes: dict[str, mmap.mmap] = {}  # file -> a read-only mapping for stored_bytes
         self._closed = False
 
     def info(self, entry: TensorEntry) -> StoredTensor:
@@ -49,14 +61,26 @@ class TensorFiles:
             raise ValueError("the artifact is closed; load it again to read its tensors")
         return self._fds[file]
 
-    def _map(self, file: str) -> mmap.mmap:
-        m = self._maps.get(file)
+    def _byte_map(self, file: str) -> mmap.mmap:
+        """A read-only mapping of the whole file, for its stored bytes."""
+        m = self._bytes.get(file)
         if m is None:
-            m = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_COPY)
-            self._maps[file] = m
+            m = self._bytes[file] = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_READ)
+        else:
+            self._fd(file)
         return m
 
-    def view(self, entry: TensorEntry, maps: dict[str, mmap.mmap] | None = None) -> torch.Tensor:
+    def _open_view_source(self, file: str) -> Any:
+        """A private mapping of ``file``: a safetensors library handle on the checked descriptor, or an mmap."""
+        fd = self._fd(file)
+        if _FD_PATH is None:
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+        try:
+            return safetensors.safe_open(f"{_FD_PATH}/{fd}", framework="pt")
+        except safetensors.SafetensorError as e:  # never after the strict header check, unless the file changed
+            raise OSError(f"{file}: the safetensors library refuses the file it was validated as ({e})") from None
+
+    def view(self, entry: TensorEntry, maps: dict[str, Any] | None = None) -> torch.Tensor:
         """The tensor as a view of a copy-on-write mapping of its file (nothing read until used).
 
         Args:
@@ -71,13 +95,15 @@ class TensorFiles:
         if count == 0:
             self._fd(entry.file)  # a closed artifact refuses every read alike
             return torch.empty(shape, dtype=dtype)
-        if maps is None:
-            m = self._map(entry.file)
-        else:
-            m = maps.get(entry.file)
-            if m is None:
-                m = maps[entry.file] = mmap.mmap(self._fd(entry.file), 0, access=mmap.ACCESS_COPY)
-        return torch.frombuffer(m, dtype=dtype, count=count, offset=info.begin).reshape(shape)
+        owner = self._maps if maps is None else maps
+        source = owner.get(entry.file)
+        if source is None:
+            source = owner[entry.file] = self._open_view_source(entry.file)
+        elif maps is None:
+            self._fd(entry.file)
+        if isinstance(source, mmap.mmap):
+            return torch.frombuffer(source, dtype=dtype, count=count, offset=info.begin).reshape(shape)
+        return source.get_tensor(entry.key)
 
     def stored_bytes(self, entry: TensorEntry) -> memoryview:
         """The stored bytes, as a view of the file mapping."""
@@ -85,7 +111,7 @@ class TensorFiles:
         if info.end == info.begin:
             self._fd(entry.file)
             return memoryview(b"")
-        return memoryview(self._map(entry.file))[info.begin:info.end]
+        return memoryview(self._byte_map(entry.file))[info.begin:info.end]
 
     def read_into(self, entry: TensorEntry) -> torch.Tensor:
         """A new tensor that owns its memory, filled with ``pread`` from the validated descriptor.
@@ -132,12 +158,16 @@ class TensorFiles:
 
     def close(self) -> None:
         """Release the mappings and descriptors. Views still in use keep their mapping alive until freed."""
-        for m in self._maps.values():
+        for m in [*self._maps.values(), *self._bytes.values()]:
+            if not isinstance(m, mmap.mmap):
+                m.__exit__(None, None, None)  # a library handle: tensors it gave out keep its mapping alive
+                continue
             try:
                 m.close()
             except BufferError:  # a tensor still views it; the mapping lives until that tensor is freed
                 pass
         self._maps.clear()
+        self._bytes.clear()
         if not self._closed:
             self._closed = True
             for fd in self._fds.values():

@@ -1,8 +1,13 @@
-"""safetensors files: a streaming, hashing writer and a strict header reader (docs/format.md section 5).
+"""safetensors files: a streaming, hashing writer, a strict header check, and tensors read through the
+safetensors library (docs/format.md section 5).
 
 The writer stores each tensor from its own memory (a contiguous CPU tensor is never copied; a non-contiguous or
 CUDA one is copied alone), hashes it with SHA-256 on a second thread while it is being written, and orders tensors
 by item size then key so that every tensor is aligned to its item size in the file.
+
+Reading: :class:`TensorFile` checks the header strictly first, keeps the descriptor it checked, and then serves
+tensors through ``safetensors.safe_open`` on that very descriptor (``/proc/self/fd/N``): zero-copy, private
+mappings.
 """
 
 from __future__ import annotations
@@ -141,6 +146,7 @@ def _needs_copy(t: torch.Tensor) -> bool:
             or (sys.byteorder == "big" and t.element_size() > 1))
 
 
+# Not safetensors.serialize_file: it needs all tensors in host memory at once, writes a path (0600, no fsync), no hash.
 def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, str]:
     """Write a safetensors file to ``fd``, fsync it, and return ``{key: sha256 hex}``.
 
@@ -214,6 +220,7 @@ def _json_depth_ok(raw: bytes) -> bool:
     return True
 
 
+# Not the library's parser: it accepts duplicate keys, leading whitespace, unaligned data, any key (RELIABILITY.md).
 def read_header(f, file_size: int, where: str) -> dict[str, StoredTensor]:
     """Read and validate a safetensors header (docs/format.md section 5).
 
@@ -319,4 +326,3 @@ def _check_utf8(text: str, where: str) -> None:
 
 def _reject_constant(name: str, where: str):
     raise FormatError("safetensors.header", f"header contains the non-JSON constant {name}", where)
-

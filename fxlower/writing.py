@@ -3,10 +3,12 @@
 Export runs in explicit phases — COLLECT (lift, gather graphs and tensors, run the example inputs), ENCODE
 (build and validate the manifest), WRITE_TENSORS, WRITE_MANIFEST, PUBLISH — in a temporary sibling directory
 ``<target>.fxlower-tmp-<random>`` that is created first (so a missing or read-only parent fails before any heavy
-work). Files are fsynced, then the directory, then it is renamed into place without replacing anything
-(``renameat2(RENAME_NOREPLACE)``), or swapped with the old artifact (``RENAME_EXCHANGE``) when overwriting, and
-the parent is fsynced. On any failure, interruption included, the temporary directory is removed and the target
-is left as it was.
+work) and held under an exclusive ``flock`` for the export's lifetime: a temporary whose lock nobody holds was left
+by an export that died (e.g. SIGKILL), and the next export of the same target removes it first
+(``ExportSummary.removed_temporaries``; ``fxlower clean PATH`` does it on demand). Files are fsynced, then the
+directory, then it is renamed into place without replacing anything (``renameat2(RENAME_NOREPLACE)``), or
+swapped with the old artifact (``RENAME_EXCHANGE``) when overwriting, and the parent is fsynced. On any failure,
+interruption included, the temporary directory is removed and the target is left as it was.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import ctypes
 import dataclasses
 import enum
 import errno
+import fcntl
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +36,7 @@ import torch.fx as fx
 from . import __version__
 from .constants import (FORMAT_ID, FORMAT_VERSION, GOLDEN_FILE, MANIFEST_FILE, MAX_MANIFEST_BYTES, ROLE_GOLDEN,
                         ROLE_WEIGHTS, TOLERANCES, WEIGHTS_FILE)
-from .errors import ExportError, FormatError
+from .errors import ExportError, FormatError, UnsupportedModuleError
 from .lifting import META_KEY, iter_graph_modules, lift, module_declarations
 from .names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
 from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, ModuleDecl, Node, Producer, Signature,
@@ -39,9 +44,9 @@ from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, ModuleDecl, N
 from .signatures import CATCH_ALL, choose_overload, function_overloads, method_overloads, to_schema
 from .targets import function_name
 from .tensorfile import _write_all, storage_code, write_tensor_file
-from .values import encode, meta_of
+from .values import clone_tensors, encode, has_tensor, meta_of
 
-__all__ = ["export", "ExportSummary", "ArtifactExistsError", "pack_manifest"]
+__all__ = ["export", "ExportSummary", "ArtifactExistsError", "pack_manifest", "remove_orphaned_temporaries"]
 
 
 class ArtifactExistsError(ExportError, FileExistsError):
@@ -58,6 +63,8 @@ class ExportSummary:
     tensors: int
     bytes_written: int
     digest: str
+    #: Temporaries of earlier exports to this path that died before publishing (no live lock), removed first.
+    removed_temporaries: tuple[str, ...] = ()
 
 
 class Phase(enum.IntEnum):
@@ -169,11 +176,22 @@ class _Recorder(fx.Interpreter):
 
     def __init__(self, gm: fx.GraphModule, path: str, sink: Callable[[str, fx.Node, Any], None]):
         super().__init__(gm)
+        self.extra_traceback = False  # run_node's ExportError says where; no "While executing" appended to it
         self.path = path
         self.sink = sink
 
     def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
+        try:
+            out = super().run_node(n)
+        except ExportError:
+            raise  # from a nested graph's node, already explained
+        except Exception as e:
+            where = f"node '{n.name}' ({n.op} {_target_text(n.target)})"
+            where += f" in graph '{self.path}'" if self.path else " in the root graph"
+            raise ExportError(
+                f"running the example inputs failed at {where}: {type(e).__name__}: {e}. "
+                f"example_inputs must be what the model's forward accepts (count, shapes, dtypes, devices); "
+                f"fix them, or export without example_inputs") from e
         self.sink(self.path, n, out)
         return out
 
@@ -187,14 +205,10 @@ class _Recorder(fx.Interpreter):
         return super().call_module(target, args, kwargs)
 
 
-def _clone_tree(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_clone_tree(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _clone_tree(v) for k, v in value.items()}
-    return value
+def _target_text(target: Any) -> str:
+    if isinstance(target, str):
+        return target
+    return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or repr(target)
 
 
 def _meta_from_node(node: fx.Node) -> dict | None:
@@ -281,20 +295,20 @@ class _Program:
 
     def _run(self) -> None:
         inputs = tuple(self.example_inputs)
-        self.golden_inputs = _clone_tree(inputs)
+        self.golden_inputs = clone_tensors(inputs)
         keep_nodes = self.golden_mode == "nodes"
 
         def sink(path: str, node: fx.Node, value: Any) -> None:
             self.metas[(path, node.name)] = meta_of(value)
             if keep_nodes and path == "" and node.op not in ("placeholder", "output"):
-                self.node_values[node.name] = _clone_tree(value)
+                self.node_values[node.name] = clone_tensors(value)
 
         # The artifact means eval-mode, no-grad computation (docs/semantics.md): run so, then restore the flags.
         flags = [(m, m.training) for m in self.gm.modules()]
         try:
             self.gm.eval()
             with torch.no_grad():
-                out = _Recorder(self.gm, "", sink).run(*_clone_tree(inputs))
+                out = _Recorder(self.gm, "", sink).run(*clone_tensors(inputs))
         finally:
             for m, training in flags:
                 m.training = training
@@ -419,7 +433,7 @@ class _Program:
             outputs = encode(self.golden_outputs, tensor_name=self._golden_namer("golden/outputs"),
                              where="golden output")
             nodes = {n: encode(v, tensor_name=self._golden_namer(f"golden/nodes/{n}"), where=f"golden node '{n}'")
-                     for n, v in self.node_values.items() if _has_tensor(v)}
+                     for n, v in self.node_values.items() if has_tensor(v)}
             dtypes = sorted({c for c in (storage_code(t, n) for n, (t, r) in self.table.tensors.items()
                                          if r == ROLE_GOLDEN and not n.startswith("golden/inputs/"))})
             tolerances = {c: Tolerance(*TOLERANCES.get(c, (0.0, 0.0))) for c in dtypes}
@@ -443,16 +457,6 @@ def _public_kwargs(node: fx.Node, where: str) -> dict[str, Any]:
                               f"carry (a consumer could not bind it); call the function without it")
         out[k] = v
     return out
-
-
-def _has_tensor(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return True
-    if isinstance(value, (list, tuple)):
-        return any(_has_tensor(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_tensor(v) for v in value.values())
-    return False
 
 
 def _digest(graphs: bytes, tensors: list[TensorEntry], signature: bytes) -> str:
@@ -508,16 +512,41 @@ def _is_replaceable(target: str) -> bool:
     """Whether overwrite may replace ``target``: a real directory that is an fxlower artifact (it has a
     manifest) or holds nothing but the files an export writes (empty, or an artifact another export is
     replacing at this moment). Anything else may be a user's data and is never replaced."""
-    st = os.lstat(target)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        return False
-    entries = set(os.listdir(target))
+    try:
+        st = os.lstat(target)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            return False
+        entries = set(os.listdir(target))
+    except FileNotFoundError:
+        return True  # gone meanwhile: nothing to protect
     return MANIFEST_FILE in entries or entries <= {WEIGHTS_FILE, GOLDEN_FILE}
 
 
+def _describe(target: str) -> str:
+    """What ``target`` is, for a message about why overwrite cannot replace it."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return "it is gone"
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is a file, not a directory"
+    others = sorted(set(os.listdir(target)) - {WEIGHTS_FILE, GOLDEN_FILE})
+    shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+    return f"it is a directory without {MANIFEST_FILE} that holds {shown}"
+
+
 def _exists_error(target: str, during: bool) -> ArtifactExistsError:
-    how = " was created by someone else during export" if during else " exists"
-    return ArtifactExistsError(errno.EEXIST, f"{target}{how}; pass overwrite=True to replace it", target)
+    """The error for an existing ``target``: overwrite=True is suggested only where it would work."""
+    how = "was created by someone else during export" if during else "exists"
+    if _is_replaceable(target):
+        msg = f"{target} {how} (an fxlower artifact); pass overwrite=True to replace it, or choose another path"
+    else:
+        msg = (f"{target} {how} and is not an fxlower artifact directory ({_describe(target)}); overwrite=True "
+               f"replaces only artifact directories, never other data. Choose another path, or move or remove "
+               f"what is there yourself")
+    return ArtifactExistsError(errno.EEXIST, msg, target)
 
 
 def _publish(tmp: str, target: str, overwrite: bool) -> None:
@@ -538,26 +567,144 @@ def _publish(tmp: str, target: str, overwrite: bool) -> None:
         if not overwrite:
             raise _exists_error(target, during=False)
         if not _is_replaceable(target):
-            raise ExportError(f"{target} exists and is not an fxlower artifact directory (no {MANIFEST_FILE}); "
-                              f"refusing to replace it even with overwrite=True")
+            raise _exists_error(target, during=False)
         if _renameat2(tmp, target, _RENAME_EXCHANGE):
-            shutil.rmtree(tmp)  # tmp now holds the old artifact
+            _rmtree(tmp)  # tmp now holds the old artifact
             return
         old = f"{target}.fxlower-old-{secrets.token_hex(8)}"
         os.rename(target, old)
         os.rename(tmp, target)
-        shutil.rmtree(old)
+        _rmtree(old)
         return
+
+
+# ------------------------------------------------------------------------------------------------ temporaries
+
+_TMP_MARK = ".fxlower-tmp-"
+_TMP_ATTEMPTS = 100
+
+
+def _rmtree(path: str) -> None:
+    """Remove a tree; entries that vanish meanwhile (a concurrent clean of the same orphan) are not errors."""
+    def ignore_vanished(func, p, exc):
+        exc = exc[1] if isinstance(exc, tuple) else exc  # onerror gets exc_info, onexc (3.12+) the exception
+        if not isinstance(exc, FileNotFoundError):
+            raise exc
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=ignore_vanished)
+    else:
+        shutil.rmtree(path, onerror=ignore_vanished)
+
+
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.EBADF}
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Lock a directory exclusively without waiting: True if locked, False if someone holds it, None where the
+    file system offers no flock on directories (e.g. some NFS setups; there no temporary is ever judged orphaned)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        if e.errno in _NO_LOCKS:
+            return None
+        raise
+
+
+def _open_dir(path: str) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+
+
+def _make_temporary(parent: str, base: str) -> tuple[str, int]:
+    """Create ``<base>.fxlower-tmp-<random>`` in ``parent`` and lock it; return its path and the locked fd.
+
+    A concurrent clean may lock and remove a directory in the instant between its mkdir and our flock: then the
+    lock fails or the path no longer names the locked directory, and a new name is tried."""
+    for _ in range(_TMP_ATTEMPTS):
+        tmp = os.path.join(parent, f"{base}{_TMP_MARK}{secrets.token_hex(8)}")
+        os.mkdir(tmp, 0o777)
+        try:
+            fd = _open_dir(tmp)
+        except FileNotFoundError:
+            continue
+        try:
+            if _try_lock(fd) is not False:
+                st, now = os.fstat(fd), os.lstat(tmp)
+                if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                    return tmp, fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.rmdir(tmp)
+            raise
+        os.close(fd)
+    raise ExportError(f"could not create and lock a temporary directory in {parent} in {_TMP_ATTEMPTS} "
+                      f"attempts (each was removed at once by a concurrent 'fxlower clean'); retry the export")
+
+
+def remove_orphaned_temporaries(path: str | os.PathLike) -> list[str]:
+    """Remove the temporaries that exports to ``path`` left when they died before publishing (killed, power
+    loss): ``<path>.fxlower-tmp-<16 hex digits>`` directories whose lock no live export holds. A running
+    export's temporary is locked and never touched.
+
+    Args:
+        path: the artifact path the exports wrote to.
+
+    Returns:
+        The removed directories' paths, sorted.
+
+    Raises:
+        ExportError: the parent directory cannot be listed, or an orphan cannot be removed (errno and path named).
+    """
+    target = os.path.abspath(os.fspath(path))
+    parent, base = os.path.split(target)
+    pattern = re.compile(re.escape(base + _TMP_MARK) + "[0-9a-f]{16}")
+    try:
+        names = sorted(n for n in os.listdir(parent) if pattern.fullmatch(n))
+    except OSError as e:
+        raise ExportError(f"cannot list {parent} to look for temporaries of {target}: {e.strerror} "
+                          f"(errno {e.errno})") from e
+    removed = []
+    for name in names:
+        tmp = os.path.join(parent, name)
+        try:
+            fd = _open_dir(tmp)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone meanwhile, or not ours (a file or a symbolic link of that name is left alone)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                continue
+            raise ExportError(f"cannot open the temporary {tmp}: {e.strerror} (errno {e.errno})") from e
+        try:
+            if _try_lock(fd) is not True:
+                continue  # a live export holds it (or locks are not available here: then it cannot be told)
+            try:
+                _rmtree(tmp)
+            except OSError as e:
+                raise ExportError(f"cannot remove the orphaned temporary {tmp}: {e.strerror} (errno {e.errno}, "
+                                  f"{e.filename or tmp}); remove it by hand") from e
+            removed.append(tmp)
+        finally:
+            os.close(fd)
+    return removed
 
 
 # ------------------------------------------------------------------------------------------------ export
 
-def export(gm: fx.GraphModule, path: str | os.PathLike, example_inputs: tuple | None = None, *,
+def export(gm: fx.GraphModule | torch.nn.Module, path: str | os.PathLike, example_inputs: tuple | None = None, *,
            golden: bool | str = False, overwrite: bool = False) -> ExportSummary:
     """Lift ``gm`` and write it as an fxlower artifact directory at ``path``.
 
+    Temporaries that earlier exports to ``path`` left behind when they were killed are removed first and listed
+    in the summary's ``removed_temporaries``.
+
     Args:
-        gm: the GraphModule; nested GraphModules reached by ``call_module`` become graphs of their own.
+        gm: the GraphModule; nested GraphModules reached by ``call_module`` become graphs of their own. Any
+            other ``nn.Module`` is traced first with ``torch.fx.symbolic_trace``.
         path: the artifact directory to create.
         example_inputs: positional inputs; when given, every node's output shape and dtype are recorded from a
             run on them (otherwise from ``node.meta`` where an earlier pass left them).
@@ -566,12 +713,14 @@ def export(gm: fx.GraphModule, path: str | os.PathLike, example_inputs: tuple | 
         overwrite: replace an existing artifact at ``path`` (atomically); otherwise an existing path raises.
 
     Returns:
-        An :class:`ExportSummary` (path, node and tensor counts, bytes written, digest).
+        An :class:`ExportSummary` (path, node and tensor counts, bytes written, digest, removed temporaries).
 
     Raises:
-        ArtifactExistsError: ``path`` exists and ``overwrite`` is false (also a ``FileExistsError``).
+        ArtifactExistsError: ``path`` exists and ``overwrite`` is false, or it is not an artifact directory
+            (which ``overwrite`` never replaces); also a ``FileExistsError``.
         UnsupportedModuleError: a leaf module has no lowering rule.
-        ExportError: a value, tensor or name cannot be written, or the file system failed (errno and path named).
+        ExportError: tracing an ``nn.Module`` failed; running the example inputs failed; a value, tensor or name
+            cannot be written; or the file system failed (errno and path named).
 
     Example:
         >>> import torch, torch.nn as nn, fxlower
@@ -581,33 +730,70 @@ def export(gm: fx.GraphModule, path: str | os.PathLike, example_inputs: tuple | 
         (4, 4)
     """
     if not isinstance(gm, fx.GraphModule):
-        raise TypeError(f"export expects a torch.fx.GraphModule, got {type(gm).__qualname__}")
+        if not isinstance(gm, torch.nn.Module):
+            raise TypeError(f"export expects a torch.fx.GraphModule or a torch.nn.Module, got "
+                            f"{type(gm).__module__}.{type(gm).__qualname__}")
+        gm = _trace(gm)
     if golden not in (False, True, "nodes"):
         raise ValueError(f"golden must be False, True or 'nodes', got {golden!r}")
     if golden and example_inputs is None:
-        raise ValueError("golden data needs example_inputs")
+        raise ValueError(f"golden={golden!r} needs example_inputs (golden data is the outputs they produce); pass "
+                         f"them, e.g. export(gm, path, (x,), golden={golden!r}), or leave golden=False")
     if example_inputs is not None and not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     target = os.path.abspath(os.fspath(path))
     parent, base = os.path.split(target)
-    if os.path.lexists(target) and not overwrite:
+    if os.path.lexists(target) and (not overwrite or not _is_replaceable(target)):
         raise _exists_error(target, during=False)
-    tmp = os.path.join(parent, f"{base}.fxlower-tmp-{secrets.token_hex(8)}")
+    removed = tuple(remove_orphaned_temporaries(target)) if os.path.isdir(parent) else ()
     try:
-        os.mkdir(tmp, 0o777)
+        tmp, lock_fd = _make_temporary(parent, base)
     except OSError as e:
         raise ExportError(f"cannot create the temporary directory in {parent}: {e.strerror} "
                           f"(errno {e.errno})") from e
     try:
-        return _export_into(gm, example_inputs, golden, tmp, target, overwrite)
+        summary = _export_into(gm, example_inputs, golden, tmp, target, overwrite)
+        return dataclasses.replace(summary, removed_temporaries=removed)
     except OSError as e:
         if isinstance(e, ArtifactExistsError):
             raise
         raise ExportError(f"export to {target} failed: {e.strerror or e} (errno {e.errno}, "
                           f"{e.filename or tmp})") from e
+    except UnsupportedModuleError as e:
+        raise UnsupportedModuleError(_unsupported_for_export(e.unsupported), e.unsupported) from e
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmp)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                _rmtree(tmp)
+        finally:
+            os.close(lock_fd)  # releases the lock, after the temporary is gone (or published)
+
+
+def _unsupported_for_export(unsupported: dict[str, list[tuple[str, str]]]) -> str:
+    """The message for leaf modules without a rule, with a fix that works for export (lift's alternative,
+    ``strict=False``, records unsupported nodes, which an artifact cannot hold)."""
+    lines = [f"export needs a lowering rule for every leaf module; {len(unsupported)} module type(s) in the graph "
+             f"have none:"]
+    for tname, uses in sorted(unsupported.items()):
+        lines.append(f"  {tname}: {uses[0][1]}; used by {', '.join(w for w, _ in uses)}")
+    first = sorted(unsupported)[0].rsplit(".", 1)[-1]
+    lines.append(f"Register a rule for each before exporting (docs/writing-rules.md), e.g. "
+                 f"fxlower.register_module({first}, attrs=[...], version=1), or decorate the class with "
+                 f"@fxlower.register_module(attrs=[...], version=1).")
+    return "\n".join(lines)
+
+
+def _trace(module: torch.nn.Module) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace(module)``, or ExportError saying why it failed and what to do."""
+    name = f"{type(module).__module__}.{type(module).__qualname__}"
+    try:
+        return fx.symbolic_trace(module)
+    except Exception as e:
+        raise ExportError(
+            f"export traces an nn.Module with torch.fx.symbolic_trace, which failed on {name}: "
+            f"{type(e).__name__}: {e}. Keep the untraceable submodule as a leaf (a torch.fx.Tracer subclass whose "
+            f"is_leaf_module returns True for it, plus @fxlower.register_module for its rule) or the function "
+            f"(torch.fx.wrap), trace it yourself and pass the GraphModule") from e
 
 
 def _export_into(gm: fx.GraphModule, example_inputs: tuple | None, golden: bool | str, tmp: str, target: str,

@@ -6,8 +6,12 @@ import errno
 import json
 import os
 import pathlib
+import signal
 import stat
+import subprocess
+import sys
 import threading
+import time
 
 import jsonschema
 import msgpack
@@ -177,7 +181,9 @@ def test_golden_nodes_stores_every_tensor_valued_node(tmp_path):
 
 def test_golden_needs_example_inputs(tmp_path):
     gm = fx.symbolic_trace(nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="golden data needs example_inputs"):
+    with pytest.raises(ValueError, match=r"^golden=True needs example_inputs \(golden data is the outputs they "
+                                         r"produce\); pass them, e\.g\. export\(gm, path, \(x,\), golden=True\), "
+                                         r"or leave golden=False$"):
         fxlower.export(gm, tmp_path / "m", golden=True)
     assert not (tmp_path / "m").exists()
 
@@ -415,3 +421,280 @@ def test_concurrent_first_exports_with_overwrite_all_succeed(tmp_path):
         assert errors == []
         fxlower.load(target, verify=True)
     assert sorted(os.listdir(tmp_path)) == [f"m{i}" for i in range(5)]
+
+
+# ------------------------------------------------------------------------------------------------ crash leftovers
+
+_STALLING_EXPORT = r"""
+import sys, time
+import torch, torch.nn as nn
+import fxlower, fxlower.tensorfile as tf
+
+target, marker = sys.argv[1], sys.argv[2]
+real = tf._start_writeback
+
+
+def stall(fd, offset, length):  # called after each written piece: once a weight is written, say so and hang
+    real(fd, offset, length)
+    if offset + length > 4 << 20:
+        with open(marker, "w") as f:
+            f.write(str(offset + length))
+        time.sleep(600)
+
+
+tf._start_writeback = stall
+torch.manual_seed(1)
+fxlower.export(nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(4)]), target, overwrite=True)
+"""
+
+
+def _start_stalled_export(tmp_path, target, name):
+    """A subprocess export of 4 x 4 MiB weights that stops after writing its first weight (and says so)."""
+    marker = tmp_path / f"{name}.marker"
+    proc = subprocess.Popen([sys.executable, "-c", _STALLING_EXPORT, str(target), str(marker)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while not marker.exists() or not marker.read_text():
+        if proc.poll() is not None:
+            pytest.fail(f"the export subprocess ended early: {proc.stderr.read().decode()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the export subprocess never reached its first tensor")
+        time.sleep(0.05)
+    return proc, int(marker.read_text())
+
+
+def _temporaries(parent, base="m"):
+    return sorted(p for p in parent.iterdir() if p.name.startswith(base + ".fxlower-tmp-"))
+
+
+def test_a_killed_export_leaves_an_orphan_that_the_next_export_removes_sparing_a_live_one(tmp_path):
+    target = tmp_path / "out" / "m"
+    target.parent.mkdir()
+    old = fxlower.export(_small(), target)
+    before = _files(target)
+    procs = []
+    try:
+        live, _ = _start_stalled_export(tmp_path, target, "live")  # runs (stalled) throughout, holding its lock
+        procs.append(live)
+        (live_tmp,) = _temporaries(target.parent)
+        killed, written = _start_stalled_export(tmp_path, target, "killed")
+        procs.append(killed)
+        (orphan,) = [p for p in _temporaries(target.parent) if p != live_tmp]
+        # mid-write: the temporary holds a partial weights file; the old artifact is intact and loads
+        size = (orphan / "weights.safetensors").stat().st_size
+        assert size == written and 4 << 20 < size < 4 * ((4 << 20) + 4096)
+        assert _files(target) == before and fxlower.load(target, verify=True).manifest.digest == old.digest
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait(60) == -signal.SIGKILL
+        assert _temporaries(target.parent) == sorted([live_tmp, orphan])  # the orphan outlives its export
+        assert _files(target) == before
+
+        torch.manual_seed(2)
+        new = fxlower.export(nn.Sequential(nn.Linear(3, 2)), target, overwrite=True)
+        assert new.removed_temporaries == (str(orphan),)
+        assert _temporaries(target.parent) == [live_tmp]  # the running export's temporary is untouched
+        assert (live_tmp / "weights.safetensors").stat().st_size > 4 << 20
+        assert fxlower.load(target, verify=True).manifest.digest == new.digest
+        live.send_signal(signal.SIGKILL)
+        live.wait(60)
+        from fxlower.writing import remove_orphaned_temporaries
+        assert remove_orphaned_temporaries(target) == [str(live_tmp)]
+        assert sorted(p.name for p in target.parent.iterdir()) == ["m"]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(60)
+
+
+def test_an_export_without_orphans_reports_none(tmp_path):
+    assert fxlower.export(_small(), tmp_path / "m").removed_temporaries == ()
+
+
+# ------------------------------------------------------------------------------------------------ messages
+
+def test_an_nn_module_is_traced_like_symbolic_trace_does(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    fxlower.export(model, tmp_path / "module", (x,), golden=True)
+    fxlower.export(fx.symbolic_trace(model), tmp_path / "traced", (x,), golden=True)
+    assert _files(tmp_path / "module") == _files(tmp_path / "traced")
+
+
+def test_an_untraceable_module_names_its_type_the_tracer_error_and_the_fix(tmp_path):
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(ExportError) as info:
+        fxlower.export(Branchy(), tmp_path / "m")
+    msg = str(info.value)
+    assert msg.startswith("export traces an nn.Module with torch.fx.symbolic_trace, which failed on "
+                          "test_export.test_an_untraceable_module_names_its_type_the_tracer_error_and_the_fix."
+                          "<locals>.Branchy: TraceError: symbolically traced variables cannot be used as inputs "
+                          "to control flow. ")
+    assert "is_leaf_module" in msg and "@fxlower.register_module" in msg and "torch.fx.wrap" in msg
+    assert type(info.value.__cause__).__name__ == "TraceError"
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", [3, "model", lambda x: x])
+def test_export_of_something_else_is_a_type_error(tmp_path, value):
+    with pytest.raises(TypeError, match=r"^export expects a torch\.fx\.GraphModule or a torch\.nn\.Module, got "):
+        fxlower.export(value, tmp_path / "m")
+
+
+def test_a_failing_example_input_names_the_node_and_chains_the_cause(tmp_path):
+    gm = _small()  # Linear(8, 8): a 5-wide input cannot be multiplied
+    with pytest.raises(ExportError) as info:
+        fxlower.export(gm, tmp_path / "m", (torch.randn(1, 5),))
+    assert str(info.value) == (
+        "running the example inputs failed at node '_0' (call_module 0) in the root graph: RuntimeError: mat1 and "
+        "mat2 shapes cannot be multiplied (1x5 and 8x8). example_inputs must be what the model's forward accepts "
+        "(count, shapes, dtypes, devices); fix them, or export without example_inputs")
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failing_example_input_in_a_nested_graph_names_that_graph(tmp_path):
+    inner = fx.symbolic_trace(nn.Sequential(nn.Linear(4, 4)))
+    outer = fx.symbolic_trace(nn.Sequential(nn.Identity(), nn.ReLU()))
+    outer.add_submodule("inner", inner)
+    with outer.graph.inserting_before(list(outer.graph.nodes)[-1]):
+        relu = [n for n in outer.graph.nodes if n.op == "call_module" and n.target == "1"][0]
+        call = outer.graph.call_module("inner", (relu,))
+    list(outer.graph.nodes)[-1].args = (call,)
+    outer.recompile()
+    with pytest.raises(ExportError, match=r"^running the example inputs failed at node '_0' \(call_module 0\) in "
+                                          r"graph 'inner': RuntimeError: mat1 and mat2"):
+        fxlower.export(outer, tmp_path / "m", (torch.randn(2, 3),))
+
+
+def test_an_unsupported_module_error_from_export_gives_a_fix_export_takes(tmp_path):
+    class Mystery(nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    class Leafy(fx.Tracer):
+        def is_leaf_module(self, m, qualname):
+            return isinstance(m, Mystery) or super().is_leaf_module(m, qualname)
+
+    root = nn.Sequential(Mystery(), nn.ReLU())
+    gm = fx.GraphModule(root, Leafy().trace(root))
+    with pytest.raises(fxlower.UnsupportedModuleError) as info:
+        fxlower.export(gm, tmp_path / "m")
+    name = "test_export.test_an_unsupported_module_error_from_export_gives_a_fix_export_takes.<locals>.Mystery"
+    assert str(info.value) == (
+        "export needs a lowering rule for every leaf module; 1 module type(s) in the graph have none:\n"
+        f"  {name}: {name} has no lowering rule; used by node '_0'\n"
+        "Register a rule for each before exporting (docs/writing-rules.md), e.g. "
+        "fxlower.register_module(Mystery, attrs=[...], version=1), or decorate the class with "
+        "@fxlower.register_module(attrs=[...], version=1).")
+    assert "strict=False" not in str(info.value)
+    assert list(info.value.unsupported) == [name]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_existing_file_is_refused_without_suggesting_overwrite(tmp_path, overwrite):
+    (tmp_path / "m").write_text("mine")
+    with pytest.raises(ArtifactExistsError) as info:
+        fxlower.export(_small(), tmp_path / "m", overwrite=overwrite)
+    assert str(info.value) == (
+        f"[Errno 17] {tmp_path / 'm'} exists and is not an fxlower artifact directory (it is a file, not a "
+        "directory); overwrite=True replaces only artifact directories, never other data. Choose another path, "
+        f"or move or remove what is there yourself: '{tmp_path / 'm'}'")
+    assert (tmp_path / "m").read_text() == "mine" and os.listdir(tmp_path) == ["m"]
+
+
+def test_an_existing_directory_of_other_files_is_described(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    for n in ("a.txt", "b.txt", "c.txt", "d.txt", "weights.safetensors"):
+        (d / n).write_text("x")
+    with pytest.raises(ArtifactExistsError, match=r"\(it is a directory without manifest\.msgpack that holds "
+                                                  r"a\.txt, b\.txt, c\.txt, \.\.\.\); overwrite=True replaces only"):
+        fxlower.export(_small(), d, overwrite=True)
+    (tmp_path / "link").symlink_to(d)
+    with pytest.raises(ArtifactExistsError, match=r"\(it is a symbolic link\)"):
+        fxlower.export(_small(), tmp_path / "link")
+
+
+def test_an_existing_artifact_suggests_overwrite(tmp_path):
+    fxlower.export(_small(), tmp_path / "m")
+    with pytest.raises(ArtifactExistsError) as info:
+        fxlower.export(_small(), tmp_path / "m")
+    assert str(info.value) == (f"[Errno 17] {tmp_path / 'm'} exists (an fxlower artifact); pass overwrite=True to "
+                               f"replace it, or choose another path: '{tmp_path / 'm'}'")
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def test_tensors_come_from_the_checked_file_even_if_the_path_is_replaced(tmp_path):
+    """load keeps the descriptors it validated; replacing a file afterwards changes nothing it serves."""
+    torch.manual_seed(0)
+    gm = _small()
+    fxlower.export(gm, tmp_path / "m")
+    art = fxlower.load(tmp_path / "m")
+    with torch.no_grad():
+        gm.get_submodule("0").weight.fill_(7.0)
+    fxlower.export(gm, tmp_path / "other")
+    os.replace(tmp_path / "other" / "weights.safetensors", tmp_path / "m" / "weights.safetensors")
+    torch.manual_seed(0)
+    expected = nn.Linear(8, 8).weight.detach()  # the first Linear _small() builds from seed 0
+    assert torch.equal(art.tensor("0.weight"), expected)
+    art.verify()
+    art.close()
+
+
+@pytest.mark.parametrize("through_library", [True, False])
+def test_tensors_and_stored_bytes_match_the_library_reader(tmp_path, monkeypatch, through_library):
+    """Tensors as safetensors.torch.load_file reads the same file, with the library (Linux) or fxlower's own
+    mapping (other systems)."""
+    import safetensors.torch
+
+    import fxlower.mapping as mapping
+    if not through_library:
+        monkeypatch.setattr(mapping, "_FD_PATH", None)
+    torch.manual_seed(0)
+    gm = fx.symbolic_trace(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).to(torch.bfloat16))
+    fxlower.export(gm, tmp_path / "m")
+    art = fxlower.load(tmp_path / "m", verify=True)
+    ref = safetensors.torch.load_file(tmp_path / "m" / "weights.safetensors")
+    for name, entry in art.tensors.items():
+        t = art.tensor(name)
+        assert t.dtype == ref[entry.key].dtype and torch.equal(t, ref[entry.key]), name
+        raw = ref[entry.key].reshape(-1).view(torch.uint8).numpy().tobytes() if ref[entry.key].numel() else b""
+        assert bytes(art.stored_bytes(name)) == raw
+    art.close()
+    with pytest.raises(ValueError, match="is closed"):
+        art.tensor("0.weight")
+
+
+def test_without_directory_locks_exports_work_and_nothing_is_judged_orphaned(tmp_path, monkeypatch):
+    """Where flock on a directory fails (e.g. NFS: EBADF/ENOLCK), export still works, and the cleaner never
+    removes a temporary it cannot judge."""
+    from fxlower import writing
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(writing.fcntl, "flock", no_locks)
+    (tmp_path / "m.fxlower-tmp-0000000000000001").mkdir()
+    s = fxlower.export(_small(), tmp_path / "m")
+    assert s.removed_temporaries == ()
+    assert sorted(os.listdir(tmp_path)) == ["m", "m.fxlower-tmp-0000000000000001"]
+    monkeypatch.undo()  # locks work again: now the orphan can be judged
+    assert writing.remove_orphaned_temporaries(tmp_path / "m") == [str(tmp_path / "m.fxlower-tmp-0000000000000001")]
+
+
+def test_an_unexpected_lock_error_fails_the_export_naming_it(tmp_path, monkeypatch):
+    from fxlower import writing
+
+    def broken(fd, op):
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(writing.fcntl, "flock", broken)
+    with pytest.raises(ExportError, match=r"cannot create the temporary directory in .*: Input/output error "
+                                          r"\(errno 5\)"):
+        fxlower.export(_small(), tmp_path / "m")
+    assert os.listdir(tmp_path) == []
