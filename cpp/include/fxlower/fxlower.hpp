@@ -1139,7 +1139,7 @@ class AttrType {
                                    enumeration, tuple };
   struct Alt {
     Base base = Base::tensor;
-    Base elem = Base::integer;              // tuple: int, float, bool or str
+    std::vector<Base> elems;                // tuple: the element's alternatives (int, float, bool, str, none)
     std::optional<std::size_t> count;       // tuple: exactly this many elements; nullopt: any number
     std::vector<std::string> words;         // enumeration: the accepted strs
   };
@@ -1160,7 +1160,7 @@ class AttrType {
 
 /// One attribute a module's lowering rule may record.
 struct AttrDecl {
-  std::string name;  // dotted; the component "*" stands for one decimal index
+  std::string name;  // dotted; each "*" stands for one decimal index (whole component or part of one)
   std::string type;  // the type grammar's text
   std::string doc;   // one line of meaning
   AttrType parsed;   // `type`, parsed
@@ -1471,12 +1471,18 @@ inline bool is_decimal_index(std::string_view c) {
 }
 
 /// An AttrDecl name matches a record attribute name: the same components, "*" matching a decimal index.
+/// Whether `name` is an instance of the declared attribute name `pattern`, in which each '*' stands for one decimal
+/// index (0 or [1-9][0-9]*) and never for a '.' (docs/format.md, ModuleDecl: declared names).
 inline bool attr_name_matches(std::string_view pattern, std::string_view name) {
-  const auto p = split_dots(pattern), n = split_dots(name);
-  if (p.size() != n.size()) return false;
-  for (std::size_t i = 0; i < p.size(); ++i)
-    if (!(p[i] == n[i] || (p[i] == "*" && is_decimal_index(n[i])))) return false;
-  return true;
+  if (pattern.empty()) return name.empty();
+  if (pattern[0] != '*') return !name.empty() && name[0] == pattern[0] && attr_name_matches(pattern.substr(1), name.substr(1));
+  if (name.empty() || name[0] < '0' || name[0] > '9') return false;
+  if (name[0] == '0') return attr_name_matches(pattern.substr(1), name.substr(1));
+  std::size_t k = 1;  // try every length of the index, longest digits run first
+  while (k < name.size() && name[k] >= '0' && name[k] <= '9') ++k;
+  for (std::size_t len = k; len >= 1; --len)
+    if (attr_name_matches(pattern.substr(1), name.substr(len))) return true;
+  return false;
 }
 
 /// call_method targets: [A-Za-z][A-Za-z0-9_]*.
@@ -3533,7 +3539,26 @@ inline std::optional<AttrType> AttrType::parse(std::string_view text, std::strin
     while (j < text.size() && text[j] >= 'a' && text[j] <= 'z') ++j;
     const std::string_view head = text.substr(i, j - i);
     Alt alt;
-    if (head == "enum" && j < text.size() && text[j] == '(') {
+    if (head.empty() && i < text.size() && text[i] == '(') {  // "(" scalar { "|" scalar } ")" "[" [count] "]"
+      static const std::pair<const char*, Base> kScalars[] = {
+          {"int", Base::integer}, {"float", Base::floating}, {"bool", Base::boolean}, {"str", Base::string},
+          {"none", Base::none}};
+      alt.base = Base::tuple;
+      i += 1;
+      while (true) {
+        std::size_t k = i;
+        while (k < text.size() && text[k] >= 'a' && text[k] <= 'z') ++k;
+        const std::string_view sc = text.substr(i, k - i);
+        bool known = false;
+        for (const auto& b : kScalars)
+          if (sc == b.first) { alt.elems.push_back(b.second); known = true; }
+        if (!known) return bad("a parenthesised tuple element is int, float, bool, str or none, found " + detail::short_repr(sc));
+        if (k < text.size() && text[k] == '|') { i = k + 1; continue; }
+        if (k < text.size() && text[k] == ')') { i = k + 1; break; }
+        return bad("'(' is not closed by ')'");
+      }
+      if (i >= text.size() || text[i] != '[') return bad("a parenthesised element union is followed by '[' [count] ']'");
+    } else if (head == "enum" && j < text.size() && text[j] == '(') {
       alt.base = Base::enumeration;
       i = j + 1;
       while (true) {
@@ -3554,18 +3579,20 @@ inline std::optional<AttrType> AttrType::parse(std::string_view text, std::strin
       if (i < text.size() && text[i] == '[') {
         if (alt.base != Base::integer && alt.base != Base::floating && alt.base != Base::boolean && alt.base != Base::string)
           return bad("only int, float, bool and str form tuples (X[N])");
-        alt.elem = alt.base;
+        alt.elems = {alt.base};
         alt.base = Base::tuple;
-        std::size_t k = i + 1;
-        while (k < text.size() && text[k] >= '0' && text[k] <= '9') ++k;
-        const std::string_view digits = text.substr(i + 1, k - i - 1);
-        if (k >= text.size() || text[k] != ']') return bad("a tuple count is '[' digits ']' or '[]'");
-        if (!digits.empty()) {
-          if (!detail::is_decimal_index(digits) || digits.size() > 9) return bad("bad tuple count " + detail::short_repr(digits));
-          alt.count = static_cast<std::size_t>(std::stoul(std::string(digits)));
-        }
-        i = k + 1;
       }
+    }
+    if (alt.base == Base::tuple) {
+      std::size_t k = i + 1;
+      while (k < text.size() && text[k] >= '0' && text[k] <= '9') ++k;
+      const std::string_view digits = text.substr(i + 1, k - i - 1);
+      if (k >= text.size() || text[k] != ']') return bad("a tuple count is '[' digits ']' or '[]'");
+      if (!digits.empty()) {
+        if (!detail::is_decimal_index(digits) || digits.size() > 9) return bad("bad tuple count " + detail::short_repr(digits));
+        alt.count = static_cast<std::size_t>(std::stoul(std::string(digits)));
+      }
+      i = k + 1;
     }
     t.alts_.push_back(std::move(alt));
     if (i == text.size()) break;
@@ -3576,19 +3603,23 @@ inline std::optional<AttrType> AttrType::parse(std::string_view text, std::strin
 }
 
 inline bool AttrType::accepts(const Value& v) const {
-  const auto elem_ok = [](Base e, const Value& x) {
-    switch (e) {
-      case Base::integer: return x.kind() == ValueKind::integer;
-      case Base::floating: return x.kind() == ValueKind::floating;
-      case Base::boolean: return x.kind() == ValueKind::boolean;
-      default: return x.kind() == ValueKind::string;
+  const auto elem_ok = [](const std::vector<Base>& elems, const Value& x) {
+    for (Base e : elems) {
+      switch (e) {
+        case Base::integer: if (x.kind() == ValueKind::integer) return true; break;
+        case Base::floating: if (x.kind() == ValueKind::floating) return true; break;
+        case Base::boolean: if (x.kind() == ValueKind::boolean) return true; break;
+        case Base::none: if (x.is_nil()) return true; break;
+        default: if (x.kind() == ValueKind::string) return true; break;
+      }
     }
+    return false;
   };
   for (const Alt& a : alts_) {
     switch (a.base) {
       case Base::tensor: if (v.kind() == ValueKind::tensor) return true; break;
       case Base::integer: case Base::floating: case Base::boolean: case Base::string:
-        if (elem_ok(a.base, v)) return true;
+        if (elem_ok({a.base}, v)) return true;
         break;
       case Base::none: if (v.is_nil()) return true; break;
       case Base::function: if (v.kind() == ValueKind::function) return true; break;
@@ -3605,7 +3636,7 @@ inline bool AttrType::accepts(const Value& v) const {
         const auto& items = v.items();
         if (a.count && items.size() != *a.count) break;
         bool ok = true;
-        for (const Value& x : items) ok = ok && elem_ok(a.elem, x);
+        for (const Value& x : items) ok = ok && elem_ok(a.elems, x);
         if (ok) return true;
         break;
       }
