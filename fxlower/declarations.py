@@ -50,6 +50,9 @@ def _check_params(params: list, where: str) -> None:
             raise FormatError("schema.type", f"parameter kind {p.kind!r:.40} is not one of {list(PARAM_KINDS)}",
                               w + ".kind")
         decode(p.default, w + ".default")
+        if p.required and p.default is not None:
+            raise FormatError("schema.type", f"parameter '{p.name}' is required, so its default is nil; found "
+                              f"{p.default!r:.40}", w + ".default")
 
 
 def check_declarations(manifest: Any, where: str) -> Declarations:
