@@ -35,6 +35,7 @@ from . import attrtypes
 from .attrtypes import type_name
 from .errors import AttributeTypeError, ExportError, RegistrationError, UnsupportedModuleError
 from .schema import AttrDecl, ModuleDecl, Param
+from .signatures import PARAM_KINDS
 from .values import encode
 
 __all__ = [
@@ -350,13 +351,6 @@ def _normalise_attrs(owner: str, attrs: Any) -> tuple[AttrDecl, ...]:
     return tuple(out)
 
 
-_PARAM_KINDS = {
-    inspect.Parameter.POSITIONAL_ONLY: "positional_only",
-    inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional_or_keyword",
-    inspect.Parameter.VAR_POSITIONAL: "var_positional",
-    inspect.Parameter.KEYWORD_ONLY: "keyword_only",
-    inspect.Parameter.VAR_KEYWORD: "var_keyword",
-}
 
 
 def forward_params(cls: type) -> tuple[Param, ...]:
@@ -379,7 +373,7 @@ def forward_params(cls: type) -> tuple[Param, ...]:
     for p in params:
         var = p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         if p.default is inspect.Parameter.empty:
-            out.append(Param(name=p.name, kind=_PARAM_KINDS[p.kind], default=None, required=not var))
+            out.append(Param(name=p.name, kind=PARAM_KINDS[p.kind], default=None, required=not var))
             continue
         if not _plain_default(p.default):
             raise RegistrationError(
@@ -390,7 +384,7 @@ def forward_params(cls: type) -> tuple[Param, ...]:
             default = encode(p.default, where=f"{type_name(cls)}.forward parameter '{p.name}'")
         except ExportError as e:
             raise RegistrationError(str(e)) from None
-        out.append(Param(name=p.name, kind=_PARAM_KINDS[p.kind], default=default, required=False))
+        out.append(Param(name=p.name, kind=PARAM_KINDS[p.kind], default=default, required=False))
     return tuple(out)
 
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import attrtypes
+from . import attrtypes, signatures
 from .errors import FormatError
 from .names import check_function_name, check_method_name, check_name
 from .values import ModuleTypeRef, decode
 
 __all__ = ["PARAM_KINDS", "Declarations", "check_declarations", "check_record"]
 
-PARAM_KINDS = ("positional_only", "positional_or_keyword", "var_positional", "keyword_only", "var_keyword")
+PARAM_KINDS = tuple(signatures.PARAM_KINDS.values())
 
 
 # ------------------------------------------------------------------------------------------------ shape (step 4)

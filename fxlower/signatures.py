@@ -33,9 +33,10 @@ from .errors import ExportError
 from .schema import Overload, Param
 from .values import encode
 
-__all__ = ["function_overloads", "method_overloads", "choose_overload", "to_schema", "CATCH_ALL"]
+__all__ = ["function_overloads", "method_overloads", "choose_overload", "to_schema", "CATCH_ALL", "PARAM_KINDS"]
 
-_KINDS = {
+#: How the format names Python's parameter kinds (docs/format.md, Param.kind).
+PARAM_KINDS = {
     inspect.Parameter.POSITIONAL_ONLY: "positional_only",
     inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional_or_keyword",
     inspect.Parameter.VAR_POSITIONAL: "var_positional",
@@ -86,7 +87,7 @@ def _overload(sig: inspect.Signature, where: str) -> Overload:
         default, required = _default(p.name, p.default, where)
         if p.kind in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD):
             default, required = None, False
-        params.append(Param(name=p.name, kind=_KINDS[p.kind], default=default, required=required))
+        params.append(Param(name=p.name, kind=PARAM_KINDS[p.kind], default=default, required=required))
     ret = sig.return_annotation
     returns = "" if ret is inspect.Signature.empty else (ret if isinstance(ret, str) else _type_text(ret))
     return Overload(params=params, returns=returns)
