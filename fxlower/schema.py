@@ -413,6 +413,8 @@ _VALUE_SCHEMA = {
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"const": "complex"}, "v": {"type": "array", "items": {"type": "number"},
                                                          "minItems": 2, "maxItems": 2}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],  # 1.2, core graphs only
+         "properties": {"t": {"const": "graph"}, "v": {"type": "integer", "minimum": 1}}},
     ],
 }
 _META_SCHEMA = {
@@ -420,7 +422,9 @@ _META_SCHEMA = {
     "oneOf": [
         {"type": "object", "additionalProperties": False, "required": ["t", "dtype", "shape"],
          "properties": {"t": {"const": "tensor"}, "dtype": {"type": "string"},
-                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 64}}},
+                        "shape": {"type": "array", "maxItems": 64, "items": {"anyOf": [
+                            {"type": "integer", "minimum": 0},
+                            {"type": "string", "description": "1.2, core graphs only: a shape expression"}]}}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"enum": ["tuple", "list"]}, "v": {"type": "array", "items": {"$ref": "#/$defs/Meta"}}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
