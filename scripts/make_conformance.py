@@ -1225,6 +1225,44 @@ def add_core(path: Path, ep) -> None:
     edit(path, f)
 
 
+def add_core_golden_nodes(path: Path, ep, inputs: tuple) -> None:
+    """STAND-IN for golden="nodes" with core=True: store every core root node's result (but placeholders and the
+    output) in golden.core_nodes, its tensors named golden/core/<node>/<j> in the golden file."""
+    from fxlower.tensorfile import tensor_bytes
+    state = {**ep.state_dict, **ep.constants}
+    user = iter(inputs)
+    args = [next(user) if spec.kind.name == "USER_INPUT" else state[spec.target]
+            for spec in ep.graph_signature.input_specs]
+    interp = fx.Interpreter(ep.graph_module, garbage_collect_values=False)
+    with torch.no_grad():
+        interp.run(*args)
+    results = {n.name: interp.env[n] for n in ep.graph.nodes if n.op == "call_function"}
+
+    def f(m):
+        new: dict[str, tuple[str, list[int], bytes]] = {}
+        core_nodes = {}
+        for name, value in results.items():
+            if not fxlower.values.has_tensor(value):
+                continue
+            tensors: list[torch.Tensor] = []
+
+            def tensor_name(t, name=name, tensors=tensors):
+                tensors.append(t)
+                return f"golden/core/{name}/{len(tensors) - 1}"
+            core_nodes[name] = fxlower.values.encode(value, tensor_name=tensor_name)
+            for j, t in enumerate(tensors):
+                new[f"golden/core/{name}/{j}"] = (fxlower.constants.CODE_OF_DTYPE[t.dtype], list(t.shape),
+                                                  bytes(tensor_bytes(t.contiguous())))
+        m["golden"]["core_nodes"] = core_nodes
+        for key, (code, shape, blob) in new.items():
+            m["tensors"].append({"name": key, "dtype": code, "shape": shape, "file": GOLDEN, "key": key,
+                                 "sha256": hashlib.sha256(blob).hexdigest(), "kind": "golden",
+                                 "requires_grad": False, "persistent": True})
+        m["tensors"].sort(key=lambda t: t["name"])
+        st_write(path / GOLDEN, {**st_tensors(path / GOLDEN), **new})
+    edit(path, f)
+
+
 def core_only(path: Path, holder: nn.Module, holder_inputs: tuple, ep) -> None:
     """STAND-IN for fxlower.export(ep, path) without module=: an artifact with the core view only. The tensors
     come from exporting ``holder`` (a traceable module with the same parameters and buffers); its module view
@@ -1249,7 +1287,7 @@ class CoreCnn(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3)
-        self.bn = nn.BatchNorm2d(2)
+        self.bn = nn.BatchNorm2d(2, eps=0.0)  # variance 1 (fill_), eps 0: normalisation stays exact (dyadic)
         self.fc = nn.Linear(8, 3)
 
     def forward(self, x):
@@ -1295,11 +1333,14 @@ class Holder(nn.Module):
 
 
 def make_core_valid(v: Path) -> None:
-    # core_cnn: module view + core view with origin links (conv, bn, fc) and glue (relu, pool, view); golden.
+    # core_cnn: module view + core view with origin links (conv, bn, fc) and glue (relu, pool, view); golden
+    # "nodes" with the core root nodes' results in golden.core_nodes.
     model = fill_(CoreCnn(), 30)
     x = dyadic((1, 1, 6, 6), 31)
-    export(fx.symbolic_trace(model), v / "core_cnn", (x,), True)
-    add_core(v / "core_cnn", exported(model, (x,)))
+    export(fx.symbolic_trace(model), v / "core_cnn", (x,), "nodes")
+    ep = exported(model, (x,))
+    add_core(v / "core_cnn", ep)
+    add_core_golden_nodes(v / "core_cnn", ep, (x,))
     # core_dynamic: batch dimension s0 in [2, 64]; symbolic Meta shapes; aten.sym_size.int.
     model = fill_(CoreDyn(), 32)
     x = dyadic((3, 4), 33)
@@ -1356,6 +1397,15 @@ def core_invalid(vec) -> None:
     # core_cnn: node convolution links to module-view node "conv2", which does not exist.
     edit(vec("core_origin_missing_node", "graph.reference", base="core_cnn"),
          lambda m: core_node(m, "convolution")["origin"].__setitem__("node", "conv2"))
+    # core_cnn: golden.core_nodes has the key "conv", a module-view node but no core root node.
+    edit(vec("core_golden_nodes_unknown", "graph.reference", base="core_cnn"),
+         lambda m: m["golden"]["core_nodes"].__setitem__("conv", m["golden"]["core_nodes"].pop("convolution")))
+    # core_cnn: the module-view node conv has an origin (origin is for core nodes only).
+    edit(vec("core_origin_on_module_node", "graph.structure", base="core_cnn"),
+         lambda m: node(m, "conv").__setitem__("origin", {"graph": 0, "node": "bn"}))
+    # core_control_flow: the cond node's false branch is {"t": "graph", "v": 5}; core.graphs has 5 entries.
+    edit(vec("core_graph_value_out_of_range", "core.structure", base="core_control_flow"),
+         lambda m: core_node(m, "cond")["args"][2].__setitem__("v", 5))
     # core_only: core is nil while graphs is empty.
     edit(vec("graphs_empty_without_core", "graph.structure", base="core_only"), lambda m: m.__setitem__("core", None))
 
