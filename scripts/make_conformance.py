@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""Generate the format 1.1 conformance vectors of docs/format.md section 12 into ``tests/conformance/v1.1/``.
+"""Generate the format 1.2 conformance vectors of docs/format.md section 12 into ``tests/conformance/v1.2/``.
 
-    python3 scripts/make_conformance.py            # (re)write tests/conformance/v1.1/
+    python3 scripts/make_conformance.py            # (re)write tests/conformance/v1.2/
     python3 scripts/make_conformance.py --check    # regenerate into a temporary directory and compare
 
 Layout::
 
-    tests/conformance/v1.1/valid/<name>/      artifacts every reader MUST load (and verify)
-    tests/conformance/v1.1/invalid/<name>/    artifacts every reader MUST reject, with the code EXPECTED gives
-    tests/conformance/v1.1/EXPECTED           "<name> <code>" per invalid vector, sorted by name
+    tests/conformance/v1.2/valid/<name>/      artifacts every reader MUST load (and verify)
+    tests/conformance/v1.2/invalid/<name>/    artifacts every reader MUST reject, with the code EXPECTED gives
+    tests/conformance/v1.2/EXPECTED           "<name> <code>" per invalid vector, sorted by name
 
-``tests/conformance/v1.0/`` is the format 1.0 set, frozen when 1.1 was introduced: this script never writes it.
+``tests/conformance/v1.1/`` (frozen when 1.2 was introduced) and ``tests/conformance/v1.0/`` (frozen when 1.1 was)
+are older sets: this script never writes them.
 
 The output is deterministic: models are filled with values from fixed seeds (never torch's RNG), the manifest's
 ``producer`` is pinned (it is informative only), and nothing depends on time or host. Golden data is computed with
@@ -25,7 +26,9 @@ checkouts turn into a plain file) and a manifest over 1 GiB (``manifest.size``).
 
 Until the writer records the 1.1 fields itself, :func:`complete_1_1` adds them to each exported manifest (see the
 comment above ``DECLS``); each step runs only where the writer left a field at its default, so the writer's own
-output wins once it has them, and regenerating then updates the set.
+output wins once it has them, and regenerating then updates the set. Likewise, until the writer produces the core
+view (``fxlower.export(..., core=True)``), the ``core_*`` vectors get theirs from the stand-in of the section
+"core view (1.2)" below, built from torch.export's ExportedProgram.
 """
 
 from __future__ import annotations
