@@ -1300,14 +1300,17 @@ class CoreCnn(nn.Module):
 
 
 class CoreDyn(nn.Module):
-    """A Linear over a dynamic batch; the batch size is used as a number (aten.sym_size.int)."""
+    """A Linear over a dynamic batch s0; the batch size used as a number (aten.sym_size.int); a zero row padded on
+    (shape s0+1) and a concatenation (shape 2*s0+1): shape expressions in the metadata."""
 
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.fc(x).sum(0) * x.shape[0]
+        y = self.fc(x)
+        z = torch.cat([y, torch.nn.functional.pad(y, (0, 0, 1, 0))], 0)
+        return z.sum(0) * x.shape[0], z
 
 
 class CoreControl(nn.Module):

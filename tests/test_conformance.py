@@ -379,6 +379,7 @@ def test_1_2_set_covers_the_core_view():
     shapes = {n["name"]: n["meta"]["shape"] for n in dyn["graphs"][0]["nodes"]
               if n["meta"] and n["meta"]["t"] == "tensor"}
     assert shapes["x"] == ["s0", 4] and shapes["addmm"] == ["s0", 2] and shapes["sum_1"] == [2]
+    assert shapes["constant_pad_nd"] == ["s0+1", 2] and shapes["cat"] == ["2*s0+1", 2]
     flow = core["core_control_flow"]
     assert [g["name"] for g in flow["graphs"]] == ["", "true_graph_0", "false_graph_0", "while_loop_cond_graph_0",
                                                    "while_loop_body_graph_0"]
