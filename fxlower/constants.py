@@ -10,7 +10,7 @@ import torch
 #: Value of the manifest's ``format`` field.
 FORMAT_ID = "fxlower"
 #: (major, minor) of the format this package writes. See docs/format.md, "Versioning".
-FORMAT_VERSION = (1, 1)
+FORMAT_VERSION = (1, 2)
 
 MANIFEST_FILE = "manifest.msgpack"
 WEIGHTS_FILE = "weights.safetensors"

@@ -23,7 +23,8 @@ from .values import INT64_MAX, INT64_MIN, kind_name as _kind
 
 __all__ = [
     "SCHEMA_VERSION", "Value", "Meta", "Producer", "FileEntry", "TensorEntry", "Lowering", "Node", "Graph",
-    "Signature", "Tolerance", "Golden", "Param", "Overload", "AttrDecl", "ModuleDecl", "Manifest", "to_obj",
+    "Signature", "Tolerance", "Golden", "Param", "Overload", "AttrDecl", "ModuleDecl", "NodeLink", "CoreInput",
+    "CoreOutput", "OpArg", "OpSchema", "Symbol", "CoreView", "Manifest", "to_obj",
     "from_obj", "json_schema",
 ]
 
@@ -76,6 +77,14 @@ class Lowering:
 
 
 @dataclasses.dataclass(frozen=True)
+class NodeLink:
+    """1.2: a node of the module view (``Manifest.graphs[graph]``, node ``node``)."""
+
+    graph: int
+    node: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Node:
     name: str
     op: str
@@ -90,6 +99,8 @@ class Node:
     # 1.1: for call_function/call_method nodes, the index of the overload (Manifest.functions / .methods) that
     # the node's args and kwargs bind to; nil on other ops and in 1.0 files.
     overload: int | None = None
+    # 1.2: on a core-view node, the module-view node it came from (nil for glue and on module-view nodes).
+    origin: NodeLink | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +131,8 @@ class Golden:
     outputs: Value
     nodes: dict[str, Value]
     tolerances: dict[str, Tolerance]
+    # 1.2: core root node name -> its result (golden="nodes" with a core view).
+    core_nodes: dict[str, Value] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +166,67 @@ class ModuleDecl:
 
 
 @dataclasses.dataclass(frozen=True)
+class CoreInput:
+    """1.2: a placeholder of the core root graph."""
+
+    name: str  # the placeholder node's name
+    kind: str  # user_input, parameter, buffer, constant
+    target: str  # user_input: the signature input it binds to; otherwise the tensor table name
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreOutput:
+    """1.2: an element of the core root graph's output."""
+
+    name: str  # the node it returns ("" for a constant or None)
+    kind: str  # user_output, buffer_mutation
+    target: str  # buffer_mutation: the tensor table name of the buffer it updates; otherwise ""
+
+
+@dataclasses.dataclass(frozen=True)
+class OpArg:
+    """1.2: an argument or return of an operator schema."""
+
+    name: str
+    type: str  # the schema's type text: Tensor, Tensor?, SymInt[], Scalar, ...
+    kwarg_only: bool
+    default: Value  # nil when there is none (see required) or when it is None
+    required: bool
+    mutates: bool  # the schema marks it written (alias annotation with '!')
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSchema:
+    """1.2: the schema of a core operator (torch.FunctionSchema)."""
+
+    name: str  # aten::convolution
+    overload: str  # default
+    arguments: list[OpArg]
+    returns: list[OpArg]
+
+
+@dataclasses.dataclass(frozen=True)
+class Symbol:
+    """1.2: a shape symbol of the core view and the input dimension that defines it."""
+
+    min: int
+    max: int | None  # nil: unbounded
+    input: int  # index into CoreView.inputs (a user_input)
+    dim: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreView:
+    """1.2: the program as Core ATen operators (torch.export + run_decompositions)."""
+
+    graphs: list[Graph]  # graphs[0] the root; then control-flow branches and bodies
+    inputs: list[CoreInput]
+    outputs: list[CoreOutput]
+    ops: dict[str, OpSchema]
+    symbols: dict[str, Symbol]
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
     format: str
     format_version: list[int]
@@ -168,6 +242,8 @@ class Manifest:
     # 1.1: the overloads of every call_function target / call_method name used by the graphs.
     functions: dict[str, list[Overload]] = dataclasses.field(default_factory=dict)
     methods: dict[str, list[Overload]] = dataclasses.field(default_factory=dict)
+    # 1.2: the core view (Core ATen), linked to the module view; nil when the artifact has none.
+    core: CoreView | None = None
 
 
 # ------------------------------------------------------------------------------------------------ encoding
@@ -337,6 +413,8 @@ _VALUE_SCHEMA = {
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"const": "complex"}, "v": {"type": "array", "items": {"type": "number"},
                                                          "minItems": 2, "maxItems": 2}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],  # 1.2, core graphs only
+         "properties": {"t": {"const": "graph"}, "v": {"type": "integer", "minimum": 1}}},
     ],
 }
 _META_SCHEMA = {
@@ -344,7 +422,9 @@ _META_SCHEMA = {
     "oneOf": [
         {"type": "object", "additionalProperties": False, "required": ["t", "dtype", "shape"],
          "properties": {"t": {"const": "tensor"}, "dtype": {"type": "string"},
-                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 64}}},
+                        "shape": {"type": "array", "maxItems": 64, "items": {"anyOf": [
+                            {"type": "integer", "minimum": 0},
+                            {"type": "string", "description": "1.2, core graphs only: a shape expression"}]}}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"enum": ["tuple", "list"]}, "v": {"type": "array", "items": {"$ref": "#/$defs/Meta"}}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],

@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""Generate the format 1.1 conformance vectors of docs/format.md section 12 into ``tests/conformance/v1.1/``.
+"""Generate the format 1.2 conformance vectors of docs/format.md section 12 into ``tests/conformance/v1.2/``.
 
-    python3 scripts/make_conformance.py            # (re)write tests/conformance/v1.1/
+    python3 scripts/make_conformance.py            # (re)write tests/conformance/v1.2/
     python3 scripts/make_conformance.py --check    # regenerate into a temporary directory and compare
 
 Layout::
 
-    tests/conformance/v1.1/valid/<name>/      artifacts every reader MUST load (and verify)
-    tests/conformance/v1.1/invalid/<name>/    artifacts every reader MUST reject, with the code EXPECTED gives
-    tests/conformance/v1.1/EXPECTED           "<name> <code>" per invalid vector, sorted by name
+    tests/conformance/v1.2/valid/<name>/      artifacts every reader MUST load (and verify)
+    tests/conformance/v1.2/invalid/<name>/    artifacts every reader MUST reject, with the code EXPECTED gives
+    tests/conformance/v1.2/EXPECTED           "<name> <code>" per invalid vector, sorted by name
 
-``tests/conformance/v1.0/`` is the format 1.0 set, frozen when 1.1 was introduced: this script never writes it.
+``tests/conformance/v1.1/`` (frozen when 1.2 was introduced) and ``tests/conformance/v1.0/`` (frozen when 1.1 was)
+are older sets: this script never writes them.
 
 The output is deterministic: models are filled with values from fixed seeds (never torch's RNG), the manifest's
 ``producer`` is pinned (it is informative only), and nothing depends on time or host. Golden data is computed with
@@ -25,7 +26,9 @@ checkouts turn into a plain file) and a manifest over 1 GiB (``manifest.size``).
 
 Until the writer records the 1.1 fields itself, :func:`complete_1_1` adds them to each exported manifest (see the
 comment above ``DECLS``); each step runs only where the writer left a field at its default, so the writer's own
-output wins once it has them, and regenerating then updates the set.
+output wins once it has them, and regenerating then updates the set. Likewise, until the writer produces the core
+view (``fxlower.export(..., core=True)``), the ``core_*`` vectors get theirs from the stand-in of the section
+"core view (1.2)" below, built from torch.export's ExportedProgram.
 """
 
 from __future__ import annotations
@@ -62,9 +65,9 @@ import fxlower.book  # noqa: E402
 import fxlower.targets  # noqa: E402
 import fxlower.values  # noqa: E402
 from fxlower.constants import DTYPE_CODES, LAYOUTS, MEMORY_FORMATS, STORAGE_DTYPES  # noqa: E402
-from fxlower.schema import Graph, Meta, Signature, TensorEntry, Value  # noqa: E402
+from fxlower.schema import CoreView, Graph, Meta, Signature, TensorEntry, Value  # noqa: E402
 
-DEFAULT_OUT = ROOT / "tests" / "conformance" / "v1.1"
+DEFAULT_OUT = ROOT / "tests" / "conformance" / "v1.2"
 MANIFEST = "manifest.msgpack"
 WEIGHTS = "weights.safetensors"
 GOLDEN = "golden.safetensors"
@@ -154,11 +157,15 @@ def _canonical_value(v):
 
 
 def digest(m: dict) -> str:
-    """docs/format.md section 7: SHA-256 of the canonical encoding of [graphs, weight tensors, signature]."""
+    """docs/format.md section 7: SHA-256 of the canonical encoding of [graphs, weight tensors, signature] (and the
+    core view as a 4th element when there is one)."""
     weights = {f["path"] for f in m["files"] if f["role"] == "weights"}
-    blob = msgpack.packb([canonical(list[Graph], m["graphs"]),
-                          canonical(list[TensorEntry], [t for t in m["tensors"] if t["file"] in weights]),
-                          canonical(Signature, m["signature"])], use_bin_type=True)
+    parts = [canonical(list[Graph], m["graphs"]),
+             canonical(list[TensorEntry], [t for t in m["tensors"] if t["file"] in weights]),
+             canonical(Signature, m["signature"])]
+    if m.get("core") is not None:  # 1.2: the core view is the 4th element, only when there is one
+        parts.append(canonical(CoreView, m["core"]))
+    blob = msgpack.packb(parts, use_bin_type=True)
     return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
@@ -600,7 +607,7 @@ def _module_types(record: dict):
 
 def complete_1_1(m: dict, gm: fx.GraphModule, inputs: tuple) -> None:
     """Fill the 1.1 fields the writer left at their defaults (see the comment above DECLS)."""
-    assert m["format_version"] == [1, 1], m["format_version"]
+    assert m["format_version"] == [1, 2], m["format_version"]
     kinds = _tensor_kinds(gm)
     for t in m["tensors"]:
         if t.get("kind", ""):
@@ -996,6 +1003,417 @@ def make_valid(out: Path) -> None:
     # safetensors_metadata: a __metadata__ map of str to str in the weights header.
     shutil.copytree(v / "minimal", v / "safetensors_metadata")
     st_write(v / "safetensors_metadata" / WEIGHTS, st_tensors(v / "minimal" / WEIGHTS), {"format": "pt"})
+    make_core_valid(v)
+
+
+# ------------------------------------------------------------------------------------------------ core view (1.2)
+
+# STAND-IN, to be switched at merge: until the writer produces the core view (fxlower.export(..., core=True)),
+# the functions below build it here by surgery on torch.export's ExportedProgram of each model (after
+# run_decompositions(), the Core ATen table), following docs/format.md section 2.6. At merge the lead replaces
+# ``add_core`` / ``core_only`` by fxlower.export(..., core=True) (or an ExportedProgram without module=) and
+# regenerates the set; the vectors' content is then the writer's, and the invalid vectors (which only edit a
+# valid one) stay as they are.
+
+#: The Python callables a core graph may call besides OpOverloads (docs/format.md section 2.6), with their
+#: schemas as the spec writes them.
+PY_OPS = {
+    "operator.getitem": (["a", "b"], "Any"),
+    **{f"operator.{n}": (["a", "b"], "Scalar") for n in ("add", "sub", "mul", "floordiv", "mod", "eq", "ne", "lt",
+                                                            "le", "gt", "ge")},
+    "operator.neg": (["a"], "Scalar"),
+}
+HOP = {  # higher-order operators: their arguments as the spec writes them
+    "higher_order.cond": [("pred", "Tensor"), ("true_fn", "Graph"), ("false_fn", "Graph"), ("operands", "Any[]")],
+    "higher_order.while_loop": [("cond_fn", "Graph"), ("body_fn", "Graph"), ("carried_inputs", "Any[]"),
+                                ("additional_inputs", "Any[]")],
+}
+
+
+def _arg(name, type_, *, kwarg_only=False, default=None, required=True, mutates=False) -> dict:
+    return {"name": name, "type": type_, "kwarg_only": kwarg_only, "default": default, "required": required,
+            "mutates": mutates}
+
+
+def op_schema(target) -> tuple[str, dict]:
+    """(the target's name in the file, its OpSchema) for a core call_function target."""
+    if isinstance(target, torch._ops.OpOverload):
+        from torchgen.model import FunctionSchema  # the schema's own type text: Tensor?, SymInt[], int[2]
+        s = target._schema
+        parsed = FunctionSchema.parse(str(s))
+        name = f"{target.namespace}.{target._opname}.{target._overloadname}"
+
+        def arg(a, text):
+            default = fxlower.values.encode(a.default_value) if a.has_default_value() else None
+            return _arg(a.name, text, kwarg_only=bool(a.kwarg_only), default=default,
+                        required=not a.has_default_value(),
+                        mutates=bool(a.alias_info is not None and a.alias_info.is_write))
+
+        def ret(r, text):
+            return _arg(r.name or "", text, mutates=bool(r.alias_info is not None and r.alias_info.is_write))
+        return name, {"name": s.name, "overload": target._overloadname,
+                      "arguments": [arg(a, str(p.type)) for a, p in zip(s.arguments, parsed.arguments.flat_all)],
+                      "returns": [ret(r, str(p.type)) for r, p in zip(s.returns, parsed.returns)]}
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        name = f"higher_order.{target.__name__}"
+        return name, {"name": name, "overload": "", "arguments": [_arg(n, t) for n, t in HOP[name]],
+                      "returns": [_arg("", "Any[]")]}
+    name = fxlower.targets.function_name(target)
+    params, ret = PY_OPS[name]
+    return name, {"name": name, "overload": "", "arguments": [_arg(p, "Any" if name == "operator.getitem" else
+                                                                   "Scalar") for p in params],
+                  "returns": [_arg("", ret)]}
+
+
+def sym_text(e, names: dict) -> str:
+    """A sympy expression of torch's shape symbols in the grammar of docs/format.md section 2.6 (no spaces)."""
+    import sympy
+    from torch.utils._sympy.functions import FloorDiv, Max, Min, Mod, PythonMod
+    if isinstance(e, sympy.Integer):
+        return str(int(e))
+    if isinstance(e, sympy.Symbol):
+        return names[e.name]
+    if isinstance(e, sympy.Add):
+        terms = sorted(e.args, key=lambda a: (a.is_number, str(a)))
+        out = sym_text(terms[0], names)
+        for t in terms[1:]:
+            if t.is_number and int(t) < 0:
+                out += "-" + str(-int(t))
+            else:
+                out += "+" + _factor(t, names)
+        return out
+    if isinstance(e, sympy.Mul):
+        return "*".join(_factor(a, names) for a in sorted(e.args, key=lambda a: (not a.is_number, str(a))))
+    if isinstance(e, FloorDiv):
+        return f"{_factor(e.args[0], names)}//{_factor(e.args[1], names)}"
+    if isinstance(e, (Mod, PythonMod)):
+        return f"{_factor(e.args[0], names)}%{_factor(e.args[1], names)}"
+    if isinstance(e, (Max, Min)) and len(e.args) == 2:
+        return f"{'max' if isinstance(e, Max) else 'min'}({sym_text(e.args[0], names)},{sym_text(e.args[1], names)})"
+    raise SystemExit(f"cannot print the shape expression {e}")
+
+
+def _factor(e, names) -> str:
+    import sympy
+    text = sym_text(e, names)
+    return f"({text})" if isinstance(e, sympy.Add) else text
+
+
+def core_meta(val, names: dict):
+    if isinstance(val, torch.Tensor):
+        shape = [int(s) if not isinstance(s, torch.SymInt) else
+                 (int(s.node.expr) if s.node.expr.is_number else sym_text(s.node.expr, names)) for s in val.shape]
+        return {"t": "tensor", "dtype": fxlower.constants.CODE_OF_DTYPE[val.dtype], "shape": shape}
+    if isinstance(val, (tuple, list)):
+        return {"t": "list" if isinstance(val, list) else "tuple", "v": [core_meta(v, names) for v in val]}
+    if isinstance(val, (int, torch.SymInt)) and not isinstance(val, bool):
+        return {"t": "int"}
+    if isinstance(val, (bool, torch.SymBool)):
+        return {"t": "bool"}
+    if isinstance(val, (float, torch.SymFloat)):
+        return {"t": "float"}
+    if val is None:
+        return {"t": "none"}
+    return {"t": "other"}
+
+
+def _module_calls(m: dict) -> dict[str, list[tuple[int, str]]]:
+    """Module path -> the call_module nodes of the module view calling it, as (graph index, node name)."""
+    calls: dict[str, list[tuple[int, str]]] = {}
+    for gi, g in enumerate(m["graphs"]):
+        for n in g["nodes"]:
+            if n["op"] == "call_module":
+                path = n["target"] if g["name"] == "" else f"{g['name']}.{n['target']}"
+                calls.setdefault(path, []).append((gi, n["name"]))
+    return calls
+
+
+def build_core(ep, m: dict) -> dict:
+    """The CoreView of ``ep`` (decomposed to Core ATen) for the manifest ``m`` (its module view, maybe empty)."""
+    import sympy
+    sig = ep.graph_signature
+    kinds = {"USER_INPUT": "user_input", "PARAMETER": "parameter", "BUFFER": "buffer",
+             "CONSTANT_TENSOR": "constant"}
+    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
+    user_names = iter(m["signature"]["inputs"])
+    inputs = []
+    for spec, n in zip(sig.input_specs, placeholders):
+        kind = kinds[spec.kind.name]
+        inputs.append({"name": n.name, "kind": kind,
+                       "target": next(user_names) if kind == "user_input" else spec.target})
+    # symbols: numbered s0, s1, ... in the order of the user input dimensions that define them
+    names: dict[str, str] = {}
+    symbols: dict[str, dict] = {}
+    ranges = {str(k): v for k, v in ep.range_constraints.items()}
+    for i, (inp, n) in enumerate(zip(inputs, placeholders)):
+        if inp["kind"] != "user_input":
+            continue
+        for d, s in enumerate(n.meta["val"].shape):
+            if isinstance(s, torch.SymInt) and isinstance(s.node.expr, sympy.Symbol) and s.node.expr.name not in names:
+                sym = names[s.node.expr.name] = f"s{len(names)}"
+                vr = ranges[s.node.expr.name]
+                hi = vr.upper
+                symbols[sym] = {"min": int(vr.lower),
+                                "max": None if not getattr(hi, "is_finite", True) or hi == sympy.oo or
+                                str(hi) == "int_oo" else int(hi), "input": i, "dim": d}
+    ops: dict[str, dict] = {}
+    graphs: list[dict] = []
+    calls = _module_calls(m)
+    runs: dict[str, int] = {}  # module path -> calls linked so far
+
+    def encode_graph(gm, gname: str, root: bool) -> int:
+        index = len(graphs)
+        graphs.append(None)
+        subs: dict[str, int] = {}
+        nodes = []
+        last_path = None
+        for n in gm.graph.nodes:
+            if n.op == "get_attr":  # a control-flow branch or body: becomes a graph Value
+                subs[n.name] = encode_graph(getattr(gm, n.target), n.target, False)
+                continue
+            rec = {"name": n.name, "op": n.op, "target": n.name if n.op == "placeholder" else "output",
+                   "args": [], "kwargs": {}, "inputs": [], "users": [], "meta": None, "lowering": None,
+                   "graph": None, "overload": None, "origin": None}
+
+            def enc(a):
+                if isinstance(a, fx.Node) and a.name in subs:
+                    return {"t": "graph", "v": subs[a.name]}
+                if isinstance(a, (list, tuple)):
+                    return {"t": "list" if isinstance(a, list) else "tuple", "v": [enc(x) for x in a]}
+                return fxlower.values.encode(a)
+            if n.op == "call_function":
+                rec["target"], schema = op_schema(n.target)
+                ops[rec["target"]] = schema
+            rec["args"] = [enc(a) for a in n.args]
+            rec["kwargs"] = {k: enc(v) for k, v in n.kwargs.items()}
+            rec["inputs"] = [a.name for a in n.all_input_nodes if a.name not in subs]
+            rec["users"] = [u.name for u in n.users]
+            if n.op != "output" and "val" in n.meta:
+                rec["meta"] = core_meta(n.meta["val"], names)
+            if n.op == "output" and root:
+                rec["meta"] = core_meta(tuple(a.meta["val"] for a in n.args[0]), names)
+            if root and n.op == "call_function":
+                stack = n.meta.get("nn_module_stack") or {}
+                path = next((p for p, _ in reversed(list(stack.values())) if p in calls), None)
+                if path is not None:
+                    if path != last_path:
+                        runs[path] = runs.get(path, 0) + 1
+                    gi, node_name = calls[path][min(runs[path], len(calls[path])) - 1]
+                    rec["origin"] = {"graph": gi, "node": node_name}
+                last_path = path
+            nodes.append(rec)
+        graphs[index] = {"name": gname, "nodes": nodes, "training": False}
+        return index
+
+    encode_graph(ep.graph_module, "", True)
+    out_node = next(n for n in ep.graph.nodes if n.op == "output")
+    outputs = []
+    for spec, a in zip(sig.output_specs, out_node.args[0]):
+        kind = {"USER_OUTPUT": "user_output", "BUFFER_MUTATION": "buffer_mutation"}[spec.kind.name]
+        outputs.append({"name": a.name if isinstance(a, fx.Node) else "", "kind": kind,
+                        "target": spec.target if kind == "buffer_mutation" else ""})
+    return {"graphs": graphs, "inputs": inputs, "outputs": outputs, "ops": dict(sorted(ops.items())),
+            "symbols": symbols}
+
+
+def exported(model: nn.Module, inputs: tuple, dynamic_shapes=None):
+    return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes).run_decompositions()
+
+
+def add_core(path: Path, ep) -> None:
+    """STAND-IN for fxlower.export(..., core=True): add the core view of ``ep`` to the artifact at ``path``."""
+    def f(m):
+        m["core"] = build_core(ep, m)
+        m["digest"] = digest(m)
+    edit(path, f)
+
+
+def add_core_golden_nodes(path: Path, ep, inputs: tuple) -> None:
+    """STAND-IN for golden="nodes" with core=True: store every core root node's result (but placeholders and the
+    output) in golden.core_nodes, its tensors named golden/core/<node>/<j> in the golden file."""
+    from fxlower.tensorfile import tensor_bytes
+    state = {**ep.state_dict, **ep.constants}
+    user = iter(inputs)
+    args = [next(user) if spec.kind.name == "USER_INPUT" else state[spec.target]
+            for spec in ep.graph_signature.input_specs]
+    interp = fx.Interpreter(ep.graph_module, garbage_collect_values=False)
+    with torch.no_grad():
+        interp.run(*args)
+    results = {n.name: interp.env[n] for n in ep.graph.nodes if n.op == "call_function"}
+
+    def f(m):
+        new: dict[str, tuple[str, list[int], bytes]] = {}
+        core_nodes = {}
+        for name, value in results.items():
+            if not fxlower.values.has_tensor(value):
+                continue
+            tensors: list[torch.Tensor] = []
+
+            def tensor_name(t, name=name, tensors=tensors):
+                tensors.append(t)
+                return f"golden/core/{name}/{len(tensors) - 1}"
+            core_nodes[name] = fxlower.values.encode(value, tensor_name=tensor_name)
+            for j, t in enumerate(tensors):
+                new[f"golden/core/{name}/{j}"] = (fxlower.constants.CODE_OF_DTYPE[t.dtype], list(t.shape),
+                                                  bytes(tensor_bytes(t.contiguous())))
+        m["golden"]["core_nodes"] = core_nodes
+        for key, (code, shape, blob) in new.items():
+            m["tensors"].append({"name": key, "dtype": code, "shape": shape, "file": GOLDEN, "key": key,
+                                 "sha256": hashlib.sha256(blob).hexdigest(), "kind": "golden",
+                                 "requires_grad": False, "persistent": True})
+        m["tensors"].sort(key=lambda t: t["name"])
+        st_write(path / GOLDEN, {**st_tensors(path / GOLDEN), **new})
+    edit(path, f)
+
+
+def core_only(path: Path, holder: nn.Module, holder_inputs: tuple, ep) -> None:
+    """STAND-IN for fxlower.export(ep, path) without module=: an artifact with the core view only. The tensors
+    come from exporting ``holder`` (a traceable module with the same parameters and buffers); its module view
+    is then dropped: ``graphs`` empty, ``signature`` the core root graph's, no golden data."""
+    export(fx.symbolic_trace(holder), path, holder_inputs, False)
+
+    def f(m):
+        placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
+        users = [n.name for s, n in zip(ep.graph_signature.input_specs, placeholders) if s.kind.name == "USER_INPUT"]
+        m["graphs"], m["modules"], m["functions"], m["methods"] = [], {}, {}, {}
+        m["signature"] = {"inputs": users, "output": None}
+        m["core"] = build_core(ep, m)
+        out = m["core"]["graphs"][0]["nodes"][-1]
+        m["signature"]["output"] = out["args"][0]
+        m["digest"] = digest(m)
+    edit(path, f)
+
+
+class CoreCnn(nn.Module):
+    """conv -> batch norm -> relu -> max pool -> flatten -> linear: links from several leaf modules, glue ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.bn = nn.BatchNorm2d(2, eps=0.0)  # variance 1 (fill_), eps 0: normalisation stays exact (dyadic)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        y = torch.nn.functional.max_pool2d(y, 2)
+        return self.fc(y.flatten(1))
+
+
+class CoreDyn(nn.Module):
+    """A Linear over a dynamic batch s0; the batch size used as a number (aten.sym_size.int); a zero row padded on
+    (shape s0+1) and a concatenation (shape 2*s0+1): shape expressions in the metadata."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.fc(x)
+        z = torch.cat([y, torch.nn.functional.pad(y, (0, 0, 1, 0))], 0)
+        return z.sum(0) * x.shape[0], z
+
+
+class CoreControl(nn.Module):
+    """torch.cond choosing fc(x) or 2x, then while_loop doubling the result three times."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        from torch._higher_order_ops.while_loop import while_loop
+        y = torch.cond(x.sum() > 0, lambda v: self.fc(v), lambda v: v * 2.0, (x,))
+        return while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * 2.0),
+                          (torch.zeros((), dtype=torch.int64), y))
+
+
+class Holder(nn.Module):
+    """fc only: a traceable module with CoreControl's / CoreLinear's parameters (for the tensor table)."""
+
+    def __init__(self, fc: nn.Module):
+        super().__init__()
+        self.fc = fc
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def make_core_valid(v: Path) -> None:
+    # core_cnn: module view + core view with origin links (conv, bn, fc) and glue (relu, pool, view); golden
+    # "nodes" with the core root nodes' results in golden.core_nodes.
+    model = fill_(CoreCnn(), 30)
+    x = dyadic((1, 1, 6, 6), 31)
+    export(fx.symbolic_trace(model), v / "core_cnn", (x,), "nodes")
+    ep = exported(model, (x,))
+    add_core(v / "core_cnn", ep)
+    add_core_golden_nodes(v / "core_cnn", ep, (x,))
+    # core_dynamic: batch dimension s0 in [2, 64]; symbolic Meta shapes; aten.sym_size.int.
+    model = fill_(CoreDyn(), 32)
+    x = dyadic((3, 4), 33)
+    export(fx.symbolic_trace(model), v / "core_dynamic", (x,), True)
+    add_core(v / "core_dynamic", exported(model, (x,), {"x": {0: torch.export.Dim("batch", min=2, max=64)}}))
+    # core_control_flow: cond and while_loop, core view only (torch.cond does not trace symbolically).
+    model = fill_(CoreControl(), 34)
+    x = dyadic((2, 2), 35)
+    core_only(v / "core_control_flow", Holder(model.fc), (x,), exported(model, (x,)))
+    # core_only: an ExportedProgram without module=: empty graphs, signature of the core root graph.
+    model = fill_(Holder(nn.Linear(3, 2)), 36)
+    x = dyadic((2, 3), 37)
+    core_only(v / "core_only", model, (x,), exported(model, (x,)))
+
+
+def core_invalid(vec) -> None:
+    """One vector per 1.2 rule (docs/format.md section 2.6 and step 10 of section 10)."""
+    def core_node(m, name, graph=0):
+        return next(n for n in m["core"]["graphs"][graph]["nodes"] if n["name"] == name)
+    # core_cnn: ops lacks the schema of aten.addmm.default, the target of node addmm.
+    edit(vec("core_op_schema_missing", "core.op", base="core_cnn"),
+         lambda m: m["core"]["ops"].pop("aten.addmm.default"))
+
+    # core_cnn: node relu calls aten.relu_.default (in-place, not a Core ATen op), its schema copied alongside.
+    def off_list(m):
+        core_node(m, "relu")["target"] = "aten.relu_.default"
+        m["core"]["ops"]["aten.relu_.default"] = {**m["core"]["ops"].pop("aten.relu.default"), "name": "aten::relu_"}
+    edit(vec("core_op_not_core_aten", "core.op", base="core_cnn"), off_list)
+    # core_cnn: inputs[0] (p_conv_weight) has kind "weight".
+    edit(vec("core_input_kind_unknown", "core.structure", base="core_cnn"),
+         lambda m: m["core"]["inputs"][0].__setitem__("kind", "weight"))
+    # core_cnn: inputs lacks its last entry (x): one fewer than the root graph's placeholders.
+    edit(vec("core_input_count", "core.structure", base="core_cnn"), lambda m: m["core"]["inputs"].pop())
+
+    # core_cnn: a second output, kind buffer_mutation of addmm into fc.weight (a parameter, not a buffer).
+    def mutation(m):
+        m["core"]["outputs"].append({"name": "addmm", "kind": "buffer_mutation", "target": "fc.weight"})
+        out = core_node(m, "output")
+        out["args"][0]["v"].append({"t": "node", "v": "addmm"})
+        out["meta"]["v"].append(out["meta"]["v"][0])
+    edit(vec("core_output_mutation_not_buffer", "core.structure", base="core_cnn"), mutation)
+    # core_dynamic: symbol s0 names input 0, the parameter p_fc_weight, not a user_input.
+    edit(vec("core_symbol_input_not_user", "core.symbol", base="core_dynamic"),
+         lambda m: m["core"]["symbols"]["s0"].__setitem__("input", 0))
+    # core_dynamic: symbol s0 names dimension 2 of x, which has rank 2.
+    edit(vec("core_symbol_dim_out_of_range", "core.symbol", base="core_dynamic"),
+         lambda m: m["core"]["symbols"]["s0"].__setitem__("dim", 2))
+    # core_dynamic: the meta shape of addmm is ["s0+", 2] (a syntax error).
+    edit(vec("core_shape_syntax", "core.symbol", base="core_dynamic"),
+         lambda m: core_node(m, "addmm")["meta"]["shape"].__setitem__(0, "s0+"))
+    # core_dynamic: the meta shape of addmm is ["s1", 2]; only s0 is declared.
+    edit(vec("core_shape_undeclared_symbol", "core.symbol", base="core_dynamic"),
+         lambda m: core_node(m, "addmm")["meta"]["shape"].__setitem__(0, "s1"))
+    # core_cnn: node convolution links to module-view node "conv2", which does not exist.
+    edit(vec("core_origin_missing_node", "graph.reference", base="core_cnn"),
+         lambda m: core_node(m, "convolution")["origin"].__setitem__("node", "conv2"))
+    # core_cnn: golden.core_nodes has the key "conv", a module-view node but no core root node.
+    edit(vec("core_golden_nodes_unknown", "graph.reference", base="core_cnn"),
+         lambda m: m["golden"]["core_nodes"].__setitem__("conv", m["golden"]["core_nodes"].pop("convolution")))
+    # core_cnn: the module-view node conv has an origin (origin is for core nodes only).
+    edit(vec("core_origin_on_module_node", "graph.structure", base="core_cnn"),
+         lambda m: node(m, "conv").__setitem__("origin", {"graph": 0, "node": "bn"}))
+    # core_control_flow: the cond node's false branch is {"t": "graph", "v": 5}; core.graphs has 5 entries.
+    edit(vec("core_graph_value_out_of_range", "core.structure", base="core_control_flow"),
+         lambda m: core_node(m, "cond")["args"][2].__setitem__("v", 5))
+    # core_only: core is nil while graphs is empty.
+    edit(vec("graphs_empty_without_core", "graph.structure", base="core_only"), lambda m: m.__setitem__("core", None))
 
 
 # ------------------------------------------------------------------------------------------------ invalid vectors
@@ -1081,10 +1499,10 @@ def make_invalid(out: Path) -> dict[str, str]:
     edit(vec("format_identifier", "format.identifier"), lambda m: m.__setitem__("format", "fxlowr"))
     # format_version is [2, 0].
     edit(vec("format_major_2", "format.version"), lambda m: m.__setitem__("format_version", [2, 0]))
-    # format_version is [1, 2], a minor newer than this spec.
-    edit(vec("format_minor_future", "format.version"), lambda m: m.__setitem__("format_version", [1, 2]))
-    # format_version is [1, 1, 0]: three elements.
-    edit(vec("format_version_length_3", "format.version"), lambda m: m.__setitem__("format_version", [1, 1, 0]))
+    # format_version is [1, 3], a minor newer than this spec.
+    edit(vec("format_minor_future", "format.version"), lambda m: m.__setitem__("format_version", [1, 3]))
+    # format_version is [1, 2, 0]: three elements.
+    edit(vec("format_version_length_3", "format.version"), lambda m: m.__setitem__("format_version", [1, 2, 0]))
     # The manifest is the array ["fxlower", [1, 1]], not a map.
     (vec("manifest_not_map", "format.identifier") / MANIFEST).write_bytes(msgpack.packb(["fxlower", [1, 1]]))
     # The top-level field format is removed.
@@ -1216,6 +1634,7 @@ def make_invalid(out: Path) -> dict[str, str]:
     edit(vec("golden_file_not_golden", "tensor.reference"),
          lambda m: m["golden"].__setitem__("file", WEIGHTS))
     _invalid_1_1(vec)
+    core_invalid(vec)
     return expected
 
 

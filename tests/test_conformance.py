@@ -1,7 +1,8 @@
 """The conformance vectors (docs/format.md section 12), as the Python reader sees them.
 
-Two sets: ``tests/conformance/v1.1`` (what ``scripts/make_conformance.py`` generates today) and the frozen format
-1.0 set ``tests/conformance/v1.0`` (checked in once, never regenerated: 1.0 files stay loadable forever). In both,
+Three sets: ``tests/conformance/v1.2`` (what ``scripts/make_conformance.py`` generates today) and the frozen sets
+``tests/conformance/v1.1`` and ``v1.0`` (checked in once, never regenerated: their files stay loadable forever).
+In each,
 every ``valid/<name>`` loads with hash verification and rebuilds, and where it carries golden data the rebuilt
 GraphModule reproduces it bit for bit; every ``invalid/<name>`` is rejected (also with verification) with exactly
 the code ``EXPECTED`` gives.
@@ -28,8 +29,9 @@ from fxlower.constants import STORAGE_DTYPES
 from fxlower.tensorfile import tensor_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-SETS = {version: Path(__file__).resolve().parent / "conformance" / version for version in ("v1.0", "v1.1")}
-CURRENT = SETS["v1.1"]
+SETS = {version: Path(__file__).resolve().parent / "conformance" / version for version in ("v1.0", "v1.1", "v1.2")}
+CURRENT = SETS["v1.2"]
+VERSION_OF = {"v1.0": (1, 0), "v1.1": (1, 1), "v1.2": (1, 2)}
 
 
 def _valid(version: str) -> list[str]:
@@ -48,7 +50,9 @@ INVALID = [(v, n) for v in SETS for n in sorted(_expected(v))]
 NOT_REPRESENTABLE = {"manifest.size"}
 #: SHA-256 over the frozen v1.0 tree (relative path, NUL, SHA-256 of the bytes or of "link:" + the link target,
 #: per file in sorted walk order), taken when the set was frozen. The set MUST NOT change.
-V1_0_TREE = "959ca37bc1c55698a6a40fb448c774bed274764b67af5989c7aa85d1ea000338"
+FROZEN = {"v1.0": "959ca37bc1c55698a6a40fb448c774bed274764b67af5989c7aa85d1ea000338",
+          # frozen when 1.2 was introduced; its format_minor_future vector ([1, 2]) was removed then
+          "v1.1": "0d514ecad84948d26dbaf159e7bee27c70342497d93ab14682cb25019672ac19"}
 
 
 def _ids(case):
@@ -93,25 +97,29 @@ def test_both_sets_exist():
         assert _valid(version) and _expected(version), f"tests/conformance/{version} is missing"
 
 
-def test_the_1_0_set_is_frozen():
+@pytest.mark.parametrize("version", list(FROZEN))
+def test_the_older_sets_are_frozen(version):
     h = hashlib.sha256()
-    root = SETS["v1.0"]
+    root = SETS[version]
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
             data = ("link:" + os.readlink(p)).encode() if p.is_symlink() else p.read_bytes()
             h.update(p.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(data).digest())
-    assert h.hexdigest() == V1_0_TREE, "tests/conformance/v1.0 changed; it is frozen (1.0 files stay loadable)"
-    assert {tuple(_manifest("v1.0", n)["format_version"]) for n in _valid("v1.0")} == {(1, 0)}
-    assert {tuple(_manifest("v1.1", n)["format_version"]) for n in _valid("v1.1")} == {(1, 1)}
+    assert h.hexdigest() == FROZEN[version], f"tests/conformance/{version} changed; it is frozen (its files stay loadable)"
+
+
+@pytest.mark.parametrize("version", list(SETS))
+def test_each_set_has_its_format_version(version):
+    assert {tuple(_manifest(version, n)["format_version"]) for n in _valid(version)} == {VERSION_OF[version]}
 
 
 @pytest.mark.parametrize("case", VALID, ids=_ids)
 def test_valid_vector_loads_and_verifies(case):
     version, name = case
     with fxlower.load(SETS[version] / "valid" / name, verify=True) as art:
-        assert art.format_version == ((1, 0) if version == "v1.0" else (1, 1))
+        assert art.format_version == VERSION_OF[version]
         if art.golden_mode is None:
             art.to_graph_module()  # rebuilds; nothing stored to compare with
             return
@@ -159,7 +167,7 @@ def test_valid_set_covers_every_value_kind_and_storage_dtype(version):
         dtypes |= {t["dtype"] for t in m["tensors"]}
     expected = {"node", "tensor", "list", "tuple", "dict", "slice", "ellipsis", "complex", "dtype", "device",
                 "memory_format", "layout"}
-    if version == "v1.1":
+    if version != "v1.0":
         expected |= {"function", "module"}
     assert kinds == expected
     assert {struct.pack("<d", x) for x in (math.inf, -math.inf, -0.0)} <= floats
@@ -167,14 +175,15 @@ def test_valid_set_covers_every_value_kind_and_storage_dtype(version):
     assert dtypes == set(STORAGE_DTYPES)
 
 
-def test_1_1_set_covers_every_new_field():
+@pytest.mark.parametrize("version", ["v1.1", "v1.2"])
+def test_1_1_fields_are_covered(version):
     metas: set[str] = set()
     states: set[tuple] = set()
     training: set[bool] = set()
     overloads: set[int] = set()
     patterns: list[str] = []
-    for name in _valid("v1.1"):
-        m = _manifest("v1.1", name)
+    for name in _valid(version):
+        m = _manifest(version, name)
         states |= {(t["kind"], t["requires_grad"], t["persistent"]) for t in m["tensors"]}
         for g in m["graphs"]:
             training.add(g["training"])
@@ -192,7 +201,7 @@ def test_1_1_set_covers_every_new_field():
     assert training == {True, False}
     assert 0 in overloads and max(overloads) >= 3
     assert "layers.*" in patterns
-    odd = _manifest("v1.1", "odd_names")
+    odd = _manifest(version, "odd_names")
     targets = {n["target"] for n in odd["graphs"][0]["nodes"] if n["op"] in ("call_module", "get_attr")}
     assert targets == {"block1-0", "layer 1.0", "layer 1.1", "ü.β"}
 
@@ -213,7 +222,7 @@ def test_invalid_set_covers_every_error_code():
     section = spec[spec.index("## 11. Error codes"):spec.index("## 12.")]
     codes = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", section, re.M))
     assert "lowering.attr" in codes and len(codes) > 20
-    assert set(_expected("v1.1").values()) == codes - NOT_REPRESENTABLE
+    assert set(_expected("v1.2").values()) == codes - NOT_REPRESENTABLE
 
 
 @pytest.mark.parametrize("case", INVALID, ids=_ids)
@@ -245,7 +254,7 @@ def generator():
 def test_checked_in_set_is_what_the_generator_writes(generator):
     assert generator.DEFAULT_OUT == CURRENT
     diffs = generator.check(CURRENT)
-    assert not diffs, f"tests/conformance/v1.1 is stale; run scripts/make_conformance.py ({diffs[:10]})"
+    assert not diffs, f"tests/conformance/v1.2 is stale; run scripts/make_conformance.py ({diffs[:10]})"
 
 
 def test_check_mode_names_a_stale_file(generator, tmp_path, capsys):
@@ -305,14 +314,101 @@ def _obj(kind: str, o: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("name", _valid("v1.1"))
-def test_1_1_digest_is_the_canonical_encoding(name):
-    m = _manifest("v1.1", name)
+def _obj12(kind: str, o):
+    """The 1.2 canonical form: Node gains origin (after overload); the CoreView objects in field order."""
+    if kind == "Graph":
+        return {"name": o["name"], "nodes": [_obj12("Node", n) for n in o["nodes"]], "training": o["training"]}
+    if kind == "Node":
+        out = _obj("Node", o)
+        link = o.get("origin")
+        out["origin"] = None if link is None else {"graph": link["graph"], "node": link["node"]}
+        return out
+    if kind == "CoreView":
+        def arg(a):
+            return {"name": a["name"], "type": a["type"], "kwarg_only": a["kwarg_only"],
+                    "default": _value(a["default"]), "required": a["required"], "mutates": a["mutates"]}
+        return {"graphs": [_obj12("Graph", g) for g in o["graphs"]],
+                "inputs": [{"name": i["name"], "kind": i["kind"], "target": i["target"]} for i in o["inputs"]],
+                "outputs": [{"name": i["name"], "kind": i["kind"], "target": i["target"]} for i in o["outputs"]],
+                "ops": {k: {"name": v["name"], "overload": v["overload"],
+                            "arguments": [arg(a) for a in v["arguments"]], "returns": [arg(a) for a in v["returns"]]}
+                        for k, v in o["ops"].items()},
+                "symbols": {k: {"min": v["min"], "max": v["max"], "input": v["input"], "dim": v["dim"]}
+                            for k, v in o["symbols"].items()}}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("case", [("v1.1", n) for n in _valid("v1.1")] + [("v1.2", n) for n in _valid("v1.2")],
+                         ids=_ids)
+def test_1_1_and_1_2_digest_is_the_canonical_encoding(case):
+    version, name = case
+    m = _manifest(version, name)
     weights = {f["path"] for f in m["files"] if f["role"] == "weights"}
-    blob = msgpack.packb([[_obj("Graph", g) for g in m["graphs"]],
-                          [_obj("TensorEntry", t) for t in m["tensors"] if t["file"] in weights],
-                          _obj("Signature", m["signature"])], use_bin_type=True)
-    assert m["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
+    graph = (lambda g: _obj("Graph", g)) if version == "v1.1" else (lambda g: _obj12("Graph", g))
+    parts = [[graph(g) for g in m["graphs"]],
+             [_obj("TensorEntry", t) for t in m["tensors"] if t["file"] in weights],
+             _obj("Signature", m["signature"])]
+    if m.get("core") is not None:
+        parts.append(_obj12("CoreView", m["core"]))
+    assert m["digest"] == "sha256:" + hashlib.sha256(msgpack.packb(parts, use_bin_type=True)).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ core view (1.2)
+
+def test_1_2_set_covers_the_core_view():
+    """Hand-derived from the models in scripts/make_conformance.py and torch.export's decomposition."""
+    core = {n: _manifest("v1.2", n)["core"] for n in _valid("v1.2")}
+    with_core = sorted(n for n, c in core.items() if c is not None)
+    assert with_core == ["core_cnn", "core_control_flow", "core_dynamic", "core_only"]
+    cnn = core["core_cnn"]
+    links = {n["name"]: n["origin"] and (n["origin"]["graph"], n["origin"]["node"]) for n in cnn["graphs"][0]["nodes"]}
+    assert {k: v for k, v in links.items() if v} == {
+        "convolution": (0, "conv"), "_native_batch_norm_legit_no_training": (0, "bn"), "getitem": (0, "bn"),
+        "permute": (0, "fc"), "addmm": (0, "fc")}
+    assert [(i["kind"], i["target"]) for i in cnn["inputs"]] == [
+        ("parameter", "conv.weight"), ("parameter", "conv.bias"), ("parameter", "bn.weight"),
+        ("parameter", "bn.bias"), ("parameter", "fc.weight"), ("parameter", "fc.bias"),
+        ("buffer", "bn.running_mean"), ("buffer", "bn.running_var"), ("buffer", "bn.num_batches_tracked"),
+        ("user_input", "x")]
+    assert cnn["outputs"] == [{"name": "addmm", "kind": "user_output", "target": ""}]
+    conv = cnn["ops"]["aten.convolution.default"]
+    assert (conv["name"], conv["overload"]) == ("aten::convolution", "default")
+    assert [(a["name"], a["type"]) for a in conv["arguments"]] == [
+        ("input", "Tensor"), ("weight", "Tensor"), ("bias", "Tensor?"), ("stride", "SymInt[]"),
+        ("padding", "SymInt[]"), ("dilation", "SymInt[]"), ("transposed", "bool"), ("output_padding", "SymInt[]"),
+        ("groups", "SymInt")]
+    dyn = core["core_dynamic"]
+    assert dyn["symbols"] == {"s0": {"min": 2, "max": 64, "input": 2, "dim": 0}}
+    shapes = {n["name"]: n["meta"]["shape"] for n in dyn["graphs"][0]["nodes"]
+              if n["meta"] and n["meta"]["t"] == "tensor"}
+    assert shapes["x"] == ["s0", 4] and shapes["addmm"] == ["s0", 2] and shapes["sum_1"] == [2]
+    assert shapes["constant_pad_nd"] == ["s0+1", 2] and shapes["cat"] == ["2*s0+1", 2]
+    flow = core["core_control_flow"]
+    assert [g["name"] for g in flow["graphs"]] == ["", "true_graph_0", "false_graph_0", "while_loop_cond_graph_0",
+                                                   "while_loop_body_graph_0"]
+    calls = {n["target"]: n["args"] for n in flow["graphs"][0]["nodes"] if n["target"].startswith("higher_order.")}
+    assert calls["higher_order.cond"][1:3] == [{"t": "graph", "v": 1}, {"t": "graph", "v": 2}]
+    assert calls["higher_order.while_loop"][:2] == [{"t": "graph", "v": 3}, {"t": "graph", "v": 4}]
+    for name in ("core_only", "core_control_flow"):
+        m = _manifest("v1.2", name)
+        assert m["graphs"] == [] and m["signature"]["inputs"] == ["x"]
+        assert m["signature"]["output"] == m["core"]["graphs"][0]["nodes"][-1]["args"][0]
+
+
+def test_core_targets_are_core_aten_or_the_listed_python_callables():
+    core_aten = set()
+    for packet in dir(torch.ops.aten):
+        p = getattr(torch.ops.aten, packet, None)
+        if isinstance(p, torch._ops.OpOverloadPacket):
+            core_aten |= {f"aten.{packet}.{o}" for o in p.overloads() if torch.Tag.core in getattr(p, o).tags}
+    python = {"operator.getitem", "higher_order.cond", "higher_order.while_loop"}
+    for name in _valid("v1.2"):
+        core = _manifest("v1.2", name)["core"]
+        if core is None:
+            continue
+        targets = {n["target"] for g in core["graphs"] for n in g["nodes"] if n["op"] == "call_function"}
+        assert targets == set(core["ops"]), name
+        assert targets <= core_aten | python, (name, targets - core_aten - python)
 
 
 def test_1_1_digest_ignores_extension_fields():
@@ -326,3 +422,92 @@ def test_1_0_digest_is_the_encoding_as_written(name):
     blob = msgpack.packb([m["graphs"], [t for t in m["tensors"] if t["file"] in weights], m["signature"]],
                          use_bin_type=True)
     assert m["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def _run_core(m: dict, d: Path, user_inputs: list) -> tuple[dict, list]:
+    """A second, minimal interpreter of the core view (independent of fxlower's loader): targets resolved from
+    torch.ops by name, Values decoded here. Returns (root node results, the root output elements)."""
+    from safetensors.torch import load_file
+    files = {f["role"]: load_file(str(d / f["path"])) for f in m["files"]}
+    table = {t["name"]: files["weights" if t["kind"] != "golden" else "golden"][t["key"]] for t in m["tensors"]}
+    core = m["core"]
+    python = {"operator.getitem": lambda a, b: a[b]}
+
+    def run(gi: int, args: list):
+        env: dict = {}
+        placeholders = iter(args)
+
+        def val(v):
+            if isinstance(v, dict):
+                t = v["t"]
+                if t == "node":
+                    return env[v["v"]]
+                if t in ("list", "tuple"):
+                    items = [val(x) for x in v["v"]]
+                    return items if t == "list" else tuple(items)
+                if t == "graph":
+                    return lambda *a, i=v["v"]: run(i, list(a))[1]
+                if t == "dtype":
+                    return {"F32": torch.float32, "I64": torch.int64, "BOOL": torch.bool}[v["v"]]
+                if t == "device":
+                    return torch.device(v["v"])
+                if t == "layout":
+                    return {"strided": torch.strided}[v["v"]]
+                raise AssertionError(t)
+            return v
+        out = None
+        for n in core["graphs"][gi]["nodes"]:
+            if n["op"] == "placeholder":
+                env[n["name"]] = next(placeholders)
+            elif n["op"] == "call_function":
+                target = n["target"]
+                if target in python:
+                    fn = python[target]
+                elif target.startswith("higher_order."):
+                    fn = getattr(torch.ops.higher_order, target.split(".")[1])
+                else:
+                    _, name, overload = target.split(".")
+                    fn = getattr(getattr(torch.ops.aten, name), overload)
+                env[n["name"]] = fn(*[val(a) for a in n["args"]], **{k: val(x) for k, x in n["kwargs"].items()})
+            else:
+                out = val(n["args"][0])
+        return env, out
+
+    users = iter(user_inputs)
+    args = [next(users) if i["kind"] == "user_input" else table[i["target"]] for i in core["inputs"]]
+    with torch.no_grad():
+        return run(0, args)
+
+
+@pytest.mark.parametrize("name", [n for n in _valid("v1.2") if _manifest("v1.2", n).get("core")])
+def test_core_view_reproduces_the_golden_data(name):
+    """Run by the second interpreter above: the core view's user outputs equal the golden outputs bit for bit,
+    and every golden.core_nodes entry equals that core node's result."""
+    from safetensors.torch import load_file
+    d = SETS["v1.2"] / "valid" / name
+    m = _manifest("v1.2", name)
+    if m["golden"] is None:  # core-only vectors: run it on fixed inputs (hand-derived results)
+        x = torch.tensor([[0.5, -1.0], [0.25, 2.0]]) if name == "core_control_flow" else torch.ones(2, 3)
+        env, out = _run_core(m, d, [x])
+        if name == "core_control_flow":  # sum > 0: cond takes fc(x); while_loop doubles 3 times: i = 3, 8 * fc(x)
+            fc = torch.nn.functional.linear(x, env["p_fc_weight"], env["p_fc_bias"])
+            assert same(out[0], torch.tensor(3)) and torch.equal(out[1], 8 * fc)
+        else:
+            assert torch.equal(out[0], torch.nn.functional.linear(x, env["p_fc_weight"], env["p_fc_bias"]))
+        return
+    golden = load_file(str(d / m["golden"]["file"]))
+
+    def decode(v):
+        if isinstance(v, dict) and v["t"] == "tensor":
+            return golden[v["v"]]
+        if isinstance(v, dict) and v["t"] in ("list", "tuple"):
+            items = [decode(x) for x in v["v"]]
+            return items if v["t"] == "list" else tuple(items)
+        return v
+    env, out = _run_core(m, d, [decode(v) for v in m["golden"]["inputs"]])
+    user = [o for o, spec in zip(out, m["core"]["outputs"]) if spec["kind"] == "user_output"]
+    expected = decode(m["golden"]["outputs"])
+    assert same(user[0] if len(user) == 1 and not isinstance(expected, (list, tuple)) else tuple(user), expected)
+    assert (m["golden"]["mode"] == "nodes") == bool(m["golden"]["core_nodes"])
+    for node_name, value in m["golden"]["core_nodes"].items():
+        assert same(env[node_name], decode(value)), node_name

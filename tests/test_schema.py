@@ -1,6 +1,6 @@
 """The schema contract, against expectations written out by hand: the objects and fields of docs/format.md (in
-order, with which fields are required), the version rule (fields of 1.0 required, fields added in 1.1 optional
-with defaults), exact MessagePack bytes of an encoded object, and the checked decoding's errors.
+order, with which fields are required), the version rule (fields of 1.0 required, fields added in 1.1 and 1.2
+optional with defaults), exact MessagePack bytes of an encoded object, and the checked decoding's errors.
 docs/schema.json is rendered from fxlower/schema.py by scripts/gen_schema.py and must be current."""
 
 from __future__ import annotations
@@ -14,33 +14,42 @@ import msgpack
 import pytest
 
 from fxlower.errors import FormatError
-from fxlower.schema import (SCHEMA_VERSION, FileEntry, Lowering, Manifest, Node, TensorEntry, from_obj,
-                            json_schema, to_obj)
+from fxlower.schema import (SCHEMA_VERSION, CoreInput, CoreOutput, CoreView, FileEntry, Golden, Graph, Lowering,
+                            Manifest, Node, NodeLink, OpArg, OpSchema, Symbol, TensorEntry, from_obj, json_schema,
+                            to_obj)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SNAPSHOT = ROOT / "docs" / "schema.json"
 
-#: Every object of docs/format.md section 2.1-2.3: (fields of format 1.0, required) + (fields added in 1.1, each
-#: with a default). A field added later belongs to a new minor (with a default) or a new major (without); update
+#: Every object of docs/format.md section 2.1-2.3 and 2.6: (fields of the version that introduced the object,
+#: required) + (fields added by later minors, each with a default: 1.1's, then 1.2's). A field added later belongs to a new minor (with a default) or a new major (without); update
 #: this table, FORMAT_VERSION and docs/format.md together.
 FIELDS = {
     "Manifest": (["format", "format_version", "producer", "files", "tensors", "graphs", "signature", "golden",
-                  "digest"], ["modules", "functions", "methods"]),
+                  "digest"], ["modules", "functions", "methods", "core"]),
     "Producer": (["name", "version", "torch"], []),
     "FileEntry": (["path", "role"], []),
     "TensorEntry": (["name", "dtype", "shape", "file", "key", "sha256"], ["kind", "requires_grad", "persistent"]),
     "Graph": (["name", "nodes"], ["training"]),
     "Node": (["name", "op", "target", "args", "kwargs", "inputs", "users", "meta", "lowering", "graph"],
-             ["overload"]),
+             ["overload", "origin"]),
     "Lowering": (["module_type", "version", "module_version", "attrs"], ["training"]),
     "Signature": (["inputs", "output"], []),
-    "Golden": (["mode", "file", "inputs", "outputs", "nodes", "tolerances"], []),
+    "Golden": (["mode", "file", "inputs", "outputs", "nodes", "tolerances"], ["core_nodes"]),
     "Tolerance": (["rtol", "atol"], []),
     # new objects of 1.1: all their fields are required inside them (the object itself is optional)
     "ModuleDecl": (["version", "attrs", "forward"], []),
     "AttrDecl": (["name", "type", "doc"], []),
     "Param": (["name", "kind", "default", "required"], []),
     "Overload": (["params", "returns"], []),
+    # new objects of 1.2 (section 2.6)
+    "NodeLink": (["graph", "node"], []),
+    "CoreView": (["graphs", "inputs", "outputs", "ops", "symbols"], []),
+    "CoreInput": (["name", "kind", "target"], []),
+    "CoreOutput": (["name", "kind", "target"], []),
+    "OpSchema": (["name", "overload", "arguments", "returns"], []),
+    "OpArg": (["name", "type", "kwarg_only", "default", "required", "mutates"], []),
+    "Symbol": (["min", "max", "input", "dim"], []),
 }
 
 
@@ -51,10 +60,10 @@ def test_checked_in_schema_is_current():
     assert result.returncode == 0, result.stderr
 
 
-def test_schema_is_format_1_1():
+def test_schema_is_format_1_2():
     schema = json.loads(SNAPSHOT.read_text())
-    assert SCHEMA_VERSION == (1, 1)
-    assert schema["title"] == "fxlower manifest, format 1.1"
+    assert SCHEMA_VERSION == (1, 2)
+    assert schema["title"] == "fxlower manifest, format 1.2"
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["$ref"] == "#/$defs/Manifest"
 
@@ -63,10 +72,10 @@ def test_objects_fields_and_the_version_rule():
     defs = json.loads(SNAPSHOT.read_text())["$defs"]
     objects = {name for name, d in defs.items() if "properties" in d}
     assert objects == set(FIELDS)
-    for name, (v1_0, v1_1) in FIELDS.items():
+    for name, (first, later) in FIELDS.items():
         d = defs[name]
-        assert list(d["properties"]) == v1_0 + v1_1, name
-        assert d["required"] == v1_0, name
+        assert list(d["properties"]) == first + later, name
+        assert d["required"] == first, name
         assert d["additionalProperties"] is False and d["patternProperties"] == {"^x-": {}}, name
 
 
@@ -89,7 +98,7 @@ def test_field_types_of_the_1_1_additions():
         t = alt.get("properties", {}).get("t", {})
         value_kinds |= set(t.get("enum", [])) | ({t["const"]} if "const" in t else set())
     assert value_kinds == {"node", "tensor", "dtype", "device", "memory_format", "layout", "function", "module",
-                           "list", "tuple", "dict", "slice", "ellipsis", "complex"}
+                           "list", "tuple", "dict", "slice", "ellipsis", "complex", "graph"}  # graph: 1.2
     leaves = next(a for a in defs["Meta"]["oneOf"] if a["required"] == ["t"])["properties"]["t"]["enum"]
     assert set(leaves) == {"int", "float", "bool", "str", "none", "other", "device", "dtype", "memory_format",
                            "layout"}
@@ -165,3 +174,109 @@ def test_an_exported_manifest_decodes_and_reencodes_to_the_same_object(tmp_path)
     obj["producer"]["version"] = 3
     with pytest.raises(FormatError, match=r"\[schema.type\] manifest.producer.version: expected a str, found an int"):
         from_obj(Manifest, obj, "manifest")
+
+
+# ------------------------------------------------------------------------------------------------ 1.2
+
+def test_field_types_of_the_1_2_additions():
+    defs = json.loads(SNAPSHOT.read_text())["$defs"]
+    nullable = lambda t: {"anyOf": [t, {"type": "null"}]}  # noqa: E731
+    string, integer, boolean = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
+    assert defs["Manifest"]["properties"]["core"] == nullable({"$ref": "#/$defs/CoreView"})
+    assert defs["Node"]["properties"]["origin"] == nullable({"$ref": "#/$defs/NodeLink"})
+    assert defs["Golden"]["properties"]["core_nodes"] == {"type": "object",
+                                                          "additionalProperties": {"$ref": "#/$defs/Value"}}
+    assert defs["NodeLink"]["properties"] == {"graph": integer, "node": string}
+    assert defs["CoreView"]["properties"] == {
+        "graphs": {"type": "array", "items": {"$ref": "#/$defs/Graph"}},
+        "inputs": {"type": "array", "items": {"$ref": "#/$defs/CoreInput"}},
+        "outputs": {"type": "array", "items": {"$ref": "#/$defs/CoreOutput"}},
+        "ops": {"type": "object", "additionalProperties": {"$ref": "#/$defs/OpSchema"}},
+        "symbols": {"type": "object", "additionalProperties": {"$ref": "#/$defs/Symbol"}}}
+    for name in ("CoreInput", "CoreOutput"):
+        assert defs[name]["properties"] == {"name": string, "kind": string, "target": string}
+    assert defs["OpSchema"]["properties"] == {
+        "name": string, "overload": string, "arguments": {"type": "array", "items": {"$ref": "#/$defs/OpArg"}},
+        "returns": {"type": "array", "items": {"$ref": "#/$defs/OpArg"}}}
+    assert defs["OpArg"]["properties"] == {"name": string, "type": string, "kwarg_only": boolean,
+                                           "default": {"$ref": "#/$defs/Value"}, "required": boolean,
+                                           "mutates": boolean}
+    assert defs["Symbol"]["properties"] == {"min": integer, "max": nullable(integer), "input": integer,
+                                            "dim": integer}
+    graph_value = [a for a in defs["Value"]["oneOf"] if a.get("properties", {}).get("t") == {"const": "graph"}]
+    assert graph_value == [{"type": "object", "additionalProperties": False, "required": ["t", "v"],
+                            "properties": {"t": {"const": "graph"}, "v": {"type": "integer", "minimum": 1}}}]
+    tensor_meta = next(a for a in defs["Meta"]["oneOf"] if a["properties"]["t"] == {"const": "tensor"})
+    items = tensor_meta["properties"]["shape"]["items"]["anyOf"]
+    assert [i["type"] for i in items] == ["integer", "string"]
+
+
+def test_1_2_objects_encode_to_exact_bytes():
+    link = NodeLink(graph=0, node="fc")
+    assert msgpack.packb(to_obj(link), use_bin_type=True) == b"\x82\xa5graph\x00\xa4node\xa2fc"
+    node = Node(name="addmm", op="call_function", target="aten.addmm.default", args=[{"t": "node", "v": "x"}],
+                kwargs={}, inputs=["x"], users=[], meta=None, lowering=None, graph=None, overload=None, origin=link)
+    assert msgpack.packb(to_obj(node), use_bin_type=True) == (
+        b"\x8c"                                              # fixmap, 12 entries
+        b"\xa4name\xa5addmm"
+        b"\xa2op\xadcall_function"
+        b"\xa6target\xb2aten.addmm.default"
+        b"\xa4args\x91\x82\xa1t\xa4node\xa1v\xa1x"
+        b"\xa6kwargs\x80"
+        b"\xa6inputs\x91\xa1x"
+        b"\xa5users\x90"
+        b"\xa4meta\xc0"
+        b"\xa8lowering\xc0"
+        b"\xa5graph\xc0"
+        b"\xa8overload\xc0"
+        b"\xa6origin\x82\xa5graph\x00\xa4node\xa2fc")
+    arg = OpArg(name="alpha", type="Scalar", kwarg_only=True, default=1, required=False, mutates=False)
+    assert msgpack.packb(to_obj(arg), use_bin_type=True) == (
+        b"\x86\xa4name\xa5alpha\xa4type\xa6Scalar\xaakwarg_only\xc3\xa7default\x01\xa8required\xc2"
+        b"\xa7mutates\xc2")
+    op = OpSchema(name="aten::relu", overload="default", arguments=[], returns=[])
+    assert msgpack.packb(to_obj(op), use_bin_type=True) == (
+        b"\x84\xa4name\xaaaten::relu\xa8overload\xa7default\xa9arguments\x90\xa7returns\x90")
+    sym = Symbol(min=2, max=None, input=2, dim=0)
+    assert msgpack.packb(to_obj(sym), use_bin_type=True) == b"\x84\xa3min\x02\xa3max\xc0\xa5input\x02\xa3dim\x00"
+    core = CoreView(graphs=[Graph(name="", nodes=[], training=False)],
+                    inputs=[CoreInput(name="x", kind="user_input", target="x")],
+                    outputs=[CoreOutput(name="y", kind="user_output", target="")],
+                    ops={}, symbols={"s0": Symbol(min=0, max=64, input=0, dim=0)})
+    assert msgpack.packb(to_obj(core), use_bin_type=True) == (
+        b"\x85"
+        b"\xa6graphs\x91\x83\xa4name\xa0\xa5nodes\x90\xa8training\xc2"
+        b"\xa6inputs\x91\x83\xa4name\xa1x\xa4kind\xaauser_input\xa6target\xa1x"
+        b"\xa7outputs\x91\x83\xa4name\xa1y\xa4kind\xabuser_output\xa6target\xa0"
+        b"\xa3ops\x80"
+        b"\xa7symbols\x81\xa2s0\x84\xa3min\x00\xa3max\x40\xa5input\x00\xa3dim\x00")
+    golden = Golden(mode="nodes", file="golden.safetensors", inputs=[], outputs=None, nodes={}, tolerances={},
+                    core_nodes={"relu": {"t": "tensor", "v": "golden/core/relu/0"}})
+    assert msgpack.packb(to_obj(golden), use_bin_type=True) == (
+        b"\x87\xa4mode\xa5nodes\xa4file\xb2golden.safetensors\xa6inputs\x90\xa7outputs\xc0\xa5nodes\x80"
+        b"\xaatolerances\x80\xaacore_nodes\x81\xa4relu\x82\xa1t\xa6tensor\xa1v\xb2golden/core/relu/0")
+
+
+def test_a_1_1_object_decodes_with_the_1_2_defaults_and_1_2_fields_are_checked():
+    node = {"name": "x", "op": "placeholder", "target": "x", "args": [], "kwargs": {}, "inputs": [], "users": [],
+            "meta": None, "lowering": None, "graph": None, "overload": None}
+    assert from_obj(Node, node, "n").origin is None
+    assert from_obj(Node, {**node, "origin": {"graph": 0, "node": "fc"}}, "n").origin == NodeLink(0, "fc")
+    golden = {"mode": "outputs", "file": "golden.safetensors", "inputs": [], "outputs": None, "nodes": {},
+              "tolerances": {}}
+    assert from_obj(Golden, golden, "golden").core_nodes == {}
+    with pytest.raises(FormatError) as e:
+        from_obj(Node, {**node, "origin": {"graph": 0}}, "n")
+    assert e.value.code == "schema.missing_field" and "'node'" in str(e.value) and "n.origin" in str(e.value)
+    with pytest.raises(FormatError) as e:
+        from_obj(Symbol, {"min": 2, "max": "64", "input": 0, "dim": 0}, "core.symbols.s0")
+    assert e.value.code == "schema.type" and "core.symbols.s0.max" in str(e.value)
+    with pytest.raises(FormatError) as e:
+        from_obj(OpArg, {"name": "a", "type": "Tensor", "kwarg_only": 0, "default": None, "required": True,
+                         "mutates": False}, "arg")
+    assert e.value.code == "schema.type" and "arg.kwarg_only" in str(e.value)
+    with pytest.raises(FormatError) as e:
+        from_obj(CoreInput, {"name": "x", "kind": "user_input", "target": "x", "slot": 0}, "core.inputs[0]")
+    assert e.value.code == "schema.unknown_field" and "'slot'" in str(e.value)
+    assert from_obj(CoreInput, {"name": "x", "kind": "user_input", "target": "x", "x-slot": 0},
+                    "core.inputs[0]") == CoreInput("x", "user_input", "x")
