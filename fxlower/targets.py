@@ -108,19 +108,27 @@ CORE_PYTHON_FUNCTIONS = frozenset({
 
 
 def _build_core_table() -> tuple[dict[str, Callable], dict[int, str]]:
-    """Core ATen overloads of the installed torch by name, enumerated from ``torch.ops.aten`` (a name from a file
-    is only ever looked up in this dict), plus CORE_EXTRA_OPS and the higher-order operators."""
+    """Core ATen overloads of the installed torch by name, plus CORE_EXTRA_OPS and the higher-order operators.
+
+    Enumerated from torch's registry of operator schemas (``dir(torch.ops.aten)`` lists only the packets already
+    touched): each ``aten::name.overload`` is fetched from ``torch.ops.aten`` and kept if tagged core. A name read
+    from a file is only ever looked up in the resulting dict."""
     by_name: dict[str, Callable] = {}
     aten = torch.ops.aten
-    for packet_name in sorted(dir(aten)):
-        packet = getattr(aten, packet_name, None)
-        if not isinstance(packet, torch._ops.OpOverloadPacket):
+    for schema in torch._C._jit_get_all_schemas():
+        namespace, _, packet_name = schema.name.partition("::")
+        if namespace != "aten":
             continue
-        for overload in packet.overloads():
-            op = getattr(packet, overload)
-            name = f"aten.{packet_name}.{overload}"
-            if torch.Tag.core in op.tags or name in CORE_EXTRA_OPS:
-                by_name[name] = op
+        overload = schema.overload_name or "default"
+        name = f"aten.{packet_name}.{overload}"
+        if name in by_name:
+            continue
+        try:
+            op = getattr(getattr(aten, packet_name), overload)
+        except (AttributeError, RuntimeError):  # TorchScript-only builtins have no OpOverload
+            continue
+        if isinstance(op, torch._ops.OpOverload) and (torch.Tag.core in op.tags or name in CORE_EXTRA_OPS):
+            by_name[name] = op
     by_name.update(CORE_HIGHER_ORDER)
     return by_name, {id(fn): name for name, fn in by_name.items()}
 
