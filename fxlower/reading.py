@@ -768,7 +768,9 @@ class _Validator:
     def _core_binding(self, n: Any, args: tuple, kwargs: dict[str, Any], where: str) -> None:
         """Graph Values only as the subgraph arguments of control-flow operators (``core.structure``); an
         operator's args and kwargs bind to its schema by position then by name (``core.op``)."""
-        refs = [w for v, w in leaves((args, kwargs), where=where) if isinstance(v, GraphRef)]
+        located = [(a, f"{where}.args[{i}]") for i, a in enumerate(args)]
+        located += [(v, f"{where}.kwargs.{k}") for k, v in kwargs.items()]
+        refs = [w for value, at in located for v, w in leaves(value, where=at) if isinstance(v, GraphRef)]
         sub = _SUBGRAPH_ARGS.get(n.target) if n.op == "call_function" else None
         if sub is not None:
             for i in sub:
