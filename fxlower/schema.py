@@ -411,6 +411,8 @@ _VALUE_SCHEMA = {
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"const": "ellipsis"}, "v": {"type": "null"}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "properties": {"t": {"const": "graph"}, "v": {"type": "integer", "minimum": 1}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"const": "complex"}, "v": {"type": "array", "items": {"type": "number"},
                                                          "minItems": 2, "maxItems": 2}}},
     ],
@@ -420,7 +422,10 @@ _META_SCHEMA = {
     "oneOf": [
         {"type": "object", "additionalProperties": False, "required": ["t", "dtype", "shape"],
          "properties": {"t": {"const": "tensor"}, "dtype": {"type": "string"},
-                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 64}}},
+                        "shape": {"type": "array", "items": {"anyOf": [
+                            {"type": "integer", "minimum": 0},
+                            {"type": "string", "description": "1.2, core graphs only: a symbol expression"}]},
+                                  "maxItems": 64}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"enum": ["tuple", "list"]}, "v": {"type": "array", "items": {"$ref": "#/$defs/Meta"}}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
