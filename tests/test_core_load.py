@@ -345,7 +345,7 @@ def test_core_rebuild_rejects_an_operator_outside_the_allow_list(small):
 
 # ------------------------------------------------------------------------------------------------ control flow (hand-built)
 
-def test_cond_subgraphs_rebuild_as_submodules(small):
+def cond_core() -> CoreView:
     """cond(pred, true_graph_0, false_graph_0, (x,)) with graph Values; branches x*2 / x+1."""
     def branch(name, op, other):
         return Graph(name, [N("x", "placeholder", "x", users=[op.split(".")[1]], meta=T(2, 4)),
@@ -374,6 +374,11 @@ def test_cond_subgraphs_rebuild_as_submodules(small):
                             branch("false_graph_0", "aten.add.Tensor", 1.0)],
                     inputs=[CoreInput("x", "user_input", "x")], outputs=[CoreOutput("getitem", "user_output", "")],
                     ops=ops, symbols={})
+    return core
+
+
+def test_cond_subgraphs_rebuild_as_submodules(small):
+    core = cond_core()
     add_core(small, core)
     art = fxlower.load(small)
     gm = art.to_graph_module(view="core")

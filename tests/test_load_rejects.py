@@ -2056,3 +2056,48 @@ def test_core_view_rules_come_before_golden_and_after_signature(art):
     _core.add_core(art, edit=lambda m: _set(m["core"]["inputs"][0], "kind", "token") or
                    _set(m["signature"], "inputs", ["y"]))
     rejects(art, "graph.structure", "signature inputs ['y']")
+
+
+def _branch_calls(m, gi, other):
+    """Replace the computing node of core graph ``gi`` (a cond branch) with a cond over graph ``other``."""
+    n = m["core"]["graphs"][gi]["nodes"][1]
+    n.update(target="higher_order.cond", kwargs={},
+             args=[{"t": "node", "v": "x"}, {"t": "graph", "v": other}, {"t": "graph", "v": other},
+                   {"t": "tuple", "v": [{"t": "node", "v": "x"}]}])
+
+
+CORE_CONTROL_FLOW_REJECTS = [
+    ("cycle", lambda m: _branch_calls(m, 1, 2) or _branch_calls(m, 2, 1), "core.structure",
+     ["core graph 2 refers to graph 1", "cycle"]),
+    ("branch_not_a_graph", lambda m: _cnode(m, "cond")["args"].__setitem__(1, {"t": "node", "v": "gt"}),
+     "core.structure", ["higher_order.cond takes a graph Value as args[1]"]),
+    ("operands_hold_a_graph", lambda m: _cnode(m, "cond")["args"][3]["v"].append({"t": "graph", "v": 1}),
+     "core.structure", ["higher_order.cond takes graph Values only as args[1, 2]"]),
+    ("graph_index_out_of_range", lambda m: _cnode(m, "cond")["args"].__setitem__(2, {"t": "graph", "v": 3}),
+     "graph.reference", ["graph 3 is not a subgraph of the core view", "nodes[3].args[2]"]),
+    ("graph_index_not_int", lambda m: _cnode(m, "cond")["args"].__setitem__(2, {"t": "graph", "v": "false"}),
+     "schema.type", ["a graph reference holds an index, found a str"]),
+    ("subgraph_root_name", lambda m: _set(m["core"]["graphs"][0], "name", "main"), "schema.name",
+     ["the core root graph's name is ''"]),
+    ("subgraph_inputs", lambda m: _set(m["core"]["graphs"][1]["nodes"][1], "inputs", []), "graph.structure",
+     ["inputs is [] but args/kwargs reference ['x']", "core.graphs[1].nodes[1].inputs"]),
+    ("subgraph_users", lambda m: _set(m["core"]["graphs"][2]["nodes"][0], "users", []), "graph.structure",
+     ["users of 'x' is []", "core.graphs[2].nodes[0].users"]),
+    ("subgraph_no_output", lambda m: m["core"]["graphs"][1]["nodes"].pop() and
+     _set(m["core"]["graphs"][1]["nodes"][1], "users", []), "graph.output", ["core.graphs[1]", "no output node"]),
+    ("symbol_input_without_tensor_meta", lambda m: _set(m["core"], "symbols", {"s0": {"min": 2, "max": None,
+                                                                                      "input": 0, "dim": 0}})
+     or _set(_cnode(m, "x"), "meta", None), "core.symbol", ["input 0 ('x') has no tensor metadata"]),
+]
+
+
+@pytest.mark.parametrize("case,fn,code,needles", CORE_CONTROL_FLOW_REJECTS,
+                         ids=[c[0] for c in CORE_CONTROL_FLOW_REJECTS])
+def test_rejects_core_control_flow(art, case, fn, code, needles):
+    _core.add_core(art, _core.cond_core(), edit=fn)
+    rejects(art, code, *needles)
+
+
+def test_the_hand_built_cond_core_view_is_valid(art):
+    _core.add_core(art, _core.cond_core())
+    assert len(fxlower.load(art).core.graphs) == 3
