@@ -225,6 +225,38 @@ def test_expression_rejects(text, needle):
     assert needle in str(info.value)
 
 
+def _expressions():
+    from hypothesis import strategies as st
+    leaf = st.one_of(st.integers(0, 9).map(str), st.sampled_from(["s0", "s1", "s12"]))  # no int64 overflow
+
+    def grow(children):
+        return st.one_of(
+            st.tuples(children, st.sampled_from(["+", "-", "*", "//", "%"]), children).map(lambda t: "".join(t)),
+            children.map(lambda c: f"({c})"), children.map(lambda c: f"-{c}"),
+            st.tuples(st.sampled_from(["max", "min"]), children, children).map(lambda t: f"{t[0]}({t[1]},{t[2]})"))
+    return st.recursive(leaf, grow, max_leaves=8)
+
+
+def test_expression_evaluator_agrees_with_python():
+    """Second implementation: the grammar is a subset of Python expressions with the same integer semantics
+    (precedence, unary minus binding tighter than * // %, floor division, modulo with the divisor's sign), so
+    Python's own evaluator gives the expected value."""
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(_expressions(), st.integers(0, 9), st.integers(0, 9), st.integers(0, 9))
+    def check(text, a, b, c):
+        env = {"s0": a, "s1": b, "s12": c}
+        try:
+            expected = eval(text, {"__builtins__": {}, "max": max, "min": min}, dict(env))  # noqa: S307 (test)
+        except ZeroDivisionError:
+            with pytest.raises(ExprError, match="by zero"):
+                evaluate(parse(text, set(env)), env)
+            return
+        assert evaluate(parse(text, set(env)), env) == expected
+    check()
+
+
 @pytest.mark.parametrize("text,env,needle", [("1//0", {}, "by zero"), ("s0%0", {"s0": 1}, "by zero"),
                                              ("s0*s0", {"s0": 1 << 32}, "outside int64"), ("s1", {}, "no value")])
 def test_expression_evaluation_faults(text, env, needle):
