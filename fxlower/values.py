@@ -27,6 +27,9 @@ Output metadata ("Meta") describes what a node produces::
     {"t": "dict", "v": [[key, Meta], ...]}
     {"t": "int" | "float" | "bool" | "str" | "none" | "other"}
     {"t": "device" | "dtype" | "memory_format" | "layout"}       1.1
+    {"t": "symint", "v": "s0*2"}                                  1.2, core graphs only: a SymInt and its expression
+
+In core graphs (1.2) a tensor shape entry may also be a str: a symbol expression (:mod:`fxlower.symbolic`).
 """
 
 from __future__ import annotations
@@ -507,6 +510,13 @@ def check_meta(obj: Any, where: str, _depth: int = 0, *, dim: Callable[[str, str
                     raise _bad(f"{where}[{i}]", "a dict metadata entry is a [str or int key, Meta] pair")
                 item = item[1]
             check_meta(item, f"{where}[{i}]", _depth + 1, dim=dim)
+    elif kind == "symint" and dim is not None:  # 1.2, core graphs: a SymInt result and its expression
+        if set(obj) != {"t", "v"}:
+            raise _bad(where, f"symint metadata has exactly the keys t, v; found {sorted(obj)}")
+        if type(obj["v"]) is str:
+            dim(obj["v"], where + ".v")
+        elif type(obj["v"]) is not int:
+            raise _bad(where, f"a symint's v is an expression (str) or an int, found {kind_name(obj['v'])}")
     elif kind in _META_LEAVES:
         if set(obj) != {"t"}:
             raise _bad(where, f"{kind} metadata has only the key t; found {sorted(obj)}")

@@ -2101,3 +2101,15 @@ def test_rejects_core_control_flow(art, case, fn, code, needles):
 def test_the_hand_built_cond_core_view_is_valid(art):
     _core.add_core(art, _core.cond_core())
     assert len(fxlower.load(art).core.graphs) == 3
+
+
+def test_symint_metadata_in_core_graphs_only(art):
+    """1.2: {"t": "symint", "v": expr} is core-graph metadata; its expression is checked like a shape entry."""
+    _core.add_core(art, edit=lambda m: _set(_cnode(m, "relu"), "meta", {"t": "symint", "v": "s0*2"}))
+    assert fxlower.load(art).core.graphs[0].node("relu").meta == {"t": "symint", "v": "s0*2"}
+    _core.add_core(art, edit=lambda m: _set(_cnode(m, "relu"), "meta", {"t": "symint", "v": "s5"}))
+    rejects(art, "core.symbol", "'s5' is not declared", "nodes[6].meta.v")
+    _core.add_core(art, edit=lambda m: _set(_cnode(m, "relu"), "meta", {"t": "symint", "v": 1.5}))
+    rejects(art, "schema.type", "a symint's v is an expression (str) or an int, found a float")
+    _core.add_core(art, edit=lambda m: _set(node(m, "relu"), "meta", {"t": "symint", "v": "s0"}))
+    rejects(art, "schema.type", "unknown metadata kind 'symint'", "graphs[0].nodes[2].meta")
