@@ -6,6 +6,9 @@ graphs and golden data, and the tensor files as a :class:`fxlower.mapping.Tensor
 descriptors whose headers were validated. Every rejection is a :class:`fxlower.FormatError` (or
 :class:`fxlower.VersionError`) with the spec's stable code, naming the file and field.
 
+Format 1.2 adds the core view (``Manifest.core``), validated by :meth:`_Validator.core` after the signature and
+before golden data, and returned as :class:`LoadedCore` in :attr:`Reading.core`.
+
 Safety: no pickle, no ``eval``, no import of any module named in a file; this module only reads and checks.
 """
 

@@ -464,6 +464,11 @@ class Branchy(nn.Module):
         return torch.cond(x.sum() > 0, lambda t: t * 2, lambda t: t - 1, (x,))
 
 
+class Doubler(nn.Module):
+    def forward(self, x):
+        return torch._higher_order_ops.while_loop(lambda y: y.sum() < 100, lambda y: (y * 2 + 1,), (x,))[0]
+
+
 class Counter(nn.Module):
     def __init__(self):
         super().__init__()
@@ -520,6 +525,14 @@ def test_e2e_cond_bit_identical(tmp_path):
     assert len(art.core.graphs) == 3
     x = -torch.ones(2, 4)
     assert torch.equal(gm(x), mod(x))
+
+
+def test_e2e_while_loop_bit_identical(tmp_path):
+    art, gm, mod = _bit_identical(Doubler(), (torch.rand(2, 4),), tmp_path)
+    assert len(art.core.graphs) == 3
+    assert [n.target for n in gm.graph.nodes if n.op == "call_function"][0] is torch.ops.higher_order.while_loop
+    x = torch.full((2, 4), 3.0)  # by hand: 3 -> 7 -> 15 (sum 120 >= 100)
+    assert torch.equal(gm(x), torch.full((2, 4), 15.0))
 
 
 def test_e2e_buffer_mutation_like_exported_program(tmp_path):
