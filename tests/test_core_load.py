@@ -306,6 +306,14 @@ def test_hand_built_core_view_loads_and_rebuilds(small):
     assert [n.op for n in mod.graph.nodes][:2] == ["placeholder", "call_module"]
 
 
+def test_golden_core_nodes(small):
+    add_core(small, edit=lambda m: m["golden"].__setitem__("core_nodes",
+                                                           {"sum_1": {"t": "tensor", "v": "golden/outputs/0"}}))
+    art = fxlower.load(small)
+    got = art.golden_core_nodes()
+    assert list(got) == ["sum_1"] and torch.equal(got["sum_1"], art.golden_outputs())
+
+
 def test_view_core_without_core_view_names_the_fix(small):
     art = fxlower.load(small)
     assert art.core is None and art.links() == {}
