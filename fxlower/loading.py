@@ -22,11 +22,12 @@ import torch
 import torch.fx as fx
 
 from .errors import FormatError
-from .reading import LoadedGraph, LoadedNode, Reading, loads_manifest, read
-from .rebuild import build
-from .values import NodeRef, TensorRef, walk
+from .reading import LoadedCore, LoadedGraph, LoadedNode, Reading, loads_manifest, read
+from .rebuild import build, build_core
+from .values import GraphRef, NodeRef, TensorRef, decode, walk
 
-__all__ = ["load", "loads_manifest", "Artifact", "LoadedNode", "LoadedGraph", "NodeRef", "TensorRef"]
+__all__ = ["load", "loads_manifest", "Artifact", "LoadedNode", "LoadedGraph", "LoadedCore", "NodeRef", "TensorRef",
+           "GraphRef"]
 
 
 class Artifact:
@@ -42,6 +43,8 @@ class Artifact:
         graphs: the graphs, ``graphs[0]`` the root, nodes decoded (references as :class:`NodeRef` /
             :class:`TensorRef`, lowering records with tensor attributes as :class:`TensorRef`).
         tensors: name -> :class:`fxlower.schema.TensorEntry`.
+        core: 1.2: the core view (:class:`LoadedCore`: ``graphs`` with ``graphs[0]`` the core root, ``inputs``,
+            ``outputs``, ``ops``, ``symbols``), or None when the artifact has none.
     """
 
     def __init__(self, reading: Reading):
@@ -52,6 +55,7 @@ class Artifact:
         self.tensors = {t.name: t for t in reading.manifest.tensors}
         self._files = reading.files
         self._golden = reading.golden
+        self.core: LoadedCore | None = reading.core
 
     # --- tensors ---
 
@@ -122,6 +126,25 @@ class Artifact:
         """Root node name -> stored result (empty unless exported with ``golden="nodes"``)."""
         return {k: self.materialize(v) for k, v in self._need_golden()["nodes"].items()}
 
+    def golden_core_nodes(self) -> dict[str, Any]:
+        """1.2: core root node name -> stored result (empty unless exported with ``golden="nodes"`` and a core
+        view)."""
+        return {k: self.materialize(v) for k, v in self._need_golden()["core_nodes"].items()}
+
+    def links(self) -> dict[tuple[int, str], tuple[tuple[int, str], ...]]:
+        """1.2: each module-view node that core nodes came from -> those core nodes, in graph and node order.
+
+        Keys are ``(module graph index, node name)``; values are ``(core graph index, core node name)`` pairs (the
+        inverse of the core nodes' ``origin``). Empty without a core view; glue nodes (no origin) appear nowhere.
+        """
+        out: dict[tuple[int, str], list[tuple[int, str]]] = {}
+        if self.core is not None:
+            for gi, g in enumerate(self.core.graphs):
+                for n in g.nodes:
+                    if n.origin is not None:
+                        out.setdefault((n.origin.graph, n.origin.node), []).append((gi, n.name))
+        return {k: tuple(v) for k, v in out.items()}
+
     def tolerances(self) -> dict[str, tuple[float, float]]:
         """dtype code -> (rtol, atol)."""
         return {k: (t.rtol, t.atol) for k, t in self._need_golden()["tolerances"].items()}
@@ -133,7 +156,7 @@ class Artifact:
 
     # --- rebuilding ---
 
-    def to_graph_module(self, *, copy: bool = True) -> fx.GraphModule:
+    def to_graph_module(self, *, copy: bool = True, view: str = "module") -> fx.GraphModule:
         """Rebuild an executable ``torch.fx.GraphModule`` that computes what the exported one did.
 
         Format 1.1: the module has the exported module's parameters (with their ``requires_grad``), buffers
@@ -145,11 +168,27 @@ class Artifact:
                 size; the module is independent of the files). ``False``: tensors are views of the artifact's
                 private copy-on-write mappings — about no extra memory until pages are touched, writes stay in
                 this process; a tensor file truncated by someone else meanwhile can fault (SIGBUS) the process.
+            view: ``"module"`` (default): the module view (``graphs``). ``"core"`` (1.2): the core view, Core ATen
+                operators only; placeholders for the user inputs, parameters/buffers/constants as attributes at
+                their table names; returns the user outputs in the signature's structure and applies buffer
+                mutations to its buffers, as ``ExportedProgram.module()`` does.
 
         Raises:
+            ValueError: ``view`` is not "module" or "core", or the artifact lacks that view.
             UnsupportedTargetError: a ``call_function`` target is neither allow-listed nor registered, a
                 ``call_method`` target is not a public ``torch.Tensor`` method, or a module type has no rule.
         """
+        if view == "core":
+            if self.core is None:
+                raise ValueError(f"{self.path} has no core view; export it with fxlower.export(..., core=True) "
+                                 f"(format 1.2) to rebuild view='core'")
+            template = decode(self.manifest.signature.output, "signature.output", node=lambda n, w: NodeRef(n))
+            return build_core(self.core, template, self.tensors, self._files, copy=copy)
+        if view != "module":
+            raise ValueError(f"view is {view!r}; expected 'module' or 'core'")
+        if not self.graphs:
+            raise ValueError(f"{self.path} has only a core view (no module view); use to_graph_module(view='core'), "
+                             f"or export with module=<the nn.Module> to derive a module view")
         return build(self.graphs, self.tensors, self._files, self.format_version, copy=copy)
 
 

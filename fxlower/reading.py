@@ -6,6 +6,9 @@ graphs and golden data, and the tensor files as a :class:`fxlower.mapping.Tensor
 descriptors whose headers were validated. Every rejection is a :class:`fxlower.FormatError` (or
 :class:`fxlower.VersionError`) with the spec's stable code, naming the file and field.
 
+Format 1.2 adds the core view (``Manifest.core``), validated by :meth:`_Validator.core` after the signature and
+before golden data, and returned as :class:`LoadedCore` in :attr:`Reading.core`.
+
 Safety: no pickle, no ``eval``, no import of any module named in a file; this module only reads and checks.
 """
 
@@ -32,17 +35,26 @@ from .lifting import LoweringRecord
 from .mapping import TensorFiles
 from .names import (check_dotted_target, check_file_path, check_function_name, check_identifier,
                     check_method_name, check_name, component_problem)
-from .schema import Manifest, from_obj
+from .schema import CoreInput, CoreOutput, Manifest, NodeLink, OpSchema, Symbol, from_obj
+from .symbolic import ExprError, parse as parse_expr
+from .targets import CORE_HIGHER_ORDER, CORE_PYTHON_FUNCTIONS
 from .tensorfile import StoredTensor, read_header
-from .values import NodeRef, TensorRef, check_meta, check_shape, decode, kind_name, node_refs
+from .values import GraphRef, NodeRef, TensorRef, check_meta, check_shape, decode, kind_name, leaves, node_refs
 
-__all__ = ["read", "Reading", "loads_manifest", "LoadedNode", "LoadedGraph", "NodeRef", "TensorRef",
-           "TENSOR_KINDS"]
+__all__ = ["read", "Reading", "loads_manifest", "LoadedNode", "LoadedGraph", "LoadedCore", "NodeRef", "TensorRef",
+           "GraphRef", "TENSOR_KINDS", "CORE_INPUT_KINDS", "CORE_OUTPUT_KINDS", "CORE_OPS"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: TensorEntry.kind values of format 1.1 ("" only in 1.0 files).
 TENSOR_KINDS = ("parameter", "buffer", "constant", "golden")
+#: 1.2: CoreInput.kind and CoreOutput.kind values; the node ops of core graphs.
+CORE_INPUT_KINDS = ("user_input", "parameter", "buffer", "constant")
+CORE_OUTPUT_KINDS = ("user_output", "buffer_mutation")
+CORE_OPS = ("placeholder", "get_attr", "call_function", "output")
+_SYMBOL = re.compile(r"^s[0-9]+\Z")
+#: The graph-module arguments of each control-flow operator (positions in args).
+_SUBGRAPH_ARGS = {"higher_order.cond": (1, 2), "higher_order.while_loop": (0, 1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +73,8 @@ class LoadedNode:
     overload: int | None = None
     #: 1.1: the leaf module's training flag at export (call_module nodes with a lowering record).
     training: bool = False
+    #: 1.2: on a core-view node, the module-view node it came from (None for glue).
+    origin: NodeLink | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +91,18 @@ class LoadedGraph:
         raise KeyError(f"graph '{self.name}' has no node '{name}'")
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadedCore:
+    """1.2: the validated core view. ``graphs[0]`` is the core root graph; arguments of control-flow operators
+    hold :class:`GraphRef` (an index into ``graphs``)."""
+
+    graphs: tuple[LoadedGraph, ...]
+    inputs: tuple[CoreInput, ...]
+    outputs: tuple[CoreOutput, ...]
+    ops: dict[str, OpSchema]
+    symbols: dict[str, Symbol]
+
+
 @dataclasses.dataclass
 class Reading:
     """What :func:`read` validated: the manifest, decoded graphs and golden data, and the open tensor files."""
@@ -86,6 +112,8 @@ class Reading:
     graphs: tuple[LoadedGraph, ...]
     golden: dict[str, Any] | None
     files: TensorFiles
+    #: 1.2: the core view, or None.
+    core: LoadedCore | None = None
 
 
 # ------------------------------------------------------------------------------------------------ manifest bytes
@@ -350,7 +378,10 @@ class _Validator:
 
     def graphs(self) -> tuple[LoadedGraph, ...]:
         if not self.m.graphs:
-            raise FormatError("graph.structure", "graphs is empty; the root graph is graphs[0]", MANIFEST_FILE)
+            if self.m.core is not None:
+                return ()  # 1.2: an artifact with the core view only
+            raise FormatError("graph.structure", "graphs is empty; the root graph is graphs[0] (only an artifact "
+                              "with a core view may have no module view)", MANIFEST_FILE)
         loaded = []
         weights = self._tensor_resolver(ROLE_WEIGHTS)
         for gi, g in enumerate(self.m.graphs):
@@ -419,6 +450,9 @@ class _Validator:
                     raise FormatError("graph.structure", f"'graph' {n.graph} must index a nested graph "
                                       f"(1..{len(self.m.graphs) - 1}) from a call_module node", where + ".graph")
             self._overload(n, where)
+            if n.origin is not None:
+                raise FormatError("graph.structure", "origin is set on a module-view node; only core-view nodes "
+                                  "link to the module view", where + ".origin")
             if n.op == "output":
                 outputs += 1
             defined[n.name] = ni
@@ -528,6 +562,8 @@ class _Validator:
                     stack.append((nxt, iter([n.graph for n in graphs[nxt].nodes if n.graph is not None])))
 
     def signature(self, graphs: tuple[LoadedGraph, ...]) -> None:
+        if not graphs:
+            return  # 1.2 core view only: the signature describes the core root and is checked with the core view
         root = graphs[0]
         where = f"{MANIFEST_FILE}: signature"
         placeholders = [n.name for n in root.nodes if n.op == "placeholder"]
@@ -546,7 +582,341 @@ class _Validator:
             raise FormatError("graph.output", "signature output differs from the output node's args[0]",
                               where + ".output")
 
-    def golden(self, graphs: tuple[LoadedGraph, ...]) -> dict[str, Any] | None:
+    # -------------------------------------------------------------------------------------------- 1.2 core view
+
+    def core(self, graphs: tuple[LoadedGraph, ...]) -> LoadedCore | None:
+        """The core view (format 1.2), after the signature and before golden data, in this order: the view has a
+        root graph (``core.structure``); the op schemas (``core.op``); the symbols' names and ranges
+        (``core.symbol``); each core graph node by node (as module-view graphs, with the core rules: ops,
+        targets, ``core.op`` for a target without a schema or arguments that do not bind, ``core.symbol`` for
+        shape expressions, ``graph.reference`` for origin links and graph Values); no cycle through graph Values
+        (``core.structure``); inputs, then outputs (``core.structure``, ``tensor.reference``); the signature when
+        there is no module view; each symbol's defining input and dimension (``core.symbol``)."""
+        c = self.m.core
+        if c is None:
+            return None
+        cw = f"{MANIFEST_FILE}: core"
+        if tuple(self.m.format_version) < (1, 2):
+            raise FormatError("schema.unknown_field", "the field 'core' is new in format 1.2; this file is "
+                              f"{self.m.format_version[0]}.{self.m.format_version[1]}", cw)
+        if not c.graphs:
+            raise FormatError("core.structure", "core.graphs is empty; the core root graph is graphs[0]",
+                              cw + ".graphs")
+        for key, op in c.ops.items():
+            self._op_schema(key, op, f"{cw}.ops.{key}")
+        for name, sym in c.symbols.items():
+            w = f"{cw}.symbols.{name}"
+            if not _SYMBOL.match(name):
+                raise FormatError("core.symbol", f"symbol name {name!r:.40} is not 's' and digits (like s0)", w)
+            if sym.min < 0:
+                raise FormatError("core.symbol", f"min is {sym.min}; a size symbol is >= 0", w + ".min")
+            if sym.max is not None and sym.max < sym.min:
+                raise FormatError("core.symbol", f"max {sym.max} is below min {sym.min}", w + ".max")
+        module_nodes = [{n.name for n in g.nodes} for g in graphs]
+        loaded = tuple(self._core_graph(gi, g, f"{cw}.graphs[{gi}]", module_nodes) for gi, g in enumerate(c.graphs))
+        self._core_acyclic(loaded, cw)
+        root = loaded[0]
+        users = self._core_inputs(root, cw)
+        user_outputs = self._core_outputs(root, cw)
+        if not graphs:
+            self._core_signature(root, users, user_outputs)
+        for name, sym in c.symbols.items():
+            w = f"{cw}.symbols.{name}"
+            if not 0 <= sym.input < len(c.inputs) or c.inputs[sym.input].kind != "user_input":
+                raise FormatError("core.symbol", f"input {sym.input} is not the index of a user_input of "
+                                  f"core.inputs (0..{len(c.inputs) - 1})", w + ".input")
+            meta = root.node(c.inputs[sym.input].name).meta
+            if not (type(meta) is dict and meta.get("t") == "tensor"):
+                raise FormatError("core.symbol", f"input {sym.input} ('{c.inputs[sym.input].name}') has no tensor "
+                                  f"metadata to take dimension {sym.dim} from", w + ".input")
+            rank = len(meta["shape"])
+            if not 0 <= sym.dim < rank:
+                raise FormatError("core.symbol", f"dim {sym.dim} is outside the rank {rank} of input "
+                                  f"'{c.inputs[sym.input].name}'", w + ".dim")
+            if meta["shape"][sym.dim] != name:
+                raise FormatError("core.symbol", f"dimension {sym.dim} of input '{c.inputs[sym.input].name}' is "
+                                  f"{meta['shape'][sym.dim]!r:.40}, not the symbol '{name}' it defines", w + ".dim")
+        return LoadedCore(loaded, tuple(c.inputs), tuple(c.outputs), dict(c.ops), dict(c.symbols))
+
+    def _op_schema(self, key: str, op: OpSchema, w: str) -> None:
+        parts = key.split(".")
+        if len(parts) != 3 or not all(_IDENT.match(p) for p in parts):
+            raise FormatError("core.op", f"ops key {key!r:.80} is not an operator name namespace.name.overload "
+                              f"(like aten.convolution.default)", w)
+        if op.name != f"{parts[0]}::{parts[1]}" or op.overload != parts[2]:
+            raise FormatError("core.op", f"the schema names {op.name!r:.60} overload {op.overload!r:.40}; the key "
+                              f"'{key}' needs '{parts[0]}::{parts[1]}' overload '{parts[2]}'", w)
+        for field in ("arguments", "returns"):
+            seen: set[str] = set()
+            for i, a in enumerate(getattr(op, field)):
+                aw = f"{w}.{field}[{i}]"
+                if field == "arguments" or a.name:
+                    check_name(a.name, aw + ".name")
+                if a.name and a.name in seen:
+                    raise FormatError("core.op", f"argument name '{a.name}' appears twice", aw + ".name")
+                seen.add(a.name)
+                check_name(a.type, aw + ".type")
+                decode(a.default, aw + ".default")
+                if a.required and a.default is not None:
+                    raise FormatError("core.op", "a required argument has a default; default is nil when "
+                                      "required is true", aw + ".default")
+
+    def _core_graph(self, gi: int, g: Any, gwhere: str, module_nodes: list[set[str]]) -> LoadedGraph:
+        c = self.m.core
+        defined: dict[str, int] = {}
+        nodes: list[LoadedNode] = []
+        outputs = 0
+        weights = {f.path for f in self.m.files if f.role == ROLE_WEIGHTS}
+        known = c.symbols
+
+        def resolve_node(name: str, where: str) -> NodeRef:
+            if name not in defined:
+                raise FormatError("graph.reference", f"'{name}' is not an earlier node of this graph", where)
+            return NodeRef(name)
+
+        def resolve_graph(index: int, where: str) -> GraphRef:
+            if not 0 < index < len(c.graphs) or index == gi:
+                raise FormatError("graph.reference", f"graph {index} is not a subgraph of the core view other "
+                                  f"than this one (1..{len(c.graphs) - 1}, not {gi})", where)
+            return GraphRef(index)
+
+        def check_dim(text: str, where: str) -> None:
+            try:
+                parse_expr(text, known)
+            except ExprError as e:
+                raise FormatError("core.symbol", f"shape expression: {e}", where) from None
+
+        if gi == 0:
+            if g.name != "":
+                raise FormatError("schema.name", "the core root graph's name is ''", gwhere + ".name")
+        else:
+            check_name(g.name, gwhere + ".name")
+        for ni, n in enumerate(g.nodes):
+            where = f"{gwhere}.nodes[{ni}]"
+            check_name(n.name, where + ".name")
+            if n.name in defined:
+                raise FormatError("schema.name", f"node name '{n.name}' appears twice in the graph", where)
+            if n.op not in CORE_OPS:
+                raise FormatError("graph.op", f"op {n.op!r:.40} is not one of the core-graph ops {list(CORE_OPS)}",
+                                  where + ".op")
+            if outputs:
+                raise FormatError("graph.output", "a node follows the output node", where)
+            for k in n.kwargs:
+                if not _IDENT.match(k) or keyword.iskeyword(k):
+                    raise FormatError("schema.name", f"keyword {k!r:.40} is not an identifier", where + ".kwargs")
+            self._core_target(n, where, weights)
+            args = tuple(decode(a, f"{where}.args[{i}]", node=resolve_node, graph=resolve_graph)
+                         for i, a in enumerate(n.args))
+            kwargs = {k: decode(v, f"{where}.kwargs.{k}", node=resolve_node, graph=resolve_graph)
+                      for k, v in n.kwargs.items()}
+            self._op_args(n, args, where)
+            self._core_binding(n, args, kwargs, where)
+            derived = node_refs((args, tuple(kwargs.values())))
+            if derived != n.inputs:
+                raise FormatError("graph.structure", f"inputs is {n.inputs[:8]} but args/kwargs reference "
+                                  f"{derived[:8]}", where + ".inputs")
+            if n.meta is not None:
+                check_meta(n.meta, where + ".meta", dim=check_dim)
+            for field in ("lowering", "graph", "overload"):
+                if getattr(n, field) is not None:
+                    raise FormatError("graph.structure", f"'{field}' is set on a core-view node; core nodes have "
+                                      f"no {field}", f"{where}.{field}")
+            if n.origin is not None:
+                o = n.origin
+                if not 0 <= o.graph < len(module_nodes) or o.node not in module_nodes[o.graph]:
+                    raise FormatError("graph.reference", f"origin (graph {o.graph}, node {o.node!r:.80}) is not a "
+                                      f"node of the module view", where + ".origin")
+            if n.op == "output":
+                outputs += 1
+            defined[n.name] = ni
+            nodes.append(LoadedNode(n.name, n.op, n.target, args, kwargs, tuple(n.inputs), tuple(n.users), n.meta,
+                                    None, None, None, False, n.origin))
+        if outputs != 1:
+            raise FormatError("graph.output", "the graph has no output node", gwhere)
+        users: dict[str, list[str]] = {n.name: [] for n in nodes}
+        for n in nodes:
+            for i in n.inputs:
+                users[i].append(n.name)
+        for ni, n in enumerate(nodes):
+            if list(n.users) != users[n.name]:
+                raise FormatError("graph.structure", f"users of '{n.name}' is {list(n.users)[:8]}, but the "
+                                  f"nodes using it are {users[n.name][:8]}", f"{gwhere}.nodes[{ni}].users")
+        return LoadedGraph(g.name, tuple(nodes), g.training)
+
+    def _core_target(self, n: Any, where: str, weights: set[str]) -> None:
+        w = where + ".target"
+        if n.op == "placeholder":
+            check_identifier(n.target, w)
+        elif n.op == "get_attr":
+            check_dotted_target(n.target, w)
+            t = self.tensor_names.get(n.target)
+            if t is None or t.file not in weights:
+                raise FormatError("tensor.reference", f"get_attr names '{n.target}', which is not in the tensor "
+                                  f"table (in a weights file)", w)
+        elif n.op == "call_function":
+            check_function_name(n.target, w)
+            if n.target in CORE_HIGHER_ORDER or n.target in CORE_PYTHON_FUNCTIONS:
+                return
+            if len(n.target.split(".")) != 3:
+                raise FormatError("graph.target", f"core target {n.target!r:.80} is neither an operator "
+                                  f"(namespace.name.overload, like aten.convolution.default), a control-flow "
+                                  f"operator ({', '.join(CORE_HIGHER_ORDER)}) nor one of the Python functions "
+                                  f"core graphs may call", w)
+            if n.target not in self.m.core.ops:
+                raise FormatError("core.op", f"operator '{n.target}' has no schema in core.ops; the writer lists "
+                                  f"the schema of every operator the core graphs call", w)
+        elif n.target != "output":
+            raise FormatError("graph.target", f"the output node's target is 'output', found {n.target!r:.40}", w)
+
+    def _core_binding(self, n: Any, args: tuple, kwargs: dict[str, Any], where: str) -> None:
+        """Graph Values only as the subgraph arguments of control-flow operators (``core.structure``); an
+        operator's args and kwargs bind to its schema by position then by name (``core.op``)."""
+        located = [(a, f"{where}.args[{i}]") for i, a in enumerate(args)]
+        located += [(v, f"{where}.kwargs.{k}") for k, v in kwargs.items()]
+        refs = [w for value, at in located for v, w in leaves(value, where=at) if isinstance(v, GraphRef)]
+        sub = _SUBGRAPH_ARGS.get(n.target) if n.op == "call_function" else None
+        if sub is not None:
+            for i in sub:
+                if i >= len(args) or not isinstance(args[i], GraphRef):
+                    raise FormatError("core.structure", f"{n.target} takes a graph Value as args[{i}]", where)
+            if len(refs) != len(sub):
+                raise FormatError("core.structure", f"{n.target} takes graph Values only as args{list(sub)}", where)
+            return
+        if refs:
+            raise FormatError("core.structure", "a graph Value is only an argument of a control-flow operator "
+                              f"({', '.join(_SUBGRAPH_ARGS)})", refs[0])
+        if n.op != "call_function" or n.target not in self.m.core.ops:
+            return
+        schema = self.m.core.ops[n.target]
+        positional = [a for a in schema.arguments if not a.kwarg_only]
+        if len(args) > len(positional):
+            raise FormatError("core.op", f"{len(args)} positional args; '{n.target}' takes at most "
+                              f"{len(positional)}", where + ".args")
+        given = {a.name for a in positional[:len(args)]}
+        names = {a.name for a in schema.arguments}
+        for k in kwargs:
+            if k not in names:
+                raise FormatError("core.op", f"'{n.target}' has no argument '{k}'", where + ".kwargs")
+            if k in given:
+                raise FormatError("core.op", f"argument '{k}' of '{n.target}' is given by position and by name",
+                                  where + ".kwargs")
+        for a in schema.arguments:
+            if a.required and a.name not in given and a.name not in kwargs:
+                raise FormatError("core.op", f"the required argument '{a.name}' of '{n.target}' is not given",
+                                  where)
+
+    @staticmethod
+    def _core_acyclic(graphs: tuple[LoadedGraph, ...], cw: str) -> None:
+        def callees(g: LoadedGraph) -> list[int]:
+            return [v.index for n in g.nodes for v, _ in leaves((n.args, n.kwargs), where=None)
+                    if isinstance(v, GraphRef)]
+        state = [0] * len(graphs)
+        state[0] = 1
+        stack = [(0, iter(callees(graphs[0])))]
+        while stack:
+            i, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[i] = 2
+                stack.pop()
+            elif state[nxt] == 1:
+                raise FormatError("core.structure", f"core graph {i} refers to graph {nxt}, which is already being "
+                                  f"called: the core graphs form a cycle", cw + ".graphs")
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, iter(callees(graphs[nxt]))))
+        for i, st in enumerate(state):
+            if st == 0:
+                raise FormatError("core.structure", f"core graph {i} is not reached from the core root graph",
+                                  f"{cw}.graphs[{i}]")
+
+    def _core_inputs(self, root: LoadedGraph, cw: str) -> list[CoreInput]:
+        c = self.m.core
+        placeholders = [n.name for n in root.nodes if n.op == "placeholder"]
+        if len(c.inputs) != len(placeholders):
+            raise FormatError("core.structure", f"core.inputs has {len(c.inputs)} entries; the core root graph has "
+                              f"{len(placeholders)} placeholders", cw + ".inputs")
+        users = []
+        for i, (ci, ph) in enumerate(zip(c.inputs, placeholders)):
+            w = f"{cw}.inputs[{i}]"
+            if ci.name != ph:
+                raise FormatError("core.structure", f"name is {ci.name!r:.80}; placeholder {i} of the core root is "
+                                  f"'{ph}'", w + ".name")
+            if ci.kind not in CORE_INPUT_KINDS:
+                raise FormatError("core.structure", f"kind {ci.kind!r:.40} is not one of {list(CORE_INPUT_KINDS)}",
+                                  w + ".kind")
+            if ci.kind == "user_input":
+                users.append(ci)
+                continue
+            t = self.tensor_names.get(ci.target)
+            if t is None or t.kind == "golden":
+                raise FormatError("tensor.reference", f"target '{ci.target}' is not a tensor of the table",
+                                  w + ".target")
+            if t.kind != ci.kind:
+                raise FormatError("core.structure", f"a {ci.kind} input names '{ci.target}', a tensor of kind "
+                                  f"'{t.kind}'", w + ".kind")
+        sig = self.m.signature.inputs
+        if [u.target for u in users] != list(sig):
+            raise FormatError("core.structure", f"the user inputs bind to {[u.target for u in users][:8]}; the "
+                              f"signature's inputs are {list(sig)[:8]} (the k-th user input binds to the k-th "
+                              f"signature input)", cw + ".inputs")
+        return users
+
+    def _core_outputs(self, root: LoadedGraph, cw: str) -> list[CoreOutput]:
+        c = self.m.core
+        out = [n for n in root.nodes if n.op == "output"][0]
+        elements = out.args[0]
+        if type(elements) not in (tuple, list):
+            raise FormatError("core.structure", "the core root's output node returns a tuple or list of its "
+                              "outputs", f"{cw}.graphs[0].nodes[{root.nodes.index(out)}].args[0]")
+        if len(c.outputs) != len(elements):
+            raise FormatError("core.structure", f"core.outputs has {len(c.outputs)} entries; the core root returns "
+                              f"{len(elements)}", cw + ".outputs")
+        user_outputs = []
+        for i, (co, e) in enumerate(zip(c.outputs, elements)):
+            w = f"{cw}.outputs[{i}]"
+            expected = e.name if isinstance(e, NodeRef) else ""
+            if co.name != expected:
+                raise FormatError("core.structure", f"name is {co.name!r:.80}; output element {i} is "
+                                  f"{expected!r:.80}", w + ".name")
+            if co.kind not in CORE_OUTPUT_KINDS:
+                raise FormatError("core.structure", f"kind {co.kind!r:.40} is not one of {list(CORE_OUTPUT_KINDS)}",
+                                  w + ".kind")
+            if co.kind == "user_output":
+                if co.target != "":
+                    raise FormatError("core.structure", "a user_output has target ''", w + ".target")
+                user_outputs.append(co)
+                continue
+            t = self.tensor_names.get(co.target)
+            if t is None:
+                raise FormatError("tensor.reference", f"target '{co.target}' is not a tensor of the table",
+                                  w + ".target")
+            if t.kind != "buffer":
+                raise FormatError("core.structure", f"a buffer_mutation updates '{co.target}', a tensor of kind "
+                                  f"'{t.kind}'", w + ".target")
+        return user_outputs
+
+    def _core_signature(self, root: LoadedGraph, users: list[CoreInput], user_outputs: list[CoreOutput]) -> None:
+        """No module view: the signature describes the core root (its user inputs, its user outputs)."""
+        where = f"{MANIFEST_FILE}: signature"
+        names = [u.name for u in users]
+        if list(self.m.signature.inputs) != names:
+            raise FormatError("graph.structure", f"signature inputs {self.m.signature.inputs[:8]} differ from the "
+                              f"core root's user-input placeholders {names[:8]}", where + ".inputs")
+        defined = {n.name for n in root.nodes}
+
+        def resolve(name: str, w: str) -> NodeRef:
+            if name not in defined:
+                raise FormatError("graph.reference", f"'{name}' is not a node of the core root graph", w)
+            return NodeRef(name)
+        value = decode(self.m.signature.output, where + ".output", node=resolve)
+        refs = [v.name for v, _ in leaves(value, where=None) if isinstance(v, NodeRef)]
+        expected = [o.name for o in user_outputs if o.name]
+        if refs != expected:
+            raise FormatError("graph.output", f"signature output references {refs[:8]}; the core view's user "
+                              f"outputs are {expected[:8]}", where + ".output")
+
+    def golden(self, graphs: tuple[LoadedGraph, ...], core: LoadedCore | None = None) -> dict[str, Any] | None:
         g = self.m.golden
         if g is None:
             return None
@@ -560,12 +930,19 @@ class _Validator:
         res = self._tensor_resolver(ROLE_GOLDEN)
         inputs = [decode(v, f"{where}.inputs[{i}]", tensor=res) for i, v in enumerate(g.inputs)]
         outputs = decode(g.outputs, where + ".outputs", tensor=res)
-        root = {n.name for n in graphs[0].nodes}
+        root = {n.name for n in graphs[0].nodes} if graphs else set()
         nodes = {}
         for k, v in g.nodes.items():
             if k not in root:
                 raise FormatError("graph.reference", f"golden node '{k}' is not a root node", where + ".nodes")
             nodes[k] = decode(v, f"{where}.nodes.{k}", tensor=res)
+        core_root = {n.name for n in core.graphs[0].nodes} if core is not None else set()
+        core_nodes = {}
+        for k, v in g.core_nodes.items():
+            if k not in core_root:
+                raise FormatError("graph.reference", f"golden core node '{k}' is not a node of the core root graph",
+                                  where + ".core_nodes")
+            core_nodes[k] = decode(v, f"{where}.core_nodes.{k}", tensor=res)
         tolerances = {}
         for k, t in g.tolerances.items():
             if k not in STORAGE_DTYPES:
@@ -574,7 +951,8 @@ class _Validator:
                 raise FormatError("schema.type", f"tolerance for {k} must be finite and >= 0",
                                   where + ".tolerances")
             tolerances[k] = t
-        return {"mode": g.mode, "inputs": inputs, "outputs": outputs, "nodes": nodes, "tolerances": tolerances}
+        return {"mode": g.mode, "inputs": inputs, "outputs": outputs, "nodes": nodes, "tolerances": tolerances,
+                "core_nodes": core_nodes}
 
     def digest(self) -> None:
         d = self.m.digest
@@ -621,7 +999,8 @@ def read(path: str | os.PathLike, *, strict: bool = True) -> Reading:
         v.tensor_files()
         graphs = v.graphs()
         v.signature(graphs)
-        golden = v.golden(graphs)
+        core = v.core(graphs)
+        golden = v.golden(graphs, core)
         v.digest()
         files = TensorFiles(v.fds, v.stored)
         v.fds = {}
@@ -632,4 +1011,4 @@ def read(path: str | os.PathLike, *, strict: bool = True) -> Reading:
         d.close()
         if gc_was_enabled:
             gc.enable()
-    return Reading(p, manifest, graphs, golden, files)
+    return Reading(p, manifest, graphs, golden, files, core)

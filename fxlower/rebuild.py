@@ -31,12 +31,12 @@ from . import book
 from .errors import AttributeTypeError, UnsupportedModuleError, UnsupportedTargetError
 from .lifting import LoweringRecord
 from .mapping import TensorFiles
-from .reading import LoadedGraph, LoadedNode
+from .reading import LoadedCore, LoadedGraph, LoadedNode
 from .schema import TensorEntry
 from .targets import allowed_names, is_allowed_method, resolve_function
-from .values import FunctionRef, ModuleTypeRef, NodeRef, TensorRef, walk
+from .values import FunctionRef, GraphRef, ModuleTypeRef, NodeRef, TensorRef, walk
 
-__all__ = ["build"]
+__all__ = ["build", "build_core"]
 
 _CONTAINERS = {"torch.nn.ModuleList": nn.ModuleList, "torch.nn.Sequential": nn.Sequential,
                "torch.nn.ModuleDict": nn.ModuleDict}
@@ -345,6 +345,127 @@ def build(graphs: tuple[LoadedGraph, ...], tensors: dict[str, TensorEntry], file
             root.eval()
         else:
             builder.place_table(root)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return root
+
+
+# ------------------------------------------------------------------------------------------------ 1.2 core view
+
+def _template_leaves(template: Any) -> int:
+    count = 0
+
+    def leaf(v: Any, w: Any) -> None:
+        nonlocal count
+        count += 1
+    walk(template, leaf, join=None, where=None)
+    return count
+
+
+class _CoreBuilder:
+    """Rebuilds the core view: placeholders for the user inputs only; parameters, buffers and constants are module
+    attributes at their table names read with get_attr; operators only through the allow-list; each control-flow
+    subgraph a GraphModule attribute (named as its graph) passed to the higher-order operator."""
+
+    def __init__(self, core: LoadedCore, state: _State):
+        self.core = core
+        self.state = state
+
+    def graph(self, index: int, output_template: Any = None) -> fx.GraphModule:
+        g = self.core.graphs[index]
+        gm = fx.GraphModule(nn.Module(), fx.Graph(), class_name="FxLowerCoreGraphModule")
+        gm.training = g.training
+        graph = fx.Graph()
+        env: dict[str, fx.Node] = {}
+        subgraphs: dict[int, fx.Node] = {}
+        inputs = {ci.name: ci for ci in self.core.inputs} if index == 0 else {}
+        get_attrs: list[tuple[str, str]] = []
+
+        def leaf(v: Any, w: Any) -> Any:
+            if isinstance(v, NodeRef):
+                return env[v.name]
+            if isinstance(v, GraphRef):
+                node = subgraphs.get(v.index)
+                if node is None:
+                    sub = self.graph(v.index)
+                    name = self.core.graphs[v.index].name
+                    where = f"core graph {v.index}"
+                    _check_path(name, "subgraph", where)
+                    _place(gm, name, sub, kind="module", persistent=True, training=g.training, where=where)
+                    node = subgraphs[v.index] = graph.get_attr(name)
+                return node
+            return v
+
+        for node in g.nodes:
+            where = f"node '{node.name}' in core graph {index}"
+            args = walk(node.args, leaf, where=None)
+            kwargs = walk(node.kwargs, leaf, where=None)
+            if node.op == "placeholder":
+                ci = inputs.get(node.name)
+                if ci is not None and ci.kind != "user_input":
+                    _check_path(ci.target, "tensor", where)
+                    out = graph.get_attr(ci.target)
+                    get_attrs.append((ci.target, where))
+                else:
+                    default = args[0] if args else fx.node.inspect.Signature.empty
+                    out = graph.placeholder(node.target, default_value=default)
+            elif node.op == "get_attr":
+                _check_path(node.target, "get_attr target", where)
+                get_attrs.append((node.target, where))
+                out = graph.get_attr(node.target)
+            elif node.op == "call_function":
+                out = graph.create_node("call_function", resolve_function(node.target, where), tuple(args), kwargs,
+                                        name=node.name)
+            else:  # output
+                out = graph.output(self._root_output(graph, args[0], output_template) if index == 0 else args[0])
+            env[node.name] = out
+        for name, where in get_attrs:
+            entry = self.state.tensors[name]
+            _place(gm, name, self.state.value(name, entry.kind), kind=entry.kind, persistent=entry.persistent,
+                   training=g.training, where=where)
+        gm.graph = graph
+        return gm
+
+    def _root_output(self, graph: fx.Graph, elements: Any, template: Any) -> Any:
+        """What the rebuilt module returns: the user outputs, in the structure of ``template`` (the signature's
+        output) when it has one leaf per user output, else as a tuple (one output: itself). Buffer mutations are
+        applied to the buffers (``aten.copy_``), as ``ExportedProgram.module()`` does."""
+        users = []
+        for value, out in zip(elements, self.core.outputs):
+            if out.kind == "user_output":
+                users.append(value)
+            else:
+                buffer = graph.get_attr(out.target)
+                graph.call_function(torch.ops.aten.copy_.default, (buffer, value))
+        if template is not None and _template_leaves(template) == len(users):
+            it = iter(users)
+            return walk(template, lambda v, w: next(it), where=None)
+        return users[0] if len(users) == 1 else tuple(users)
+
+
+def build_core(core: LoadedCore, output_template: Any, tensors: dict[str, TensorEntry], files: TensorFiles, *,
+               copy: bool = True) -> fx.GraphModule:
+    """Rebuild the core view as a GraphModule (see :class:`_CoreBuilder`), with every parameter, buffer and
+    constant of the table at its name and with its recorded state.
+
+    Raises:
+        UnsupportedTargetError: an operator is not in this torch's Core ATen set (nor admitted), or a name
+            cannot be placed.
+    """
+    state = _State(tensors, files, copy, legacy=False)
+    builder = _CoreBuilder(core, state)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        root = builder.graph(0, output_template)
+        for name, entry in tensors.items():
+            if entry.kind not in ("parameter", "buffer", "constant"):
+                continue
+            where = f"tensor '{name}'"
+            _check_path(name, "tensor", where)
+            _place(root, name, state.value(name, entry.kind), kind=entry.kind, persistent=entry.persistent,
+                   training=root.training, where=where)
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -411,6 +411,8 @@ _VALUE_SCHEMA = {
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"const": "ellipsis"}, "v": {"type": "null"}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "properties": {"t": {"const": "graph"}, "v": {"type": "integer", "minimum": 1}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"const": "complex"}, "v": {"type": "array", "items": {"type": "number"},
                                                          "minItems": 2, "maxItems": 2}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],  # 1.2, core graphs only
@@ -431,6 +433,9 @@ _META_SCHEMA = {
          "properties": {"t": {"const": "dict"}, "v": {"type": "array", "items": {
              "type": "array", "prefixItems": [{"type": ["string", "integer"]}, {"$ref": "#/$defs/Meta"}],
              "minItems": 2, "maxItems": 2}}}},
+        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
+         "description": "1.2, core graphs only: a SymInt result and its symbol expression",
+         "properties": {"t": {"const": "symint"}, "v": {"type": ["string", "integer"]}}},
         {"type": "object", "additionalProperties": False, "required": ["t"],
          "properties": {"t": {"enum": ["int", "float", "bool", "str", "none", "other", "device", "dtype",
                                              "memory_format", "layout"]}}},

@@ -17,6 +17,8 @@ map with exactly the keys ``"t"`` (the kind) and ``"v"`` (its payload)::
     {"t": "layout", "v": "strided"}
     {"t": "function", "v": "torch.nn.functional.relu"}   1.1: a function, by canonical name
     {"t": "module", "v": "torch.nn.Linear"}              1.1: a module type (a child in a lowering record)
+    {"t": "graph", "v": 1}                               1.2: a subgraph of the core view (CoreView.graphs index),
+                                                         the branch/body argument of a control-flow operator
 
 Output metadata ("Meta") describes what a node produces::
 
@@ -25,6 +27,9 @@ Output metadata ("Meta") describes what a node produces::
     {"t": "dict", "v": [[key, Meta], ...]}
     {"t": "int" | "float" | "bool" | "str" | "none" | "other"}
     {"t": "device" | "dtype" | "memory_format" | "layout"}       1.1
+    {"t": "symint", "v": "s0*2"}                                  1.2, core graphs only: a SymInt and its expression
+
+In core graphs (1.2) a tensor shape entry may also be a str: a symbol expression (:mod:`fxlower.symbolic`).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from .constants import (CODE_OF_DTYPE, DTYPE_CODES, LAYOUTS, MAX_NAME_BYTES, MAX
 from .errors import ExportError, FormatError
 
 __all__ = ["encode", "decode", "check_meta", "check_shape", "meta_of", "kind_name", "FunctionRef", "ModuleTypeRef",
-           "NodeRef", "TensorRef", "walk", "split_python", "join_python", "split_tagged", "leaves", "node_refs",
+           "NodeRef", "TensorRef", "GraphRef", "walk", "split_python", "join_python", "split_tagged", "leaves", "node_refs",
            "has_tensor", "clone_tensors", "INT64_MIN", "INT64_MAX"]
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -53,7 +58,7 @@ _LAYOUT_NAMES = {v: k for k, v in LAYOUTS.items()}
 DEVICE_TYPES = ("cpu", "cuda", "hip", "mps", "xpu", "xla", "meta", "hpu", "mtia", "maia", "ipu", "privateuseone")
 _DEVICE_RE = re.compile(r"^(" + "|".join(DEVICE_TYPES) + r")(:(0|[1-9][0-9]{0,5}))?\Z")
 _VALUE_KINDS = frozenset({"node", "tensor", "list", "tuple", "dict", "slice", "ellipsis", "complex", "dtype",
-                          "device", "memory_format", "layout", "function", "module"})
+                          "device", "memory_format", "layout", "function", "module", "graph"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +80,13 @@ class NodeRef:
     """A decoded ``node`` Value: a reference to an earlier node's result."""
 
     name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphRef:
+    """A decoded ``graph`` Value (1.2): a subgraph of the core view, by its index in ``CoreView.graphs``."""
+
+    index: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +270,8 @@ def _encode_leaf(value: Any, where: str, tensor_name: Callable[[torch.Tensor], s
         return _tagged("function", value.name)
     if isinstance(value, ModuleTypeRef):
         return _tagged("module", value.name)
+    if isinstance(value, GraphRef):
+        return _tagged("graph", value.index)
     if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.BuiltinMethodType)):
         from .targets import function_name  # targets imports this module
         return _tagged("function", function_name(value))
@@ -315,7 +329,7 @@ def split_tagged(obj: Any, where: str) -> tuple[str, Children] | None:
 
 
 def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = None,
-           tensor: Callable[[str, str], Any] | None = None) -> Any:
+           tensor: Callable[[str, str], Any] | None = None, graph: Callable[[int, str], Any] | None = None) -> Any:
     """Decode (and validate) a Value read from a manifest.
 
     Args:
@@ -324,6 +338,7 @@ def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = Non
         node: resolves a node name (``node(name, where)``); it raises if the name is not defined yet.
             Without it, node references are rejected.
         tensor: resolves a tensor name likewise; without it, tensor references are rejected.
+        graph: resolves a ``graph`` Value's index (1.2, core graphs); without it, graph references are rejected.
 
     Returns:
         The Python value: containers as list/tuple/dict/slice, ``function``/``module`` Values as
@@ -333,12 +348,12 @@ def decode(obj: Any, where: str, *, node: Callable[[str, str], Any] | None = Non
         FormatError: the object is not a well-formed Value ("schema.type", "schema.depth"), or a reference does
             not resolve (the resolver's error).
     """
-    return walk(obj, lambda v, w: _decode_leaf(v, w, node, tensor), split=split_tagged, where=where,
+    return walk(obj, lambda v, w: _decode_leaf(v, w, node, tensor, graph), split=split_tagged, where=where,
                 too_deep=lambda w: _bad(w, f"value nests deeper than {MAX_VALUE_DEPTH} levels", "schema.depth"))
 
 
 def _decode_leaf(obj: Any, where: str, node: Callable[[str, str], Any] | None,
-                 tensor: Callable[[str, str], Any] | None) -> Any:
+                 tensor: Callable[[str, str], Any] | None, graph: Callable[[int, str], Any] | None = None) -> Any:
     t = type(obj)
     if obj is None or t is bool or t is str or t is float:
         return obj
@@ -366,6 +381,13 @@ def _decode_leaf(obj: Any, where: str, node: Callable[[str, str], Any] | None,
         if len(items) != 2 or any(type(x) is not float for x in items):
             raise _bad(where, "a complex is [re, im], two float64s")
         return complex(items[0], items[1])
+    if kind == "graph":
+        if type(payload) is not int:
+            raise _bad(where, f"a graph reference holds an index, found {kind_name(payload)}")
+        if graph is None:
+            raise _bad(where, "a graph reference is only allowed in the arguments of core-view nodes",
+                       "graph.reference")
+        return graph(payload, where)
     if type(payload) is not str:
         raise _bad(where, f"a {kind} is written as a string, found {kind_name(payload)}")
     if kind == "function":
@@ -453,8 +475,12 @@ _META_LEAVES = frozenset({"int", "float", "bool", "str", "none", "other", "devic
                           "layout"})
 
 
-def check_meta(obj: Any, where: str, _depth: int = 0) -> None:
+def check_meta(obj: Any, where: str, _depth: int = 0, *, dim: Callable[[str, str], None] | None = None) -> None:
     """Validate output metadata read from a manifest.
+
+    Args:
+        dim: 1.2, core graphs: checks a shape entry that is a str (a symbol expression); without it a str
+            dimension is rejected ("tensor.shape").
 
     Raises:
         FormatError: not well-formed ("schema.type"), too deep ("schema.depth"), bad dtype ("tensor.dtype") or
@@ -473,7 +499,7 @@ def check_meta(obj: Any, where: str, _depth: int = 0) -> None:
             raise _bad(where, f"a dtype code is a str, found {kind_name(code)}")
         if code not in DTYPE_CODES:
             raise _bad(where, f"unknown dtype code {code!r:.40}", "tensor.dtype")
-        check_shape(obj["shape"], where, _ITEMSIZE[code])
+        check_shape(obj["shape"], where, _ITEMSIZE[code], dim=dim)
     elif kind in ("tuple", "list", "dict"):
         if set(obj) != {"t", "v"}:
             raise _bad(where, f"{kind} metadata has exactly the keys t, v; found {sorted(obj)}")
@@ -483,7 +509,14 @@ def check_meta(obj: Any, where: str, _depth: int = 0) -> None:
                         or (type(item[0]) is int and not INT64_MIN <= item[0] <= INT64_MAX)):
                     raise _bad(f"{where}[{i}]", "a dict metadata entry is a [str or int key, Meta] pair")
                 item = item[1]
-            check_meta(item, f"{where}[{i}]", _depth + 1)
+            check_meta(item, f"{where}[{i}]", _depth + 1, dim=dim)
+    elif kind == "symint" and dim is not None:  # 1.2, core graphs: a SymInt result and its expression
+        if set(obj) != {"t", "v"}:
+            raise _bad(where, f"symint metadata has exactly the keys t, v; found {sorted(obj)}")
+        if type(obj["v"]) is str:
+            dim(obj["v"], where + ".v")
+        elif type(obj["v"]) is not int:
+            raise _bad(where, f"a symint's v is an expression (str) or an int, found {kind_name(obj['v'])}")
     elif kind in _META_LEAVES:
         if set(obj) != {"t"}:
             raise _bad(where, f"{kind} metadata has only the key t; found {sorted(obj)}")
@@ -491,11 +524,13 @@ def check_meta(obj: Any, where: str, _depth: int = 0) -> None:
         raise _bad(where, f"unknown metadata kind {kind!r}")
 
 
-def check_shape(shape: Any, where: str, itemsize: int = 8) -> int:
+def check_shape(shape: Any, where: str, itemsize: int = 8, *, dim: Callable[[str, str], None] | None = None) -> int:
     """Validate a shape and return its element count, with checked arithmetic.
 
     Args:
         itemsize: bytes per element of the tensor's dtype; the byte size ``count * itemsize`` must fit int64.
+        dim: 1.2, core graphs: checks a dimension that is a str (a symbol expression, ``dim(text, where)``);
+            the count then covers the int dimensions only.
 
     Raises:
         FormatError ("tensor.shape"): not an array of non-negative ints, rank over the cap, or an element count
@@ -506,7 +541,11 @@ def check_shape(shape: Any, where: str, itemsize: int = 8) -> int:
     if len(shape) > MAX_RANK:
         raise _bad(where, f"rank {len(shape)} exceeds the maximum {MAX_RANK}", "tensor.shape")
     count = 1
+    check_dim = dim
     for i, dim in enumerate(shape):
+        if check_dim is not None and type(dim) is str:
+            check_dim(dim, f"{where}.shape[{i}]")
+            continue
         if type(dim) is not int or not 0 <= dim <= INT64_MAX:
             raise _bad(where, f"dimension {i} is {dim!r}; dimensions are non-negative int64s", "tensor.shape")
         count *= dim  # exact: Python ints do not overflow

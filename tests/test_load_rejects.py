@@ -1857,3 +1857,259 @@ def test_an_int_over_int64_in_a_value_is_a_schema_error_before_later_faults(art)
     edit(art, lambda m: node(m, "sum_1")["kwargs"].__setitem__("dim", 2**64 - 1))
     (art / WEIGHTS).write_bytes(b"\0" * 4)
     rejects(art, "schema.type", "18446744073709551615", "nodes[5].kwargs.dim")
+
+
+# ------------------------------------------------------------------------------------------------ 1.2 core view
+# One test per rejection path of the core view (fxlower/reading.py, _Validator.core, in its order). The valid
+# starting point is the hand-built core view of the base model (tests/test_core_load.py, small_core); each case
+# breaks one thing.
+
+_core_spec = importlib.util.spec_from_file_location("core_support", REPO / "tests" / "test_core_load.py")
+_core = importlib.util.module_from_spec(_core_spec)
+_core_spec.loader.exec_module(_core)
+
+
+def _cnode(m, name, graph=0):
+    return _core.core_node(m, name, graph)
+
+
+def _set(d, key, value):
+    d[key] = value
+
+
+def _to_1_1(m):
+    m["format_version"] = [1, 1]
+
+
+def _unreached_subgraph(m):
+    m["core"]["graphs"].append({"name": "orphan", "nodes": [
+        {"name": "y", "op": "placeholder", "target": "y", "args": [], "kwargs": {}, "inputs": [], "users": ["output"],
+         "meta": None, "lowering": None, "graph": None},
+        {"name": "output", "op": "output", "target": "output", "args": [{"t": "node", "v": "y"}], "kwargs": {},
+         "inputs": ["y"], "users": [], "meta": None, "lowering": None, "graph": None}]})
+
+
+def _graph_value_outside_control_flow(m):
+    _unreached_subgraph(m)
+    _cnode(m, "relu")["kwargs"] = {"g": {"t": "graph", "v": 1}}
+
+
+def _self_reference(m):
+    _cnode(m, "relu")["kwargs"] = {"g": {"t": "graph", "v": 0}}
+
+
+def _two_user_inputs_swapped(m):
+    m["core"]["inputs"][3]["target"] = "y"
+
+
+def _output_not_a_tuple(m):
+    _cnode(m, "output")["args"] = [{"t": "node", "v": "sum_1"}]
+
+
+def _core_only(m):
+    m["graphs"], m["functions"], m["methods"], m["modules"] = [], {}, {}, {}
+    for n in m["core"]["graphs"][0]["nodes"]:
+        n["origin"] = None
+
+
+CORE_REJECTS = [
+    # step: the field is new in 1.2
+    ("in_1_1_file", _to_1_1, "schema.unknown_field", ["new in format 1.2", "core"]),
+    # the root graph
+    ("no_graphs", lambda m: _set(m["core"], "graphs", []), "core.structure", ["core.graphs is empty"]),
+    # ops
+    ("op_key_form", lambda m: m["core"]["ops"].__setitem__("aten.relu", m["core"]["ops"]["aten.relu.default"]),
+     "core.op", ["'aten.relu'", "namespace.name.overload", "core.ops.aten.relu"]),
+    ("op_schema_name", lambda m: _set(m["core"]["ops"]["aten.relu.default"], "name", "aten::gelu"), "core.op",
+     ["'aten::gelu'", "needs 'aten::relu' overload 'default'"]),
+    ("op_required_with_default", lambda m: _set(m["core"]["ops"]["aten.relu.default"]["arguments"][0], "default", 1),
+     "core.op", ["required argument has a default", "arguments[0].default"]),
+    ("op_duplicate_argument", lambda m: m["core"]["ops"]["aten.addmm.default"]["arguments"][1].__setitem__(
+        "name", "self"), "core.op", ["'self' appears twice", "arguments[1].name"]),
+    # symbols
+    ("symbol_name", lambda m: m["core"]["symbols"].__setitem__("n0", m["core"]["symbols"].pop("s0")), "core.symbol",
+     ["'n0'", "'s' and digits"]),
+    ("symbol_min", lambda m: _set(m["core"]["symbols"]["s0"], "min", -1), "core.symbol", ["min is -1"]),
+    ("symbol_max", lambda m: _set(m["core"]["symbols"]["s0"], "max", 1) or _set(m["core"]["symbols"]["s0"], "min", 2),
+     "core.symbol", ["max 1 is below min 2"]),
+    # nodes
+    ("node_op", lambda m: _set(_cnode(m, "relu"), "op", "call_module"), "graph.op",
+     ["'call_module'", "core-graph ops", "core.graphs[0].nodes[6].op"]),
+    ("node_target_form", lambda m: _set(_cnode(m, "relu"), "target", "torch.relu"), "graph.target",
+     ["'torch.relu'", "namespace.name.overload"]),
+    ("node_target_without_schema", lambda m: m["core"]["ops"].pop("aten.relu.default"), "core.op",
+     ["operator 'aten.relu.default' has no schema in core.ops", "nodes[6].target"]),
+    ("node_get_attr_unknown", lambda m: _cnode(m, "relu").update(op="get_attr", target="nope", args=[], inputs=[]),
+     "tensor.reference", ["'nope'", "nodes[6].target"]),
+    ("node_too_many_args", lambda m: _cnode(m, "relu")["args"].append(1), "core.op",
+     ["2 positional args; 'aten.relu.default' takes at most 1"]),
+    ("node_unknown_kwarg", lambda m: _set(_cnode(m, "addmm"), "kwargs", {"gamma": 2}), "core.op",
+     ["'aten.addmm.default' has no argument 'gamma'"]),
+    ("node_kwarg_twice", lambda m: _set(_cnode(m, "addmm"), "kwargs", {"mat1": 2}), "core.op",
+     ["argument 'mat1' of 'aten.addmm.default' is given by position and by name"]),
+    ("node_missing_required", lambda m: _cnode(m, "addmm").update(args=[{"t": "node", "v": "p_lin_bias"},
+                                                                         {"t": "node", "v": "x"}]),
+     "core.op", ["required argument 'mat2' of 'aten.addmm.default' is not given"]),
+    ("graph_value_outside_control_flow", _graph_value_outside_control_flow, "core.structure",
+     ["only an argument of a control-flow operator", "nodes[6].kwargs.g"]),
+    ("graph_value_self", _self_reference, "graph.reference", ["graph 0 is not a subgraph"]),
+    ("graph_value_in_module_view", lambda m: node(m, "relu")["kwargs"].__setitem__("g", {"t": "graph", "v": 1}),
+     "graph.reference", ["only allowed in the arguments of core-view nodes", "graphs[0].nodes[2].kwargs.g"]),
+    ("shape_expression_syntax", lambda m: _set(_cnode(m, "relu"), "meta", {"t": "tensor", "dtype": "F32",
+                                                                           "shape": ["s0+", 3]}),
+     "core.symbol", ["shape expression", "nodes[6].meta.shape[0]"]),
+    ("shape_expression_unknown_symbol", lambda m: _set(_cnode(m, "relu"), "meta", {"t": "tensor", "dtype": "F32",
+                                                                                   "shape": ["s0*s1", 3]}),
+     "core.symbol", ["'s1' is not declared"]),
+    ("shape_str_in_module_view", lambda m: _set(node(m, "relu"), "meta", {"t": "tensor", "dtype": "F32",
+                                                                          "shape": ["s0", 3]}),
+     "tensor.shape", ["dimension 0 is 's0'"]),
+    ("lowering_on_core_node", lambda m: _set(_cnode(m, "relu"), "overload", 0), "graph.structure",
+     ["'overload' is set on a core-view node"]),
+    ("origin_unknown_node", lambda m: _set(_cnode(m, "relu"), "origin", {"graph": 0, "node": "gelu"}),
+     "graph.reference", ["origin (graph 0, node 'gelu')", "nodes[6].origin"]),
+    ("origin_unknown_graph", lambda m: _set(_cnode(m, "relu"), "origin", {"graph": 3, "node": "relu"}),
+     "graph.reference", ["origin (graph 3"]),
+    ("origin_on_module_node", lambda m: _set(node(m, "relu"), "origin", {"graph": 0, "node": "relu"}),
+     "graph.structure", ["origin is set on a module-view node", "graphs[0].nodes[2].origin"]),
+    ("unreached_subgraph", _unreached_subgraph, "core.structure", ["core graph 1 is not reached"]),
+    # inputs
+    ("inputs_count", lambda m: m["core"]["inputs"].pop(), "core.structure",
+     ["core.inputs has 3 entries; the core root graph has 4 placeholders"]),
+    ("inputs_name", lambda m: _set(m["core"]["inputs"][0], "name", "w"), "core.structure",
+     ["'w'", "placeholder 0 of the core root is 'p_lin_weight'"]),
+    ("inputs_kind", lambda m: _set(m["core"]["inputs"][0], "kind", "token"), "core.structure", ["'token'"]),
+    ("inputs_tensor_missing", lambda m: _set(m["core"]["inputs"][0], "target", "lin.w"), "tensor.reference",
+     ["'lin.w'", "inputs[0].target"]),
+    ("inputs_tensor_golden", lambda m: _set(m["core"]["inputs"][0], "target", "golden/outputs/0"),
+     "tensor.reference", ["'golden/outputs/0'"]),
+    ("inputs_kind_mismatch", lambda m: _set(m["core"]["inputs"][2], "kind", "parameter"), "core.structure",
+     ["a parameter input names 'scale', a tensor of kind 'buffer'"]),
+    ("inputs_user_binding", _two_user_inputs_swapped, "core.structure",
+     ["the user inputs bind to ['y']; the signature's inputs are ['x']"]),
+    # outputs
+    ("outputs_not_tuple", _output_not_a_tuple, "core.structure", ["returns a tuple or list"]),
+    ("outputs_count", lambda m: m["core"]["outputs"].append({"name": "", "kind": "user_output", "target": ""}),
+     "core.structure", ["core.outputs has 2 entries; the core root returns 1"]),
+    ("outputs_name", lambda m: _set(m["core"]["outputs"][0], "name", "mul"), "core.structure",
+     ["'mul'", "output element 0 is 'sum_1'"]),
+    ("outputs_kind", lambda m: _set(m["core"]["outputs"][0], "kind", "loss"), "core.structure", ["'loss'"]),
+    ("outputs_user_target", lambda m: _set(m["core"]["outputs"][0], "target", "scale"), "core.structure",
+     ["a user_output has target ''"]),
+    ("outputs_mutation_missing", lambda m: m["core"]["outputs"][0].update(kind="buffer_mutation", target="n"),
+     "tensor.reference", ["'n'", "outputs[0].target"]),
+    ("outputs_mutation_not_buffer", lambda m: m["core"]["outputs"][0].update(kind="buffer_mutation",
+                                                                             target="lin.bias"),
+     "core.structure", ["updates 'lin.bias', a tensor of kind 'parameter'"]),
+    # signature of a core-only artifact
+    ("core_only_signature_inputs", lambda m: _core_only(m) or _set(m["core"]["inputs"][3], "target", "x0") or
+     _set(m["signature"], "inputs", ["x0"]), "graph.structure",
+     ["signature inputs ['x0'] differ from the core root's user-input placeholders ['x']"]),
+    ("core_only_signature_output", lambda m: _core_only(m) or _set(m["signature"], "output",
+                                                                   {"t": "node", "v": "mul"}),
+     "graph.output", ["signature output references ['mul']; the core view's user outputs are ['sum_1']"]),
+    ("core_only_signature_unknown", lambda m: _core_only(m) or _set(m["signature"], "output",
+                                                                    {"t": "node", "v": "lin"}),
+     "graph.reference", ["'lin' is not a node of the core root graph"]),
+    # symbols' defining inputs
+    ("symbol_input_not_user", lambda m: _set(m["core"]["symbols"]["s0"], "input", 0), "core.symbol",
+     ["input 0 is not the index of a user_input"]),
+    ("symbol_dim_out_of_rank", lambda m: _set(m["core"]["symbols"]["s0"], "dim", 2), "core.symbol",
+     ["dim 2 is outside the rank 2 of input 'x'"]),
+    ("symbol_dim_not_the_symbol", lambda m: _set(m["core"]["symbols"]["s0"], "dim", 1), "core.symbol",
+     ["dimension 1 of input 'x' is 4, not the symbol 's0'"]),
+    # golden
+    ("golden_core_node", lambda m: _set(m["golden"], "core_nodes", {"lin": {"t": "tensor", "v": "golden/outputs/0"}}),
+     "graph.reference", ["golden core node 'lin' is not a node of the core root graph"]),
+]
+
+
+@pytest.mark.parametrize("case,fn,code,needles", CORE_REJECTS, ids=[c[0] for c in CORE_REJECTS])
+def test_rejects_core_view(art, case, fn, code, needles):
+    _core.add_core(art, edit=fn)
+    rejects(art, code, *needles)
+
+
+def test_the_hand_built_core_view_is_valid(art):
+    """The starting point of CORE_REJECTS loads (so each case fails for its own fault)."""
+    _core.add_core(art)
+    assert fxlower.load(art).core is not None
+
+
+def test_rejects_core_nodes_in_golden_without_core_view(art):
+    edit(art, lambda m: m["golden"].__setitem__("core_nodes", {"x": {"t": "tensor", "v": "golden/outputs/0"}}))
+    rejects(art, "graph.reference", "golden core node 'x'")
+
+
+def test_rejects_empty_graphs_without_core_view(art):
+    edit(art, lambda m: m.__setitem__("graphs", []))
+    rejects(art, "graph.structure", "graphs is empty", "only an artifact with a core view")
+
+
+def test_core_view_rules_come_before_golden_and_after_signature(art):
+    """Order: a signature fault wins over a core fault; a core fault wins over a golden fault."""
+    def two(m):
+        _set(m["core"]["inputs"][0], "kind", "token")
+        m["golden"]["mode"] = "everything"
+    _core.add_core(art, edit=two)
+    rejects(art, "core.structure", "'token'")
+    _core.add_core(art, edit=lambda m: _set(m["core"]["inputs"][0], "kind", "token") or
+                   _set(m["signature"], "inputs", ["y"]))
+    rejects(art, "graph.structure", "signature inputs ['y']")
+
+
+def _branch_calls(m, gi, other):
+    """Replace the computing node of core graph ``gi`` (a cond branch) with a cond over graph ``other``."""
+    n = m["core"]["graphs"][gi]["nodes"][1]
+    n.update(target="higher_order.cond", kwargs={},
+             args=[{"t": "node", "v": "x"}, {"t": "graph", "v": other}, {"t": "graph", "v": other},
+                   {"t": "tuple", "v": [{"t": "node", "v": "x"}]}])
+
+
+CORE_CONTROL_FLOW_REJECTS = [
+    ("cycle", lambda m: _branch_calls(m, 1, 2) or _branch_calls(m, 2, 1), "core.structure",
+     ["core graph 2 refers to graph 1", "cycle"]),
+    ("branch_not_a_graph", lambda m: _cnode(m, "cond")["args"].__setitem__(1, {"t": "node", "v": "gt"}),
+     "core.structure", ["higher_order.cond takes a graph Value as args[1]"]),
+    ("operands_hold_a_graph", lambda m: _cnode(m, "cond")["args"][3]["v"].append({"t": "graph", "v": 1}),
+     "core.structure", ["higher_order.cond takes graph Values only as args[1, 2]"]),
+    ("graph_index_out_of_range", lambda m: _cnode(m, "cond")["args"].__setitem__(2, {"t": "graph", "v": 3}),
+     "graph.reference", ["graph 3 is not a subgraph of the core view", "nodes[3].args[2]"]),
+    ("graph_index_not_int", lambda m: _cnode(m, "cond")["args"].__setitem__(2, {"t": "graph", "v": "false"}),
+     "schema.type", ["a graph reference holds an index, found a str"]),
+    ("subgraph_root_name", lambda m: _set(m["core"]["graphs"][0], "name", "main"), "schema.name",
+     ["the core root graph's name is ''"]),
+    ("subgraph_inputs", lambda m: _set(m["core"]["graphs"][1]["nodes"][1], "inputs", []), "graph.structure",
+     ["inputs is [] but args/kwargs reference ['x']", "core.graphs[1].nodes[1].inputs"]),
+    ("subgraph_users", lambda m: _set(m["core"]["graphs"][2]["nodes"][0], "users", []), "graph.structure",
+     ["users of 'x' is []", "core.graphs[2].nodes[0].users"]),
+    ("subgraph_no_output", lambda m: m["core"]["graphs"][1]["nodes"].pop() and
+     _set(m["core"]["graphs"][1]["nodes"][1], "users", []), "graph.output", ["core.graphs[1]", "no output node"]),
+    ("symbol_input_without_tensor_meta", lambda m: _set(m["core"], "symbols", {"s0": {"min": 2, "max": None,
+                                                                                      "input": 0, "dim": 0}})
+     or _set(_cnode(m, "x"), "meta", None), "core.symbol", ["input 0 ('x') has no tensor metadata"]),
+]
+
+
+@pytest.mark.parametrize("case,fn,code,needles", CORE_CONTROL_FLOW_REJECTS,
+                         ids=[c[0] for c in CORE_CONTROL_FLOW_REJECTS])
+def test_rejects_core_control_flow(art, case, fn, code, needles):
+    _core.add_core(art, _core.cond_core(), edit=fn)
+    rejects(art, code, *needles)
+
+
+def test_the_hand_built_cond_core_view_is_valid(art):
+    _core.add_core(art, _core.cond_core())
+    assert len(fxlower.load(art).core.graphs) == 3
+
+
+def test_symint_metadata_in_core_graphs_only(art):
+    """1.2: {"t": "symint", "v": expr} is core-graph metadata; its expression is checked like a shape entry."""
+    _core.add_core(art, edit=lambda m: _set(_cnode(m, "relu"), "meta", {"t": "symint", "v": "s0*2"}))
+    assert fxlower.load(art).core.graphs[0].node("relu").meta == {"t": "symint", "v": "s0*2"}
+    _core.add_core(art, edit=lambda m: _set(_cnode(m, "relu"), "meta", {"t": "symint", "v": "s5"}))
+    rejects(art, "core.symbol", "'s5' is not declared", "nodes[6].meta.v")
+    _core.add_core(art, edit=lambda m: _set(_cnode(m, "relu"), "meta", {"t": "symint", "v": 1.5}))
+    rejects(art, "schema.type", "a symint's v is an expression (str) or an int, found a float")
+    _core.add_core(art, edit=lambda m: _set(node(m, "relu"), "meta", {"t": "symint", "v": "s0"}))
+    rejects(art, "schema.type", "unknown metadata kind 'symint'", "graphs[0].nodes[2].meta")
