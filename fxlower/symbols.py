@@ -68,9 +68,8 @@ def _print(e: Any) -> tuple[str, int]:
                                   f"'u' symbols are data-dependent sizes)")
         return name, _FACTOR
     if e.is_Add:
-        terms = sorted(e.args, key=sympy.default_sort_key)
-        # a positive term first when there is one: "s0-1" rather than "-1+s0"
-        terms.sort(key=lambda t: _is_negative(t))
+        # positive terms first, constants last among each: "s0+3", "s0-1", "3-s0"
+        terms = sorted(e.args, key=lambda t: (_is_negative(t), bool(t.is_Number), sympy.default_sort_key(t)))
         out = _print(terms[0])[0] if not _is_negative(terms[0]) else _wrap(_print(terms[0]), _TERM)
         for t in terms[1:]:
             if _is_negative(t):
