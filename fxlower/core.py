@@ -127,7 +127,11 @@ def op_schema(target: Any, name: str, where: str) -> OpSchema:
     import torchgen.model as tm  # the schema grammar's own parser: types as the schema prints them
 
     schema = target._schema
-    parsed = tm.FunctionSchema.parse(str(schema))
+    try:
+        parsed = tm.FunctionSchema.parse(str(schema))
+    except Exception as e:
+        raise ExportError(f"{where}: the schema of {name} ({schema}) cannot be parsed to be written: "
+                          f"{type(e).__name__}: {e}") from e
     flat = list(parsed.arguments.flat_all)
     live = list(schema.arguments)
     if [a.name for a in flat] != [a.name for a in live]:
@@ -281,9 +285,8 @@ def encode_core(ep: torch.export.ExportedProgram, *, tensor_name: Callable[[torc
                           f"in example_inputs / example_kwargs")
     outputs: list[CoreOutput] = []
     for spec in sig.output_specs:
-        name = getattr(spec.arg, "name", "") or ""
-        if not hasattr(spec.arg, "name") or spec.arg.__class__.__name__ == "ConstantArgument":
-            name = ""
+        constant = isinstance(spec.arg, torch.export.graph_signature.ConstantArgument)
+        name = "" if constant else spec.arg.name
         if spec.kind == OK.USER_OUTPUT:
             outputs.append(CoreOutput(name=name, kind="user_output", target=""))
         elif spec.kind == OK.BUFFER_MUTATION:

@@ -509,6 +509,35 @@ def test_core_with_example_kwargs_from_a_graph_module(tmp_path):
                                        {"t": "tensor", "v": "golden/inputs/1/0"}]
 
 
+def test_constant_outputs_and_an_int_input(tmp_path):
+    class C(nn.Module):
+        def forward(self, x, n: int):
+            return x + n, 3, None
+
+    ep = torch.export.export(C(), (torch.ones(2), 5))
+    fxlower.export(ep, tmp_path / "a", golden=True)
+    man = _manifest(tmp_path / "a")
+    assert man["signature"] == {"inputs": ["x", "n"], "output": {"t": "tuple", "v": [_node("add"), 3, None]}}
+    assert man["core"]["outputs"] == [{"name": "add", "kind": "user_output", "target": ""},
+                                      {"name": "", "kind": "user_output", "target": ""},
+                                      {"name": "", "kind": "user_output", "target": ""}]
+    assert man["golden"]["inputs"] == [{"t": "tensor", "v": "golden/inputs/0/0"}, 5]
+    assert man["golden"]["outputs"] == {"t": "tuple", "v": [{"t": "tensor", "v": "golden/outputs/0"}, 3, None]}
+    assert torch.equal(_tensor(tmp_path / "a", "golden/outputs/0"), torch.full((2,), 6.0))
+
+
+def test_input_mutation_is_refused(tmp_path):
+    class Mut(nn.Module):
+        def forward(self, x):
+            x.add_(1)
+            return x * 2
+
+    with pytest.raises(ExportError, match=r"output 'add' is a USER_INPUT_MUTATION, which the core view cannot "
+                                          r"carry"):
+        fxlower.export(Mut(), tmp_path / "a", (torch.ones(2),), core=True)
+    assert not (tmp_path / "a").exists()
+
+
 # ------------------------------------------------------------------------------------------------ arguments
 
 def test_argument_errors(tmp_path):
