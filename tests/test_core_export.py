@@ -586,8 +586,9 @@ def test_exported_program_with_module_derives_the_module_view(tmp_path):
     man = _manifest(tmp_path / "a")
     assert [n["target"] for n in man["graphs"][0]["nodes"] if n["op"] == "call_module"] == ["conv", "act", "pool",
                                                                                              "fc"]
-    got = {n["name"]: (n["origin"] or {}).get("node") for n in _core_nodes(man) if n["op"] == "call_function"}
-    assert got["convolution"] == "conv" and got["addmm"] == "fc"
+    targets = {n["name"]: n["target"] for n in man["graphs"][0]["nodes"]}
+    got = {n["name"]: targets[n["origin"]["node"]] for n in _core_nodes(man) if n["origin"]}
+    assert got["convolution"] == "conv" and got["relu"] == "act" and got["addmm"] == "fc"
 
 
 @needs_derive
