@@ -680,6 +680,63 @@ def bench_graph(args) -> dict:
     return {"times": times, "nodes": nodes}
 
 
+def _dir_bytes(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path))
+
+
+def bench_core(args) -> dict:
+    """The core view (format 1.2) of the graph model: torch.export.save vs fxlower.export of the same
+    ExportedProgram (already Core ATen; torch.export and run_decompositions are untimed and shared)."""
+    print(f"== core benchmark: {args.graph_blocks} blocks; torch.export.save vs fxlower.export(ep) ==", flush=True)
+    torch.manual_seed(0)
+    model = BlockStack(args.graph_blocks).eval()
+    x = torch.randn(4, 16)
+    d = args.dir
+    with Timed() as te:
+        ep = torch.export.export(model, (x,)).run_decompositions()
+    nodes = len(ep.graph.nodes)
+    print(f"torch.export.export + run_decompositions (untimed below): {te.seconds:.2f}s, {nodes} core nodes",
+          flush=True)
+    pt2, fxl = os.path.join(d, "core.pt2"), os.path.join(d, "core.fxl")
+
+    def t_save():
+        rm(pt2)
+        gc.collect()
+        with Timed() as tm:
+            torch.export.save(ep, pt2)
+        return tm
+
+    def t_fxl():
+        rm(fxl)
+        gc.collect()
+        with Timed() as tm:
+            fxlower.export(ep, fxl, overwrite=True)
+        return tm
+
+    items = [("torch.export.save", t_save), ("fxlower.export (core)", t_fxl)]
+    for _, f in items:
+        f()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k, _ in items}
+    for r in range(args.rounds):
+        for k, f in (items if r % 2 == 0 else items[::-1]):
+            wait_quiet(args.quiet_wait)
+            times[k].append(f().seconds)
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {times[k][-1]:.3f}s" for k, _ in items), flush=True)
+    sizes = {"torch.export.save": _dir_bytes(pt2), "fxlower.export (core)": _dir_bytes(fxl)}
+    manifest = os.path.getsize(os.path.join(fxl, "manifest.msgpack"))
+    print(f"{'step':<24}{'median s':>10}{'min s':>8}{'bytes':>12}")
+    for k, ts in times.items():
+        print(f"{k:<24}{median(ts):>10.3f}{min(ts):>8.3f}{sizes[k]:>12}")
+    ratio = median([a / b for a, b in zip(times["torch.export.save"], times["fxlower.export (core)"])])
+    print(f"fxlower manifest {manifest} bytes; aim: core export >= 5x faster than torch.export.save: "
+          f"{'MET' if ratio >= 5 else 'MISSED'} ({ratio:.1f}x, median of per-round ratios)", flush=True)
+    rm(pt2)
+    rm(fxl)
+    return {"times": times, "bytes": sizes}
+
+
 # ================================================================================================ profiling
 
 
@@ -837,7 +894,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dir", default=None, help="output directory (default: a new temp dir under build/)")
-    ap.add_argument("--only", choices=["weights", "load", "graph"], default=None)
+    ap.add_argument("--only", choices=["weights", "load", "graph", "core"], default=None)
     ap.add_argument("--width", type=int, default=8192, help="weights model width (default 8192)")
     ap.add_argument("--layers", type=int, default=3,
                     help="square width x width layers in the weights model (default 3: 1.07 GB in all)")
@@ -874,6 +931,8 @@ def main() -> None:
             bench_load(args)
         if args.only in (None, "graph"):
             bench_graph(args)
+        if args.only in (None, "core"):
+            bench_core(args)
         if args.profile:
             bench_profile(args)
     finally:

@@ -36,11 +36,12 @@ import torch.fx as fx
 from . import __version__
 from .constants import (FORMAT_ID, FORMAT_VERSION, GOLDEN_FILE, MANIFEST_FILE, MAX_MANIFEST_BYTES, ROLE_GOLDEN,
                         ROLE_WEIGHTS, TOLERANCES, WEIGHTS_FILE)
+from .core import encode_core, origin_links, run_core, to_core, user_output_structure
 from .errors import ExportError, FormatError, UnsupportedModuleError
 from .lifting import META_KEY, iter_graph_modules, lift, module_declarations
 from .names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
-from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, ModuleDecl, Node, Producer, Signature,
-                     TensorEntry, Tolerance, to_obj)
+from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, ModuleDecl, Node, NodeLink, Producer,
+                     Signature, TensorEntry, Tolerance, to_obj)
 from .signatures import CATCH_ALL, choose_overload, function_overloads, method_overloads, to_schema
 from .targets import function_name
 from .tensorfile import _write_all, storage_code, write_tensor_file
@@ -330,11 +331,7 @@ class _Program:
         return name
 
     def _golden_namer(self, prefix: str) -> Callable[[torch.Tensor], str]:
-        counter = iter(range(1 << 62))
-
-        def name(t: torch.Tensor) -> str:
-            return self.table.add(f"{prefix}/{next(counter)}", t, ROLE_GOLDEN, "golden")
-        return name
+        return _golden_namer(self.table, prefix)
 
     def encode_graph(self, path: str, g: fx.GraphModule) -> Graph:
         nodes = []
@@ -434,12 +431,24 @@ class _Program:
                              where="golden output")
             nodes = {n: encode(v, tensor_name=self._golden_namer(f"golden/nodes/{n}"), where=f"golden node '{n}'")
                      for n, v in self.node_values.items() if has_tensor(v)}
-            dtypes = sorted({c for c in (storage_code(t, n) for n, (t, r) in self.table.tensors.items()
-                                         if r == ROLE_GOLDEN and not n.startswith("golden/inputs/"))})
-            tolerances = {c: Tolerance(*TOLERANCES.get(c, (0.0, 0.0))) for c in dtypes}
             golden = Golden(mode=self.golden_mode, file=GOLDEN_FILE, inputs=inputs, outputs=outputs, nodes=nodes,
-                            tolerances=tolerances)
+                            tolerances=_tolerances(self.table))
         return graphs, signature, golden
+
+
+def _golden_namer(table: _TensorTable, prefix: str) -> Callable[[torch.Tensor], str]:
+    counter = iter(range(1 << 62))
+
+    def name(t: torch.Tensor) -> str:
+        return table.add(f"{prefix}/{next(counter)}", t, ROLE_GOLDEN, "golden")
+    return name
+
+
+def _tolerances(table: _TensorTable) -> dict[str, Tolerance]:
+    """A tolerance for every dtype of the golden results (inputs excluded)."""
+    dtypes = sorted({storage_code(t, n) for n, (t, r) in table.tensors.items()
+                     if r == ROLE_GOLDEN and not n.startswith("golden/inputs/")})
+    return {c: Tolerance(*TOLERANCES.get(c, (0.0, 0.0))) for c in dtypes}
 
 
 #: Private keyword arguments that only affect warnings; the format carries no "_" keyword (docs/format.md).
@@ -459,11 +468,14 @@ def _public_kwargs(node: fx.Node, where: str) -> dict[str, Any]:
     return out
 
 
-def _digest(graphs: bytes, tensors: list[TensorEntry], signature: bytes) -> str:
+def _digest(graphs: bytes, tensors: list[TensorEntry], signature: bytes, core: bytes | None = None) -> str:
     """docs/format.md section 7: SHA-256 of the array [graphs, weight tensors, signature], given the packed
-    graphs and signature (an array of 3 is the byte 0x93 followed by its items)."""
+    graphs and signature (an array of 3 is the byte 0x93 followed by its items); with a core view (1.2), of
+    [graphs, weight tensors, signature, core] (0x94 and the packed CoreView appended)."""
     weights = _pack(to_obj([t for t in tensors if t.file == WEIGHTS_FILE]))
-    return "sha256:" + hashlib.sha256(b"\x93" + graphs + weights + signature).hexdigest()
+    if core is None:
+        return "sha256:" + hashlib.sha256(b"\x93" + graphs + weights + signature).hexdigest()
+    return "sha256:" + hashlib.sha256(b"\x94" + graphs + weights + signature + core).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ file system
@@ -695,7 +707,9 @@ def remove_orphaned_temporaries(path: str | os.PathLike) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ export
 
-def export(gm: fx.GraphModule | torch.nn.Module, path: str | os.PathLike, example_inputs: tuple | None = None, *,
+def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, path: str | os.PathLike,
+           example_inputs: tuple | None = None, *, example_kwargs: dict[str, Any] | None = None,
+           core: bool = False, dynamic_shapes: Any = None, module: torch.nn.Module | None = None,
            golden: bool | str = False, overwrite: bool = False) -> ExportSummary:
     """Lift ``gm`` and write it as an fxlower artifact directory at ``path``.
 
@@ -704,23 +718,37 @@ def export(gm: fx.GraphModule | torch.nn.Module, path: str | os.PathLike, exampl
 
     Args:
         gm: the GraphModule; nested GraphModules reached by ``call_module`` become graphs of their own. Any
-            other ``nn.Module`` is traced first with ``torch.fx.symbolic_trace``.
+            other ``nn.Module`` is traced first with ``torch.fx.symbolic_trace`` (with ``core=True``, one that
+            cannot be traced is exported through ``torch.export`` and its module view derived from the core
+            view). A ``torch.export.ExportedProgram`` gives the core view only (``graphs`` empty, ``signature``
+            from the core root graph), or, with ``module=``, also the module view derived over that module.
         path: the artifact directory to create.
         example_inputs: positional inputs; when given, every node's output shape and dtype are recorded from a
             run on them (otherwise from ``node.meta`` where an earlier pass left them).
+        example_kwargs: keyword inputs of forward, passed with ``example_inputs`` (to torch.export and to the
+            module view's run, where they bind to the root placeholders of those names).
+        core: also write the core view (format 1.2): ``torch.export.export`` then ``run_decompositions()``
+            (Core ATen), linked node by node to the module view. Needs ``example_inputs``.
+        dynamic_shapes: passed to ``torch.export.export`` (``core=True`` only); symbolic sizes are written as
+            expressions over the symbols the core view declares.
+        module: with an ExportedProgram, the ``nn.Module`` it was exported from: the module view is derived over
+            its submodules.
         golden: ``True`` to store the example inputs and the outputs they produce, with tolerances;
-            ``"nodes"`` to store every root node's output too. Requires ``example_inputs``.
+            ``"nodes"`` to store every root node's output too (and every core root node's). Requires
+            ``example_inputs`` (an ExportedProgram's own example inputs serve when none are given).
         overwrite: replace an existing artifact at ``path`` (atomically); otherwise an existing path raises.
 
     Returns:
-        An :class:`ExportSummary` (path, node and tensor counts, bytes written, digest, removed temporaries).
+        An :class:`ExportSummary` (path, node and tensor counts of the module view, bytes written, digest,
+        removed temporaries).
 
     Raises:
         ArtifactExistsError: ``path`` exists and ``overwrite`` is false, or it is not an artifact directory
             (which ``overwrite`` never replaces); also a ``FileExistsError``.
         UnsupportedModuleError: a leaf module has no lowering rule.
-        ExportError: tracing an ``nn.Module`` failed; running the example inputs failed; a value, tensor or name
-            cannot be written; or the file system failed (errno and path named).
+        ExportError: tracing an ``nn.Module`` failed; torch.export failed; running the example inputs failed;
+            a value, tensor, name, operator or size expression cannot be written; or the file system failed
+            (errno and path named).
 
     Example:
         >>> import torch, torch.nn as nn, fxlower
@@ -729,18 +757,54 @@ def export(gm: fx.GraphModule | torch.nn.Module, path: str | os.PathLike, exampl
         >>> s.nodes, s.tensors
         (4, 4)
     """
-    if not isinstance(gm, fx.GraphModule):
-        if not isinstance(gm, torch.nn.Module):
-            raise TypeError(f"export expects a torch.fx.GraphModule or a torch.nn.Module, got "
-                            f"{type(gm).__module__}.{type(gm).__qualname__}")
-        gm = _trace(gm)
     if golden not in (False, True, "nodes"):
         raise ValueError(f"golden must be False, True or 'nodes', got {golden!r}")
+    if example_inputs is not None and not isinstance(example_inputs, tuple):
+        example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    if example_kwargs is not None and not isinstance(example_kwargs, dict):
+        raise TypeError(f"example_kwargs must be a dict of keyword inputs, got {type(example_kwargs).__qualname__}")
+    if module is not None and not isinstance(gm, torch.export.ExportedProgram):
+        raise ValueError("module= is for an ExportedProgram (the module it was exported from); a GraphModule or "
+                         "nn.Module is its own module view")
+    ep = None
+    derived = None
+    if isinstance(gm, torch.export.ExportedProgram):
+        if dynamic_shapes is not None:
+            raise ValueError("dynamic_shapes applies when export runs torch.export; an ExportedProgram has its "
+                             "dynamic shapes already")
+        ep = gm
+        if example_inputs is None and example_kwargs is None and ep.example_inputs is not None:
+            example_inputs, example_kwargs = tuple(ep.example_inputs[0]), dict(ep.example_inputs[1])
+        gm = None
+        if module is not None:
+            ep = _to_core(ep)
+            gm, derived = _derive(ep, module)
+    elif not isinstance(gm, fx.GraphModule):
+        if not isinstance(gm, torch.nn.Module):
+            raise TypeError(f"export expects a torch.fx.GraphModule, a torch.nn.Module or a "
+                            f"torch.export.ExportedProgram, got {type(gm).__module__}.{type(gm).__qualname__}")
+        if core:
+            try:
+                gm = fx.symbolic_trace(gm)
+            except Exception:
+                model = gm
+                ep = _to_core(_torch_export(model, example_inputs, example_kwargs, dynamic_shapes))
+                gm, derived = _derive(ep, model)
+        else:
+            gm = _trace(gm)
+    if not core and ep is None and (dynamic_shapes is not None):
+        raise ValueError("dynamic_shapes needs core=True (it is passed to torch.export, which only the core view "
+                         "runs)")
     if golden and example_inputs is None:
         raise ValueError(f"golden={golden!r} needs example_inputs (golden data is the outputs they produce); pass "
                          f"them, e.g. export(gm, path, (x,), golden={golden!r}), or leave golden=False")
-    if example_inputs is not None and not isinstance(example_inputs, tuple):
-        example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    if core and ep is None:
+        if example_inputs is None:
+            raise ValueError("core=True needs example_inputs (torch.export traces the model on them); pass them, "
+                             "e.g. export(gm, path, (x,), core=True)")
+        ep = _to_core(_torch_export(gm, example_inputs, example_kwargs, dynamic_shapes))
+    elif ep is not None:
+        ep = _to_core(ep)
     target = os.path.abspath(os.fspath(path))
     parent, base = os.path.split(target)
     if os.path.lexists(target) and (not overwrite or not _is_replaceable(target)):
@@ -752,7 +816,8 @@ def export(gm: fx.GraphModule | torch.nn.Module, path: str | os.PathLike, exampl
         raise ExportError(f"cannot create the temporary directory in {parent}: {e.strerror} "
                           f"(errno {e.errno})") from e
     try:
-        summary = _export_into(gm, example_inputs, golden, tmp, target, overwrite)
+        summary = _export_into(gm, example_inputs, golden, tmp, target, overwrite, ep=ep, derived=derived,
+                               example_kwargs=example_kwargs)
         return dataclasses.replace(summary, removed_temporaries=removed)
     except OSError as e:
         if isinstance(e, ArtifactExistsError):
@@ -767,6 +832,39 @@ def export(gm: fx.GraphModule | torch.nn.Module, path: str | os.PathLike, exampl
                 _rmtree(tmp)
         finally:
             os.close(lock_fd)  # releases the lock, after the temporary is gone (or published)
+
+
+def _to_core(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    try:
+        return to_core(ep)
+    except Exception as e:
+        raise ExportError(f"run_decompositions() (Core ATen) failed on the exported program: "
+                          f"{type(e).__name__}: {e}") from e
+
+
+def _torch_export(model: torch.nn.Module, args: tuple | None, kwargs: dict | None,
+                  dynamic_shapes: Any) -> torch.export.ExportedProgram:
+    """``torch.export.export`` of ``model`` in eval mode (the artifact's computation), flags restored after."""
+    if args is None:
+        raise ValueError("core=True needs example_inputs (torch.export traces the model on them); pass them, "
+                         "e.g. export(model, path, (x,), core=True)")
+    name = f"{type(model).__module__}.{type(model).__qualname__}"
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        return torch.export.export(model, tuple(args), kwargs=kwargs, dynamic_shapes=dynamic_shapes)
+    except Exception as e:
+        raise ExportError(f"torch.export.export failed on {name}: {type(e).__name__}: {e}. The core view needs a "
+                          f"model torch.export can take; fix what it names, or export without core=True") from e
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def _derive(ep: torch.export.ExportedProgram, model: torch.nn.Module) -> tuple[fx.GraphModule, dict[str, str]]:
+    """The module view derived from the core view over ``model``'s submodules (fxlower.derive)."""
+    from .derive import derive_module_view  # imported when needed: the module view of a core-only export
+    return derive_module_view(ep, model)
 
 
 def _unsupported_for_export(unsupported: dict[str, list[tuple[str, str]]]) -> str:
@@ -796,27 +894,171 @@ def _trace(module: torch.nn.Module) -> fx.GraphModule:
             f"(torch.fx.wrap), trace it yourself and pass the GraphModule") from e
 
 
-def _export_into(gm: fx.GraphModule, example_inputs: tuple | None, golden: bool | str, tmp: str, target: str,
-                 overwrite: bool) -> ExportSummary:
-    program = _Program(gm, example_inputs, golden)
-    program.collect()
-    graphs, signature, golden_obj = program.encode_program()
-    modules, functions, methods = program.declarations()
-    program.advance(Phase.ENCODE, Phase.WRITE_TENSORS)
+def _module_args(gm: fx.GraphModule, args: tuple | None, kwargs: dict | None) -> tuple | None:
+    """The module view's inputs as one positional tuple: ``args``, then each further root placeholder from
+    ``kwargs`` by its name (or its default)."""
+    if args is None or not kwargs:
+        return args
+    placeholders = list(gm.graph.find_nodes(op="placeholder"))
+    out = list(args)
+    left = dict(kwargs)
+    for p in placeholders[len(args):]:
+        name = p.target.lstrip("*")
+        if name in left:
+            out.append(left.pop(name))
+        elif p.args:
+            out.append(p.args[0])
+        else:
+            raise ValueError(f"the module view's input '{name}' is given neither in example_inputs nor in "
+                             f"example_kwargs")
+    if left:
+        raise ValueError(f"example_kwargs names {sorted(left)}, which are not inputs of the module view "
+                         f"(its inputs: {[p.target for p in placeholders]})")
+    return tuple(out)
 
-    roles = sorted({role for _, role in program.table.tensors.values()})
+
+class _Core:
+    """The core view's share of an export: its tensors, its golden run and its encoding."""
+
+    def __init__(self, ep: torch.export.ExportedProgram, args: tuple | None, kwargs: dict | None,
+                 golden_mode: str | None):
+        self.ep = ep
+        self.golden_mode = golden_mode
+        self.user_inputs: list | None = None
+        self.outputs: list | None = None
+        self.node_values: dict[str, Any] = {}
+        if args is not None and golden_mode is not None:
+            self.user_inputs = self._flat_inputs(args, kwargs or {})
+            outs, values = run_core(ep, clone_tensors(self.user_inputs), golden_mode == "nodes")
+            self.outputs = clone_tensors(outs)
+            self.node_values = {n: clone_tensors(v) for n, v in values.items() if has_tensor(v)}
+
+    def _flat_inputs(self, args: tuple, kwargs: dict) -> list:
+        spec = self.ep.module_call_graph[0].signature.in_spec if self.ep.module_call_graph else None
+        if spec is not None and spec.num_children == 2:
+            keys = list(spec.child(1).context or [])
+            missing = [k for k in keys if k not in kwargs]
+            if missing or len(keys) != len(kwargs):
+                raise ValueError(f"the exported program takes the keyword inputs {list(keys)}; example_kwargs has "
+                                 f"{sorted(kwargs)}")
+            kwargs = {k: kwargs[k] for k in keys}
+        flat = torch.utils._pytree.tree_leaves((tuple(args), kwargs))
+        n = len(self.ep.graph_signature.user_inputs)
+        if len(flat) != n:
+            raise ValueError(f"the exported program has {n} user inputs; the example inputs flatten to {len(flat)}")
+        return flat
+
+    def add_tensors(self, table: _TensorTable) -> None:
+        """Parameters, buffers and lifted constants under their fully qualified names (shared with the module
+        view: a name already in the table must hold the same tensor)."""
+        IK = torch.export.graph_signature.InputKind
+        ep = self.ep
+        for spec in ep.graph_signature.input_specs:
+            if spec.kind == IK.USER_INPUT:
+                continue
+            name = spec.target
+            t = ep.state_dict.get(name) if name in ep.state_dict else ep.constants.get(name)
+            if not isinstance(t, torch.Tensor):
+                raise ExportError(f"the exported program's input '{spec.arg.name}' ({spec.kind.name} '{name}') is "
+                                  f"a {type(t).__qualname__}; the core view stores tensors only")
+            have = table.tensors.get(name)
+            if have is not None:
+                old = have[0]
+                if old is t or _alias_key(old) == _alias_key(t) or (
+                        old.dtype == t.dtype and old.shape == t.shape and torch.equal(old, t)):
+                    continue
+                raise ExportError(f"the tensor '{name}' of the exported program differs from the module view's "
+                                  f"tensor of that name")
+            if spec.kind == IK.PARAMETER:
+                table.add(name, t, ROLE_WEIGHTS, "parameter", requires_grad=bool(t.requires_grad))
+            elif spec.kind == IK.BUFFER:
+                table.add(name, t, ROLE_WEIGHTS, "buffer", persistent=bool(spec.persistent))
+            else:
+                table.add(name, t, ROLE_WEIGHTS, "constant")
+
+    def user_output_nodes(self) -> Any:
+        OK = torch.export.graph_signature.OutputKind
+        root = {n.name: n for n in self.ep.graph.nodes}
+        leaves = []
+        for spec in self.ep.graph_signature.output_specs:
+            if spec.kind == OK.USER_OUTPUT:
+                name = getattr(spec.arg, "name", None)
+                leaves.append(root[name] if name in root else getattr(spec.arg, "value", None))
+        return user_output_structure(self.ep, leaves)
+
+    def user_output_values(self) -> Any:
+        OK = torch.export.graph_signature.OutputKind
+        vals = [v for v, spec in zip(self.outputs, self.ep.graph_signature.output_specs)
+                if spec.kind == OK.USER_OUTPUT]
+        return user_output_structure(self.ep, vals)
+
+
+def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden: bool | str, tmp: str,
+                 target: str, overwrite: bool, *, ep: torch.export.ExportedProgram | None = None,
+                 derived: dict[str, str] | None = None, example_kwargs: dict | None = None) -> ExportSummary:
+    golden_mode = "nodes" if golden == "nodes" else ("outputs" if golden else None)
+    # the core run comes first: the module view's run may update buffers in place
+    core = _Core(ep, example_inputs, example_kwargs, golden_mode) if ep is not None else None
+    if gm is not None:
+        program = _Program(gm, _module_args(gm, example_inputs, example_kwargs), golden)
+        program.collect()
+        graphs, signature, golden_obj = program.encode_program()
+        modules, functions, methods = program.declarations()
+        table = program.table
+    else:
+        program = None
+        table = _TensorTable()
+        graphs, modules, functions, methods = [], {}, {}, {}
+        signature = golden_obj = None
+    core_view = None
+    if core is not None:
+        core.add_tensors(table)
+        if derived is not None:
+            links = {c: NodeLink(graph=0, node=m) for c, m in derived.items()}
+        elif program is not None:
+            links = origin_links(ep.graph, program.graph_modules)
+        else:
+            links = {}
+
+        def core_tensor(t: torch.Tensor) -> str:
+            name = table.name_of(t)
+            if name is None:
+                raise ExportError("a core node's argument holds a tensor that is not in the tensor table")
+            return name
+        core_view = encode_core(ep, tensor_name=core_tensor,
+                                signature_inputs=None if signature is None else signature.inputs, links=links)
+        if signature is None:
+            signature = Signature(inputs=[c.name for c in core_view.inputs if c.kind == "user_input"],
+                                  output=encode(core.user_output_nodes(), where="output"))
+        if golden_mode is not None:
+            if golden_obj is None:
+                inputs = [encode(v, tensor_name=_golden_namer(table, f"golden/inputs/{i}"),
+                                 where=f"golden input {i}") for i, v in enumerate(core.user_inputs)]
+                outputs = encode(core.user_output_values(), tensor_name=_golden_namer(table, "golden/outputs"),
+                                 where="golden output")
+                golden_obj = Golden(mode=golden_mode, file=GOLDEN_FILE, inputs=inputs, outputs=outputs, nodes={},
+                                    tolerances={})
+            core_nodes = {n: encode(v, tensor_name=_golden_namer(table, f"golden/core/{n}"),
+                                    where=f"golden core node '{n}'") for n, v in core.node_values.items()}
+            golden_obj = dataclasses.replace(golden_obj, core_nodes=core_nodes, tolerances=_tolerances(table))
+    advance = program.advance if program is not None else (lambda expected, to: None)
+    advance(Phase.ENCODE, Phase.WRITE_TENSORS)
+
+    roles = sorted({role for _, role in table.tensors.values()})
     files = {ROLE_WEIGHTS: WEIGHTS_FILE, ROLE_GOLDEN: GOLDEN_FILE}
     hashes: dict[tuple[str, str], str] = {}
     total = 0
     for role in roles:
-        stored = program.table.stored(role)
+        stored = table.stored(role)
         file_hashes, size = _write_file(tmp, files[role], lambda fd: write_tensor_file(fd, stored))
         hashes.update({(role, k): h for k, h in file_hashes.items()})
         total += size
-    program.advance(Phase.WRITE_TENSORS, Phase.WRITE_MANIFEST)
+    advance(Phase.WRITE_TENSORS, Phase.WRITE_MANIFEST)
 
-    tensors = program.table.entries(hashes, files)
+    tensors = table.entries(hashes, files)
     packed = {"graphs": _pack(to_obj(graphs)), "signature": _pack(to_obj(signature))}
+    if core_view is not None:
+        packed["core"] = _pack(to_obj(core_view))
     manifest = Manifest(
         format=FORMAT_ID,
         format_version=list(FORMAT_VERSION),
@@ -826,10 +1068,11 @@ def _export_into(gm: fx.GraphModule, example_inputs: tuple | None, golden: bool 
         graphs=graphs,
         signature=signature,
         golden=golden_obj,
-        digest=_digest(packed["graphs"], tensors, packed["signature"]),
+        digest=_digest(packed["graphs"], tensors, packed["signature"], packed.get("core")),
         modules=modules,
         functions=functions,
         methods=methods,
+        core=core_view,
     )
     data = pack_manifest(manifest, packed)
     if len(data) > MAX_MANIFEST_BYTES:
@@ -838,10 +1081,10 @@ def _export_into(gm: fx.GraphModule, example_inputs: tuple | None, golden: bool 
     _, size = _write_file(tmp, MANIFEST_FILE, lambda fd: _write_all(fd, memoryview(data)))
     total += size
     _fsync_dir(tmp)
-    program.advance(Phase.WRITE_MANIFEST, Phase.PUBLISH)
+    advance(Phase.WRITE_MANIFEST, Phase.PUBLISH)
 
     _publish(tmp, target, overwrite)
     _fsync_dir(os.path.dirname(target))
-    program.advance(Phase.PUBLISH, Phase.DONE)
+    advance(Phase.PUBLISH, Phase.DONE)
     return ExportSummary(path=target, nodes=sum(len(g.nodes) for g in graphs), graphs=len(graphs),
                          tensors=len(tensors), bytes_written=total, digest=manifest.digest)

@@ -542,7 +542,8 @@ def test_an_untraceable_module_names_its_type_the_tracer_error_and_the_fix(tmp_p
 
 @pytest.mark.parametrize("value", [3, "model", lambda x: x])
 def test_export_of_something_else_is_a_type_error(tmp_path, value):
-    with pytest.raises(TypeError, match=r"^export expects a torch\.fx\.GraphModule or a torch\.nn\.Module, got "):
+    with pytest.raises(TypeError, match=r"^export expects a torch\.fx\.GraphModule, a torch\.nn\.Module or a "
+                                        r"torch\.export\.ExportedProgram, got "):
         fxlower.export(value, tmp_path / "m")
 
 
