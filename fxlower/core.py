@@ -3,9 +3,9 @@
 Encoding decisions (docs/format.md, "Core view"):
 
 * ``CoreView.graphs[0]`` is the root graph; the graph modules of control-flow operators follow in pre-order
-  (depth first, in node order; one entry per distinct submodule). Such a submodule stays a ``get_attr`` node whose
-  ``target`` is its attribute name and whose ``graph`` field is the index of its entry in ``CoreView.graphs``; the
-  ``cond``/``while_loop`` node references the get_attr node as an ordinary node Value. A nested graph's ``name``
+  (depth first, in node order; one entry per distinct submodule). Such a submodule is written as a ``graph`` Value
+  (its index) in the arguments of the ``cond``/``while_loop`` node, and torch.export's ``get_attr`` node for it is
+  not written. A nested graph's ``name``
   is the dotted path of its submodule from the root (``true_graph_0``, ``true_graph_0.false_graph_0``).
 * ``call_function`` targets: an ATen operator as ``namespace.name.overload`` (``aten.add.Tensor``,
   ``aten.relu.default``); a control-flow operator as ``higher_order.cond`` / ``higher_order.while_loop``; or one
@@ -32,10 +32,10 @@ import torch.fx as fx
 
 from .constants import CODE_OF_DTYPE
 from .errors import ExportError, FormatError
-from .names import check_dotted_target, check_identifier, check_name
+from .names import check_identifier, check_name
 from .schema import CoreInput, CoreOutput, CoreView, Graph, Node, NodeLink, OpArg, OpSchema, Symbol
 from .symbols import SYMBOL_NAME, UnprintableExpr, print_expr
-from .values import encode
+from .values import GraphRef, encode
 
 __all__ = ["PYTHON_OPS", "HIGHER_ORDER_OPS", "to_core", "op_name", "op_schema", "encode_core", "core_meta",
            "user_output_structure"]
@@ -52,17 +52,15 @@ def _ret(type_: str) -> OpArg:
     return OpArg(name="", type=type_, kwarg_only=False, default=None, required=True, mutates=False)
 
 
-#: The Python callables a core graph may call, with their hand-written schemas.
+#: The Python callables a core graph may call, with their hand-written schemas (docs/format.md, the core view's
+#: table of Python callables: the name is the target with '::' for its first '.', the overload "").
 PYTHON_OPS: dict[Callable, tuple[str, OpSchema]] = {
-    operator.getitem: ("operator.getitem", OpSchema("operator::getitem", "", [_arg("a", "Any"), _arg("b", "int")],
+    operator.getitem: ("operator.getitem", OpSchema("operator::getitem", "", [_arg("a", "Any"), _arg("b", "Any")],
                                                     [_ret("Any")])),
-    operator.neg: ("operator.neg", OpSchema("operator::neg", "", [_arg("a", "SymInt")], [_ret("SymInt")])),
-    **{getattr(operator, n): (f"operator.{n}", OpSchema(f"operator::{n}", "", [_arg("a", "SymInt"),
-                                                                                _arg("b", "SymInt")],
-                                                        [_ret("SymInt")])) for n in _BINARY},
-    **{getattr(operator, n): (f"operator.{n}", OpSchema(f"operator::{n}", "", [_arg("a", "SymInt"),
-                                                                                _arg("b", "SymInt")],
-                                                        [_ret("SymBool")])) for n in _COMPARE},
+    operator.neg: ("operator.neg", OpSchema("operator::neg", "", [_arg("a", "Scalar")], [_ret("Scalar")])),
+    **{getattr(operator, n): (f"operator.{n}", OpSchema(f"operator::{n}", "", [_arg("a", "Scalar"),
+                                                                                _arg("b", "Scalar")],
+                                                        [_ret("Scalar")])) for n in _BINARY + _COMPARE},
 }
 
 #: Control-flow operators: qualified name -> hand-written schema.
@@ -362,21 +360,25 @@ def _encode_graph(path: str, gm: fx.GraphModule, index: dict[int, int], ops: dic
                   links: dict[str, NodeLink]) -> Graph:
     gwhere = f"core graph '{path}'" if path else "the core root graph"
     nodes = []
+    # A control-flow subgraph is a get_attr node in torch.export's graph; the core view writes no node for it and
+    # refers to the subgraph by a graph Value ({"t": "graph", "v": index}) where the cond/while_loop node uses it.
+    subgraphs: dict[fx.Node, GraphRef] = {}
     for n in gm.graph.nodes:
+        if n.op == "get_attr":
+            value = _attr(gm, n.target)
+            if not isinstance(value, fx.GraphModule):
+                raise ExportError(f"node '{n.name}' in {gwhere} reads the attribute '{n.target}', a "
+                                  f"{type(value).__qualname__}; in a core graph get_attr names a control-flow graph "
+                                  f"only (torch.export lifts tensors to inputs)")
+            subgraphs[n] = GraphRef(index[id(value)])
+    for n in gm.graph.nodes:
+        if n in subgraphs:
+            continue
         where = f"node '{n.name}' in {gwhere}"
         try:
             check_name(n.name, where)
-            sub_graph = None
             if n.op == "placeholder":
                 target = check_identifier(n.target, where)
-            elif n.op == "get_attr":
-                target = check_dotted_target(n.target, where)
-                value = _attr(gm, n.target)
-                if not isinstance(value, fx.GraphModule):
-                    raise ExportError(f"{where} reads the attribute '{n.target}', a {type(value).__qualname__}; "
-                                      f"in a core graph get_attr names a control-flow graph only (torch.export "
-                                      f"lifts tensors to inputs)")
-                sub_graph = index[id(value)]
             elif n.op == "call_function":
                 target = op_name(n.target, where)
                 if target not in ops:
@@ -384,12 +386,15 @@ def _encode_graph(path: str, gm: fx.GraphModule, index: dict[int, int], ops: dic
             elif n.op == "output":
                 target = "output"
             else:
-                raise ExportError(f"{where} is a {n.op} node; a core graph has placeholder, get_attr, "
-                                  f"call_function and output nodes only")
+                raise ExportError(f"{where} is a {n.op} node; a core graph has placeholder, call_function and "
+                                  f"output nodes only")
         except FormatError as e:
             raise ExportError(f"{where}: it cannot be written: {e}") from e
-        args = [encode(a, tensor_name=tensor_name, where=f"{where} args[{i}]") for i, a in enumerate(n.args)]
-        kwargs = {k: encode(v, tensor_name=tensor_name, where=f"{where} kwargs['{k}']") for k, v in n.kwargs.items()}
+        node_args = fx.node.map_arg(n.args, lambda a: subgraphs.get(a, a))
+        node_kwargs = fx.node.map_arg(n.kwargs, lambda a: subgraphs.get(a, a))
+        args = [encode(a, tensor_name=tensor_name, where=f"{where} args[{i}]") for i, a in enumerate(node_args)]
+        kwargs = {k: encode(v, tensor_name=tensor_name, where=f"{where} kwargs['{k}']")
+                  for k, v in node_kwargs.items()}
         if n.op == "output":
             vals = fx.node.map_arg(n.args[0], lambda a: a.meta.get("val"))
             meta = core_meta(vals, where, symbols)
@@ -398,8 +403,9 @@ def _encode_graph(path: str, gm: fx.GraphModule, index: dict[int, int], ops: dic
         else:
             meta = None
         nodes.append(Node(name=n.name, op=n.op, target=target, args=args, kwargs=kwargs,
-                          inputs=[a.name for a in n.all_input_nodes], users=[u.name for u in n.users], meta=meta,
-                          lowering=None, graph=sub_graph, overload=None, origin=links.get(n.name)))
+                          inputs=[a.name for a in n.all_input_nodes if a not in subgraphs],
+                          users=[u.name for u in n.users], meta=meta, lowering=None, graph=None, overload=None,
+                          origin=links.get(n.name)))
     return Graph(name=path, nodes=nodes, training=False)
 
 

@@ -51,7 +51,7 @@ TENSOR_KINDS = ("parameter", "buffer", "constant", "golden")
 #: 1.2: CoreInput.kind and CoreOutput.kind values; the node ops of core graphs.
 CORE_INPUT_KINDS = ("user_input", "parameter", "buffer", "constant")
 CORE_OUTPUT_KINDS = ("user_output", "buffer_mutation")
-CORE_OPS = ("placeholder", "get_attr", "call_function", "output")
+CORE_OPS = ("placeholder", "call_function", "output")  # docs/format.md: no get_attr in core graphs
 _SYMBOL = re.compile(r"^s[0-9]+\Z")
 #: The graph-module arguments of each control-flow operator (positions in args).
 _SUBGRAPH_ARGS = {"higher_order.cond": (1, 2), "higher_order.while_loop": (0, 1)}
@@ -639,13 +639,17 @@ class _Validator:
         return LoadedCore(loaded, tuple(c.inputs), tuple(c.outputs), dict(c.ops), dict(c.symbols))
 
     def _op_schema(self, key: str, op: OpSchema, w: str) -> None:
-        parts = key.split(".")
-        if len(parts) != 3 or not all(_IDENT.match(p) for p in parts):
-            raise FormatError("core.op", f"ops key {key!r:.80} is not an operator name namespace.name.overload "
-                              f"(like aten.convolution.default)", w)
-        if op.name != f"{parts[0]}::{parts[1]}" or op.overload != parts[2]:
+        if key in CORE_HIGHER_ORDER or key in CORE_PYTHON_FUNCTIONS:  # hand-written schemas: name a::b, overload ""
+            want_name, want_overload = key.replace(".", "::", 1), ""
+        else:
+            parts = key.split(".")
+            if len(parts) != 3 or not all(_IDENT.match(p) for p in parts):
+                raise FormatError("core.op", f"ops key {key!r:.80} is not an operator name namespace.name.overload "
+                                  f"(like aten.convolution.default)", w)
+            want_name, want_overload = f"{parts[0]}::{parts[1]}", parts[2]
+        if op.name != want_name or op.overload != want_overload:
             raise FormatError("core.op", f"the schema names {op.name!r:.60} overload {op.overload!r:.40}; the key "
-                              f"'{key}' needs '{parts[0]}::{parts[1]}' overload '{parts[2]}'", w)
+                              f"'{key}' needs '{want_name}' overload '{want_overload}'", w)
         for field in ("arguments", "returns"):
             seen: set[str] = set()
             for i, a in enumerate(getattr(op, field)):
@@ -755,9 +759,7 @@ class _Validator:
                                   f"table (in a weights file)", w)
         elif n.op == "call_function":
             check_function_name(n.target, w)
-            if n.target in CORE_HIGHER_ORDER or n.target in CORE_PYTHON_FUNCTIONS:
-                return
-            if len(n.target.split(".")) != 3:
+            if not (n.target in CORE_HIGHER_ORDER or n.target in CORE_PYTHON_FUNCTIONS) and len(n.target.split(".")) != 3:
                 raise FormatError("graph.target", f"core target {n.target!r:.80} is neither an operator "
                                   f"(namespace.name.overload, like aten.convolution.default), a control-flow "
                                   f"operator ({', '.join(CORE_HIGHER_ORDER)}) nor one of the Python functions "
