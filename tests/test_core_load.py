@@ -410,6 +410,13 @@ def cond_core() -> CoreView:
                                         "aten.gt.Scalar": torch.ops.aten.gt.Scalar,
                                         "aten.mul.Tensor": torch.ops.aten.mul.Tensor,
                                         "aten.add.Tensor": torch.ops.aten.add.Tensor}.items()}
+    # the hand-written schemas of format.md's table of Python callables and control-flow operators
+    any_arg = lambda name, t: OpArg(name, t, False, None, True, False)  # noqa: E731
+    ops["higher_order.cond"] = OpSchema("higher_order::cond", "", [
+        any_arg("pred", "Tensor"), any_arg("true_fn", "Graph"), any_arg("false_fn", "Graph"),
+        any_arg("operands", "Any[]")], [any_arg("", "Any[]")])
+    ops["operator.getitem"] = OpSchema("operator::getitem", "", [any_arg("a", "Any"), any_arg("b", "Any")],
+                                       [any_arg("", "Any")])
     core = CoreView(graphs=[Graph("", root, False), branch("true_graph_0", "aten.mul.Tensor", 2.0),
                             branch("false_graph_0", "aten.add.Tensor", 1.0)],
                     inputs=[CoreInput("x", "user_input", "x")], outputs=[CoreOutput("getitem", "user_output", "")],
