@@ -322,7 +322,7 @@ def _run(ep: ExportedProgram, placeholders: list[fx.Node], sig, where: str) -> d
     args, kwargs = example
     in_spec = ep.call_spec.in_spec
     if in_spec is not None and in_spec.num_children == 2:
-        keys = in_spec.children_specs[1].context
+        keys = in_spec.child(1).context
         if isinstance(keys, list) and set(keys) == set(kwargs):
             kwargs = {k: kwargs[k] for k in keys}
     flat, _ = pytree.tree_flatten((args, kwargs))
@@ -514,7 +514,7 @@ def _build(ep, model, graph, user_inputs, owned, group_of, output_node, sig, whe
 def _unflatten(spec, leaves, at: str, classes: dict[str, str], where: str) -> Any:
     if spec is None or spec.is_leaf():
         return next(leaves)
-    kids = list(spec.children_specs)
+    kids = list(spec.children())
     t = spec.type
     if t in (tuple, list):
         return t(_unflatten(c, leaves, f"{at}[{i}]", classes, where) for i, c in enumerate(kids))
