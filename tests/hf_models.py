@@ -301,7 +301,7 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(heads * self.head_dim, hidden, bias=False)
         if cache:  # a static KV cache, updated in place in forward (refused by the module-view derivation)
-            self.register_buffer("k_cache", torch.zeros(1, kv_heads, cache, self.head_dim), persistent=False)
+            self.register_buffer("k_cache", torch.zeros(2, kv_heads, cache, self.head_dim), persistent=False)
         self.cache = cache
 
     def forward(self, x, cos, sin, mask):
