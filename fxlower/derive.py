@@ -205,6 +205,8 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
     for node in graph.nodes:
         if node.op != "call_function":
             continue
+        if _is_size(node):
+            continue  # size arithmetic stays glue: a module computes its own sizes from its inputs
         found = _leaf_call(node, model, rules, where)
         if found is None:
             continue
@@ -220,8 +222,8 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
         members = set(group.nodes)
         for node in group.nodes:
             for arg in _node_args(node):
-                if arg in members or arg in group.inputs:
-                    continue
+                if arg in members or arg in group.inputs or _is_size(arg):
+                    continue  # sizes are glue: the module computes its own from its inputs
                 if arg in owned:
                     kind, fqn, tensor = owned[arg]
                     if kind != "constant" and not any(t is tensor for t in _own_tensors(group.module)):
@@ -290,12 +292,22 @@ def _own_tensors(module: nn.Module):
     yield from module.buffers()
 
 
+def _is_size(node: fx.Node) -> bool:
+    """Whether ``node`` computes a size (a SymInt/SymFloat/SymBool or a plain number), not a tensor."""
+    val = node.meta.get("val")
+    return isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool, int, float, bool))
+
+
+# the stack entry torch.export gives nodes it creates outside any module (e.g. sym_size with dynamic shapes)
+_NO_STACK = "_empty_nn_module_stack_from_metadata_hook"
+
+
 def _leaf_call(node: fx.Node, model: nn.Module, rules: dict[str, bool], where: str) -> tuple[str, str] | None:
     """``(stack key, module path)`` of the outermost rule-bearing module on ``node``'s stack (not the root)."""
     stack = node.meta.get("nn_module_stack") or {}
     for key, entry in stack.items():
         path = entry[0]
-        if not path:
+        if not path or path == _NO_STACK:
             continue
         if path not in rules:
             try:
