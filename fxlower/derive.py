@@ -18,8 +18,9 @@ Grouping (what becomes a ``call_module`` node):
 * Each group is checked on the ExportedProgram's example inputs: ``module(*inputs)`` is run eagerly and every
   group output must equal, bit for bit, one leaf of the module's result (reached by ``operator.getitem`` from the
   call). A group that fails the check (its ``forward`` needs other arguments, computes different bits than its
-  decomposition, mutates its inputs, or its output leaf is ambiguous) is *kept as ops*: its core nodes stay
-  ``call_function`` nodes, and the reason is listed in ``gm.meta["fxlower.derive"].kept_as_ops``. This is what
+  decomposition, mutates its inputs, or its output leaf is ambiguous) is *kept as ops*, listed with the reason in
+  ``gm.meta["fxlower.derive"].kept_as_ops``: its core nodes are grouped again by the next rule-bearing module
+  inside it on their stacks, and those not in any passing group stay ``call_function`` nodes. This is what
   makes the module view bit-identical to ``ep.module()`` on the example inputs.
 
 Everything else stays a ``call_function`` node with the aten ``OpOverload`` (or ``operator.getitem``) as target
@@ -198,16 +199,54 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
             raise ExportError(f"{where}: node '{node.name}' is {what} ({node.target}); a module view is derived "
                               f"only for straight-line Core ATen programs; export the core view alone")
 
-    # ---- groups: one per call of the outermost rule-bearing module
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    # ---- groups: one per call of the outermost rule-bearing module whose check passes; a call that fails it
+    # is kept as ops and its nodes are grouped again by the next rule-bearing module inside it (a
+    # TransformerEncoderLayer whose fused eval kernel differs from its decomposition still gives its Linear,
+    # LayerNorm and Dropout children call_module nodes)
+    output_node = graph.find_nodes(op="output")[0]
+    values = _run(ep, placeholders, sig, where)
     rules: dict[str, bool] = {}
+    excluded: set[str] = set()
+    kept: list[_Group] = []
+    checked: dict[tuple, tuple] = {}  # (call, nodes) -> (reason, access): each call is run once
+    while True:
+        groups = _form_groups(graph, model, owned, rules, excluded, where)
+        failed = []
+        for group in groups.values():
+            if group.reason is None:
+                memo = (group.key, tuple(group.nodes))
+                if memo not in checked:
+                    _check_group(group, values)
+                    checked[memo] = (group.reason, group.access)
+                group.reason, group.access = checked[memo]
+            if group.reason is not None:
+                failed.append(group)
+        if not failed:
+            break
+        kept.extend(failed)
+        excluded.update(g.key for g in failed)
+
+    # ---- emit the module view
+    group_of = {node: g for g in groups.values() for node in g.nodes}
+    gm, links = _build(ep, model, graph, user_inputs, owned, group_of, output_node, sig, where)
+    info = gm.meta[META_KEY]
+    gm.meta[META_KEY] = dataclasses.replace(info, kept_as_ops=tuple(
+        KeptGroup(module=g.path, call=g.key, nodes=tuple(n.name for n in g.nodes), reason=g.reason)
+        for g in sorted(kept, key=lambda g: order[g.nodes[0]])))
+    return gm, links
+
+
+def _form_groups(graph: fx.Graph, model: nn.Module, owned, rules: dict[str, bool], excluded: set[str],
+                 where: str) -> dict[str, _Group]:
+    """The calls of the outermost rule-bearing modules not in ``excluded``, with their inputs and outputs."""
     groups: dict[str, _Group] = {}
-    group_of: dict[fx.Node, _Group] = {}
     for node in graph.nodes:
         if node.op != "call_function":
             continue
         if _is_size(node):
             continue  # size arithmetic stays glue: a module computes its own sizes from its inputs
-        found = _leaf_call(node, model, rules, where)
+        found = _leaf_call(node, model, rules, excluded, where)
         if found is None:
             continue
         key, path = found
@@ -215,9 +254,6 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
         if group is None:
             group = groups[key] = _Group(key=key, path=path, module=model.get_submodule(path), nodes=[])
         group.nodes.append(node)
-        group_of[node] = group
-
-    output_node = graph.find_nodes(op="output")[0]
     for group in groups.values():
         members = set(group.nodes)
         for node in group.nodes:
@@ -234,24 +270,7 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
                 group.outputs.append(node)
         if not group.outputs:
             group.reason = group.reason or "no value it computes is used"
-
-    # ---- check every group on the example inputs
-    values = _run(ep, placeholders, sig, where)
-    for group in groups.values():
-        if group.reason is None:
-            _check_group(group, values)
-
-    # ---- emit the module view
-    accepted = {g.key for g in groups.values() if g.reason is None}
-    for node in list(group_of):
-        if group_of[node].key not in accepted:
-            del group_of[node]
-    gm, links = _build(ep, model, graph, user_inputs, owned, group_of, output_node, sig, where)
-    kept = tuple(KeptGroup(module=g.path, call=g.key, nodes=tuple(n.name for n in g.nodes), reason=g.reason)
-                 for g in groups.values() if g.reason is not None)
-    info = gm.meta[META_KEY]
-    gm.meta[META_KEY] = dataclasses.replace(info, kept_as_ops=kept)
-    return gm, links
+    return groups
 
 
 def _refuse_mutations(sig, where: str) -> None:
@@ -302,12 +321,14 @@ def _is_size(node: fx.Node) -> bool:
 _NO_STACK = "_empty_nn_module_stack_from_metadata_hook"
 
 
-def _leaf_call(node: fx.Node, model: nn.Module, rules: dict[str, bool], where: str) -> tuple[str, str] | None:
-    """``(stack key, module path)`` of the outermost rule-bearing module on ``node``'s stack (not the root)."""
+def _leaf_call(node: fx.Node, model: nn.Module, rules: dict[str, bool], excluded: set[str],
+               where: str) -> tuple[str, str] | None:
+    """``(stack key, module path)`` of the outermost rule-bearing module on ``node``'s stack (not the root), whose
+    call is not in ``excluded``."""
     stack = node.meta.get("nn_module_stack") or {}
     for key, entry in stack.items():
         path = entry[0]
-        if not path or path == _NO_STACK:
+        if not path or path == _NO_STACK or key in excluded:
             continue
         if path not in rules:
             try:

@@ -344,3 +344,28 @@ def test_dynamic_shapes_keep_sizes_as_glue_and_the_same_call_modules():
     out, ref = gm(*short.values()), ep.module()(**short)
     for k in out:
         torch.testing.assert_close(out[k], ref[k], rtol=0, atol=1e-5)
+
+
+class _Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+
+    def forward(self, x):
+        return self.enc(x)
+
+
+def test_a_kept_call_is_regrouped_by_the_rule_bearing_modules_inside_it():
+    torch.manual_seed(0)
+    m = _Encoder().eval()
+    x = torch.randn(2, 5, 8)
+    ep = _export(m, (x,))
+    gm, links = derive_module_view(ep, m)
+    # in eval under no_grad the layer runs torch's fused encoder kernel, whose bits differ from the decomposition;
+    # its self-attention needs (query, key, value) but reads one value; the feed-forward children are grouped
+    kept = gm.meta[META_KEY].kept_as_ops
+    assert [k.module for k in kept] == ["enc", "enc.self_attn"]
+    assert "equals 0 leaves of torch.nn.TransformerEncoderLayer.forward's result" in kept[0].reason
+    assert [n.target for n in gm.graph.find_nodes(op="call_module")] == [
+        "enc.dropout1", "enc.norm1", "enc.linear1", "enc.dropout", "enc.linear2", "enc.dropout2", "enc.norm2"]
+    assert torch.equal(gm(x), ep.module()(x))
