@@ -151,8 +151,9 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
         names the class), with one ``call_module`` node per call of a rule-bearing module. ``links`` maps every
         core node name to the module-view node it became: the ``call_module`` node for a grouped node, the
         same-named node for the other ``call_function`` and user-input placeholder nodes, the ``get_attr`` node
-        for a parameter/buffer/constant placeholder that ungrouped nodes read (a placeholder read only inside
-        groups has no link), ``output`` for the output node.
+        for a parameter/buffer/constant placeholder that ungrouped nodes read, ``output`` for the output node.
+        Without a link: a placeholder read only inside groups, and a size computation (``aten.sym_size.int``
+        and arithmetic on sizes) read only by groups, which the module view drops.
 
     Raises:
         ExportError: ``ep`` mutates a buffer or a user input, has control flow, custom objects or effect tokens,
@@ -534,6 +535,11 @@ def _build(ep, model, graph, user_inputs, owned, group_of, output_node, sig, whe
     structure = _unflatten(ep.call_spec.out_spec, iter(mapped), "", classes, where)
     out = new.output(structure)
     links[output_node.name] = out.name
+    # size computations only groups read (a module computes its own sizes) are dead here: drop them and their links
+    for n in reversed(list(new.nodes)):
+        if n.op == "call_function" and not n.users and _is_size(n):
+            del links[n.name]  # an ungrouped core node keeps its name
+            new.erase_node(n)
 
     gm = fx.GraphModule(nn.Module(), fx.Graph(), class_name=type(model).__name__)
     _attach(gm, model, attached)

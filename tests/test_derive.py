@@ -39,7 +39,8 @@ def derived(request):
 
 
 def _user_input_names(ep):
-    return [s.arg.name for s in ep.graph_signature.input_specs if s.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+    user = torch.export.graph_signature.InputKind.USER_INPUT
+    return [s.arg.name for s in ep.graph_signature.input_specs if s.kind == user]
 
 
 def _fields(out):
@@ -332,7 +333,17 @@ def test_dynamic_shapes_keep_sizes_as_glue_and_the_same_call_modules():
     assert tuple(n.target for n in gm.graph.find_nodes(op="call_module")) == case.leaf_calls
     assert gm.meta[META_KEY].kept_as_ops == ()
     sizes = gm.graph.find_nodes(op="call_function", target=torch.ops.aten.sym_size.int)
-    assert sizes and all(links[n.name] == n.name for n in sizes)
+    assert sizes and all(links[n.name] == n.name and n.users for n in sizes)
+    # a core size computation only grouped nodes read (here the batch*seq product the Linear views use) is gone,
+    # without a link; every other one is kept under its name
+    modules = {n.name for n in gm.graph.find_nodes(op="call_module")}
+    core_calls = [n for n in ep.graph.nodes if n.op == "call_function"]
+    for n in core_calls:
+        if isinstance(n.meta.get("val"), torch.SymInt):
+            only_groups = all(links.get(u.name) in modules for u in n.users)
+            assert (n.name not in links) == only_groups, n.name
+    assert any(isinstance(n.meta.get("val"), torch.SymInt) and n.name not in links
+               for n in core_calls)
     for n in gm.graph.find_nodes(op="call_module"):
         assert all(isinstance(a.meta.get("val"), torch.Tensor) for a in n.args)
     # bit-identical on the example inputs (checked per group); at another length the module kernels and their
