@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+from collections import OrderedDict
 import operator
 from collections.abc import Mapping
 from typing import Any
@@ -557,18 +558,18 @@ def _unflatten(spec, leaves, at: str, classes: dict[str, str], where: str) -> An
     t = spec.type
     if t in (tuple, list):
         return t(_unflatten(c, leaves, f"{at}[{i}]", classes, where) for i, c in enumerate(kids))
-    if t is dict or (isinstance(t, type) and issubclass(t, dict) and t.__module__ == "collections"):
+    if t in (dict, OrderedDict):
         keys = spec.context
         return {k: _unflatten(c, leaves, f"{at}[{k!r}]", classes, where) for k, c in zip(keys, kids)}
     if t is type(None):
         return None
     keys = _field_names(spec)
     if keys is None:
-        raise ExportError(f"{where}: the output at {at or 'the top'} is a {_qualname(t)}, whose pytree context "
+        raise ExportError(f"{where}: the output at {at or 'the top'} is a {getattr(t, '__qualname__', t)}, whose pytree context "
                           f"{spec.context!r:.80} does not name its fields; register it as a dataclass "
                           f"(torch.utils._pytree.register_dataclass) or flatten it to its field values with the "
                           f"field names as context")
-    classes[at] = _qualname(t)
+    classes[at] = _qualname(spec.context if isinstance(spec.context, type) else t)
     return {k: _unflatten(c, leaves, f"{at}[{k!r}]", classes, where) for k, c in zip(keys, kids)}
 
 
@@ -577,7 +578,8 @@ def _field_names(spec) -> list[str] | None:
     names (ModelOutput style), or register_dataclass's ``[present fields, None fields]``."""
     n = spec.num_children
     ctx = spec.context
-    fields = getattr(spec.type, "_fields", None)
+    # a namedtuple's spec has type collections.namedtuple and the class as its context
+    fields = getattr(ctx if isinstance(ctx, type) else spec.type, "_fields", None)
     if isinstance(fields, tuple) and len(fields) == n and all(isinstance(f, str) for f in fields):
         return list(fields)
     if isinstance(ctx, (list, tuple)) and len(ctx) == n and all(isinstance(k, str) for k in ctx):

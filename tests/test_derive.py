@@ -380,3 +380,62 @@ def test_a_kept_call_is_regrouped_by_the_rule_bearing_modules_inside_it():
     assert [n.target for n in gm.graph.find_nodes(op="call_module")] == [
         "enc.dropout1", "enc.norm1", "enc.linear1", "enc.dropout", "enc.linear2", "enc.dropout2", "enc.norm2"]
     assert torch.equal(gm(x), ep.module()(x))
+
+
+def test_a_namedtuple_output_becomes_a_dict_of_its_fields_and_its_class_is_reported():
+    import collections
+    Pair = collections.namedtuple("Pair", ["first", "second"])
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            y = self.lin(x)
+            return Pair(y, y.relu())
+
+    torch.manual_seed(0)
+    m = M().eval()
+    x = torch.randn(3, 4)
+    ep = _export(m, (x,))
+    gm, _ = derive_module_view(ep, m)
+    out, ref = gm(x), ep.module()(x)
+    assert list(out) == ["first", "second"]
+    assert torch.equal(out["first"], ref.first) and torch.equal(out["second"], ref.second)
+    assert gm.meta[META_KEY].output_classes == {"": f"{__name__}.Pair"}
+
+
+class _Opaque:
+    def __init__(self, a):
+        self.a = a
+
+
+torch.utils._pytree.register_pytree_node(_Opaque, lambda o: ([o.a], None), lambda v, c: _Opaque(v[0]),
+                                         serialized_type_name="test_derive._Opaque")
+
+
+def test_an_output_class_whose_context_does_not_name_its_fields_is_refused():
+    class M(nn.Module):
+        def forward(self, x):
+            return _Opaque(x + 1)
+
+    m = M().eval()
+    ep = _export(m, (torch.randn(2),))
+    with pytest.raises(fxlower.ExportError) as info:
+        derive_module_view(ep, m)
+    msg = str(info.value)
+    assert "the output at the top is a _Opaque, whose pytree context None does not name its fields" in msg
+    assert "register_dataclass" in msg
+
+
+def test_control_flow_is_refused_naming_the_node():
+    class M(nn.Module):
+        def forward(self, x):
+            return torch.cond(x.sum() > 0, lambda t: t + 1, lambda t: t - 1, (x,))
+
+    m = M().eval()
+    ep = _export(m, (torch.randn(3),))
+    with pytest.raises(fxlower.ExportError) as info:
+        derive_module_view(ep, m)
+    assert "node 'true_graph_0' is control flow or a submodule (true_graph_0)" in str(info.value)
