@@ -565,7 +565,8 @@ def _unflatten(spec, leaves, at: str, classes: dict[str, str], where: str) -> An
         return None
     keys = _field_names(spec)
     if keys is None:
-        raise ExportError(f"{where}: the output at {at or 'the top'} is a {getattr(t, '__qualname__', t)}, whose pytree context "
+        what = getattr(t, "__qualname__", t)
+        raise ExportError(f"{where}: the output at {at or 'the top'} is a {what}, whose pytree context "
                           f"{spec.context!r:.80} does not name its fields; register it as a dataclass "
                           f"(torch.utils._pytree.register_dataclass) or flatten it to its field values with the "
                           f"field names as context")
