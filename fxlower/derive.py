@@ -213,7 +213,7 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
     kept: list[_Group] = []
     checked: dict[tuple, tuple] = {}  # (call, nodes) -> (reason, access): each call is run once
     while True:
-        groups = _form_groups(graph, model, owned, rules, excluded, where)
+        groups = _form_groups(graph, model, owned, rules, excluded, order, where)
         failed = []
         for group in groups.values():
             if group.reason is None:
@@ -240,7 +240,7 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
 
 
 def _form_groups(graph: fx.Graph, model: nn.Module, owned, rules: dict[str, bool], excluded: set[str],
-                 where: str) -> dict[str, _Group]:
+                 order: dict[fx.Node, int], where: str) -> dict[str, _Group]:
     """The calls of the outermost rule-bearing modules not in ``excluded``, with their inputs and outputs."""
     groups: dict[str, _Group] = {}
     for node in graph.nodes:
@@ -272,7 +272,30 @@ def _form_groups(graph: fx.Graph, model: nn.Module, owned, rules: dict[str, bool
                 group.outputs.append(node)
         if not group.outputs:
             group.reason = group.reason or "no value it computes is used"
+        if group.reason is None:
+            loop = _feeds_back(group, members, order)
+            if loop is not None:
+                group.reason = (f"node '{loop.name}' outside it both depends on it and feeds it, so it cannot be "
+                                f"one call_module node")
     return groups
+
+
+def _feeds_back(group: _Group, members: set[fx.Node], order: dict[fx.Node, int]) -> fx.Node | None:
+    """A node outside the group on a path from a member to a member (the group is not convex), or None."""
+    start = order[group.nodes[0]]
+    for first in group.inputs:
+        if order[first] < start:
+            continue
+        stack, seen = [first], {first}
+        while stack:
+            node = stack.pop()
+            for arg in _node_args(node):
+                if arg in members:
+                    return first
+                if arg not in seen and order[arg] > start:
+                    seen.add(arg)
+                    stack.append(arg)
+    return None
 
 
 def _refuse_mutations(sig, where: str) -> None:
@@ -449,12 +472,13 @@ def _build(ep, model, graph, user_inputs, owned, group_of, output_node, sig, whe
     deps: dict[Any, set] = {u: set() for u in units}
     users: dict[Any, set] = {u: set() for u in units}
     for u, nodes in units.items():
-        for node in nodes:
-            for arg in _node_args(node):
-                v = unit_of.get(arg)
-                if v is not None and v != u:
-                    deps[u].add(v)
-                    users[v].add(u)
+        # a call_module node reads only its group's inputs (sizes inside the group are the module's own)
+        reads = group_of[nodes[0]].inputs if nodes[0] in group_of else _node_args(nodes[0])
+        for arg in reads:
+            v = unit_of.get(arg)
+            if v is not None and v != u:
+                deps[u].add(v)
+                users[v].add(u)
     first = {u: order[nodes[0]] for u, nodes in units.items()}
     ready = [(first[u], i, u) for i, u in enumerate(units) if not deps[u]]
     heapq.heapify(ready)

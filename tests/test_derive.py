@@ -439,3 +439,25 @@ def test_control_flow_is_refused_naming_the_node():
     with pytest.raises(fxlower.ExportError) as info:
         derive_module_view(ep, m)
     assert "node 'true_graph_0' is control flow or a submodule (true_graph_0)" in str(info.value)
+
+
+def test_a_call_whose_nodes_surround_a_node_that_depends_on_it_is_kept_as_ops():
+    torch.manual_seed(0)
+    m = _Twice().eval()
+    x = torch.randn(3, 4)
+    ep = _export(m, (x,))
+    # give the second call's nodes the first call's stack key: one "call" around the relu between them
+    first = None
+    for n in ep.graph.nodes:
+        stack = n.meta.get("nn_module_stack") or {}
+        if "L__self__lin" in stack:
+            first = stack
+        if "L__self__lin@1" in stack:
+            n.meta["nn_module_stack"] = dict(first)
+    gm, links = derive_module_view(ep, m)
+    (kept,) = gm.meta[META_KEY].kept_as_ops
+    assert kept.module == "lin" and kept.nodes == ("permute", "addmm", "permute_1", "addmm_1")
+    assert kept.reason == "node 'relu' outside it both depends on it and feeds it, so it cannot be one " \
+                          "call_module node"
+    assert gm.graph.find_nodes(op="call_module") == []
+    assert torch.equal(gm(x), ep.module()(x))
