@@ -10,15 +10,17 @@ Grouping (what becomes a ``call_module`` node):
   though its ``Linear`` children have rules too.
 * The group is one *call* of that module: torch.export gives each call its own stack key (``L__self__lin``,
   ``L__self__lin@1``), so a module called twice (tied weights, a layer applied twice) is two groups and two
-  ``call_module`` nodes with the same target. Nodes of a call need not be contiguous in the core graph; the group
-  must only be convex (no outside node both depends on it and feeds it), else :class:`ExportError`.
+  ``call_module`` nodes with the same target. Nodes of a call need not be contiguous in the core graph, but the
+  group must be convex (no outside node both depends on it and feeds it), else it is kept as ops (below).
+* Size computations (SymInt nodes: ``aten.sym_size.int``, arithmetic on sizes) are never grouped and never group
+  inputs: a module computes its own sizes. Those only groups read are dropped from the module view.
 * The group's inputs are the values it reads that it does not compute, in first-use order, except parameters,
   buffers and lifted constants (the module owns them: a parameter must be one of the module's own tensors, which
   covers tied weights). Its outputs are the values used outside the group (or by the program's output).
 * Each group is checked on the ExportedProgram's example inputs: ``module(*inputs)`` is run eagerly and every
   group output must equal, bit for bit, one leaf of the module's result (reached by ``operator.getitem`` from the
   call). A group that fails the check (its ``forward`` needs other arguments, computes different bits than its
-  decomposition, mutates its inputs, or its output leaf is ambiguous) is *kept as ops*, listed with the reason in
+  decomposition, mutates its inputs, or its output leaf is ambiguous), or is not convex, is *kept as ops*, listed with the reason in
   ``gm.meta["fxlower.derive"].kept_as_ops``: its core nodes are grouped again by the next rule-bearing module
   inside it on their stacks, and those not in any passing group stay ``call_function`` nodes. This is what
   makes the module view bit-identical to ``ep.module()`` on the example inputs.
@@ -35,8 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections import OrderedDict
 import operator
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -158,8 +160,7 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
 
     Raises:
         ExportError: ``ep`` mutates a buffer or a user input, has control flow, custom objects or effect tokens,
-            has no example inputs, names a tensor ``model`` lacks or holds different values, or a group is not
-            convex.
+            has no example inputs, or names a tensor ``model`` lacks or holds different values.
 
     Example:
         >>> import torch, torch.nn as nn
