@@ -20,10 +20,10 @@ Grouping (what becomes a ``call_module`` node):
 * Each group is checked on the ExportedProgram's example inputs: ``module(*inputs)`` is run eagerly and every
   group output must equal, bit for bit, one leaf of the module's result (reached by ``operator.getitem`` from the
   call). A group that fails the check (its ``forward`` needs other arguments, computes different bits than its
-  decomposition, mutates its inputs, or its output leaf is ambiguous), or is not convex, is *kept as ops*, listed with the reason in
-  ``gm.meta["fxlower.derive"].kept_as_ops``: its core nodes are grouped again by the next rule-bearing module
-  inside it on their stacks, and those not in any passing group stay ``call_function`` nodes. This is what
-  makes the module view bit-identical to ``ep.module()`` on the example inputs.
+  decomposition, mutates its inputs, or its output leaf is ambiguous), or is not convex, is *kept as ops*,
+  listed with the reason in ``gm.meta["fxlower.derive"].kept_as_ops``: its core nodes are grouped again by the
+  next rule-bearing module inside it on their stacks, and those not in any passing group stay ``call_function``
+  nodes. This is what makes the module view bit-identical to ``ep.module()`` on the example inputs.
 
 Everything else stays a ``call_function`` node with the aten ``OpOverload`` (or ``operator.getitem``) as target
 and the core node's name; parameters, buffers and constants used by such nodes are ``get_attr`` nodes whose
