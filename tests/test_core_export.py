@@ -592,12 +592,45 @@ def test_exported_program_with_module_derives_the_module_view(tmp_path):
 
 
 @needs_derive
-def test_untraceable_module_with_core_exports_through_torch_export(tmp_path):
+def test_an_untraceable_module_with_control_flow_asks_for_the_core_view_alone(tmp_path):
     with pytest.raises(Exception):
         fx.symbolic_trace(CondLoop())  # the premise: symbolic_trace cannot take it
-    fxlower.export(CondLoop().eval(), tmp_path / "a", (torch.randn(2, 4),), core=True)
+    with pytest.raises(ExportError, match=r"control flow.*export the core view alone"):
+        fxlower.export(CondLoop().eval(), tmp_path / "a", (torch.randn(2, 4),), core=True)
+    assert not (tmp_path / "a").exists()
+
+
+@needs_derive
+@pytest.mark.parametrize("make", ["gpt2", "bert", "llama"])
+def test_transformers_style_models_export_with_both_views(tmp_path, make):
+    """Models written as transformers 5 writes them (keyword inputs, item assignment, dataclass outputs), which
+    symbolic_trace cannot take, export from the plain nn.Module: the derived module view holds call_module nodes
+    with lowering records for their layers (the hand-written list of tests/hf_models.py), both views rebuild and
+    reproduce the golden outputs."""
+    import hf_models
+    case = getattr(hf_models, make)()
+    with pytest.raises(Exception):
+        fx.symbolic_trace(case.module)
+    fxlower.export(case.module, tmp_path / "a", (), example_kwargs=case.kwargs, core=True, golden=True)
     man = _manifest(tmp_path / "a")
-    assert len(man["core"]["graphs"]) == 5 and man["graphs"] != []
+    root = man["graphs"][0]["nodes"]
+    calls = [n["target"] for n in root if n["op"] == "call_module"]
+    assert calls == list(case.leaf_calls)
+    assert all(n["lowering"] is not None for n in root if n["op"] == "call_module")
+    linked = {(n["origin"]["graph"], n["origin"]["node"]) for n in man["core"]["graphs"][0]["nodes"] if n["origin"]}
+    assert {(0, n["name"]) for n in root if n["op"] == "call_module"} <= linked
+    art = fxlower.load(tmp_path / "a", verify=True)
+    inputs = art.golden_inputs()
+    want = art.golden_outputs()
+    for view in ("module", "core"):
+        got = art.to_graph_module(view=view)(*inputs)
+        got_leaves = [t for t in (got.values() if isinstance(got, dict) else got if isinstance(got, (tuple, list))
+                                  else [got])]
+        want_leaves = [t for t in (want.values() if isinstance(want, dict) else want
+                                   if isinstance(want, (tuple, list)) else [want])]
+        assert len(got_leaves) == len(want_leaves)
+        for g, w in zip(got_leaves, want_leaves):
+            assert torch.allclose(g, w, rtol=1e-5, atol=1e-6), view
 
 
 # ------------------------------------------------------------------------------------------------ loading
