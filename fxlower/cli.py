@@ -275,8 +275,7 @@ def _export_cmd(args: argparse.Namespace) -> int:
     try:
         s = export(gm, args.output, inputs, golden=golden, overwrite=args.overwrite, **extra)
     except UnsupportedModuleError as e:
-        listing = "; ".join(f"{t} (node{'s' if len(uses) > 1 else ''} {', '.join(n for n, _ in uses)})"
-                            for t, uses in sorted(e.unsupported.items()))
+        listing = "; ".join(f"{t} ({', '.join(n for n, _ in uses)})" for t, uses in sorted(e.unsupported.items()))
         raise cli_export.CommandError(f"no lowering rule for {listing or e}: register one with "
                                       f"fxlower.register_module in the target's module") from e
     with load(s.path) as art:

@@ -97,7 +97,7 @@ def load_target(spec: str) -> tuple[nn.Module, Any]:
     obj = _attr(module, source, attr)
     if not isinstance(obj, nn.Module):
         if not callable(obj):
-            raise CommandError(f"{spec} is a {type(obj).__name__}, expected an nn.Module instance or a "
+            raise CommandError(f"{spec} is of type {type(obj).__name__}, expected an nn.Module instance or a "
                                f"zero-argument factory returning one")
         try:
             made = obj()
@@ -105,7 +105,7 @@ def load_target(spec: str) -> tuple[nn.Module, Any]:
             raise CommandError(f"calling {spec}() failed: {type(e).__name__}: {e} (a factory takes no "
                                f"arguments)") from e
         if not isinstance(made, nn.Module):
-            raise CommandError(f"{spec}() returned a {type(made).__name__}, expected an nn.Module")
+            raise CommandError(f"{spec}() returned an object of type {type(made).__name__}, expected an nn.Module")
         obj = made
     return obj, module
 

@@ -8,7 +8,8 @@ The result (``diff(a, b).to_json()``) has this shape; every list is empty when n
 
     {"equal": bool,
      "header":  [{"field": str, "a": any, "b": any}],          # format_version, producer, signature.inputs,
-                                                               # signature.output, golden, modules.<type>
+                                                               # signature.output, golden, modules.<type>,
+                                                               # functions.<name>, methods.<name>
      "graphs":  [{"index": int, "name": str,                   # graphs that differ (by index)
                   "added":   [{"node": str, "op": str, "target": str}],
                   "removed": [{"node": str, "op": str, "target": str}],
@@ -65,6 +66,10 @@ def _header(a: Artifact, b: Artifact) -> list[dict]:
     for t in sorted(set(ma.modules) | set(mb.modules)):
         da, db = ma.modules.get(t), mb.modules.get(t)
         fields[f"modules.{t}"] = (to_obj(da) if da else None, to_obj(db) if db else None)
+    for kind in ("functions", "methods"):
+        ta, tb = getattr(ma, kind), getattr(mb, kind)
+        for t in sorted(set(ta) | set(tb)):
+            fields[f"{kind}.{t}"] = (to_obj(ta[t]) if t in ta else None, to_obj(tb[t]) if t in tb else None)
     return [{"field": k, "a": va, "b": vb} for k, (va, vb) in fields.items() if va != vb]
 
 
