@@ -251,7 +251,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _export_cmd(args: argparse.Namespace) -> int:
     import inspect
-    import time
 
     from . import cli_export
     from .errors import UnsupportedModuleError
@@ -271,7 +270,6 @@ def _export_cmd(args: argparse.Namespace) -> int:
     leaves = tuple(cli_export.resolve_class(c, home) for c in args.leaf)
     gm = model if args.core and not leaves else cli_export.trace(model, leaves)
     golden = {None: False, "outputs": True, "nodes": "nodes"}[args.golden]
-    start = time.perf_counter()
     try:
         s = export(gm, args.output, inputs, golden=golden, overwrite=args.overwrite, **extra)
     except UnsupportedModuleError as e:
@@ -280,8 +278,7 @@ def _export_cmd(args: argparse.Namespace) -> int:
                                       f"fxlower.register_module in the target's module") from e
     with load(s.path) as art:
         print(summary(art))
-    print(f"written    {s.nodes} nodes, {s.tensors} tensors, {s.bytes_written} bytes in "
-          f"{time.perf_counter() - start:.2f} s")
+    print(f"written    {s.nodes} nodes, {s.tensors} tensors, {s.bytes_written} bytes")
     return 0
 
 
