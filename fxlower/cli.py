@@ -325,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         except CommandError as e:
             print(f"error: {e}", file=sys.stderr)
             return e.code
-        except FxLowerError as e:
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        except FxLowerError as e:  # the library's message, the API's option named as the command line's
+            print(f"error: {' '.join(str(e).split()).replace('overwrite=True', '--overwrite')}", file=sys.stderr)
             return 1
         except OSError as e:
             print(f"error: {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)

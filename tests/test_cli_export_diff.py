@@ -177,7 +177,7 @@ def test_export_failures_are_one_line_each(model_file, tmp_path, capsys):
     assert not os.path.exists(out)
     assert main(["export", f"{model_file}:make_model"] + inp) == 0
     capsys.readouterr()
-    _fails(capsys, ["export", f"{model_file}:make_model"] + inp, 1, out, "overwrite")
+    _fails(capsys, ["export", f"{model_file}:make_model"] + inp, 1, out, "pass --overwrite to replace it")
 
 
 def test_core_flag_is_passed_through_only_when_the_library_has_it(model_file, tmp_path, capsys):

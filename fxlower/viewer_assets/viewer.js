@@ -314,6 +314,7 @@
     box.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(function () { search(box.value); }, 120); });
     box.addEventListener("keydown", function (e) {
       if (e.key !== "Enter") return;
+      clearTimeout(timer);  // the typing's pending search would re-render the results under a reader
       search(box.value);
       var first = document.querySelector("#results div[data-key]");
       if (first) reveal(views[+first.dataset.view], first.dataset.key, true);
