@@ -165,3 +165,18 @@ def test_page_needs_no_network(tmp_path):
     text = open(page, encoding="utf-8").read()
     for needle in ("http://", "https://", "src=", "<link", "@import", "fetch(", "XMLHttpRequest"):
         assert needle not in text, needle
+
+
+def test_layout_layers_by_longest_path_and_keeps_slots_apart():
+    from types import SimpleNamespace as N
+
+    from fxlower.viewer import layout
+
+    # x -> a, x -> b, (a, b) -> c, x -> d (a skip edge), (c, d) -> out
+    nodes = [N(name="x", inputs=[]), N(name="a", inputs=["x"]), N(name="b", inputs=["x"]),
+             N(name="c", inputs=["a", "b"]), N(name="d", inputs=["x"]), N(name="out", inputs=["c", "d"])]
+    layers, xs = layout(nodes)
+    assert layers == [0, 1, 1, 2, 1, 3]
+    row1 = sorted(xs[i] for i in (1, 2, 4))
+    assert row1 == [0.0, 1.0, 2.0]  # three nodes of layer 1 pulled to x's slot 0, pushed one slot apart
+    assert xs[3] == (xs[1] + xs[2]) / 2 and xs[5] == (xs[3] + xs[4]) / 2
