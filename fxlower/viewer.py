@@ -31,7 +31,8 @@ def layout(nodes: list[Any]) -> tuple[list[int], list[float]]:
     """Layer and x slot of each node of one graph (nodes in topological order, ``inputs`` naming nodes).
 
     Returns:
-        ``(layers, xs)``: the layer of each node (longest path from a node without inputs) and its x position in
+        ``(layers, xs)``: the layer of each node (longest path from a node without inputs; a node without inputs
+        other than a placeholder, such as a get_attr, one layer above its first user) and its x position in
         slot units (distinct slots within a layer, at least 1 apart).
     """
     index = {n.name: i for i, n in enumerate(nodes)}
@@ -44,6 +45,9 @@ def layout(nodes: list[Any]) -> tuple[list[int], list[float]]:
     for i, ps in enumerate(preds):
         if ps:
             layers[i] = max(layers[p] for p in ps) + 1
+    for i in range(len(nodes) - 1, -1, -1):  # a constant (get_attr) sits just above its first user, not at the top
+        if not preds[i] and succs[i] and getattr(nodes[i], "op", "") != "placeholder":
+            layers[i] = min(layers[s] for s in succs[i]) - 1
     rows: list[list[int]] = [[] for _ in range(max(layers, default=-1) + 1)]
     for i, layer in enumerate(layers):
         rows[layer].append(i)

@@ -180,3 +180,14 @@ def test_layout_layers_by_longest_path_and_keeps_slots_apart():
     row1 = sorted(xs[i] for i in (1, 2, 4))
     assert row1 == [0.0, 1.0, 2.0]  # three nodes of layer 1 pulled to x's slot 0, pushed one slot apart
     assert xs[3] == (xs[1] + xs[2]) / 2 and xs[5] == (xs[3] + xs[4]) / 2
+
+
+def test_layout_puts_a_constant_just_above_its_first_user():
+    from types import SimpleNamespace as N
+
+    from fxlower.viewer import layout
+
+    nodes = [N(name="x", op="placeholder", inputs=[]), N(name="w", op="get_attr", inputs=[]),
+             N(name="a", op="call_function", inputs=["x"]), N(name="b", op="call_function", inputs=["a"]),
+             N(name="c", op="call_function", inputs=["b", "w"]), N(name="out", op="output", inputs=["c"])]
+    assert layout(nodes)[0] == [0, 2, 1, 2, 3, 4]
