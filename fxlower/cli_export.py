@@ -56,6 +56,9 @@ def _import(source: str) -> Any:
             if not os.path.isfile(path):
                 raise CommandError(f"cannot import {source}: no such file")
             name = "fxlower_target_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+            known = sys.modules.get(name)
+            if known is not None and getattr(known, "__file__", None) == path:
+                return known  # imported once: TARGET and --leaf FILE.py:Class share its classes
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module

@@ -288,3 +288,53 @@ def test_diff_of_a_missing_artifact_exits_2(tmp_path, exports, capsys):
     cap = capsys.readouterr()
     assert rc == 2 and cap.out == ""
     assert len(cap.err.splitlines()) == 1 and cap.err.startswith("error: ") and "none.fxl" in cap.err
+
+
+LEAF_PY = textwrap.dedent('''
+    import torch, torch.nn as nn
+    import fxlower
+
+    @fxlower.register_module(attrs={"factor": "float"}, version=1)
+    class Scale(nn.Module):
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def forward(self, x):
+            return x * self.factor
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = Scale(2.5)
+
+        def forward(self, x):
+            return torch.relu(self.scale(x))
+''')
+
+
+def test_leaf_keeps_a_user_class_as_a_call_module_node(tmp_path, capsys):
+    from fxlower.book import unregister_module
+
+    path = tmp_path / "leafmod.py"
+    path.write_text(LEAF_PY)
+    leaf, plain = str(tmp_path / "leaf.fxl"), str(tmp_path / "plain.fxl")
+    try:
+        assert main(["export", f"{path}:Net", "--leaf", "Scale", "--input", "2x3", "-o", leaf]) == 0
+        assert main(["export", f"{path}:Net", "--input", "2x3", "-o", plain]) == 0
+        # the class named by file: the same module as TARGET's, imported once
+        assert main(["export", f"{path}:Net", "--leaf", f"{path}:Scale", "--input", "2x3", "-o",
+                     str(tmp_path / "leaf2.fxl")]) == 0
+    finally:
+        unregister_module(sys.modules["fxlower_target_leafmod"].Scale)
+    capsys.readouterr()
+    with fxlower.load(leaf) as art:
+        node = art.manifest.graphs[0].nodes[1]
+        assert (node.name, node.op, node.target) == ("scale", "call_module", "scale")
+        assert node.lowering.module_type == "fxlower_target_leafmod.Scale"
+        assert node.lowering.attrs == {"factor": 2.5}
+    assert _files(leaf) == _files(str(tmp_path / "leaf2.fxl"))
+    with fxlower.load(plain) as art:  # traced through: the multiplication itself
+        assert [(n.op, n.target) for n in art.manifest.graphs[0].nodes] == [
+            ("placeholder", "x"), ("call_function", "operator.mul"), ("call_function", "torch.relu"),
+            ("output", "output")]
