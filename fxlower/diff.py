@@ -22,7 +22,8 @@ The result (``diff(a, b).to_json()``) has this shape; every list is empty when n
                               "max_abs_diff": float, "max_rel_diff": float}]}}   # the two only with --values
 
 ``max_abs_diff`` is max |b - a| and ``max_rel_diff`` max |b - a| / |a| over the elements (computed in float64;
-an element with a = 0 and b != 0 makes it inf), given only for changed tensors of equal shape.
+an element with a = 0 and b != 0 makes it inf), given only for changed tensors of equal shape. Non-finite floats
+are written as Python's ``json`` writes them (``Infinity``, ``NaN``).
 """
 
 from __future__ import annotations

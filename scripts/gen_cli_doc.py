@@ -176,7 +176,8 @@ def _document() -> str:
         A node's `field` is one of `op`, `target`, `args`, `kwargs`, `meta`, `graph`, `overload`, `lowering` (one
         side has none), `lowering.module_type`, `lowering.version`, `lowering.module_version`, `lowering.training`,
         `lowering.attrs.<name>` (null on the side without it); `graph.name` for a renamed graph (node `""`).
-        `max_abs_diff`/`max_rel_diff` appear only with `--values`.
+        `max_abs_diff`/`max_rel_diff` appear only with `--values`. Non-finite floats are written as `Infinity`,
+        `-Infinity` and `NaN` (as Python's `json` module writes them).
 
         '''))
     parts.append(_block(["diff", "net.fxl", "strided.fxl", "--json"], limit=40))
