@@ -9,11 +9,18 @@
                                   the canonical dump (docs: cpp/DUMP.md), identical to fxlower-dump's
     fxlower clean PATH            remove the temporaries that killed exports to PATH left behind (never a running
                                   export's) and list them
+    fxlower export TARGET -o PATH [--input SHAPE[:DTYPE] ... | --inputs FILE] [--golden [outputs|nodes]]
+                   [--overwrite] [--leaf CLASS ...] [--core]
+                                  load a model (MODULE:ATTR or FILE.py:ATTR), trace, lift, export, summarise
+    fxlower diff A B [--values] [--json]
+                                  compare two artifacts; exit 0 equal, 1 different, 2 error
+    fxlower view A -o PAGE.html   one self-contained HTML page showing the graphs (docs/cli.md)
 
 Options are named as in the C++ tools: ``--non-strict`` ignores directory entries the manifest does not list (never
 opened), ``--verify`` checks every tensor's SHA-256.
 
-Exit codes: 0 success, 1 invalid artifact, failed check or file-system error, 2 usage error.
+Exit codes: 0 success, 1 invalid artifact, failed check or file-system error, 2 usage error (``diff``: 0 equal,
+1 different, 2 error). Every failure is one line on stderr starting with ``error:``.
 """
 
 from __future__ import annotations
@@ -199,13 +206,134 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--non-strict", action="store_true", help="ignore unlisted files instead of rejecting them")
     p = sub.add_parser("clean", help="remove orphaned temporaries of killed exports to PATH")
     p.add_argument("path", help="the artifact path the exports wrote to")
+    p = sub.add_parser(
+        "export", help="load a model, trace, lift and export it",
+        description="Load the model TARGET names, trace it (torch.fx.symbolic_trace, or a tracer keeping --leaf "
+                    "classes as leaves), lift and export it, and print the summary. Random inputs: the k-th "
+                    "--input is drawn from torch.Generator().manual_seed(k): torch.randn for floating dtypes, "
+                    "torch.randint(0, 10) for integers, torch.randint(0, 2) for bool.")
+    p.add_argument("target", metavar="TARGET",
+                   help="package.module:attr or path/to/file.py:attr naming an nn.Module instance, a GraphModule "
+                        "or a zero-argument factory (function or class) returning one")
+    p.add_argument("-o", "--output", required=True, metavar="PATH", help="the artifact directory to write")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]",
+                     help="one positional input, e.g. 1x3x224x224 or 4x16:int64 (default dtype float32); repeat "
+                          "for each input; seeded random values (see above)")
+    src.add_argument("--inputs", metavar="FILE.safetensors",
+                     help="the inputs from a safetensors file whose keys are 0, 1, ... (the positions)")
+    p.add_argument("--golden", nargs="?", const="outputs", choices=("outputs", "nodes"),
+                   help="store golden data: the outputs (default) or every node's output too; needs inputs")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing artifact at PATH")
+    p.add_argument("--leaf", action="append", default=[], metavar="CLASS",
+                   help="keep instances of CLASS (Name in TARGET's module, or MODULE:Name) as leaf modules when "
+                        "tracing; the class needs a lowering rule (repeatable)")
+    p.add_argument("--core", action="store_true",
+                   help="also write the core view (the program as Core ATen ops through torch.export, format "
+                        "1.2): fxlower.export(..., core=True)")
+    p = sub.add_parser("diff", help="compare two artifacts structurally",
+                       description="Compare two artifacts: header fields, nodes per graph (op, target, args, kwargs, "
+                                   "meta, lowering attribute by attribute) and tensors (dtype, shape, sha256). "
+                                   "Exit 0 equal, 1 different, 2 error.")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--values", action="store_true",
+                   help="for changed tensors of equal shape, also the max absolute and relative difference")
+    p.add_argument("--json", action="store_true", help="print JSON (shape documented in docs/cli.md)")
+    p = sub.add_parser("view", help="write a self-contained HTML page showing an artifact",
+                       description="Write ONE HTML file (no network needed to view it) showing the artifact's graphs: "
+                                   "nested graphs collapsible, a side panel for the selected node, search; with a "
+                                   "core view (format 1.2), both views side by side, linked.")
+    p.add_argument("path", metavar="A")
+    p.add_argument("-o", "--output", required=True, metavar="PAGE.html")
     return parser
+
+
+def _export_cmd(args: argparse.Namespace) -> int:
+    import inspect
+
+    from . import cli_export
+    from .errors import UnsupportedModuleError
+    from .writing import export
+
+    if args.golden and not (args.input or args.inputs):
+        raise cli_export.CommandError("--golden needs inputs: give --input SHAPE[:DTYPE] or --inputs FILE", code=2)
+    extra = {}
+    if args.core:
+        if "core" not in inspect.signature(export).parameters:
+            raise cli_export.CommandError("--core needs the core view (format 1.2), which this fxlower does not "
+                                          "have", code=2)
+        extra["core"] = True
+    inputs = cli_export.read_inputs(args.inputs) if args.inputs else (
+        cli_export.make_inputs(args.input) if args.input else None)
+    model, home = cli_export.load_target(args.target)
+    leaves = tuple(cli_export.resolve_class(c, home) for c in args.leaf)
+    gm = model if args.core and not leaves else cli_export.trace(model, leaves)
+    golden = {None: False, "outputs": True, "nodes": "nodes"}[args.golden]
+    try:
+        s = export(gm, args.output, inputs, golden=golden, overwrite=args.overwrite, **extra)
+    except UnsupportedModuleError as e:
+        listing = "; ".join(f"{t} ({', '.join(n for n, _ in uses)})" for t, uses in sorted(e.unsupported.items()))
+        raise cli_export.CommandError(f"no lowering rule for {listing or e}: register one with "
+                                      f"fxlower.register_module in the target's module") from e
+    with load(s.path) as art:
+        print(summary(art))
+    print(f"written    {s.nodes} nodes, {s.tensors} tensors, {s.bytes_written} bytes")
+    return 0
+
+
+def _diff_cmd(args: argparse.Namespace) -> int:
+    import json
+
+    from .diff import diff, format_text
+
+    try:
+        with load(args.a) as a, load(args.b) as b:
+            d = diff(a, b, values=args.values)
+    except FxLowerError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(d.to_json(), indent=1, sort_keys=False))
+    else:
+        print(format_text(d, args.a, args.b))
+    return 0 if d.equal else 1
+
+
+def _view_cmd(args: argparse.Namespace) -> int:
+    from .viewer import write_html
+
+    with load(args.path) as art:
+        size = write_html(art, args.output)
+        count = sum(len(g.nodes) for g in art.manifest.graphs)
+    print(f"wrote {args.output} ({_fmt_bytes(size)}, {count} nodes)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (argparse exits with 2 on a usage error)."""
     args = _parser().parse_args(argv)
+    if args.cmd == "diff":
+        return _diff_cmd(args)
+    if args.cmd == "export":
+        from .cli_export import CommandError
+        try:
+            return _export_cmd(args)
+        except CommandError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.code
+        except FxLowerError as e:  # the library's message, the API's option named as the command line's
+            print(f"error: {' '.join(str(e).split()).replace('overwrite=True', '--overwrite')}", file=sys.stderr)
+            return 1
+        except OSError as e:
+            print(f"error: {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)
+            return 1
     try:
+        if args.cmd == "view":
+            return _view_cmd(args)
         if args.cmd == "demo":
             os.makedirs(os.path.dirname(os.path.abspath(args.path)), exist_ok=True)
             return _demo(args.path)
