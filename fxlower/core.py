@@ -363,6 +363,7 @@ def _encode_graph(path: str, gm: fx.GraphModule, index: dict[int, int], ops: dic
     # A control-flow subgraph is a get_attr node in torch.export's graph; the core view writes no node for it and
     # refers to the subgraph by a graph Value ({"t": "graph", "v": index}) where the cond/while_loop node uses it.
     subgraphs: dict[fx.Node, GraphRef] = {}
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}  # users are written in graph order (format.md 2.1)
     for n in gm.graph.nodes:
         if n.op == "get_attr":
             value = _attr(gm, n.target)
@@ -404,7 +405,7 @@ def _encode_graph(path: str, gm: fx.GraphModule, index: dict[int, int], ops: dic
             meta = None
         nodes.append(Node(name=n.name, op=n.op, target=target, args=args, kwargs=kwargs,
                           inputs=[a.name for a in n.all_input_nodes if a not in subgraphs],
-                          users=[u.name for u in n.users], meta=meta, lowering=None, graph=None, overload=None,
+                          users=[u.name for u in sorted(n.users, key=order.__getitem__)], meta=meta, lowering=None, graph=None, overload=None,
                           origin=links.get(n.name)))
     return Graph(name=path, nodes=nodes, training=False)
 

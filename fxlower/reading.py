@@ -37,7 +37,7 @@ from .names import (check_dotted_target, check_file_path, check_function_name, c
                     check_method_name, check_name, component_problem)
 from .schema import CoreInput, CoreOutput, Manifest, NodeLink, OpSchema, Symbol, from_obj
 from .symbolic import ExprError, parse as parse_expr
-from .targets import CORE_HIGHER_ORDER, CORE_PYTHON_FUNCTIONS
+from .targets import CORE_HIGHER_ORDER, CORE_PYTHON_FUNCTIONS, core_op_names
 from .tensorfile import StoredTensor, read_header
 from .values import GraphRef, NodeRef, TensorRef, check_meta, check_shape, decode, kind_name, leaves, node_refs
 
@@ -680,7 +680,7 @@ class _Validator:
 
         def resolve_graph(index: int, where: str) -> GraphRef:
             if not 0 < index < len(c.graphs) or index == gi:
-                raise FormatError("graph.reference", f"graph {index} is not a subgraph of the core view other "
+                raise FormatError("core.structure", f"graph {index} is not a subgraph of the core view other "
                                   f"than this one (1..{len(c.graphs) - 1}, not {gi})", where)
             return GraphRef(index)
 
@@ -764,6 +764,9 @@ class _Validator:
                                   f"(namespace.name.overload, like aten.convolution.default), a control-flow "
                                   f"operator ({', '.join(CORE_HIGHER_ORDER)}) nor one of the Python functions "
                                   f"core graphs may call", w)
+            if len(n.target.split(".")) == 3 and n.target not in CORE_HIGHER_ORDER and n.target not in core_op_names():
+                raise FormatError("core.op", f"operator '{n.target}' is not a Core ATen operator of this torch "
+                                  f"(docs/core-ops.md lists them); export with run_decompositions()", w)
             if n.target not in self.m.core.ops:
                 raise FormatError("core.op", f"operator '{n.target}' has no schema in core.ops; the writer lists "
                                   f"the schema of every operator the core graphs call", w)

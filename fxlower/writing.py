@@ -337,6 +337,7 @@ class _Program:
         nodes = []
         gwhere = f"graph '{path}'" if path else "root graph"
         modules = dict(g.named_modules(remove_duplicate=False))
+        order = {n: i for i, n in enumerate(g.graph.nodes)}  # users are written in graph order (format.md 2.1)
         for node in g.graph.nodes:
             where = f"node '{node.name}' in {gwhere}"
             check_name(node.name, where)
@@ -375,7 +376,7 @@ class _Program:
                 meta = _meta_from_node(node)
             nodes.append(Node(
                 name=node.name, op=node.op, target=target, args=args, kwargs=kwargs,
-                inputs=[n.name for n in node.all_input_nodes], users=[u.name for u in node.users],
+                inputs=[n.name for n in node.all_input_nodes], users=[u.name for u in sorted(node.users, key=order.__getitem__)],
                 meta=meta, lowering=lowering, graph=sub_graph, overload=overload))
         return Graph(name=path, nodes=nodes, training=bool(g.training))
 

@@ -1008,280 +1008,8 @@ def make_valid(out: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ core view (1.2)
 
-# STAND-IN, to be switched at merge: until the writer produces the core view (fxlower.export(..., core=True)),
-# the functions below build it here by surgery on torch.export's ExportedProgram of each model (after
-# run_decompositions(), the Core ATen table), following docs/format.md section 2.6. At merge the lead replaces
-# ``add_core`` / ``core_only`` by fxlower.export(..., core=True) (or an ExportedProgram without module=) and
-# regenerates the set; the vectors' content is then the writer's, and the invalid vectors (which only edit a
-# valid one) stay as they are.
-
-#: The Python callables a core graph may call besides OpOverloads (docs/format.md section 2.6), with their
-#: schemas as the spec writes them.
-PY_OPS = {
-    "operator.getitem": (["a", "b"], "Any"),
-    **{f"operator.{n}": (["a", "b"], "Scalar") for n in ("add", "sub", "mul", "floordiv", "mod", "eq", "ne", "lt",
-                                                            "le", "gt", "ge")},
-    "operator.neg": (["a"], "Scalar"),
-}
-HOP = {  # higher-order operators: their arguments as the spec writes them
-    "higher_order.cond": [("pred", "Tensor"), ("true_fn", "Graph"), ("false_fn", "Graph"), ("operands", "Any[]")],
-    "higher_order.while_loop": [("cond_fn", "Graph"), ("body_fn", "Graph"), ("carried_inputs", "Any[]"),
-                                ("additional_inputs", "Any[]")],
-}
-
-
-def _arg(name, type_, *, kwarg_only=False, default=None, required=True, mutates=False) -> dict:
-    return {"name": name, "type": type_, "kwarg_only": kwarg_only, "default": default, "required": required,
-            "mutates": mutates}
-
-
-def op_schema(target) -> tuple[str, dict]:
-    """(the target's name in the file, its OpSchema) for a core call_function target."""
-    if isinstance(target, torch._ops.OpOverload):
-        from torchgen.model import FunctionSchema  # the schema's own type text: Tensor?, SymInt[], int[2]
-        s = target._schema
-        parsed = FunctionSchema.parse(str(s))
-        name = f"{target.namespace}.{target._opname}.{target._overloadname}"
-
-        def arg(a, text):
-            default = fxlower.values.encode(a.default_value) if a.has_default_value() else None
-            return _arg(a.name, text, kwarg_only=bool(a.kwarg_only), default=default,
-                        required=not a.has_default_value(),
-                        mutates=bool(a.alias_info is not None and a.alias_info.is_write))
-
-        def ret(r, text):
-            return _arg(r.name or "", text, mutates=bool(r.alias_info is not None and r.alias_info.is_write))
-        return name, {"name": s.name, "overload": target._overloadname,
-                      "arguments": [arg(a, str(p.type)) for a, p in zip(s.arguments, parsed.arguments.flat_all)],
-                      "returns": [ret(r, str(p.type)) for r, p in zip(s.returns, parsed.returns)]}
-    if isinstance(target, torch._ops.HigherOrderOperator):
-        name = f"higher_order.{target.__name__}"
-        return name, {"name": name, "overload": "", "arguments": [_arg(n, t) for n, t in HOP[name]],
-                      "returns": [_arg("", "Any[]")]}
-    name = fxlower.targets.function_name(target)
-    params, ret = PY_OPS[name]
-    return name, {"name": name, "overload": "", "arguments": [_arg(p, "Any" if name == "operator.getitem" else
-                                                                   "Scalar") for p in params],
-                  "returns": [_arg("", ret)]}
-
-
-def sym_text(e, names: dict) -> str:
-    """A sympy expression of torch's shape symbols in the grammar of docs/format.md section 2.6 (no spaces)."""
-    import sympy
-    from torch.utils._sympy.functions import FloorDiv, Max, Min, Mod, PythonMod
-    if isinstance(e, sympy.Integer):
-        return str(int(e))
-    if isinstance(e, sympy.Symbol):
-        return names[e.name]
-    if isinstance(e, sympy.Add):
-        terms = sorted(e.args, key=lambda a: (a.is_number, str(a)))
-        out = sym_text(terms[0], names)
-        for t in terms[1:]:
-            if t.is_number and int(t) < 0:
-                out += "-" + str(-int(t))
-            else:
-                out += "+" + _factor(t, names)
-        return out
-    if isinstance(e, sympy.Mul):
-        return "*".join(_factor(a, names) for a in sorted(e.args, key=lambda a: (not a.is_number, str(a))))
-    if isinstance(e, FloorDiv):
-        return f"{_factor(e.args[0], names)}//{_factor(e.args[1], names)}"
-    if isinstance(e, (Mod, PythonMod)):
-        return f"{_factor(e.args[0], names)}%{_factor(e.args[1], names)}"
-    if isinstance(e, (Max, Min)) and len(e.args) == 2:
-        return f"{'max' if isinstance(e, Max) else 'min'}({sym_text(e.args[0], names)},{sym_text(e.args[1], names)})"
-    raise SystemExit(f"cannot print the shape expression {e}")
-
-
-def _factor(e, names) -> str:
-    import sympy
-    text = sym_text(e, names)
-    return f"({text})" if isinstance(e, sympy.Add) else text
-
-
-def core_meta(val, names: dict):
-    if isinstance(val, torch.Tensor):
-        shape = [int(s) if not isinstance(s, torch.SymInt) else
-                 (int(s.node.expr) if s.node.expr.is_number else sym_text(s.node.expr, names)) for s in val.shape]
-        return {"t": "tensor", "dtype": fxlower.constants.CODE_OF_DTYPE[val.dtype], "shape": shape}
-    if isinstance(val, (tuple, list)):
-        return {"t": "list" if isinstance(val, list) else "tuple", "v": [core_meta(v, names) for v in val]}
-    if isinstance(val, (int, torch.SymInt)) and not isinstance(val, bool):
-        return {"t": "int"}
-    if isinstance(val, (bool, torch.SymBool)):
-        return {"t": "bool"}
-    if isinstance(val, (float, torch.SymFloat)):
-        return {"t": "float"}
-    if val is None:
-        return {"t": "none"}
-    return {"t": "other"}
-
-
-def _module_calls(m: dict) -> dict[str, list[tuple[int, str]]]:
-    """Module path -> the call_module nodes of the module view calling it, as (graph index, node name)."""
-    calls: dict[str, list[tuple[int, str]]] = {}
-    for gi, g in enumerate(m["graphs"]):
-        for n in g["nodes"]:
-            if n["op"] == "call_module":
-                path = n["target"] if g["name"] == "" else f"{g['name']}.{n['target']}"
-                calls.setdefault(path, []).append((gi, n["name"]))
-    return calls
-
-
-def build_core(ep, m: dict) -> dict:
-    """The CoreView of ``ep`` (decomposed to Core ATen) for the manifest ``m`` (its module view, maybe empty)."""
-    import sympy
-    sig = ep.graph_signature
-    kinds = {"USER_INPUT": "user_input", "PARAMETER": "parameter", "BUFFER": "buffer",
-             "CONSTANT_TENSOR": "constant"}
-    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
-    user_names = iter(m["signature"]["inputs"])
-    inputs = []
-    for spec, n in zip(sig.input_specs, placeholders):
-        kind = kinds[spec.kind.name]
-        inputs.append({"name": n.name, "kind": kind,
-                       "target": next(user_names) if kind == "user_input" else spec.target})
-    # symbols: numbered s0, s1, ... in the order of the user input dimensions that define them
-    names: dict[str, str] = {}
-    symbols: dict[str, dict] = {}
-    ranges = {str(k): v for k, v in ep.range_constraints.items()}
-    for i, (inp, n) in enumerate(zip(inputs, placeholders)):
-        if inp["kind"] != "user_input":
-            continue
-        for d, s in enumerate(n.meta["val"].shape):
-            if isinstance(s, torch.SymInt) and isinstance(s.node.expr, sympy.Symbol) and s.node.expr.name not in names:
-                sym = names[s.node.expr.name] = f"s{len(names)}"
-                vr = ranges[s.node.expr.name]
-                hi = vr.upper
-                symbols[sym] = {"min": int(vr.lower),
-                                "max": None if not getattr(hi, "is_finite", True) or hi == sympy.oo or
-                                str(hi) == "int_oo" else int(hi), "input": i, "dim": d}
-    ops: dict[str, dict] = {}
-    graphs: list[dict] = []
-    calls = _module_calls(m)
-    runs: dict[str, int] = {}  # module path -> calls linked so far
-
-    def encode_graph(gm, gname: str, root: bool) -> int:
-        index = len(graphs)
-        graphs.append(None)
-        subs: dict[str, int] = {}
-        nodes = []
-        last_path = None
-        for n in gm.graph.nodes:
-            if n.op == "get_attr":  # a control-flow branch or body: becomes a graph Value
-                subs[n.name] = encode_graph(getattr(gm, n.target), n.target, False)
-                continue
-            rec = {"name": n.name, "op": n.op, "target": n.name if n.op == "placeholder" else "output",
-                   "args": [], "kwargs": {}, "inputs": [], "users": [], "meta": None, "lowering": None,
-                   "graph": None, "overload": None, "origin": None}
-
-            def enc(a):
-                if isinstance(a, fx.Node) and a.name in subs:
-                    return {"t": "graph", "v": subs[a.name]}
-                if isinstance(a, (list, tuple)):
-                    return {"t": "list" if isinstance(a, list) else "tuple", "v": [enc(x) for x in a]}
-                return fxlower.values.encode(a)
-            if n.op == "call_function":
-                rec["target"], schema = op_schema(n.target)
-                ops[rec["target"]] = schema
-            rec["args"] = [enc(a) for a in n.args]
-            rec["kwargs"] = {k: enc(v) for k, v in n.kwargs.items()}
-            rec["inputs"] = [a.name for a in n.all_input_nodes if a.name not in subs]
-            rec["users"] = [u.name for u in n.users]
-            if n.op != "output" and "val" in n.meta:
-                rec["meta"] = core_meta(n.meta["val"], names)
-            if n.op == "output" and root:
-                rec["meta"] = core_meta(tuple(a.meta["val"] for a in n.args[0]), names)
-            if root and n.op == "call_function":
-                stack = n.meta.get("nn_module_stack") or {}
-                path = next((p for p, _ in reversed(list(stack.values())) if p in calls), None)
-                if path is not None:
-                    if path != last_path:
-                        runs[path] = runs.get(path, 0) + 1
-                    gi, node_name = calls[path][min(runs[path], len(calls[path])) - 1]
-                    rec["origin"] = {"graph": gi, "node": node_name}
-                last_path = path
-            nodes.append(rec)
-        graphs[index] = {"name": gname, "nodes": nodes, "training": False}
-        return index
-
-    encode_graph(ep.graph_module, "", True)
-    out_node = next(n for n in ep.graph.nodes if n.op == "output")
-    outputs = []
-    for spec, a in zip(sig.output_specs, out_node.args[0]):
-        kind = {"USER_OUTPUT": "user_output", "BUFFER_MUTATION": "buffer_mutation"}[spec.kind.name]
-        outputs.append({"name": a.name if isinstance(a, fx.Node) else "", "kind": kind,
-                        "target": spec.target if kind == "buffer_mutation" else ""})
-    return {"graphs": graphs, "inputs": inputs, "outputs": outputs, "ops": dict(sorted(ops.items())),
-            "symbols": symbols}
-
-
 def exported(model: nn.Module, inputs: tuple, dynamic_shapes=None):
     return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes).run_decompositions()
-
-
-def add_core(path: Path, ep) -> None:
-    """STAND-IN for fxlower.export(..., core=True): add the core view of ``ep`` to the artifact at ``path``."""
-    def f(m):
-        m["core"] = build_core(ep, m)
-        m["digest"] = digest(m)
-    edit(path, f)
-
-
-def add_core_golden_nodes(path: Path, ep, inputs: tuple) -> None:
-    """STAND-IN for golden="nodes" with core=True: store every core root node's result (but placeholders and the
-    output) in golden.core_nodes, its tensors named golden/core/<node>/<j> in the golden file."""
-    from fxlower.tensorfile import tensor_bytes
-    state = {**ep.state_dict, **ep.constants}
-    user = iter(inputs)
-    args = [next(user) if spec.kind.name == "USER_INPUT" else state[spec.target]
-            for spec in ep.graph_signature.input_specs]
-    interp = fx.Interpreter(ep.graph_module, garbage_collect_values=False)
-    with torch.no_grad():
-        interp.run(*args)
-    results = {n.name: interp.env[n] for n in ep.graph.nodes if n.op == "call_function"}
-
-    def f(m):
-        new: dict[str, tuple[str, list[int], bytes]] = {}
-        core_nodes = {}
-        for name, value in results.items():
-            if not fxlower.values.has_tensor(value):
-                continue
-            tensors: list[torch.Tensor] = []
-
-            def tensor_name(t, name=name, tensors=tensors):
-                tensors.append(t)
-                return f"golden/core/{name}/{len(tensors) - 1}"
-            core_nodes[name] = fxlower.values.encode(value, tensor_name=tensor_name)
-            for j, t in enumerate(tensors):
-                new[f"golden/core/{name}/{j}"] = (fxlower.constants.CODE_OF_DTYPE[t.dtype], list(t.shape),
-                                                  bytes(tensor_bytes(t.contiguous())))
-        m["golden"]["core_nodes"] = core_nodes
-        for key, (code, shape, blob) in new.items():
-            m["tensors"].append({"name": key, "dtype": code, "shape": shape, "file": GOLDEN, "key": key,
-                                 "sha256": hashlib.sha256(blob).hexdigest(), "kind": "golden",
-                                 "requires_grad": False, "persistent": True})
-        m["tensors"].sort(key=lambda t: t["name"])
-        st_write(path / GOLDEN, {**st_tensors(path / GOLDEN), **new})
-    edit(path, f)
-
-
-def core_only(path: Path, holder: nn.Module, holder_inputs: tuple, ep) -> None:
-    """STAND-IN for fxlower.export(ep, path) without module=: an artifact with the core view only. The tensors
-    come from exporting ``holder`` (a traceable module with the same parameters and buffers); its module view
-    is then dropped: ``graphs`` empty, ``signature`` the core root graph's, no golden data."""
-    export(fx.symbolic_trace(holder), path, holder_inputs, False)
-
-    def f(m):
-        placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
-        users = [n.name for s, n in zip(ep.graph_signature.input_specs, placeholders) if s.kind.name == "USER_INPUT"]
-        m["graphs"], m["modules"], m["functions"], m["methods"] = [], {}, {}, {}
-        m["signature"] = {"inputs": users, "output": None}
-        m["core"] = build_core(ep, m)
-        out = m["core"]["graphs"][0]["nodes"][-1]
-        m["signature"]["output"] = out["args"][0]
-        m["digest"] = digest(m)
-    edit(path, f)
 
 
 class CoreCnn(nn.Module):
@@ -1338,28 +1066,34 @@ class Holder(nn.Module):
         return self.fc(x)
 
 
+def export_core(obj, path: Path, inputs: tuple, golden, **kw) -> None:
+    """fxlower.export with the core view (``obj`` a GraphModule with core=True, or an ExportedProgram)."""
+    if isinstance(obj, torch.export.ExportedProgram):
+        fxlower.export(obj, path, golden=golden, **kw)
+    else:
+        fxlower.export(obj, path, inputs, golden=golden, core=True, **kw)
+    edit(path, lambda m: m.__setitem__("producer", dict(PRODUCER)))
+
+
 def make_core_valid(v: Path) -> None:
     # core_cnn: module view + core view with origin links (conv, bn, fc) and glue (relu, pool, view); golden
     # "nodes" with the core root nodes' results in golden.core_nodes.
     model = fill_(CoreCnn(), 30)
     x = dyadic((1, 1, 6, 6), 31)
-    export(fx.symbolic_trace(model), v / "core_cnn", (x,), "nodes")
-    ep = exported(model, (x,))
-    add_core(v / "core_cnn", ep)
-    add_core_golden_nodes(v / "core_cnn", ep, (x,))
-    # core_dynamic: batch dimension s0 in [2, 64]; symbolic Meta shapes; aten.sym_size.int.
+    export_core(fx.symbolic_trace(model), v / "core_cnn", (x,), "nodes")
+    # core_dynamic: batch dimension in [2, 64]; symbolic Meta shapes; aten.sym_size.int.
     model = fill_(CoreDyn(), 32)
     x = dyadic((3, 4), 33)
-    export(fx.symbolic_trace(model), v / "core_dynamic", (x,), True)
-    add_core(v / "core_dynamic", exported(model, (x,), {"x": {0: torch.export.Dim("batch", min=2, max=64)}}))
+    export_core(fx.symbolic_trace(model), v / "core_dynamic", (x,), True,
+                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=2, max=64)}})
     # core_control_flow: cond and while_loop, core view only (torch.cond does not trace symbolically).
     model = fill_(CoreControl(), 34)
     x = dyadic((2, 2), 35)
-    core_only(v / "core_control_flow", Holder(model.fc), (x,), exported(model, (x,)))
+    export_core(torch.export.export(model, (x,)), v / "core_control_flow", (x,), True)
     # core_only: an ExportedProgram without module=: empty graphs, signature of the core root graph.
     model = fill_(Holder(nn.Linear(3, 2)), 36)
     x = dyadic((2, 3), 37)
-    core_only(v / "core_only", model, (x,), exported(model, (x,)))
+    export_core(torch.export.export(model, (x,)), v / "core_only", (x,), True)
 
 
 def core_invalid(vec) -> None:
@@ -1388,18 +1122,21 @@ def core_invalid(vec) -> None:
         out["args"][0]["v"].append({"t": "node", "v": "addmm"})
         out["meta"]["v"].append(out["meta"]["v"][0])
     edit(vec("core_output_mutation_not_buffer", "core.structure", base="core_cnn"), mutation)
-    # core_dynamic: symbol s0 names input 0, the parameter p_fc_weight, not a user_input.
+    def batch(m):  # the one symbol of core_dynamic (torch names it, e.g. s77)
+        (name,) = m["core"]["symbols"]
+        return name
+    # core_dynamic: the batch symbol names input 0, the parameter p_fc_weight, not a user_input.
     edit(vec("core_symbol_input_not_user", "core.symbol", base="core_dynamic"),
-         lambda m: m["core"]["symbols"]["s0"].__setitem__("input", 0))
-    # core_dynamic: symbol s0 names dimension 2 of x, which has rank 2.
+         lambda m: m["core"]["symbols"][batch(m)].__setitem__("input", 0))
+    # core_dynamic: the batch symbol names dimension 2 of x, which has rank 2.
     edit(vec("core_symbol_dim_out_of_range", "core.symbol", base="core_dynamic"),
-         lambda m: m["core"]["symbols"]["s0"].__setitem__("dim", 2))
-    # core_dynamic: the meta shape of addmm is ["s0+", 2] (a syntax error).
+         lambda m: m["core"]["symbols"][batch(m)].__setitem__("dim", 2))
+    # core_dynamic: the meta shape of addmm is ["<batch>+", 2] (a syntax error).
     edit(vec("core_shape_syntax", "core.symbol", base="core_dynamic"),
-         lambda m: core_node(m, "addmm")["meta"]["shape"].__setitem__(0, "s0+"))
-    # core_dynamic: the meta shape of addmm is ["s1", 2]; only s0 is declared.
+         lambda m: core_node(m, "addmm")["meta"]["shape"].__setitem__(0, batch(m) + "+"))
+    # core_dynamic: the meta shape of addmm names a second symbol; only the batch symbol is declared.
     edit(vec("core_shape_undeclared_symbol", "core.symbol", base="core_dynamic"),
-         lambda m: core_node(m, "addmm")["meta"]["shape"].__setitem__(0, "s1"))
+         lambda m: core_node(m, "addmm")["meta"]["shape"].__setitem__(0, batch(m) + "1"))
     # core_cnn: node convolution links to module-view node "conv2", which does not exist.
     edit(vec("core_origin_missing_node", "graph.reference", base="core_cnn"),
          lambda m: core_node(m, "convolution")["origin"].__setitem__("node", "conv2"))
