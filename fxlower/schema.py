@@ -411,8 +411,6 @@ _VALUE_SCHEMA = {
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"const": "ellipsis"}, "v": {"type": "null"}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],
-         "properties": {"t": {"const": "graph"}, "v": {"type": "integer", "minimum": 1}}},
-        {"type": "object", "additionalProperties": False, "required": ["t", "v"],
          "properties": {"t": {"const": "complex"}, "v": {"type": "array", "items": {"type": "number"},
                                                          "minItems": 2, "maxItems": 2}}},
         {"type": "object", "additionalProperties": False, "required": ["t", "v"],  # 1.2, core graphs only

@@ -459,7 +459,7 @@ def test_huge_declared_lengths_stay_under_a_2gib_address_space_limit(art):
 
 def test_rejects_wrong_format_identifier(art):
     edit(art, lambda m: m.__setitem__("format", "pytorch"))
-    rejects(art, "format.identifier", "pytorch", "fxlower", "1.1", cls=VersionError)
+    rejects(art, "format.identifier", "pytorch", "fxlower", "1.2", cls=VersionError)
 
 
 def test_rejects_missing_format_identifier(art):
@@ -474,20 +474,20 @@ def test_rejects_manifest_that_is_not_a_map(art):
 
 def test_rejects_major_version_2(art):
     edit(art, lambda m: m.__setitem__("format_version", [2, 0]))
-    rejects(art, "format.version", "2.0", "1.1", cls=VersionError)
+    rejects(art, "format.version", "2.0", "1.2", cls=VersionError)
 
 
-@pytest.mark.parametrize("minor", [2, 99])
+@pytest.mark.parametrize("minor", [3, 99])
 def test_rejects_future_minor_version(art, minor):
     edit(art, lambda m: m.__setitem__("format_version", [1, minor]))
-    rejects(art, "format.version", f"1.{minor}", "1.1", cls=VersionError)
+    rejects(art, "format.version", f"1.{minor}", "1.2", cls=VersionError)
 
 
 @pytest.mark.parametrize("version", [["1", "0"], [1], [1, 0, 0], [True, 0], [1, -1], [1.0, 0], "1.0", None,
                                      [1, 2**64 - 1]])
 def test_rejects_malformed_format_version(art, version):
     edit(art, lambda m: m.__setitem__("format_version", version))
-    rejects(art, "format.version", "1.1", cls=VersionError)
+    rejects(art, "format.version", "1.2", cls=VersionError)
 
 
 def test_checks_version_before_schema(art):
@@ -499,14 +499,28 @@ def test_checks_version_before_schema(art):
     rejects(art, "format.version", cls=VersionError)
 
 
-def test_accepts_both_minors_of_major_1(art):
+def test_accepts_every_minor_of_major_1(art):
+    assert fxlower.load(art).format_version == (1, 2)
+    edit(art, to_1_1)
     assert fxlower.load(art).format_version == (1, 1)
     edit(art, to_1_0)
     assert fxlower.load(art).format_version == (1, 0)
 
 
+def to_1_1(m: dict) -> None:
+    """Turn a 1.2 manifest without a core view into the 1.1 file a 1.1 writer wrote: version [1, 1], no 1.2 field."""
+    m["format_version"] = [1, 1]
+    m.pop("core", None)
+    if m["golden"] is not None:
+        m["golden"].pop("core_nodes", None)
+    for g in m["graphs"]:
+        for n in g["nodes"]:
+            n.pop("origin", None)
+
+
 def to_1_0(m: dict) -> None:
-    """Turn a 1.1 manifest into the 1.0 file a 1.0 writer wrote: version [1, 0], no 1.1 field."""
+    """Turn a 1.1 (or 1.2) manifest into the 1.0 file a 1.0 writer wrote: version [1, 0], no 1.1 field."""
+    to_1_1(m)
     m["format_version"] = [1, 0]
     for key in ("modules", "functions", "methods"):
         m.pop(key, None)
@@ -1939,8 +1953,8 @@ CORE_REJECTS = [
      ["'torch.relu'", "namespace.name.overload"]),
     ("node_target_without_schema", lambda m: m["core"]["ops"].pop("aten.relu.default"), "core.op",
      ["operator 'aten.relu.default' has no schema in core.ops", "nodes[6].target"]),
-    ("node_get_attr_unknown", lambda m: _cnode(m, "relu").update(op="get_attr", target="nope", args=[], inputs=[]),
-     "tensor.reference", ["'nope'", "nodes[6].target"]),
+    ("node_get_attr", lambda m: _cnode(m, "relu").update(op="get_attr", target="nope", args=[], inputs=[]),
+     "graph.op", ["'get_attr' is not one of the core-graph ops", "nodes[6].op"]),
     ("node_too_many_args", lambda m: _cnode(m, "relu")["args"].append(1), "core.op",
      ["2 positional args; 'aten.relu.default' takes at most 1"]),
     ("node_unknown_kwarg", lambda m: _set(_cnode(m, "addmm"), "kwargs", {"gamma": 2}), "core.op",
@@ -1952,7 +1966,7 @@ CORE_REJECTS = [
      "core.op", ["required argument 'mat2' of 'aten.addmm.default' is not given"]),
     ("graph_value_outside_control_flow", _graph_value_outside_control_flow, "core.structure",
      ["only an argument of a control-flow operator", "nodes[6].kwargs.g"]),
-    ("graph_value_self", _self_reference, "graph.reference", ["graph 0 is not a subgraph"]),
+    ("graph_value_self", _self_reference, "core.structure", ["graph 0 is not a subgraph"]),
     ("graph_value_in_module_view", lambda m: node(m, "relu")["kwargs"].__setitem__("g", {"t": "graph", "v": 1}),
      "graph.reference", ["only allowed in the arguments of core-view nodes", "graphs[0].nodes[2].kwargs.g"]),
     ("shape_expression_syntax", lambda m: _set(_cnode(m, "relu"), "meta", {"t": "tensor", "dtype": "F32",
@@ -2074,7 +2088,7 @@ CORE_CONTROL_FLOW_REJECTS = [
     ("operands_hold_a_graph", lambda m: _cnode(m, "cond")["args"][3]["v"].append({"t": "graph", "v": 1}),
      "core.structure", ["higher_order.cond takes graph Values only as args[1, 2]"]),
     ("graph_index_out_of_range", lambda m: _cnode(m, "cond")["args"].__setitem__(2, {"t": "graph", "v": 3}),
-     "graph.reference", ["graph 3 is not a subgraph of the core view", "nodes[3].args[2]"]),
+     "core.structure", ["graph 3 is not a subgraph of the core view", "nodes[3].args[2]"]),
     ("graph_index_not_int", lambda m: _cnode(m, "cond")["args"].__setitem__(2, {"t": "graph", "v": "false"}),
      "schema.type", ["a graph reference holds an index, found a str"]),
     ("subgraph_root_name", lambda m: _set(m["core"]["graphs"][0], "name", "main"), "schema.name",
