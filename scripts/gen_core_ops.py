@@ -59,6 +59,8 @@ MEANINGS = {
     "atan2.default": "elementwise arc tangent of `self / other` using both signs for the quadrant",
     "atan2.out": "`atan2` written into `out`",
     "atanh.default": "elementwise inverse hyperbolic tangent",
+    "adaptive_avg_pool1d.default": "1-D adaptive average pooling to `output_size` (start/end index formulas of semantics.md)",
+    "avg_pool1d.default": "1-D average pooling with kernel, stride, padding, ceil mode and count_include_pad",
     "avg_pool2d.default": "2-D average pooling with kernel, stride, padding, ceil mode and divisor options",
     "avg_pool2d_backward.default": "gradient of `avg_pool2d` with respect to its input",
     "avg_pool3d.default": "3-D average pooling",
@@ -198,6 +200,8 @@ MEANINGS = {
     "sum.dim_IntList": "sum over the dimensions `dim` (all when empty or None), optionally in `dtype`",
     "sym_numel.default": "the number of elements of `self`, as a SymInt",
     "sym_size.int": "the size of dimension `dim` of `self`, as a SymInt",
+    "sym_is_contiguous.default": "whether `self` is contiguous in `memory_format`, as a SymBool",
+    "resize_.default": "resizes `self` in place to `size` (contents of new elements unspecified); returns `self`",
     "sym_storage_offset.default": "the storage offset of `self`, as a SymInt",
     "sym_stride.int": "the stride of dimension `dim` of `self`, as a SymInt",
     "tan.default": "elementwise tangent",
@@ -215,17 +219,20 @@ MEANINGS = {
 
 
 def core_ops() -> list[torch._ops.OpOverload]:
-    """Every aten OpOverload tagged core in the installed torch, sorted by name.overload."""
-    ops = []
-    for packet_name in dir(torch.ops.aten):
-        packet = getattr(torch.ops.aten, packet_name, None)
-        if not isinstance(packet, torch._ops.OpOverloadPacket):
+    """Every aten OpOverload tagged core in the installed torch, sorted by name.overload (enumerated from torch's
+    registry of operator schemas: ``dir(torch.ops.aten)`` lists only the packets already touched)."""
+    ops = {}
+    for schema in torch._C._jit_get_all_schemas():
+        namespace, _, packet_name = schema.name.partition("::")
+        if namespace != "aten":
             continue
-        for overload in packet.overloads():
-            op = getattr(packet, overload)
-            if torch.Tag.core in op.tags:
-                ops.append(op)
-    return sorted(ops, key=lambda op: f"{op._opname}.{op._overloadname}")
+        try:
+            op = getattr(getattr(torch.ops.aten, packet_name), schema.overload_name or "default")
+        except (AttributeError, RuntimeError):  # TorchScript-only builtins have no OpOverload
+            continue
+        if isinstance(op, torch._ops.OpOverload) and torch.Tag.core in op.tags:
+            ops[f"{op._opname}.{op._overloadname}"] = op
+    return [ops[k] for k in sorted(ops)]
 
 
 def key(op: torch._ops.OpOverload) -> str:

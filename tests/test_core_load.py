@@ -370,17 +370,18 @@ def test_buffer_mutation_is_applied_like_exported_program(small):
     assert torch.equal(gm.scale, s * 2)
 
 
-def test_core_rebuild_rejects_an_operator_outside_the_allow_list(small):
+def test_core_load_rejects_an_operator_outside_the_core_aten_set(small):
     def to_linear(m):
         n = core_node(m, "permute")
         n["target"] = "aten.linear.default"
         m["core"]["ops"]["aten.linear.default"] = to_obj(op_schema(torch.ops.aten.linear.default))
         n["args"] = [ref("p_lin_weight"), ref("p_lin_weight")]
     add_core(small, edit=to_linear)
-    art = fxlower.load(small)  # the file is well-formed; this torch does not run the operator
-    with pytest.raises(UnsupportedTargetError, match="operator 'aten.linear.default' .*node 'permute' in core graph 0"
-                       ".* is not in the Core ATen op set"):
-        art.to_graph_module(view="core")
+    with pytest.raises(fxlower.FormatError) as info:  # format.md: a reader accepts exactly the Core ATen ops
+        fxlower.load(small)
+    assert info.value.code == "core.op"
+    assert "operator 'aten.linear.default' is not a Core ATen operator" in str(info.value)
+    assert "core.graphs[0].nodes" in str(info.value)
 
 
 # ------------------------------------------------------------------------------------------------ control flow (hand-built)

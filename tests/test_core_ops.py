@@ -19,14 +19,19 @@ TABLE = ROOT / "docs" / "core-ops.md"
 
 
 def _torch_core_ops() -> dict[str, str]:
+    """From torch's schema registry (``dir(torch.ops.aten)`` lists only the packets already touched)."""
     out = {}
-    for packet_name in dir(torch.ops.aten):
-        packet = getattr(torch.ops.aten, packet_name, None)
-        if isinstance(packet, torch._ops.OpOverloadPacket):
-            for overload in packet.overloads():
-                op = getattr(packet, overload)
-                if torch.Tag.core in op.tags:
-                    out[f"aten.{packet_name}.{overload}"] = str(op._schema)
+    for schema in torch._C._jit_get_all_schemas():
+        namespace, _, packet_name = schema.name.partition("::")
+        if namespace != "aten":
+            continue
+        overload = schema.overload_name or "default"
+        try:
+            op = getattr(getattr(torch.ops.aten, packet_name), overload)
+        except (AttributeError, RuntimeError):
+            continue
+        if isinstance(op, torch._ops.OpOverload) and torch.Tag.core in op.tags:
+            out[f"aten.{packet_name}.{overload}"] = str(op._schema)
     return out
 
 
