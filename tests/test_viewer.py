@@ -1,12 +1,8 @@
 """``fxlower view`` in a real browser: headless Chromium driven by selenium (scripts/setup.sh installs Debian's
 chromium and chromium-driver, and selenium with the test extras).
 
-Expected values come from the traced torch.fx modules (node counts, the Conv2d's stride and weight shape), not
-from the viewer's data.
-
-Not here yet: the core-view test (select a core node -> its module-view node is highlighted, and back). It needs
-an artifact with a core view (format 1.2, ``fxlower.export(..., core=True)``), which this branch cannot write;
-the page's side is written (``fxview.linked(view)``) and the test is left for the merge.
+Expected values come from the traced torch.fx modules (node counts, the Conv2d's stride and weight shape) and,
+for the two-view page, from the manifest's origin links, not from the viewer's data.
 """
 
 from __future__ import annotations
@@ -15,7 +11,9 @@ import os
 import shutil
 
 import pytest
+import torch
 import torch.fx as fx
+import torch.nn as nn
 
 import fxlower
 from fxlower.viewer import write_html
@@ -191,3 +189,31 @@ def test_layout_puts_a_constant_just_above_its_first_user():
              N(name="a", op="call_function", inputs=["x"]), N(name="b", op="call_function", inputs=["a"]),
              N(name="c", op="call_function", inputs=["b", "w"]), N(name="out", op="output", inputs=["c"])]
     assert layout(nodes)[0] == [0, 2, 1, 2, 3, 4]
+
+
+def test_two_view_artifact_links_module_and_core_nodes_both_ways(browser, tmp_path):
+    """Selecting a module node highlights exactly its linked core nodes (those whose origin names it), and
+    selecting a core node highlights its module node."""
+    import msgpack
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2)).eval()
+    gm = fx.symbolic_trace(model)
+    art_path = tmp_path / "two.fxl"
+    fxlower.export(gm, art_path, (torch.randn(1, 3, 6, 6),), core=True)
+    page = tmp_path / "two.html"
+    with fxlower.load(art_path) as art:
+        write_html(art, str(page))
+    browser.get("file://" + str(page))
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return !!(window.fxview && window.fxview.ready)"))
+    assert len(browser.find_elements("css selector", ".pane canvas")) == 2
+    manifest = msgpack.unpackb((art_path / "manifest.msgpack").read_bytes())
+    core = manifest["core"]["graphs"][0]["nodes"]
+    expected = sorted(n["name"] for n in core if n["origin"] == {"graph": 0, "node": "_0"})
+    assert expected  # the conv's core nodes (aten.convolution.default at least)
+    _click_node(browser, 0, "_0")
+    assert browser.execute_script("return fxview.selected()") == [0, "_0"]
+    assert browser.execute_script("return fxview.linked(1)") == expected
+    _click_node(browser, 1, expected[0])
+    assert browser.execute_script("return fxview.linked(0)") == ["_0"]
