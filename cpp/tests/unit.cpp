@@ -703,7 +703,46 @@ void test_dumps(const std::string& dir, const std::string& dump_tool) {
 
 }  // namespace
 
+// Format 1.2 symbol expressions: values worked out by hand with Python's integer semantics.
+void test_sym_expr() {
+  using fxlower::SymExpr;
+  const std::map<std::string, std::int64_t, std::less<>> b{{"s0", 7}, {"s1", -3}, {"s12", 4}};
+  auto ev = [&](const char* t) { return SymExpr::parse(t)->eval(b); };
+  CHECK_EQ(ev("s0*2+1"), 15);
+  CHECK_EQ(ev("s0-s12-1"), 2);            // left associative
+  CHECK_EQ(ev("2+3*s12"), 14);            // * binds tighter than +
+  CHECK_EQ(ev("(2+3)*s12"), 20);
+  CHECK_EQ(ev("s0//2"), 3);
+  CHECK_EQ(ev("s1//2"), -2);              // floor division: -3 // 2 == -2
+  CHECK_EQ(ev("s1%2"), 1);                // -3 % 2 == 1 (sign of the divisor)
+  CHECK_EQ(ev("s0%-2"), -1);              // 7 % -2 == -1
+  CHECK_EQ(ev("-s0"), -7);
+  CHECK_EQ(ev("--s0"), 7);
+  CHECK_EQ(ev("max(s0,s12*2)"), 8);
+  CHECK_EQ(ev("min(s0,s12*2)-1"), 6);
+  CHECK_EQ(ev("max(min(s0,3),s1)"), 3);
+  CHECK_EQ(ev("9223372036854775807"), INT64_MAX);
+  auto e = SymExpr::parse("s12*s0+s12");
+  CHECK(e.has_value());
+  CHECK_EQ(e->symbols().size(), std::size_t{2});
+  CHECK_EQ(e->symbols()[0], std::string("s12"));
+  CHECK_EQ(e->symbols()[1], std::string("s0"));
+  // syntax errors, with the reason
+  for (const char* bad : {"", "s", "s0 + 1", "s0+", "(s0", "s0)", "x1", "max(s0)", "max(s0,1", "1/2", "9223372036854775808",
+                          "S0", "s0**2"}) {
+    std::string why;
+    CHECK(!SymExpr::parse(bad, &why).has_value());
+    CHECK(!why.empty());
+  }
+  // evaluation errors: unbound symbol, division by zero, overflow (core.symbol)
+  CHECK_EQ(code_of([&] { SymExpr::parse("s5+1")->eval(b); }), std::string("core.symbol"));
+  CHECK_EQ(code_of([&] { SymExpr::parse("s0//(s12-4)")->eval(b); }), std::string("core.symbol"));
+  CHECK_EQ(code_of([&] { SymExpr::parse("s0%0")->eval(b); }), std::string("core.symbol"));
+  CHECK_EQ(code_of([&] { SymExpr::parse("9223372036854775807+s0")->eval(b); }), std::string("core.symbol"));
+}
+
 int main(int argc, char** argv) {
+  test_sym_expr();
   test_sha256();
   test_conversions();
   test_float_repr();
