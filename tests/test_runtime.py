@@ -814,3 +814,32 @@ def test_view_option_rejects_other_values(fxrun, tmp_path):
     proc = run(fxrun, art, "--view", "aten")
     assert proc.returncode == 2
     assert "--view takes module or core, not 'aten'" in proc.stderr
+
+
+def _core_targets(case) -> set[str]:
+    ep = torch.export.export(case.module, case.inputs, kwargs=case.kwargs).run_decompositions()
+    out = set()
+    for n in ep.graph.nodes:
+        if n.op != "call_function":
+            continue
+        t = n.target
+        if isinstance(t, torch._ops.OpOverload):
+            ns, name = t._schema.name.split("::")
+            out.add(f"{ns}.{name}.{t._overloadname or 'default'}")
+        else:
+            out.add(f"{t.__module__.lstrip('_')}.{t.__name__}")
+    return out
+
+
+def test_zoo_core_ops_list_in_ops_doc_is_current(gen_ops):
+    """docs/ops.md's list of the zoo's core operators is what torch.export + run_decompositions() produce now."""
+    found = set()
+    for name in ZOO:
+        found |= _core_targets(MODELS[name]())
+    assert sorted(found) == list(gen_ops.ZOO_CORE_OPS)
+
+
+def test_list_ops_covers_the_zoo_core_ops(fxrun, gen_ops):
+    functions = set(gen_ops.parse(run(fxrun, "--list-ops").stdout)["function"])
+    missing = [op for op in gen_ops.ZOO_CORE_OPS if op not in functions and op not in gen_ops.CONTROL_FLOW]
+    assert missing == []

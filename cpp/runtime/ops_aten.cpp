@@ -5,6 +5,7 @@
 // complete positional argument list in schema order (defaults filled in). Every handler forwards to an existing
 // handler of the registry (torch.nn.functional.conv2d, torch.add, method view, ...) or calls a shared kernel of
 // kernels.hpp: no kernel is duplicated.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -54,6 +55,68 @@ Val with_unused(Val out, size_t extra) {
 }
 
 Val dtype_kw(const Val& d) { return d.is_none() ? Val::none() : d; }
+
+// Advanced indexing x[i0, i1, ...] with index tensors (int64) or None (a full slice) per leading dimension, as
+// aten.index.Tensor and aten.index_put define it: the index tensors broadcast together to B; the result's shape
+// is B in place of the indexed dimensions when they are adjacent, else B first, then the other dimensions. Returns
+// the storage offset in x of every result element, in row-major order.
+std::vector<int64_t> advanced_offsets(const Tensor& x, const std::vector<Val>& idx, Shape& out_shape) {
+  const int64_t r = x.dim();
+  if (int64_t(idx.size()) > r) fail("too many indices (" + std::to_string(idx.size()) + ") for a tensor of rank " + std::to_string(r));
+  std::vector<Tensor> ts(static_cast<size_t>(r));
+  std::vector<int64_t> pos;
+  Shape b;
+  for (size_t d = 0; d < idx.size(); ++d) {
+    if (idx[d].is_none()) continue;
+    const Tensor& t = idx[d].as_tensor();
+    if (!is_integral(t.dtype)) fail("index tensors must be integers (boolean masks are not supported here)");
+    b = pos.empty() ? t.shape : broadcast_shapes(b, t.shape);
+    pos.push_back(int64_t(d));
+  }
+  if (pos.empty()) fail("no index tensor");
+  for (int64_t d : pos) ts[size_t(d)] = expand(idx[size_t(d)].as_tensor(), b);
+  bool adjacent = true;
+  for (size_t k = 1; k < pos.size(); ++k) adjacent = adjacent && pos[k] == pos[k - 1] + 1;
+  // result layout: the list of (kind, dim): kind 0 = an x dimension, 1 = the block B
+  std::vector<int64_t> rest;
+  for (int64_t d = 0; d < r; ++d)
+    if (std::find(pos.begin(), pos.end(), d) == pos.end()) rest.push_back(d);
+  const int64_t insert_at = adjacent ? int64_t(std::count_if(rest.begin(), rest.end(), [&](int64_t d) { return d < pos[0]; })) : 0;
+  out_shape.clear();
+  for (size_t k = 0; k <= rest.size(); ++k) {
+    if (int64_t(k) == insert_at) out_shape.insert(out_shape.end(), b.begin(), b.end());
+    if (k < rest.size()) out_shape.push_back(x.shape[size_t(rest[k])]);
+  }
+  const Shape xs = contiguous_strides(x.shape);
+  const int64_t nb = shape_numel(b), n = shape_numel(out_shape);
+  std::vector<int64_t> off(static_cast<size_t>(n));
+  const size_t nr = rest.size();
+  std::vector<int64_t> ctr(out_shape.size(), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    // the B-block flat index and the rest dims from the counter
+    int64_t bi = 0, o = 0;
+    size_t c = 0;
+    for (size_t k = 0; k <= nr; ++k) {
+      if (int64_t(k) == insert_at)
+        for (size_t j = 0; j < b.size(); ++j) bi = bi * b[j] + ctr[c++];
+      if (k < nr) o += ctr[c++] * xs[size_t(rest[k])];
+    }
+    (void)nb;
+    for (int64_t d : pos) {
+      int64_t v = ts[size_t(d)].data<int64_t>()[bi];
+      const int64_t size = x.shape[size_t(d)];
+      if (v < -size || v >= size) fail("index " + std::to_string(v) + " is out of bounds for dimension " + std::to_string(d) + " of size " + std::to_string(size));
+      if (v < 0) v += size;
+      o += v * xs[size_t(d)];
+    }
+    off[size_t(i)] = o;
+    for (size_t k = out_shape.size(); k-- > 0;) {
+      if (++ctr[k] < out_shape[k]) break;
+      ctr[k] = 0;
+    }
+  }
+  return off;
+}
 
 }  // namespace
 
@@ -110,10 +173,15 @@ void register_aten(Registry& r) {
     return fn("torch.nn.functional.gelu", c, {arg(c, 0)}, {{"approximate", arg(c, 1)}});
   });
   r.add(K::Function, "aten.elu.default", [](Call& c) -> Val {
-    // (self, alpha, scale, input_scale): torch.nn.functional.elu when scale == input_scale == 1
-    if (arg(c, 2).as_double() != 1.0 || arg(c, 3).as_double() != 1.0)
-      fail("aten.elu with scale " + arg(c, 2).repr() + " and input_scale " + arg(c, 3).repr() + " is not supported");
-    return fn("torch.nn.functional.elu", c, {arg(c, 0), arg(c, 1)});
+    // (self, alpha, scale, input_scale): x > 0 ? scale * x : scale * alpha * (exp(input_scale * x) - 1), i.e.
+    // scale * where(x > 0, x, elu(input_scale * x, alpha)); SELU and CELU decompose to it.
+    const double scale = arg(c, 2).as_double(), input_scale = arg(c, 3).as_double();
+    if (scale == 1.0 && input_scale == 1.0) return fn("torch.nn.functional.elu", c, {arg(c, 0), arg(c, 1)});
+    const Tensor& x = targ(c, 0);
+    const Val xs = input_scale == 1.0 ? arg(c, 0) : binary(BinOp::Mul, arg(c, 0), Val::real(input_scale));
+    const Val neg = fn("torch.nn.functional.elu", c, {xs, arg(c, 1)});
+    const Tensor pos = binary(BinOp::Gt, arg(c, 0), Val::real(0.0)).as_tensor();
+    return binary(BinOp::Mul, TV(where(pos, TV(x), neg)), Val::real(scale));
   });
   r.add(K::Function, "aten.hardtanh.default", [](Call& c) -> Val {
     return fn("torch.nn.functional.hardtanh", c, {arg(c, 0), arg(c, 1), arg(c, 2)});
@@ -239,11 +307,71 @@ void register_aten(Registry& r) {
     return Val::list(parts.seq());
   });
   r.add(K::Function, "aten.index.Tensor", [](Call& c) -> Val {
-    // (self, indices: Tensor?[]) as x[i0, i1, ...] with None for a full slice
-    std::vector<Val> idx;
-    for (const Val& v : arg(c, 1).seq())
-      idx.push_back(v.is_none() ? Val::slice(Val::none(), Val::none(), Val::none()) : v);
-    return fn("operator.getitem", c, {arg(c, 0), Val::tuple(std::move(idx))});
+    // (self, indices: Tensor?[]): advanced indexing, None a full slice
+    const Tensor& x = targ(c, 0);
+    Shape shape;
+    const std::vector<int64_t> off = advanced_offsets(x, arg(c, 1).seq(), shape);
+    Tensor out = Tensor::empty(x.dtype, shape);
+    dispatch(x.ptype(), [&](auto t) {
+      using T = decltype(t);
+      const T* src = x.data<T>();
+      T* dst = out.data<T>();
+      for (size_t i = 0; i < off.size(); ++i) dst[i] = src[off[i]];
+    });
+    return TV(out);
+  });
+  r.add(K::Function, "aten.slice_scatter.default", [](Call& c) -> Val {
+    // (self, src, dim, start, end, step): a copy of self with self[..., start:end:step, ...] = src
+    const Tensor& x = targ(c, 0);
+    const int64_t dim = norm_dim(arg(c, 2).as_int(), x.dim());
+    std::vector<Val> idx(size_t(dim), Val::slice(Val::none(), Val::none(), Val::none()));
+    idx.push_back(Val::slice(arg(c, 3), arg(c, 4), arg(c, 5)));
+    Val out = TV(x.clone());
+    fn("operator.setitem", c, {out, Val::tuple(std::move(idx)), arg(c, 1)});
+    return out;
+  });
+  r.add(K::Function, "aten.index_put.default", [](Call& c) -> Val {
+    // (self, indices: Tensor?[], values, accumulate): a copy of self with self[indices] = values (or +=, in
+    // index order, when accumulate)
+    const Tensor& x = targ(c, 0);
+    Shape shape;
+    const std::vector<int64_t> off = advanced_offsets(x, arg(c, 1).seq(), shape);
+    const Tensor v = expand(arg(c, 2).is_tensor() ? targ(c, 2) : Tensor::scalar(x.dtype, arg(c, 2).as_double()), shape).to(x.dtype);
+    Tensor out = x.clone();
+    const bool acc = arg(c, 3).as_bool();
+    dispatch(x.ptype(), [&](auto t) {
+      using T = decltype(t);
+      const T* src = v.data<T>();
+      T* dst = out.data<T>();
+      for (size_t i = 0; i < off.size(); ++i) dst[off[i]] = acc ? T(dst[off[i]] + src[i]) : src[i];
+    });
+    return TV(out);
+  });
+  r.add(K::Function, "aten._trilinear.default", [](Call& c) -> Val {
+    // (i1, i2, i3, expand1, expand2, expand3, sumdim, unroll_dim): each input gets size-1 dimensions at its
+    // expand positions, the three are multiplied with broadcasting and summed over sumdim (torch.bilinear).
+    std::vector<Val> parts;
+    for (int k = 0; k < 3; ++k) {
+      const Tensor& t = targ(c, size_t(k));
+      std::vector<int64_t> exp = arg(c, size_t(3 + k)).as_ints();
+      std::sort(exp.begin(), exp.end());
+      std::vector<int64_t> shape(t.shape.begin(), t.shape.end());
+      for (int64_t d : exp) shape.insert(shape.begin() + d, 1);
+      parts.push_back(method("reshape", c, {arg(c, size_t(k)), Val::ints(shape)}));
+    }
+    const Val prod = binary(BinOp::Mul, binary(BinOp::Mul, parts[0], parts[1]), parts[2]);
+    return TV(reduce_sum(prod.as_tensor(), arg(c, 6).as_ints(), false, false));
+  });
+  r.add(K::Function, "aten._embedding_bag.default", [](Call& c) -> Val {
+    // (weight, indices, offsets, scale_grad_by_freq, mode, sparse, per_sample_weights, include_last_offset,
+    //  padding_idx) -> (out, offset2bag, bag_size, max_indices); mode 0 sum, 1 mean, 2 max; padding_idx < 0: none
+    static const char* modes[] = {"sum", "mean", "max"};
+    const int64_t mode = arg(c, 4).as_int();
+    if (mode < 0 || mode > 2) fail("aten._embedding_bag mode " + std::to_string(mode) + " is not 0, 1 or 2");
+    const Val pad = arg(c, 8).is_none() || arg(c, 8).as_int() < 0 ? Val::none() : arg(c, 8);
+    return with_unused(fn("torch.nn.functional.embedding_bag", c, {arg(c, 1), arg(c, 0), arg(c, 2)},
+                          {{"mode", Val::str(modes[mode])}, {"per_sample_weights", arg(c, 6)},
+                           {"include_last_offset", arg(c, 7)}, {"padding_idx", pad}}), 3);
   });
   r.add(K::Function, "aten.embedding.default", [](Call& c) -> Val {
     // (weight, indices, padding_idx, scale_grad_by_freq, sparse)
