@@ -400,6 +400,52 @@ Program::Program(const fxlower::Artifact& artifact, View view)
     for (const auto& u : unsupported) msg += "\n  " + u;
     fail(msg);
   }
+  if (core) fold_constants();
+}
+
+// Core view: layout operators applied to weights only (the transpose of a linear layer's weight before addmm, a
+// reshape of a bias, a cast) are computed once here, and their nodes become constants: the module view never
+// pays for them either. Only operators whose result depends on nothing but their arguments are folded.
+void Program::fold_constants() {
+  static const std::set<std::string> foldable = {
+      "aten.permute.default", "aten.t.default", "aten.transpose.int", "aten.view.default", "aten._unsafe_view.default",
+      "aten.reshape.default", "aten.expand.default", "aten.unsqueeze.default", "aten.squeeze.dims",
+      "aten.clone.default", "aten._to_copy.default", "aten.alias.default", "aten.lift_fresh_copy.default"};
+  for (PGraph& g : graphs_) {
+    std::vector<Val> env(g.nodes.size());
+    std::vector<bool> known(g.nodes.size(), false);
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      PNode& n = g.nodes[i];
+      if (n.op == fxlower::Op::get_attr) {
+        env[i] = Val::tensor(n.tensor);
+        known[i] = true;
+        continue;
+      }
+      if (n.op != fxlower::Op::call_function || !n.handler || !n.bound || !foldable.count(n.target)) continue;
+      std::vector<int64_t> refs;
+      for (const auto& a : n.args) collect_refs(a, refs);
+      bool all = !refs.empty();
+      for (int64_t r : refs) all = all && known[size_t(r)];
+      if (!all) continue;
+      Call c;
+      c.node = &n.name;
+      c.target = &n.target;
+      for (const auto& x : n.args) c.args.push_back(materialize(x, env));
+      Val v;
+      try {
+        v = (*n.handler)(c);
+      } catch (const std::exception&) {
+        continue;  // left to run time, where the error names the node
+      }
+      if (!v.is_tensor()) continue;
+      if (is_half(v.t.dtype) && v.t.writable()) round_to_dtype(v.t);
+      n.op = fxlower::Op::get_attr;
+      n.tensor = v.t;
+      n.handler = nullptr;
+      env[i] = v;
+      known[i] = true;
+    }
+  }
 }
 
 Val Program::exec_graph(size_t gi, std::vector<Val> inputs, const std::vector<std::pair<std::string, Val>>& kwargs,

@@ -83,6 +83,8 @@ class Program {
 
   // Core view: binds each symbol from its input's dimension and checks its range (an Error naming the symbol).
   void bind_symbols(const std::vector<Val>& inputs) const;
+  // Core view: weight-only layout operators computed once (their nodes become constants).
+  void fold_constants();
 
   View view_ = View::module;
   std::shared_ptr<fxlower::Artifact> artifact_;
