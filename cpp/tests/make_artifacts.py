@@ -1826,12 +1826,47 @@ CORE_OPS = {
 }
 
 
+def conv_relu_reference(x, n):
+    """relu(conv2d(x, conv.weight, conv.bias, stride 2)) of conv_relu's weights, in double, for n images of
+    [3, 5, 5] (a second implementation of what the core view computes: fxlower-run --check compares)."""
+    w, b = seq(108, 0.125), [0.5, -0.25, 0.0, 1.0]
+    out = []
+    for i in range(n):
+        for o in range(4):
+            for oy in range(2):
+                for ox in range(2):
+                    acc = b[o]
+                    for c in range(3):
+                        for ky in range(3):
+                            for kx in range(3):
+                                acc += (w[((o * 3 + c) * 3 + ky) * 3 + kx] *
+                                        x[((i * 3 + c) * 5 + 2 * oy + ky) * 5 + 2 * ox + kx])
+                    out.append(max(acc, 0.0))
+    return out
+
+
+def set_values(a, name, values):
+    """Replace the stored values of tensor `name` (same dtype and shape)."""
+    for path, items in a.stored.items():
+        for k, (key, dtype, shape, _) in enumerate(items):
+            if key == name:
+                data = tensor_bytes(dtype, values)
+                items[k] = (key, dtype, shape, data)
+                for e in a.table:
+                    if e["name"] == name:
+                        e["sha256"] = hashlib.sha256(data).hexdigest()
+
+
 def core12(core_only=False):
     """conv11 in format 1.2 with a core view: parameters as placeholders, a dynamic batch s0 in [1, 4], origin
-    links to the module view, an op with a keyword-only default (alpha), golden core node results."""
+    links to the module view, an op with a keyword-only default (alpha), golden core node results (golden="nodes":
+    the output and relu's result are relu(conv(x)), computed here)."""
     a = conv11()
     a.version = (1, 2)
-    a.add_tensor("golden/core/relu/0", "F32", [1, 4, 2, 2], [0.0] * 16, "golden.safetensors", "golden")
+    ref = conv_relu_reference(seq(75, 0.5), 1)
+    set_values(a, "golden/outputs/0", ref)
+    a.add_tensor("golden/core/relu/0", "F32", [1, 4, 2, 2], ref, "golden.safetensors", "golden")
+    a.golden["mode"] = "nodes"
     a.golden["core_nodes"] = {"relu": T("golden/core/relu/0")}
     sym = "s0"
     nodes = finish([
@@ -2109,6 +2144,12 @@ def main(argv):
         lines.append(f"{name} {code}\n")
     with open(os.path.join(out, "EXPECTED"), "w") as f:
         f.writelines(lines)
+    # inputs for fxlower-run on the core view of core12 (s0 in [1, 4]): 2 images, and 5 (out of range)
+    os.makedirs(os.path.join(out, "inputs"))
+    for n in (2, 5):
+        x = seq(75 * n, 0.5, 0.25)
+        with open(os.path.join(out, "inputs", f"core12_batch{n}.safetensors"), "wb") as f:
+            f.write(safetensors([("0", "F32", [n, 3, 5, 5], tensor_bytes("F32", x))]))
     print(f"{len(VALID)} valid and {len(INVALID)} invalid artifacts in {out}")
     return 0
 
