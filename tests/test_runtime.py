@@ -734,20 +734,12 @@ def test_operator_coverage(fxrun, tmp_path, name):
 # ------------------------------------------------------------------------------------------------ core view (1.2)
 # These tests export with fxlower.export(..., core=True) (the format 1.2 writer) and run the core view.
 
-# Zoo models whose core view holds operators the runtime does not cover yet (named before execution, exit 2).
-CORE_UNCOVERED: dict[str, str] = {}  # zoo models whose core view the runtime cannot run yet: none
-
-
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_core_view_matches_golden_outputs(fxrun, tmp_path, name):
     case = MODELS[name]()
     art = tmp_path / "a"
     fxlower.export(trace(case), art, case.inputs, golden=True, core=True)
     proc = run(fxrun, art, "--view", "core", "--check")
-    if name in CORE_UNCOVERED:
-        assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert CORE_UNCOVERED[name] in proc.stderr and "unsupported operator" in proc.stderr
-        return
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.rstrip().endswith("check: PASS")
 
@@ -798,6 +790,21 @@ def test_core_view_size_out_of_range_names_the_symbol_and_range(fxrun, tmp_path)
     proc = run(fxrun, art, "--view", "core", "--inputs", tmp_path / "in7.safetensors")
     assert proc.returncode == 2
     assert f"symbol {sym} = 7" in proc.stderr and "outside its range [2, 6]" in proc.stderr
+
+
+class _Cumsum(nn.Module):
+    def forward(self, x):
+        return torch.relu(x).cumsum(dim=1)
+
+
+def test_core_view_unsupported_operator_is_named_before_execution(fxrun, tmp_path):
+    art = tmp_path / "a"
+    fxlower.export(_Cumsum(), art, (torch.randn(2, 3),), golden=True, core=True)
+    proc = run(fxrun, art, "--view", "core", "--check")
+    assert proc.returncode == 2
+    assert "1 unsupported operation(s):" in proc.stderr
+    assert "(call_function aten.cumsum.default): unsupported operator 'aten.cumsum.default'" in proc.stderr
+    assert "check:" not in proc.stdout  # nothing ran
 
 
 def test_core_view_absent_is_a_runtime_error(fxrun, tmp_path):
