@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <unordered_map>
 
 #include "kernels.hpp"
 #include "ops.hpp"
@@ -22,7 +23,11 @@ using KW = std::vector<std::pair<std::string, Val>>;
 
 // Calls the registry's handler `name` of `kind` with the given arguments, on behalf of call `c`.
 Val fwd(OpKind kind, const std::string& name, const Call& c, std::vector<Val> args, KW kwargs = {}) {
-  const Handler* h = registry().find(kind, name);
+  // handlers found once per thread (the registry is immutable once built)
+  thread_local std::unordered_map<std::string, const Handler*> cache[3];
+  auto& slot = cache[int(kind)][name];
+  if (!slot) slot = registry().find(kind, name);
+  const Handler* h = slot;
   if (!h) fail("no handler '" + name + "' to forward to");
   Call d;
   d.node = c.node;
@@ -142,14 +147,29 @@ void register_aten(Registry& r) {
   for (const char* op : {"add", "sub"})
     for (const char* ov : {"Tensor", "Scalar"}) {
       const std::string target = std::string("torch.") + op;
-      r.add(K::Function, std::string("aten.") + op + "." + ov, [target](Call& c) -> Val {
-        return fn(target, c, {arg(c, 0), arg(c, 1)}, {{"alpha", arg(c, 2)}});
+      const BinOp bop = op[0] == 'a' ? BinOp::Add : BinOp::Sub;
+      r.add(K::Function, std::string("aten.") + op + "." + ov, [target, bop](Call& c) -> Val {
+        // alpha 1 (the default): the shared binary kernel; otherwise torch.add/torch.sub with alpha
+        const Val& alpha = arg(c, 2);
+        if (alpha.is_int_like() && alpha.as_int() == 1 && alpha.k != Val::K::Bool) return binary(bop, arg(c, 0), arg(c, 1));
+        return fn(target, c, {arg(c, 0), arg(c, 1)}, {{"alpha", alpha}});
       });
     }
+  // Binary operators of the shared kernel (broadcasting and type promotion as torch).
+  const std::pair<const char*, BinOp> kernel_binaries[] = {
+      {"aten.mul.Tensor", BinOp::Mul}, {"aten.mul.Scalar", BinOp::Mul}, {"aten.div.Tensor", BinOp::Div},
+      {"aten.div.Scalar", BinOp::Div}, {"aten.maximum.default", BinOp::Maximum}, {"aten.minimum.default", BinOp::Minimum}};
+  for (const auto& [name, bop] : kernel_binaries) {
+    const BinOp o = bop;
+    r.add(K::Function, name, [o](Call& c) -> Val { return binary(o, arg(c, 0), arg(c, 1)); });
+  }
+  // Activations of the shared kernel.
+  for (const char* name : {"relu", "sigmoid", "tanh"}) {
+    const std::string a = name;
+    r.add(K::Function, "aten." + a + ".default", [a](Call& c) -> Val { return TV(activation(a, targ(c, 0))); });
+  }
   const std::pair<const char*, const char*> binaries[] = {
-      {"aten.mul.Tensor", "torch.mul"},       {"aten.mul.Scalar", "torch.mul"},     {"aten.div.Tensor", "torch.div"},
-      {"aten.div.Scalar", "torch.div"},       {"aten.pow.Tensor_Scalar", "torch.pow"}, {"aten.pow.Tensor_Tensor", "torch.pow"},
-      {"aten.maximum.default", "torch.maximum"}, {"aten.minimum.default", "torch.minimum"},
+      {"aten.pow.Tensor_Scalar", "torch.pow"}, {"aten.pow.Tensor_Tensor", "torch.pow"},
       {"aten.logical_and.default", "torch.logical_and"}, {"aten.logical_or.default", "torch.logical_or"},
       {"aten.eq.Scalar", "torch.eq"}, {"aten.eq.Tensor", "torch.eq"}, {"aten.ne.Scalar", "torch.ne"},
       {"aten.ne.Tensor", "torch.ne"}, {"aten.lt.Scalar", "torch.lt"}, {"aten.lt.Tensor", "torch.lt"},
@@ -160,7 +180,7 @@ void register_aten(Registry& r) {
     r.add(K::Function, name, [t](Call& c) -> Val { return fn(t, c, {arg(c, 0), arg(c, 1)}); });
   }
   // Unary operators: the methods of the same name.
-  for (const char* name : {"relu", "sigmoid", "tanh", "abs", "neg", "exp", "expm1", "log", "log1p", "rsqrt", "sqrt",
+  for (const char* name : {"abs", "neg", "exp", "expm1", "log", "log1p", "rsqrt", "sqrt",
                            "sign", "logical_not", "sin", "cos", "reciprocal", "floor", "ceil", "erf"}) {
     const std::string m = name;
     r.add(K::Function, "aten." + m + ".default", [m](Call& c) -> Val { return method(m, c, {arg(c, 0)}); });
