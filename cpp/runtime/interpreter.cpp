@@ -403,14 +403,16 @@ Program::Program(const fxlower::Artifact& artifact, View view)
   if (core) fold_constants();
 }
 
-// Core view: layout operators applied to weights only (the transpose of a linear layer's weight before addmm, a
-// reshape of a bias, a cast) are computed once here, and their nodes become constants: the module view never
-// pays for them either. Only operators whose result depends on nothing but their arguments are folded.
+// Core view: operators whose arguments are all constants (weights, literals, or results of such operators) are
+// computed once here and their nodes become constants: the transposed weight of a linear layer before addmm, a
+// causal mask built from arange/full/comparisons, a cast of a weight. The module view never pays for them either.
+// Every Core ATen handler is a pure function of its arguments (no randomness, no state, no mutation: the core
+// view of an eval-mode model); results above 16M elements stay computed at run time.
 void Program::fold_constants() {
-  static const std::set<std::string> foldable = {
-      "aten.permute.default", "aten.t.default", "aten.transpose.int", "aten.view.default", "aten._unsafe_view.default",
-      "aten.reshape.default", "aten.expand.default", "aten.unsqueeze.default", "aten.squeeze.dims",
-      "aten.clone.default", "aten._to_copy.default", "aten.alias.default", "aten.lift_fresh_copy.default"};
+  auto foldable = [](const std::string& t) {
+    return (t.rfind("aten.", 0) == 0 && t != "aten.sym_size.int" && t.find("assert") == std::string::npos) ||
+           t == "operator.getitem";
+  };
   for (PGraph& g : graphs_) {
     std::vector<Val> env(g.nodes.size());
     std::vector<bool> known(g.nodes.size(), false);
@@ -421,29 +423,34 @@ void Program::fold_constants() {
         known[i] = true;
         continue;
       }
-      if (n.op != fxlower::Op::call_function || !n.handler || !n.bound || !foldable.count(n.target)) continue;
+      if (n.op != fxlower::Op::call_function || !n.handler || !foldable(n.target)) continue;
+      if (!n.bound && n.target != "operator.getitem") continue;
       std::vector<int64_t> refs;
       for (const auto& a : n.args) collect_refs(a, refs);
-      bool all = !refs.empty();
+      for (const auto& kv : n.kwargs) collect_refs(kv.second, refs);
+      bool all = true;
       for (int64_t r : refs) all = all && known[size_t(r)];
       if (!all) continue;
       Call c;
       c.node = &n.name;
       c.target = &n.target;
       for (const auto& x : n.args) c.args.push_back(materialize(x, env));
+      for (const auto& kv : n.kwargs) c.kwargs.emplace_back(kv.first, materialize(kv.second, env));
       Val v;
       try {
         v = (*n.handler)(c);
       } catch (const std::exception&) {
         continue;  // left to run time, where the error names the node
       }
-      if (!v.is_tensor()) continue;
-      if (is_half(v.t.dtype) && v.t.writable()) round_to_dtype(v.t);
+      for_each_tensor(v, [](Tensor& t) {
+        if (is_half(t.dtype) && t.writable()) round_to_dtype(t);
+      });
+      env[i] = v;
+      known[i] = true;
+      if (!v.is_tensor() || v.t.numel() > (int64_t(1) << 24)) continue;  // tuples stay for their getitem users
       n.op = fxlower::Op::get_attr;
       n.tensor = v.t;
       n.handler = nullptr;
-      env[i] = v;
-      known[i] = true;
     }
   }
 }
