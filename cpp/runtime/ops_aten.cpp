@@ -287,8 +287,24 @@ void register_aten(Registry& r) {
   });
 
   // ---------------------------------------------------------------- shapes and indexing
-  r.add(K::Function, {"aten.view.default", "aten._unsafe_view.default", "aten.reshape.default"},
-        [](Call& c) -> Val { return method("reshape", c, {arg(c, 0), arg(c, 1)}); });
+  r.add(K::Function, {"aten.view.default", "aten._unsafe_view.default", "aten.reshape.default"}, [](Call& c) -> Val {
+    // runtime tensors are contiguous: a view is the same storage with another shape (one -1 inferred)
+    const Tensor& x = targ(c, 0);
+    Shape shape = arg(c, 1).as_ints();
+    int64_t known = 1, infer = -1;
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (shape[d] == -1 && infer < 0) infer = int64_t(d);
+      else if (shape[d] < 0) fail("view: invalid size " + std::to_string(shape[d]));
+      else known *= shape[d];
+    }
+    if (infer >= 0) {
+      if (known == 0 || x.numel() % known) fail("view: shape " + shape_str(shape) + " is invalid for " + std::to_string(x.numel()) + " elements");
+      shape[size_t(infer)] = x.numel() / known;
+    }
+    if (shape_numel(shape) != x.numel())
+      fail("view: shape " + shape_str(shape) + " is invalid for an input of " + std::to_string(x.numel()) + " elements");
+    return TV(Tensor::borrowed(x.dtype, std::move(shape), const_cast<void*>(x.raw()), x.owner(), x.writable()));
+  });
   r.add(K::Function, "aten.permute.default", [](Call& c) -> Val { return TV(permute(targ(c, 0), arg(c, 1).as_ints())); });
   r.add(K::Function, "aten.expand.default", [](Call& c) -> Val { return method("expand", c, {arg(c, 0), arg(c, 1)}); });
   r.add(K::Function, "aten.repeat.default", [](Call& c) -> Val { return method("repeat", c, {arg(c, 0), arg(c, 1)}); });
