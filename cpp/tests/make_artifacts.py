@@ -1909,7 +1909,31 @@ def core_only():
     return core12(core_only=True)
 
 
-VALID.update({"core12": core12, "core_only": core_only})
+def derived12():
+    """A 1.2 module view derived from a core view: Core ATen call_function targets among the module view's nodes,
+    declared in `functions` like any function (aten.add.Tensor's alpha bound from its keyword-only default)."""
+    a = conv11()
+    a.version = (1, 2)
+    ref = conv_relu_reference(seq(75, 0.5), 1)
+    set_values(a, "golden/outputs/0", [2.0 * v for v in ref])
+    a.functions = {"aten.relu.default": [OV([P("self")], "Tensor")],
+                   "aten.add.Tensor": [OV([P("self"), P("other"), P("alpha", "keyword_only", 1, False)], "Tensor")]}
+    a.methods = {}
+    a.modules = copy.deepcopy({"torch.nn.Conv2d": MODULE_DECLS["torch.nn.Conv2d"]})
+    nodes = finish([
+        node("x", "placeholder", "x", meta=MT("F32", [1, 3, 5, 5])),
+        a.graphs[0]["nodes"][1],
+        node("relu", "call_function", "aten.relu.default", [N("conv")], meta=MT("F32", [1, 4, 2, 2]), extra={"overload": 0}),
+        node("add", "call_function", "aten.add.Tensor", [N("relu"), N("relu")], meta=MT("F32", [1, 4, 2, 2]),
+             extra={"overload": 0}),
+        node("output", "output", "output", [N("add")], meta=MT("F32", [1, 4, 2, 2])),
+    ])
+    a.graphs = [{"name": "", "nodes": nodes}]
+    a.signature = {"inputs": ["x"], "output": N("add")}
+    return a
+
+
+VALID.update({"core12": core12, "core_only": core_only, "derived12": derived12})
 
 
 def base12(p, mutate):
