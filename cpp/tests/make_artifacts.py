@@ -1933,7 +1933,54 @@ def derived12():
     return a
 
 
-VALID.update({"core12": core12, "core_only": core_only, "derived12": derived12})
+def G(i):  # graph Value (1.2): a CoreView.graphs index
+    return {"t": "graph", "v": i}
+
+
+def core_cond():
+    """A core-only 1.2 artifact with control flow: cond(p, graph 1 = relu, graph 2 = neg, (x,)); golden for p True."""
+    a = Art((1, 2))
+    a.add_tensor("golden/inputs/0", "BOOL", [], [1], "golden.safetensors", "golden")
+    a.add_tensor("golden/inputs/1", "F32", [2], [-1.5, 2.0], "golden.safetensors", "golden")
+    a.add_tensor("golden/outputs/0", "F32", [2], [0.0, 2.0], "golden.safetensors", "golden")
+
+    def branch(op, target):
+        return {"name": op + "_graph", "nodes": finish([
+            node("a", "placeholder", "a", meta=MT("F32", [2])),
+            node(op, "call_function", target, [N("a")], meta=MT("F32", [2])),
+            node("output", "output", "output", [TU(N(op))]),
+        ])}
+    root = finish([
+        node("p", "placeholder", "p", meta=MT("BOOL", [])),
+        node("x", "placeholder", "x", meta=MT("F32", [2])),
+        node("cond", "call_function", "torch.ops.higher_order.cond", [N("p"), G(1), G(2), TU(N("x"))],
+             meta=MS("tuple", MT("F32", [2]))),
+        node("getitem", "call_function", "operator.getitem", [N("cond"), 0], meta=MT("F32", [2])),
+        node("output", "output", "output", [TU(N("getitem"))]),
+    ])
+    ops = {"aten.relu.default": copy.deepcopy(CORE_OPS["aten.relu.default"]),
+           "aten.neg.default": {"name": "aten::neg", "overload": "default", "arguments": [op_arg("self", "Tensor")],
+                                "returns": [op_arg("", "Tensor")]}}
+    a.core = {"graphs": [{"name": "", "nodes": root}, branch("relu", "aten.relu.default"), branch("neg", "aten.neg.default")],
+              "inputs": [{"name": "p", "kind": "user_input", "target": "p"}, {"name": "x", "kind": "user_input", "target": "x"}],
+              "outputs": [{"name": "getitem", "kind": "user_output", "target": ""}], "ops": ops, "symbols": {}}
+    a.signature = {"inputs": ["p", "x"], "output": TU(N("getitem"))}
+    a.golden = {"mode": "outputs", "file": "golden.safetensors", "inputs": [T("golden/inputs/0"), T("golden/inputs/1")],
+                "outputs": TU(T("golden/outputs/0")), "nodes": {}, "tolerances": {"F32": {"rtol": 1e-3, "atol": 1e-4}}}
+    return a
+
+
+VALID.update({"core12": core12, "core_only": core_only, "derived12": derived12, "core_cond": core_cond})
+
+
+@invalid("core.structure")
+def core_graph_values_form_a_cycle(p):
+    def mut(m):
+        g1 = m["core"]["graphs"][1]["nodes"]
+        g1.insert(1, node("inner", "call_function", "torch.ops.higher_order.cond", [True, G(1), G(2), TU(N("a"))],
+                          extra={"overload": None, "origin": None}))
+        finish(g1)
+    base(p, mut, core_cond())
 
 
 def base12(p, mutate):
@@ -2170,6 +2217,8 @@ def main(argv):
         f.writelines(lines)
     # inputs for fxlower-run on the core view of core12 (s0 in [1, 4]): 2 images, and 5 (out of range)
     os.makedirs(os.path.join(out, "inputs"))
+    with open(os.path.join(out, "inputs", "core_cond_false.safetensors"), "wb") as f:
+        f.write(safetensors([("0", "BOOL", [], bytes([0])), ("1", "F32", [2], tensor_bytes("F32", [-1.5, 2.0]))]))
     for n in (2, 5):
         x = seq(75 * n, 0.5, 0.25)
         with open(os.path.join(out, "inputs", f"core12_batch{n}.safetensors"), "wb") as f:
