@@ -53,7 +53,7 @@ def render_value(obj: Any) -> str:
         return "..."
     if kind == "complex":
         return f"complex({_float(v[0])}, {_float(v[1])})"
-    return f"{kind}({v})"  # dtype, device, memory_format, layout, function, module
+    return f"{kind}({v})"  # dtype, device, memory_format, layout, function, module, graph (1.2)
 
 
 def render_meta(obj: Any) -> str:
@@ -67,6 +67,8 @@ def render_meta(obj: Any) -> str:
         return f"{kind}(" + ", ".join(render_meta(m) for m in obj["v"]) + ")"
     if kind == "dict":
         return "dict(" + ", ".join(f"{render_value(k)}: {render_meta(m)}" for k, m in obj["v"]) + ")"
+    if kind == "symint":  # format 1.2 core graphs: a SymInt and its symbol expression
+        return f"symint({obj['v']})"
     return kind  # int, float, bool, str, none, other, device, dtype, memory_format, layout
 
 
@@ -74,7 +76,7 @@ def _bool(b: bool) -> str:
     return "True" if b else "False"
 
 
-def _shape(shape: list[int]) -> str:
+def _shape(shape: list) -> str:  # ints, or (1.2 core graphs) symbol expressions as they are written
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
@@ -106,12 +108,35 @@ def dump(art: Artifact) -> str:
                              f"training={_bool(lo.training)} attrs={_dict(lo.attrs)}")
             if n.graph is not None:
                 lines.append(f"subgraph {gi} {n.name} {n.graph}")
+    core = getattr(m, "core", None)
+    if core is not None:
+        lines.append(f"core graphs={len(core.graphs)} inputs={len(core.inputs)} outputs={len(core.outputs)} "
+                     f"ops={len(core.ops)} symbols={len(core.symbols)}")
+        for gi, g in enumerate(core.graphs):
+            lines.append(f"core_graph {gi} {q(g.name)} {len(g.nodes)} training={_bool(g.training)}")
+            for i, n in enumerate(g.nodes):
+                args = render_value({"t": "list", "v": n.args})
+                origin = "None" if n.origin is None else f"{n.origin.graph}:{n.origin.node}"
+                lines.append(f"core_node {gi} {i} {n.name} {n.op} {n.target} args={args} kwargs={_dict(n.kwargs)} "
+                             f"meta={render_meta(n.meta)} origin={origin}")
+        lines += [f"core_input {i} {x.name} {x.kind} {x.target}" for i, x in enumerate(core.inputs)]
+        lines += [f"core_output {i} {q(x.name)} {x.kind} {q(x.target)}" for i, x in enumerate(core.outputs)]
+        for key, op in core.ops.items():
+            lines.append(f"op {key} {q(op.name)} {q(op.overload)} arguments={len(op.arguments)} "
+                         f"returns={len(op.returns)}")
+            for which, args in (("arguments", op.arguments), ("returns", op.returns)):
+                lines += [f"op_arg {key} {which} {j} {q(a.name)} {q(a.type)} kwarg_only={_bool(a.kwarg_only)} "
+                          f"required={_bool(a.required)} mutates={_bool(a.mutates)} default={q(a.default)}"
+                          for j, a in enumerate(args)]
+        lines += [f"symbol {name} min={s.min} max={q(s.max)} input={s.input} dim={s.dim}"
+                  for name, s in core.symbols.items()]
     lines.append(f"signature inputs={_strs(m.signature.inputs)} output={q(m.signature.output)}")
     if m.golden is not None:
         g = m.golden
         lines.append(f"golden {g.mode} {g.file} inputs={render_value({'t': 'list', 'v': g.inputs})} "
                      f"outputs={q(g.outputs)}")
         lines += [f"golden_node {k} {q(v)}" for k, v in g.nodes.items()]
+        lines += [f"golden_core_node {k} {q(v)}" for k, v in getattr(g, "core_nodes", {}).items()]
         lines += [f"tolerance {k} {_float(t.rtol)} {_float(t.atol)}" for k, t in g.tolerances.items()]
     for t in m.tensors:
         lines.append(f"tensor {t.name} {t.dtype} {_shape(t.shape)} {t.file} {t.key} "

@@ -29,6 +29,100 @@ if str(REPO) not in sys.path:
 
 KINDS = ("module", "function", "method")
 
+#: The call_function targets of the core views of the test zoo (tests/models.py): what
+#: torch.export.export(...).run_decompositions() produces for each model under torch 2.13. tests/test_runtime.py
+#: recomputes it by exporting the zoo and fails when it changes.
+ZOO_CORE_OPS = (
+    "aten._adaptive_avg_pool2d.default",
+    "aten._assert_tensor_metadata.default",
+    "aten._embedding_bag.default",
+    "aten._log_softmax.default",
+    "aten._native_batch_norm_legit.no_stats",
+    "aten._native_batch_norm_legit_no_training.default",
+    "aten._softmax.default",
+    "aten._to_copy.default",
+    "aten._trilinear.default",
+    "aten.abs.default",
+    "aten.adaptive_max_pool2d.default",
+    "aten.add.Scalar",
+    "aten.add.Tensor",
+    "aten.addmm.default",
+    "aten.amax.default",
+    "aten.any.dim",
+    "aten.arange.start_step",
+    "aten.avg_pool2d.default",
+    "aten.avg_pool3d.default",
+    "aten.bmm.default",
+    "aten.cat.default",
+    "aten.clamp.Tensor",
+    "aten.clamp.default",
+    "aten.clone.default",
+    "aten.constant_pad_nd.default",
+    "aten.convolution.default",
+    "aten.copy.default",
+    "aten.div.Tensor",
+    "aten.elu.default",
+    "aten.embedding.default",
+    "aten.empty.memory_format",
+    "aten.eq.Scalar",
+    "aten.exp.default",
+    "aten.expand.default",
+    "aten.expm1.default",
+    "aten.flip.default",
+    "aten.full.default",
+    "aten.full_like.default",
+    "aten.ge.Scalar",
+    "aten.gelu.default",
+    "aten.gt.Scalar",
+    "aten.hardtanh.default",
+    "aten.index.Tensor",
+    "aten.index_put.default",
+    "aten.le.Scalar",
+    "aten.leaky_relu.default",
+    "aten.linalg_vector_norm.default",
+    "aten.log1p.default",
+    "aten.logical_and.default",
+    "aten.logical_not.default",
+    "aten.lt.Scalar",
+    "aten.max_pool2d_with_indices.default",
+    "aten.max_pool3d_with_indices.default",
+    "aten.maximum.default",
+    "aten.mean.dim",
+    "aten.minimum.default",
+    "aten.mm.default",
+    "aten.mul.Scalar",
+    "aten.mul.Tensor",
+    "aten.native_group_norm.default",
+    "aten.native_layer_norm.default",
+    "aten.ne.Scalar",
+    "aten.neg.default",
+    "aten.permute.default",
+    "aten.pow.Tensor_Scalar",
+    "aten.relu.default",
+    "aten.repeat.default",
+    "aten.rsqrt.default",
+    "aten.scalar_tensor.default",
+    "aten.select.int",
+    "aten.sigmoid.default",
+    "aten.sign.default",
+    "aten.slice.Tensor",
+    "aten.slice_scatter.default",
+    "aten.split_with_sizes.default",
+    "aten.squeeze.dims",
+    "aten.sub.Tensor",
+    "aten.sum.dim_IntList",
+    "aten.tanh.default",
+    "aten.unsqueeze.default",
+    "aten.upsample_bilinear2d.vec",
+    "aten.upsample_nearest2d.vec",
+    "aten.view.default",
+    "aten.where.self",
+    "operator.getitem",
+)
+
+#: The control-flow operators the runtime executes itself (their branches and bodies are core graphs).
+CONTROL_FLOW = ("torch.ops.higher_order.cond", "torch.ops.higher_order.while_loop")
+
 
 def default_binary() -> Path:
     return Path(os.environ.get("FXLOWER_RUN", str(DEFAULT_BINARY)))
@@ -126,7 +220,7 @@ def render(listing: str) -> str:
         "## Running",
         "",
         "```",
-        "fxlower-run DIR [--inputs FILE] [--out FILE] [--check] [--threads N] [--repeat N] [--profile]",
+        "fxlower-run DIR [--view module|core] [--inputs FILE] [--out FILE] [--check] [--threads N] [--repeat N] [--profile]",
         "fxlower-run --list-ops",
         "```",
         "",
@@ -143,6 +237,12 @@ def render(listing: str) -> str:
         "prints their median; `--profile` the time per operation.",
         "- Exit status: 0 success, 1 a `--check` mismatch, 2 a usage, load or runtime error (an unsupported "
         "operation is reported before anything runs).",
+        "- `--view core` runs the core view of a format 1.2 artifact (Core ATen operators, below) instead of the "
+        "module view; an artifact without a module view runs its core view by default. Its outputs are the user "
+        "outputs in order (compared with the golden outputs flattened); `--check` with `golden=\"nodes\"` "
+        "compares the core root nodes with `golden.core_nodes`. Shape symbols are bound from the inputs' "
+        "dimensions and checked against their ranges first (an input outside a range is an error naming the "
+        "symbol and the range, exit 2).",
         "",
         f"## Leaf modules ({len(modules)})",
         "",
@@ -154,6 +254,9 @@ def render(listing: str) -> str:
         f"## Functions ({len(functions)})",
         "",
     ]
+    aten = [f for f in functions if f.startswith("aten.")]
+    functions = [f for f in functions if not f.startswith("aten.")]
+    lines[lines.index(f"## Functions ({len(ops['function'])})")] = f"## Functions ({len(functions)})"
     groups: dict[str, list[str]] = {}
     for f in functions:
         groups.setdefault(_namespace(f), []).append(f)
@@ -161,6 +264,27 @@ def render(listing: str) -> str:
         names = groups[ns]
         lines += [f"### `{ns}` ({len(names)})", "", *_grid(names), ""]
     lines += [f"## Tensor methods ({len(methods)})", "", *_grid(methods, 4), ""]
+    covered = set(aten) | set(functions)
+    zoo_missing = [op for op in ZOO_CORE_OPS if op not in covered and op not in CONTROL_FLOW]
+    lines += [
+        f"## Core ATen operators: the core ops the runtime covers ({len(aten)})",
+        "",
+        "The core view of a format 1.2 artifact (`fxlower.export(..., core=True)`) is a graph of Core ATen "
+        "operators, registered under their qualified names (`aten.<name>.<overload>`). A node's arguments are "
+        "bound to the operator's schema (`core.ops`) positionally, then by name, then with the schema's defaults; "
+        "each handler forwards to the module view's handlers and kernels. The same handlers serve `aten.*` "
+        "targets of a module view derived from a core view. `operator.getitem` and the other Python callables "
+        "torch.export leaves are the functions above; " + " and ".join(_code(c) for c in CONTROL_FLOW) +
+        " run their branch or body graphs.",
+        "",
+        *_grid(aten),
+        "",
+        f"Operators of the test zoo's core views ({len(ZOO_CORE_OPS)}, from `torch.export` + "
+        "`run_decompositions()` on `tests/models.py`): " + ", ".join(_code(op) for op in ZOO_CORE_OPS) + ".",
+        "",
+        "Not covered: " + (", ".join(_code(op) for op in zoo_missing) if zoo_missing else "none") + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -31,16 +31,37 @@ def test_cpp_and_python_readers_agree_on_every_zoo_model(tmp_path, name):
     py = dump(fxlower.load(tmp_path / name))
     assert _cpp_dump(tmp_path / name) == py
     assert py.count("\nnode ") >= 3 and "\ntensor " in py
-    # a 1.1 writer records every 1.1 field, so the comparison covers them: declarations for every lowered module
+    # a 1.1+ writer records every 1.1 field, so the comparison covers them: declarations for every lowered module
     # type, an overload per call_function/call_method node, a kind per tensor
     lines = py.splitlines()
-    assert "format 1.1" in lines
+    assert "format 1.2" in lines
     lowered = {line.split()[3] for line in lines if line.startswith("lowering ")}
     declared = {line.split()[1] for line in lines if line.startswith("module ")}
     assert lowered <= declared
     calls = [line for line in lines if line.startswith("node ") and line.split()[4] in ("call_function", "call_method")]
     assert all(not line.endswith(" overload=None") for line in calls)
     assert not any(line.startswith("tensor ") and ' kind="" ' in line for line in lines)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_cpp_and_python_readers_agree_on_every_zoo_core_view(tmp_path, name):
+    """Format 1.2: the core view (graphs, inputs, outputs, op schemas, symbols, origin links, golden core nodes)
+    dumps identically from both readers."""
+    case = MODELS[name]()
+    fxlower.export(trace(case), tmp_path / name, case.inputs, golden="nodes", core=True)
+    py = dump(fxlower.load(tmp_path / name))
+    assert _cpp_dump(tmp_path / name) == py
+    lines = py.splitlines()
+    assert any(line.startswith("core graphs=") for line in lines)
+    targets = {line.split()[5] for line in lines if line.startswith("core_node 0 ") and line.split()[4] == "call_function"}
+    ops = {line.split()[1] for line in lines if line.startswith("op ")}
+    assert targets and {t for t in targets if t.startswith("aten.")} <= ops
+    # every origin names a module-view node of the dump
+    nodes = {(line.split()[1], line.split()[3]) for line in lines if line.startswith("node ")}
+    origins = [line.rsplit(" origin=", 1)[1] for line in lines if line.startswith("core_node ")]
+    assert all(o == "None" or tuple(o.split(":", 1)) in nodes for o in origins)
+    assert any(o != "None" for o in origins)
+    assert any(line.startswith("golden_core_node ") for line in lines)
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: f"{p.parent.parent.name}/{p.name}")

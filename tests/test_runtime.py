@@ -729,3 +729,124 @@ def test_operator_coverage(fxrun, tmp_path, name):
     assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "check: PASS" in proc.stdout
     _outputs_match_pytorch(gm, inputs, art, tmp_path / "out.safetensors")
+
+
+# ------------------------------------------------------------------------------------------------ core view (1.2)
+# These tests export with fxlower.export(..., core=True) (the format 1.2 writer) and run the core view.
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_core_view_matches_golden_outputs(fxrun, tmp_path, name):
+    case = MODELS[name]()
+    art = tmp_path / "a"
+    fxlower.export(trace(case), art, case.inputs, golden=True, core=True)
+    proc = run(fxrun, art, "--view", "core", "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().endswith("check: PASS")
+
+
+class _DynBatch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def _dyn_batch_artifact(tmp_path):
+    torch.manual_seed(0)
+    model = _DynBatch().eval()
+    x = torch.randn(3, 3, 8, 8)
+    batch = torch.export.Dim("batch", min=2, max=6)
+    art = tmp_path / "dyn"
+    fxlower.export(model, art, (x,), golden=True, core=True, dynamic_shapes={"x": {0: batch}})
+    return model, art
+
+
+def test_core_view_dynamic_batch_runs_at_sizes_in_range(fxrun, tmp_path):
+    model, art = _dyn_batch_artifact(tmp_path)
+    tol = manifest(art)["golden"]["tolerances"]["F32"]
+    for n in (2, 4, 6):
+        x = torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(n))
+        save_file({"0": x}, str(tmp_path / f"in{n}.safetensors"))
+        out = tmp_path / f"out{n}.safetensors"
+        proc = run(fxrun, art, "--view", "core", "--inputs", tmp_path / f"in{n}.safetensors", "--out", out)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        got = load_file(str(out))["0"]
+        with torch.no_grad():
+            want = model(x)
+        assert got.shape == (n, 2)
+        assert torch.allclose(got, want, atol=tol["atol"], rtol=tol["rtol"]), (got - want).abs().max()
+
+
+def test_core_view_size_out_of_range_names_the_symbol_and_range(fxrun, tmp_path):
+    _, art = _dyn_batch_artifact(tmp_path)
+    symbols = manifest(art)["core"]["symbols"]
+    assert len(symbols) == 1
+    (sym, rec), = symbols.items()
+    assert (rec["min"], rec["max"]) == (2, 6)
+    save_file({"0": torch.randn(7, 3, 8, 8)}, str(tmp_path / "in7.safetensors"))
+    proc = run(fxrun, art, "--view", "core", "--inputs", tmp_path / "in7.safetensors")
+    assert proc.returncode == 2
+    assert f"symbol {sym} = 7" in proc.stderr and "outside its range [2, 6]" in proc.stderr
+
+
+class _Cumsum(nn.Module):
+    def forward(self, x):
+        return torch.relu(x).cumsum(dim=1)
+
+
+def test_core_view_unsupported_operator_is_named_before_execution(fxrun, tmp_path):
+    art = tmp_path / "a"
+    fxlower.export(_Cumsum(), art, (torch.randn(2, 3),), golden=True, core=True)
+    proc = run(fxrun, art, "--view", "core", "--check")
+    assert proc.returncode == 2
+    assert "1 unsupported operation(s):" in proc.stderr
+    assert "(call_function aten.cumsum.default): unsupported operator 'aten.cumsum.default'" in proc.stderr
+    assert "check:" not in proc.stdout  # nothing ran
+
+
+def test_core_view_absent_is_a_runtime_error(fxrun, tmp_path):
+    art = tmp_path / "a"
+    export("resnet", art)
+    proc = run(fxrun, art, "--view", "core")
+    assert proc.returncode == 2
+    assert "the artifact has no core view" in proc.stderr
+
+
+def test_view_option_rejects_other_values(fxrun, tmp_path):
+    art = tmp_path / "a"
+    export("resnet", art)
+    proc = run(fxrun, art, "--view", "aten")
+    assert proc.returncode == 2
+    assert "--view takes module or core, not 'aten'" in proc.stderr
+
+
+def _core_targets(case) -> set[str]:
+    ep = torch.export.export(case.module, case.inputs, kwargs=case.kwargs).run_decompositions()
+    out = set()
+    for n in ep.graph.nodes:
+        if n.op != "call_function":
+            continue
+        t = n.target
+        if isinstance(t, torch._ops.OpOverload):
+            ns, name = t._schema.name.split("::")
+            out.add(f"{ns}.{name}.{t._overloadname or 'default'}")
+        else:
+            out.add(f"{t.__module__.lstrip('_')}.{t.__name__}")
+    return out
+
+
+def test_zoo_core_ops_list_in_ops_doc_is_current(gen_ops):
+    """docs/ops.md's list of the zoo's core operators is what torch.export + run_decompositions() produce now."""
+    found = set()
+    for name in ZOO:
+        found |= _core_targets(MODELS[name]())
+    assert sorted(found) == list(gen_ops.ZOO_CORE_OPS)
+
+
+def test_list_ops_covers_the_zoo_core_ops(fxrun, gen_ops):
+    functions = set(gen_ops.parse(run(fxrun, "--list-ops").stdout)["function"])
+    missing = [op for op in gen_ops.ZOO_CORE_OPS if op not in functions and op not in gen_ops.CONTROL_FLOW]
+    assert missing == []

@@ -305,6 +305,7 @@ std::string Val::kind_name() const {
     case K::NodeRef: return "node reference";
     case K::Function: return "function";
     case K::ModuleType: return "module";
+    case K::Graph: return "graph";
   }
   return "?";
 }
@@ -597,6 +598,7 @@ const Registry& registry() {
     register_shape(x);
     register_nn(x);
     register_sequence(x);
+    register_aten(x);
     return x;
   }();
   return r;

@@ -205,14 +205,84 @@ Val Program::convert(const fxlower::Value& v, const fxlower::Graph* g, const std
       r.s = std::string(fxlower::layout_name(v.as_layout()));
       return r;
     }
+    case VK::graph: {
+      Val r;
+      r.k = Val::K::Graph;
+      r.i = int64_t(v.graph_index());
+      return r;
+    }
   }
   fail(where + ": unsupported value");
 }
 
-Program::Program(const fxlower::Artifact& artifact) : artifact_(std::make_shared<fxlower::Artifact>(artifact)) {
+namespace {
+
+// One formal parameter of an operator: its name, whether it is keyword-only, and its default (or none).
+struct Formal {
+  std::string name;
+  bool kwarg_only = false;
+  bool has_default = false;
+  const fxlower::Value* dflt = nullptr;  // nil Value = None
+};
+
+// Binds a node's args and kwargs to the formal parameters, as torch binds an OpOverload call: positionally, then
+// by name, then defaults (a required parameter without a value, an extra positional or an unknown keyword are
+// errors). The result is the complete positional argument list.
+std::vector<Val> bind_formals(const std::vector<Formal>& formals, std::vector<Val> args,
+                              std::vector<std::pair<std::string, Val>> kwargs,
+                              const std::function<Val(const fxlower::Value&)>& conv, const std::string& op) {
+  std::vector<Val> out(formals.size());
+  std::vector<bool> have(formals.size(), false);
+  size_t positional = 0;
+  for (const Formal& f : formals) positional += f.kwarg_only ? 0 : 1;
+  if (args.size() > positional)
+    fail(op + " takes " + std::to_string(positional) + " positional argument(s), got " + std::to_string(args.size()));
+  for (size_t i = 0; i < args.size(); ++i) {
+    out[i] = std::move(args[i]);
+    have[i] = true;
+  }
+  for (auto& kv : kwargs) {
+    size_t j = 0;
+    while (j < formals.size() && formals[j].name != kv.first) ++j;
+    if (j == formals.size()) fail(op + " has no argument '" + kv.first + "'");
+    if (have[j]) fail(op + " got argument '" + kv.first + "' twice");
+    out[j] = std::move(kv.second);
+    have[j] = true;
+  }
+  for (size_t j = 0; j < formals.size(); ++j)
+    if (!have[j]) {
+      if (!formals[j].has_default) fail(op + " is missing its required argument '" + formals[j].name + "'");
+      out[j] = formals[j].dflt ? conv(*formals[j].dflt) : Val::none();
+    }
+  return out;
+}
+
+bool is_aten(const std::string& t) { return t.rfind("aten.", 0) == 0; }
+
+const std::string kCond = "torch.ops.higher_order.cond";
+const std::string kWhile = "torch.ops.higher_order.while_loop";
+
+// The operands of a control-flow op as a list of values.
+std::vector<Val> operand_list(const Val& v) {
+  if (v.is_seq()) return v.seq();
+  return {v};
+}
+
+}  // namespace
+
+Program::Program(const fxlower::Artifact& artifact, View view)
+    : view_(view), artifact_(std::make_shared<fxlower::Artifact>(artifact)) {
   const Registry& reg = registry();
   std::vector<std::string> unsupported;
-  for (const fxlower::Graph& g : artifact_->graphs()) {
+  const fxlower::CoreView* core = nullptr;
+  if (view == View::core) {
+    if (!artifact_->core()) fail("the artifact has no core view (format 1.2 core=True); run the module view");
+    core = &*artifact_->core();
+  } else if (artifact_->graphs().empty()) {
+    fail("the artifact has no module view (graphs is empty); run it with --view core");
+  }
+  const std::vector<fxlower::Graph>& all = core ? core->graphs : artifact_->graphs();
+  for (const fxlower::Graph& g : all) {
     PGraph pg;
     pg.name = g.name;
     std::vector<int64_t> last_use(g.nodes.size(), -1);
@@ -227,6 +297,15 @@ Program::Program(const fxlower::Artifact& artifact) : artifact_(std::make_shared
         for (const auto& kv : n.kwargs) p.kwargs.emplace_back(kv.first, convert(kv.second, &g, where));
         switch (n.op) {
           case fxlower::Op::placeholder:
+            if (core && &g == &all[0]) {
+              const auto& in = core->inputs.at(pg.placeholders.size() + pg.state_inputs);
+              if (in.kind != fxlower::CoreInputKind::user_input) {
+                p.tensor = tensor(in.target);  // parameters, buffers and constants come from the table
+                ++pg.state_inputs;
+                p.op = fxlower::Op::get_attr;
+                break;
+              }
+            }
             pg.placeholders.push_back(int64_t(n.index));
             break;
           case fxlower::Op::get_attr:
@@ -234,8 +313,34 @@ Program::Program(const fxlower::Artifact& artifact) : artifact_(std::make_shared
             break;
           case fxlower::Op::call_function:
             p.handler = reg.find(OpKind::Function, n.target);
+            if (core && (n.target == kCond || n.target == kWhile)) break;  // control flow: run by exec_graph
             if (!p.handler) {
-              unsupported.push_back(p.describe() + ": unsupported function '" + n.target + "'");
+              unsupported.push_back(p.describe() + ": unsupported " + (core || is_aten(n.target) ? "operator '" : "function '") +
+                                    n.target + "'");
+            } else {
+              // Operators bind to their schema: the core view's OpSchema, or a module view's declared overload.
+              std::vector<Formal> formals;
+              bool have = false;
+              if (core) {
+                if (auto sch = core->find_op(n.target)) {
+                  have = true;
+                  for (const auto& a : sch->arguments)
+                    formals.push_back({a.name, a.kwarg_only, !a.required, a.required ? nullptr : &a.default_value});
+                }
+              } else if (is_aten(n.target)) {
+                if (auto ov = artifact_->overload_of(n)) {
+                  have = true;
+                  for (const auto& a : ov->params)
+                    formals.push_back({a.name, a.kind == fxlower::ParamKind::keyword_only, !a.required,
+                                       a.required ? nullptr : &a.default_value});
+                }
+              }
+              if (have) {
+                auto conv = [&](const fxlower::Value& v) { return convert(v, nullptr, where); };
+                p.args = bind_formals(formals, std::move(p.args), std::move(p.kwargs), conv, n.target);
+                p.kwargs.clear();
+                p.bound = true;
+              }
             }
             p.inplace = truthy_kwarg(p.kwargs, "inplace") ||
                         (n.target.rfind("torch.", 0) == 0 && n.target.back() == '_' &&
@@ -295,6 +400,59 @@ Program::Program(const fxlower::Artifact& artifact) : artifact_(std::make_shared
     for (const auto& u : unsupported) msg += "\n  " + u;
     fail(msg);
   }
+  if (core) fold_constants();
+}
+
+// Core view: operators whose arguments are all constants (weights, literals, or results of such operators) are
+// computed once here and their nodes become constants: the transposed weight of a linear layer before addmm, a
+// causal mask built from arange/full/comparisons, a cast of a weight. The module view never pays for them either.
+// Every Core ATen handler is a pure function of its arguments (no randomness, no state, no mutation: the core
+// view of an eval-mode model); results above 16M elements stay computed at run time.
+void Program::fold_constants() {
+  auto foldable = [](const std::string& t) {
+    return (t.rfind("aten.", 0) == 0 && t != "aten.sym_size.int" && t.find("assert") == std::string::npos) ||
+           t == "operator.getitem";
+  };
+  for (PGraph& g : graphs_) {
+    std::vector<Val> env(g.nodes.size());
+    std::vector<bool> known(g.nodes.size(), false);
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      PNode& n = g.nodes[i];
+      if (n.op == fxlower::Op::get_attr) {
+        env[i] = Val::tensor(n.tensor);
+        known[i] = true;
+        continue;
+      }
+      if (n.op != fxlower::Op::call_function || !n.handler || !foldable(n.target)) continue;
+      if (!n.bound && n.target != "operator.getitem") continue;
+      std::vector<int64_t> refs;
+      for (const auto& a : n.args) collect_refs(a, refs);
+      for (const auto& kv : n.kwargs) collect_refs(kv.second, refs);
+      bool all = true;
+      for (int64_t r : refs) all = all && known[size_t(r)];
+      if (!all) continue;
+      Call c;
+      c.node = &n.name;
+      c.target = &n.target;
+      for (const auto& x : n.args) c.args.push_back(materialize(x, env));
+      for (const auto& kv : n.kwargs) c.kwargs.emplace_back(kv.first, materialize(kv.second, env));
+      Val v;
+      try {
+        v = (*n.handler)(c);
+      } catch (const std::exception&) {
+        continue;  // left to run time, where the error names the node
+      }
+      for_each_tensor(v, [](Tensor& t) {
+        if (is_half(t.dtype) && t.writable()) round_to_dtype(t);
+      });
+      env[i] = v;
+      known[i] = true;
+      if (!v.is_tensor() || v.t.numel() > (int64_t(1) << 24)) continue;  // tuples stay for their getitem users
+      n.op = fxlower::Op::get_attr;
+      n.tensor = v.t;
+      n.handler = nullptr;
+    }
+  }
 }
 
 Val Program::exec_graph(size_t gi, std::vector<Val> inputs, const std::vector<std::pair<std::string, Val>>& kwargs,
@@ -338,6 +496,34 @@ Val Program::exec_graph(size_t gi, std::vector<Val> inputs, const std::vector<st
           }
           [[fallthrough]];
         case fxlower::Op::call_function:
+          if (!n.handler && (n.target == kCond || n.target == kWhile)) {
+            // cond(pred, true_graph, false_graph, operands); while_loop(cond_graph, body_graph, carried, additional)
+            std::vector<Val> a;
+            for (const auto& x : n.args) a.push_back(materialize(x, env));
+            if (n.target == kCond) {
+              if (a.size() < 4 || a[1].k != Val::K::Graph || a[2].k != Val::K::Graph)
+                fail("cond takes (pred, true graph, false graph, operands)");
+              const Val& g = a[0].as_bool() ? a[1] : a[2];
+              result = exec_graph(size_t(g.i), operand_list(a[3]), {}, nullptr, profile, depth + 1);
+            } else {
+              if (a.size() < 3 || a[0].k != Val::K::Graph || a[1].k != Val::K::Graph)
+                fail("while_loop takes (cond graph, body graph, carried, additional)");
+              std::vector<Val> carried = operand_list(a[2]);
+              const std::vector<Val> extra = a.size() > 3 ? operand_list(a[3]) : std::vector<Val>{};
+              for (int64_t it = 0;; ++it) {
+                std::vector<Val> in = carried;
+                in.insert(in.end(), extra.begin(), extra.end());
+                Val p = exec_graph(size_t(a[0].i), in, {}, nullptr, profile, depth + 1);
+                if (p.is_seq()) p = p.seq().at(0);
+                if (!p.as_bool()) break;
+                if (it >= (int64_t(1) << 31)) fail("while_loop ran 2^31 iterations");
+                carried = operand_list(exec_graph(size_t(a[1].i), in, {}, nullptr, profile, depth + 1));
+              }
+              result = Val::tuple(carried);
+            }
+            break;
+          }
+          [[fallthrough]];
         case fxlower::Op::call_method: {
           Call c;
           c.node = &n.name;
@@ -387,7 +573,39 @@ Val Program::run(const std::vector<Val>& inputs, const NodeHook& hook, Profile* 
     for_each_tensor(c, [](Tensor& t) { t = t.clone(); });
     in.push_back(std::move(c));
   }
-  return exec_graph(0, std::move(in), {}, hook ? &hook : nullptr, profile, 0);
+  if (view_ == View::module) return exec_graph(0, std::move(in), {}, hook ? &hook : nullptr, profile, 0);
+  bind_symbols(in);
+  Val out = exec_graph(0, std::move(in), {}, hook ? &hook : nullptr, profile, 0);
+  // The user outputs, in order (buffer mutations dropped: the runtime keeps no state between runs).
+  const auto& outs = artifact_->core()->outputs;
+  std::vector<Val> all = out.is_seq() ? out.seq() : std::vector<Val>{out};
+  std::vector<Val> user;
+  for (size_t j = 0; j < outs.size() && j < all.size(); ++j)
+    if (outs[j].kind == fxlower::CoreOutputKind::user_output) user.push_back(all[j]);
+  return Val::tuple(std::move(user));
+}
+
+void Program::bind_symbols(const std::vector<Val>& inputs) const {
+  const fxlower::CoreView& cv = *artifact_->core();
+  // user input k of core.inputs is positional input k
+  std::vector<size_t> user_index(cv.inputs.size(), SIZE_MAX);
+  size_t k = 0;
+  for (size_t j = 0; j < cv.inputs.size(); ++j)
+    if (cv.inputs[j].kind == fxlower::CoreInputKind::user_input) user_index[j] = k++;
+  for (const auto& [name, sym] : cv.symbols) {
+    const size_t u = user_index.at(sym.input);
+    if (u >= inputs.size() || !inputs[u].is_tensor())
+      fail("symbol " + name + " is defined by input " + std::to_string(u) + ", which is missing or not a tensor");
+    const Tensor& t = inputs[u].t;
+    if (int64_t(sym.dim) >= t.dim())
+      fail("symbol " + name + " is dimension " + std::to_string(sym.dim) + " of input " + std::to_string(u) +
+           ", which has rank " + std::to_string(t.dim()));
+    const int64_t v = t.shape[sym.dim];
+    const std::string range = "[" + std::to_string(sym.min) + ", " + (sym.max ? std::to_string(*sym.max) : std::string("inf")) + "]";
+    if (v < sym.min || (sym.max && v > *sym.max))
+      fail("symbol " + name + " = " + std::to_string(v) + " (dimension " + std::to_string(sym.dim) + " of input " +
+           std::to_string(u) + ", '" + cv.inputs[sym.input].target + "') is outside its range " + range);
+  }
 }
 
 std::vector<Val> Program::golden_inputs() const {

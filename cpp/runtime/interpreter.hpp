@@ -29,6 +29,7 @@ struct PNode {
   const Handler* handler = nullptr;         // call_function / call_method / leaf call_module
   AttrMap attrs;                            // leaf call_module: lowering attributes (tensors resolved)
   int64_t graph = -1;                       // call_module of a nested graph
+  bool bound = false;                       // args bound to the operator schema: positional, complete
   Tensor tensor;                            // get_attr
   bool inplace = false;                     // the op mutates args[0] (inplace=True, x.add_(...), operator.iadd)
   std::vector<int64_t> release;             // nodes whose value is dead after this one
@@ -39,6 +40,7 @@ struct PGraph {
   std::string name;
   std::vector<PNode> nodes;
   std::vector<int64_t> placeholders;
+  size_t state_inputs = 0;  // core root: placeholders fed from the tensor table (parameters, buffers, constants)
 };
 
 // Called after each node of the root graph with its result.
@@ -53,10 +55,14 @@ struct Profile {
   std::map<std::string, Entry> ops;
 };
 
+// Which view of the artifact a Program executes: the module view (Manifest.graphs) or the core view (1.2).
+enum class View { module, core };
+
 class Program {
  public:
-  // Prepares every graph of the artifact. Throws Error listing every node whose operation is unsupported.
-  explicit Program(const fxlower::Artifact& artifact);
+  // Prepares every graph of the view. Throws Error listing every node whose operation is unsupported.
+  explicit Program(const fxlower::Artifact& artifact, View view = View::module);
+  View view() const { return view_; }
 
   // Runs the root graph on positional inputs (missing trailing inputs take the placeholders' defaults).
   Val run(const std::vector<Val>& inputs, const NodeHook& hook = nullptr, Profile* profile = nullptr) const;
@@ -75,6 +81,12 @@ class Program {
   Val exec_graph(size_t gi, std::vector<Val> inputs, const std::vector<std::pair<std::string, Val>>& kwargs,
                  const NodeHook* hook, Profile* profile, int depth) const;
 
+  // Core view: binds each symbol from its input's dimension and checks its range (an Error naming the symbol).
+  void bind_symbols(const std::vector<Val>& inputs) const;
+  // Core view: weight-only layout operators computed once (their nodes become constants).
+  void fold_constants();
+
+  View view_ = View::module;
   std::shared_ptr<fxlower::Artifact> artifact_;
   std::vector<PGraph> graphs_;
   mutable std::unordered_map<std::string, Tensor> tensor_cache_;

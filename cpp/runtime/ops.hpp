@@ -99,5 +99,6 @@ void register_elementwise(Registry& r);
 void register_shape(Registry& r);
 void register_nn(Registry& r);
 void register_sequence(Registry& r);
+void register_aten(Registry& r);  // Core ATen operators (aten.<name>.<overload>), format 1.2
 
 }  // namespace fxlower::rt

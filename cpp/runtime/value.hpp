@@ -18,7 +18,7 @@ namespace fxlower::rt {
 struct Val {
   enum class K : uint8_t {
     None, Bool, Int, Float, Str, Tensor, List, Tuple, Dict, Slice, Ellipsis,
-    DType, Device, MemFormat, Layout, Complex, NodeRef, Function, ModuleType
+    DType, Device, MemFormat, Layout, Complex, NodeRef, Function, ModuleType, Graph
   };
   K k = K::None;
   bool b = false;

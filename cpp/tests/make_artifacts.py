@@ -303,6 +303,7 @@ class Art:
         self.signature = None
         self.golden = None
         self.extra_top = {}
+        self.core = None     # 1.2 CoreView object
         self.file_bytes = {}  # path -> bytes overriding the generated safetensors
 
     def add_tensor(self, name, dtype, shape, values, path="weights.safetensors", role="weights", key=None,
@@ -334,21 +335,35 @@ class Art:
                 if n["lowering"] is not None:
                     n["lowering"].setdefault("training", False)
                 n.setdefault("overload", 0 if n["op"] in ("call_function", "call_method") else None)
+                if self.version >= (1, 2):
+                    n.setdefault("origin", None)
             g.setdefault("training", False)
+        if self.version >= (1, 2) and self.core is not None:
+            for g in self.core["graphs"]:
+                for n in g["nodes"]:
+                    n.setdefault("overload", None)
+                    n.setdefault("origin", None)
+                g.setdefault("training", False)
 
     def manifest(self):
         self.upgrade()
         files = [{"path": p, "role": r} for p, r in self.files.items()]
         tensors = sorted(self.table, key=lambda e: e["name"])
         weights = [t for t in tensors if self.files.get(t["file"]) == "weights"]
-        digest = "sha256:" + hashlib.sha256(packb([[no_x_graph(g) for g in self.graphs], [no_x(t) for t in weights],
-                                                   no_x(self.signature)], canonical=True)).hexdigest()
+        covered = [[no_x_graph(g) for g in self.graphs], [no_x(t) for t in weights], no_x(self.signature)]
+        if self.version >= (1, 2) and self.core is not None:  # 1.2: the core view is the 4th element
+            c = self.core
+            covered.append({"graphs": [no_x_graph(g) for g in c["graphs"]], "inputs": c["inputs"],
+                            "outputs": c["outputs"], "ops": c["ops"], "symbols": c["symbols"]})
+        digest = "sha256:" + hashlib.sha256(packb(covered, canonical=True)).hexdigest()
         m = {"format": "fxlower", "format_version": list(self.version),
              "producer": {"name": "fxlower", "version": "0.0.0+cpp-tests", "torch": "none"},
              "files": files, "tensors": tensors, "graphs": self.graphs, "signature": self.signature,
              "golden": self.golden, "digest": digest}
         if self.version >= (1, 1):
             m.update(modules=self.modules, functions=self.functions, methods=self.methods)
+        if self.version >= (1, 2):
+            m["core"] = self.core
         m.update(self.extra_top)
         return m
 
@@ -565,6 +580,8 @@ def r_meta(m):
     t = m["t"]
     if t == "tensor":
         return f"tensor({m['dtype']},[{','.join(str(d) for d in m['shape'])}])"
+    if t == "symint":
+        return f"symint({m['v']})"
     if t in ("tuple", "list"):
         return t + "(" + ", ".join(r_meta(x) for x in m["v"]) + ")"
     if t == "dict":
@@ -591,6 +608,31 @@ def dump(m, directory):
                              f"attrs={r_value(D(*low['attrs'].items()))}")
             if n["graph"] is not None:
                 lines.append(f"subgraph {gi} {n['name']} {n['graph']}")
+    core = m.get("core")
+    if core is not None:
+        lines.append(f"core graphs={len(core['graphs'])} inputs={len(core['inputs'])} outputs={len(core['outputs'])} "
+                     f"ops={len(core['ops'])} symbols={len(core['symbols'])}")
+        for gi, g in enumerate(core["graphs"]):
+            lines.append(f"core_graph {gi} {r_str(g['name'])} {len(g['nodes'])} training={r_value(g.get('training', False))}")
+            for i, n in enumerate(g["nodes"]):
+                o = n.get("origin")
+                origin = "None" if o is None else f"{o['graph']}:{o['node']}"
+                lines.append(f"core_node {gi} {i} {n['name']} {n['op']} {n['target']} args={r_value(L(*n['args']))} "
+                             f"kwargs={r_value(D(*n['kwargs'].items()))} meta={r_meta(n['meta'])} origin={origin}")
+        for i, x in enumerate(core["inputs"]):
+            lines.append(f"core_input {i} {x['name']} {x['kind']} {x['target']}")
+        for i, x in enumerate(core["outputs"]):
+            lines.append(f"core_output {i} {r_str(x['name'])} {x['kind']} {r_str(x['target'])}")
+        for key, op in core["ops"].items():
+            lines.append(f"op {key} {r_str(op['name'])} {r_str(op['overload'])} arguments={len(op['arguments'])} "
+                         f"returns={len(op['returns'])}")
+            for which in ("arguments", "returns"):
+                for j, a in enumerate(op[which]):
+                    lines.append(f"op_arg {key} {which} {j} {r_str(a['name'])} {r_str(a['type'])} "
+                                 f"kwarg_only={r_value(a['kwarg_only'])} required={r_value(a['required'])} "
+                                 f"mutates={r_value(a['mutates'])} default={r_value(a['default'])}")
+        for name, s in core["symbols"].items():
+            lines.append(f"symbol {name} min={s['min']} max={r_value(s['max'])} input={s['input']} dim={s['dim']}")
     sig = m["signature"]
     lines.append(f"signature inputs={r_value(L(*sig['inputs']))} output={r_value(sig['output'])}")
     gold = m["golden"]
@@ -599,6 +641,8 @@ def dump(m, directory):
                      f"outputs={r_value(gold['outputs'])}")
         for k, v in gold["nodes"].items():
             lines.append(f"golden_node {k} {r_value(v)}")
+        for k, v in gold.get("core_nodes", {}).items():
+            lines.append(f"golden_core_node {k} {r_value(v)}")
         for k, tol in gold["tolerances"].items():
             lines.append(f"tolerance {k} {r_float(tol['rtol'])} {r_float(tol['atol'])}")
     for t in m["tensors"]:
@@ -827,7 +871,7 @@ def format_major_2(p):
 
 @invalid("format.version")
 def format_minor_newer(p):
-    base(p, lambda m: m.update(format_version=[1, 2]))
+    base(p, lambda m: m.update(format_version=[1, 3]))
 
 
 # --- schema
@@ -1760,6 +1804,393 @@ def uint64_in_args_before_missing_file(p):
     os.remove(os.path.join(p, "golden.safetensors"))
 
 
+# ----------------------------------------------------------------------------------------------- format 1.2: core view
+
+
+def op_arg(name, type_, default=None, required=True, kwarg_only=False, mutates=False):
+    return {"name": name, "type": type_, "kwarg_only": kwarg_only, "default": default, "required": required,
+            "mutates": mutates}
+
+
+CORE_OPS = {
+    "aten.convolution.default": {"name": "aten::convolution", "overload": "default", "arguments": [
+        op_arg("input", "Tensor"), op_arg("weight", "Tensor"), op_arg("bias", "Tensor?"),
+        op_arg("stride", "SymInt[]"), op_arg("padding", "SymInt[]"), op_arg("dilation", "SymInt[]"),
+        op_arg("transposed", "bool"), op_arg("output_padding", "SymInt[]"), op_arg("groups", "SymInt")],
+        "returns": [op_arg("", "Tensor")]},
+    "aten.relu.default": {"name": "aten::relu", "overload": "default", "arguments": [op_arg("self", "Tensor")],
+                          "returns": [op_arg("", "Tensor")]},
+    "aten.add.Tensor": {"name": "aten::add", "overload": "Tensor", "arguments": [
+        op_arg("self", "Tensor"), op_arg("other", "Tensor"),
+        op_arg("alpha", "Scalar", default=1, required=False, kwarg_only=True)], "returns": [op_arg("", "Tensor")]},
+}
+
+
+def conv_relu_reference(x, n):
+    """relu(conv2d(x, conv.weight, conv.bias, stride 2)) of conv_relu's weights, in double, for n images of
+    [3, 5, 5] (a second implementation of what the core view computes: fxlower-run --check compares)."""
+    w, b = seq(108, 0.125), [0.5, -0.25, 0.0, 1.0]
+    out = []
+    for i in range(n):
+        for o in range(4):
+            for oy in range(2):
+                for ox in range(2):
+                    acc = b[o]
+                    for c in range(3):
+                        for ky in range(3):
+                            for kx in range(3):
+                                acc += (w[((o * 3 + c) * 3 + ky) * 3 + kx] *
+                                        x[((i * 3 + c) * 5 + 2 * oy + ky) * 5 + 2 * ox + kx])
+                    out.append(max(acc, 0.0))
+    return out
+
+
+def set_values(a, name, values):
+    """Replace the stored values of tensor `name` (same dtype and shape)."""
+    for path, items in a.stored.items():
+        for k, (key, dtype, shape, _) in enumerate(items):
+            if key == name:
+                data = tensor_bytes(dtype, values)
+                items[k] = (key, dtype, shape, data)
+                for e in a.table:
+                    if e["name"] == name:
+                        e["sha256"] = hashlib.sha256(data).hexdigest()
+
+
+def core12(core_only=False):
+    """conv11 in format 1.2 with a core view: parameters as placeholders, a dynamic batch s0 in [1, 4], origin
+    links to the module view, an op with a keyword-only default (alpha), golden core node results (golden="nodes":
+    the output and relu's result are relu(conv(x)), computed here)."""
+    a = conv11()
+    a.version = (1, 2)
+    ref = conv_relu_reference(seq(75, 0.5), 1)
+    set_values(a, "golden/outputs/0", ref)
+    a.add_tensor("golden/core/relu/0", "F32", [1, 4, 2, 2], ref, "golden.safetensors", "golden")
+    a.golden["mode"] = "nodes"
+    a.golden["core_nodes"] = {"relu": T("golden/core/relu/0")}
+    sym = "s0"
+    nodes = finish([
+        node("p_conv_weight", "placeholder", "p_conv_weight", meta=MT("F32", [4, 3, 3, 3])),
+        node("p_conv_bias", "placeholder", "p_conv_bias", meta=MT("F32", [4])),
+        node("x", "placeholder", "x", meta=MT("F32", [sym, 3, 5, 5])),
+        node("convolution", "call_function", "aten.convolution.default",
+             [N("x"), N("p_conv_weight"), N("p_conv_bias"), L(2, 2), L(0, 0), L(1, 1), False, L(0, 0), 1],
+             meta=MT("F32", [sym, 4, 2, 2]), extra={"overload": None, "origin": {"graph": 0, "node": "conv"}}),
+        node("relu", "call_function", "aten.relu.default", [N("convolution")], meta=MT("F32", [sym, 4, 2, 2]),
+             extra={"overload": None, "origin": {"graph": 0, "node": "act"}}),
+        node("add", "call_function", "aten.add.Tensor", [N("relu"), N("relu")], {"alpha": 2},
+             meta=MT("F32", [sym, 4, 2, 2]), extra={"overload": None, "origin": None}),
+        node("sym_size_int", "call_function", "aten.sym_size.int", [N("x"), 0], meta={"t": "symint", "v": "s0*16"},
+             extra={"overload": None, "origin": None}),
+        node("output", "output", "output", [TU(N("relu"))], meta=MS("tuple", MT("F32", [sym, 4, 2, 2]))),
+    ])
+    ops = copy.deepcopy(CORE_OPS)
+    ops["aten.sym_size.int"] = {"name": "aten::sym_size", "overload": "int", "arguments": [
+        op_arg("self", "Tensor"), op_arg("dim", "int")], "returns": [op_arg("", "SymInt")]}
+    a.core = {"graphs": [{"name": "", "nodes": nodes}],
+              "inputs": [{"name": "p_conv_weight", "kind": "parameter", "target": "conv.weight"},
+                         {"name": "p_conv_bias", "kind": "parameter", "target": "conv.bias"},
+                         {"name": "x", "kind": "user_input", "target": "x"}],
+              "outputs": [{"name": "relu", "kind": "user_output", "target": ""}],
+              "ops": ops,
+              "symbols": {sym: {"min": 1, "max": 4, "input": 2, "dim": 0}}}
+    if core_only:
+        a.graphs = []
+        a.modules, a.functions, a.methods = {}, {}, {}
+        a.signature = {"inputs": ["x"], "output": TU(N("relu"))}
+        for n in nodes:
+            n.setdefault("overload", None)  # (declared order: overload, then origin)
+            n["origin"] = None
+    return a
+
+
+def core_only():
+    """A 1.2 artifact with only the core view: graphs is empty and the signature describes the core root."""
+    return core12(core_only=True)
+
+
+def derived12():
+    """A 1.2 module view derived from a core view: Core ATen call_function targets among the module view's nodes,
+    declared in `functions` like any function (aten.add.Tensor's alpha bound from its keyword-only default)."""
+    a = conv11()
+    a.version = (1, 2)
+    ref = conv_relu_reference(seq(75, 0.5), 1)
+    set_values(a, "golden/outputs/0", [2.0 * v for v in ref])
+    a.functions = {"aten.relu.default": [OV([P("self")], "Tensor")],
+                   "aten.add.Tensor": [OV([P("self"), P("other"), P("alpha", "keyword_only", 1, False)], "Tensor")]}
+    a.methods = {}
+    a.modules = copy.deepcopy({"torch.nn.Conv2d": MODULE_DECLS["torch.nn.Conv2d"]})
+    nodes = finish([
+        node("x", "placeholder", "x", meta=MT("F32", [1, 3, 5, 5])),
+        a.graphs[0]["nodes"][1],
+        node("relu", "call_function", "aten.relu.default", [N("conv")], meta=MT("F32", [1, 4, 2, 2]), extra={"overload": 0}),
+        node("add", "call_function", "aten.add.Tensor", [N("relu"), N("relu")], meta=MT("F32", [1, 4, 2, 2]),
+             extra={"overload": 0}),
+        node("output", "output", "output", [N("add")], meta=MT("F32", [1, 4, 2, 2])),
+    ])
+    a.graphs = [{"name": "", "nodes": nodes}]
+    a.signature = {"inputs": ["x"], "output": N("add")}
+    return a
+
+
+def G(i):  # graph Value (1.2): a CoreView.graphs index
+    return {"t": "graph", "v": i}
+
+
+def core_cond():
+    """A core-only 1.2 artifact with control flow: cond(p, graph 1 = relu, graph 2 = neg, (x,)); golden for p True."""
+    a = Art((1, 2))
+    a.add_tensor("golden/inputs/0", "BOOL", [], [1], "golden.safetensors", "golden")
+    a.add_tensor("golden/inputs/1", "F32", [2], [-1.5, 2.0], "golden.safetensors", "golden")
+    a.add_tensor("golden/outputs/0", "F32", [2], [0.0, 2.0], "golden.safetensors", "golden")
+
+    def branch(op, target):
+        return {"name": op + "_graph", "nodes": finish([
+            node("a", "placeholder", "a", meta=MT("F32", [2])),
+            node(op, "call_function", target, [N("a")], meta=MT("F32", [2])),
+            node("output", "output", "output", [TU(N(op))]),
+        ])}
+    root = finish([
+        node("p", "placeholder", "p", meta=MT("BOOL", [])),
+        node("x", "placeholder", "x", meta=MT("F32", [2])),
+        node("cond", "call_function", "torch.ops.higher_order.cond", [N("p"), G(1), G(2), TU(N("x"))],
+             meta=MS("tuple", MT("F32", [2]))),
+        node("getitem", "call_function", "operator.getitem", [N("cond"), 0], meta=MT("F32", [2])),
+        node("output", "output", "output", [TU(N("getitem"))]),
+    ])
+    ops = {"aten.relu.default": copy.deepcopy(CORE_OPS["aten.relu.default"]),
+           "aten.neg.default": {"name": "aten::neg", "overload": "default", "arguments": [op_arg("self", "Tensor")],
+                                "returns": [op_arg("", "Tensor")]}}
+    a.core = {"graphs": [{"name": "", "nodes": root}, branch("relu", "aten.relu.default"), branch("neg", "aten.neg.default")],
+              "inputs": [{"name": "p", "kind": "user_input", "target": "p"}, {"name": "x", "kind": "user_input", "target": "x"}],
+              "outputs": [{"name": "getitem", "kind": "user_output", "target": ""}], "ops": ops, "symbols": {}}
+    a.signature = {"inputs": ["p", "x"], "output": TU(N("getitem"))}
+    a.golden = {"mode": "outputs", "file": "golden.safetensors", "inputs": [T("golden/inputs/0"), T("golden/inputs/1")],
+                "outputs": TU(T("golden/outputs/0")), "nodes": {}, "tolerances": {"F32": {"rtol": 1e-3, "atol": 1e-4}}}
+    return a
+
+
+VALID.update({"core12": core12, "core_only": core_only, "derived12": derived12, "core_cond": core_cond})
+
+
+@invalid("core.structure")
+def core_graph_values_form_a_cycle(p):
+    def mut(m):
+        g1 = m["core"]["graphs"][1]["nodes"]
+        g1.insert(1, node("inner", "call_function", "torch.ops.higher_order.cond", [True, G(1), G(2), TU(N("a"))],
+                          extra={"overload": None, "origin": None}))
+        finish(g1)
+    base(p, mut, core_cond())
+
+
+def base12(p, mutate):
+    return base(p, mutate, core12())
+
+
+def cnodes(m, g=0):
+    return m["core"]["graphs"][g]["nodes"]
+
+
+@invalid("core.op")
+def core_op_without_schema(p):
+    base12(p, lambda m: m["core"]["ops"].pop("aten.relu.default"))
+
+
+@invalid("core.op")
+def core_op_key_not_its_schema(p):
+    base12(p, lambda m: m["core"]["ops"]["aten.relu.default"].update(name="aten::sigmoid"))
+
+
+@invalid("schema.type")
+def core_op_required_arg_with_default(p):
+    base12(p, lambda m: m["core"]["ops"]["aten.relu.default"]["arguments"][0].update(default=1))
+
+
+@invalid("graph.op")
+def core_call_module_node(p):
+    def mut(m):
+        cnodes(m)[4].update(op="call_module", target="act")
+    base12(p, mut)
+
+
+@invalid("graph.structure")
+def core_node_with_lowering(p):
+    base12(p, lambda m: cnodes(m)[4].update(lowering=lowering("torch.nn.ReLU", {"inplace": False})))
+
+
+@invalid("core.structure")
+def core_graphs_empty(p):
+    base12(p, lambda m: m["core"].update(graphs=[]))
+
+
+@invalid("core.structure")
+def core_graph_value_out_of_range(p):
+    base12(p, lambda m: cnodes(m)[5]["kwargs"].update(alpha={"t": "graph", "v": 1}))
+
+
+@invalid("schema.type")
+def graph_value_in_module_view(p):
+    base12(p, lambda m: graph0(m)[3]["kwargs"].update(alpha={"t": "graph", "v": 0}))
+
+
+@invalid("core.structure")
+def core_inputs_count(p):
+    base12(p, lambda m: m["core"]["inputs"].pop(0))
+
+
+@invalid("core.structure")
+def core_input_name(p):
+    base12(p, lambda m: m["core"]["inputs"][2].update(name="y"))
+
+
+@invalid("core.structure")
+def core_input_kind_unknown(p):
+    base12(p, lambda m: m["core"]["inputs"][0].update(kind="weight"))
+
+
+@invalid("core.structure")
+def core_user_input_target(p):
+    base12(p, lambda m: m["core"]["inputs"][2].update(target="input"))
+
+
+@invalid("tensor.reference")
+def core_parameter_not_in_table(p):
+    base12(p, lambda m: m["core"]["inputs"][0].update(target="conv.w"))
+
+
+@invalid("core.structure")
+def core_outputs_count(p):
+    base12(p, lambda m: m["core"]["outputs"].append({"name": "add", "kind": "user_output", "target": ""}))
+
+
+@invalid("core.structure")
+def core_output_name(p):
+    base12(p, lambda m: m["core"]["outputs"][0].update(name="add"))
+
+
+@invalid("core.structure")
+def core_output_kind_unknown(p):
+    base12(p, lambda m: m["core"]["outputs"][0].update(kind="output"))
+
+
+@invalid("graph.reference")
+def core_origin_unresolved(p):
+    base12(p, lambda m: cnodes(m)[3].update(origin={"graph": 0, "node": "conv2"}))
+
+
+@invalid("graph.reference")
+def core_origin_graph_out_of_range(p):
+    base12(p, lambda m: cnodes(m)[3].update(origin={"graph": 1, "node": "conv"}))
+
+
+@invalid("graph.structure")
+def origin_on_module_view_node(p):
+    base12(p, lambda m: graph0(m)[1].update(origin={"graph": 0, "node": "conv"}))
+
+
+@invalid("core.symbol")
+def core_shape_symbol_undeclared(p):
+    base12(p, lambda m: cnodes(m)[4]["meta"].update(shape=["s1", 4, 2, 2]))
+
+
+@invalid("core.symbol")
+def core_shape_expression_syntax(p):
+    base12(p, lambda m: cnodes(m)[4]["meta"].update(shape=["s0+", 4, 2, 2]))
+
+
+@invalid("core.symbol")
+def core_symint_expression_syntax(p):
+    base12(p, lambda m: cnodes(m)[6]["meta"].update(v="s0**2"))
+
+
+@invalid("tensor.shape")
+def shape_expression_in_module_view(p):
+    base12(p, lambda m: graph0(m)[1]["meta"].update(shape=["s0", 4, 2, 2]))
+
+
+@invalid("core.symbol")
+def core_symbol_name(p):
+    base12(p, lambda m: m["core"]["symbols"].update(n0={"min": 1, "max": 2, "input": 2, "dim": 0}))
+
+
+@invalid("core.symbol")
+def core_symbol_range_reversed(p):
+    base12(p, lambda m: m["core"]["symbols"]["s0"].update(min=5, max=4))
+
+
+@invalid("core.symbol")
+def core_symbol_input_not_user(p):
+    base12(p, lambda m: m["core"]["symbols"]["s0"].update(input=0))
+
+
+@invalid("core.symbol")
+def core_symbol_dim_out_of_range(p):
+    base12(p, lambda m: m["core"]["symbols"]["s0"].update(dim=4))
+
+
+@invalid("graph.reference")
+def golden_core_node_unknown(p):
+    base12(p, lambda m: m["golden"]["core_nodes"].update(nope=T("golden/core/relu/0")))
+
+
+@invalid("graph.structure")
+def v12_graphs_empty_without_core(p):
+    def mut(m):
+        m["graphs"] = []
+        m["core"] = None
+    base12(p, mut)
+
+
+# Order inside the core step (cpp/DUMP.md / docs/cpp.md): ops table, graphs, signature (core only), inputs,
+# outputs, origins, symbol expressions, symbols.
+@invalid("core.op")
+def core_order_ops_table_before_graphs(p):
+    def mut(m):
+        m["core"]["ops"]["aten.relu.default"].update(name="aten::sigmoid")
+        cnodes(m)[4].update(op="call_module")
+    base12(p, mut)
+
+
+@invalid("core.op")
+def core_order_node_op_before_inputs(p):
+    def mut(m):
+        m["core"]["ops"].pop("aten.relu.default")
+        m["core"]["inputs"].pop(0)
+    base12(p, mut)
+
+
+@invalid("core.structure")
+def core_order_inputs_before_origin(p):
+    def mut(m):
+        m["core"]["inputs"][2].update(name="y")
+        cnodes(m)[3].update(origin={"graph": 0, "node": "conv2"})
+    base12(p, mut)
+
+
+@invalid("graph.reference")
+def core_order_origin_before_symbols(p):
+    def mut(m):
+        cnodes(m)[3].update(origin={"graph": 0, "node": "conv2"})
+        cnodes(m)[4]["meta"].update(shape=["s9", 4, 2, 2])
+    base12(p, mut)
+
+
+@invalid("core.symbol")
+def core_order_expressions_before_symbol_records(p):
+    def mut(m):
+        cnodes(m)[4]["meta"].update(shape=["s9", 4, 2, 2])
+        m["core"]["symbols"]["s0"].update(dim=4)
+    base12(p, mut)
+
+
+@invalid("core.structure")
+def core_order_signature_before_golden(p):
+    def mut(m):
+        m["core"]["outputs"][0].update(name="add")
+        m["golden"]["core_nodes"].update(nope=T("golden/core/relu/0"))
+    base12(p, mut)
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 
@@ -1784,6 +2215,14 @@ def main(argv):
         lines.append(f"{name} {code}\n")
     with open(os.path.join(out, "EXPECTED"), "w") as f:
         f.writelines(lines)
+    # inputs for fxlower-run on the core view of core12 (s0 in [1, 4]): 2 images, and 5 (out of range)
+    os.makedirs(os.path.join(out, "inputs"))
+    with open(os.path.join(out, "inputs", "core_cond_false.safetensors"), "wb") as f:
+        f.write(safetensors([("0", "BOOL", [], bytes([0])), ("1", "F32", [2], tensor_bytes("F32", [-1.5, 2.0]))]))
+    for n in (2, 5):
+        x = seq(75 * n, 0.5, 0.25)
+        with open(os.path.join(out, "inputs", f"core12_batch{n}.safetensors"), "wb") as f:
+            f.write(safetensors([("0", "F32", [n, 3, 5, 5], tensor_bytes("F32", x))]))
     print(f"{len(VALID)} valid and {len(INVALID)} invalid artifacts in {out}")
     return 0
 

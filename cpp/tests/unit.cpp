@@ -703,7 +703,107 @@ void test_dumps(const std::string& dir, const std::string& dump_tool) {
 
 }  // namespace
 
+// Format 1.2 symbol expressions: values worked out by hand with Python's integer semantics.
+void test_sym_expr() {
+  using fxlower::SymExpr;
+  const std::map<std::string, std::int64_t, std::less<>> b{{"s0", 7}, {"s1", -3}, {"s12", 4}};
+  auto ev = [&](const char* t) { return SymExpr::parse(t)->eval(b); };
+  CHECK_EQ(ev("s0*2+1"), 15);
+  CHECK_EQ(ev("s0-s12-1"), 2);            // left associative
+  CHECK_EQ(ev("2+3*s12"), 14);            // * binds tighter than +
+  CHECK_EQ(ev("(2+3)*s12"), 20);
+  CHECK_EQ(ev("s0//2"), 3);
+  CHECK_EQ(ev("s1//2"), -2);              // floor division: -3 // 2 == -2
+  CHECK_EQ(ev("s1%2"), 1);                // -3 % 2 == 1 (sign of the divisor)
+  CHECK_EQ(ev("s0%-2"), -1);              // 7 % -2 == -1
+  CHECK_EQ(ev("-s0"), -7);
+  CHECK_EQ(ev("--s0"), 7);
+  CHECK_EQ(ev("max(s0,s12*2)"), 8);
+  CHECK_EQ(ev("min(s0,s12*2)-1"), 6);
+  CHECK_EQ(ev("max(min(s0,3),s1)"), 3);
+  CHECK_EQ(ev("9223372036854775807"), INT64_MAX);
+  auto e = SymExpr::parse("s12*s0+s12");
+  CHECK(e.has_value());
+  CHECK_EQ(e->symbols().size(), std::size_t{2});
+  CHECK_EQ(e->symbols()[0], std::string("s12"));
+  CHECK_EQ(e->symbols()[1], std::string("s0"));
+  // syntax errors, with the reason
+  for (const char* bad : {"", "s", "s0 + 1", "s0+", "(s0", "s0)", "x1", "max(s0)", "max(s0,1", "1/2", "9223372036854775808",
+                          "S0", "s0**2"}) {
+    std::string why;
+    CHECK(!SymExpr::parse(bad, &why).has_value());
+    CHECK(!why.empty());
+  }
+  // evaluation errors: unbound symbol, division by zero, overflow (core.symbol)
+  CHECK_EQ(code_of([&] { SymExpr::parse("s5+1")->eval(b); }), std::string("core.symbol"));
+  CHECK_EQ(code_of([&] { SymExpr::parse("s0//(s12-4)")->eval(b); }), std::string("core.symbol"));
+  CHECK_EQ(code_of([&] { SymExpr::parse("s0%0")->eval(b); }), std::string("core.symbol"));
+  CHECK_EQ(code_of([&] { SymExpr::parse("9223372036854775807+s0")->eval(b); }), std::string("core.symbol"));
+}
+
+// The crafted 1.2 artifacts of make_artifacts.py (core12, core_only): the core view as the reader exposes it.
+void test_core_view(const std::string& dir) {
+  const fxlower::Artifact a = fxlower::load(dir + "/valid/core12");
+  CHECK_EQ(a.format_minor(), std::int64_t{2});
+  CHECK(a.core().has_value());
+  const fxlower::CoreView& cv = *a.core();
+  CHECK_EQ(cv.graphs.size(), std::size_t{1});
+  CHECK_EQ(cv.root().nodes.size(), std::size_t{8});
+  CHECK_EQ(cv.inputs.size(), std::size_t{3});
+  CHECK(cv.inputs[0].kind == fxlower::CoreInputKind::parameter);
+  CHECK_EQ(cv.inputs[0].target, std::string("conv.weight"));
+  CHECK(cv.inputs[2].kind == fxlower::CoreInputKind::user_input);
+  CHECK_EQ(cv.outputs.size(), std::size_t{1});
+  CHECK_EQ(cv.outputs[0].name, std::string("relu"));
+  CHECK(cv.outputs[0].kind == fxlower::CoreOutputKind::user_output);
+  // op schemas, with the keyword-only default of aten.add.Tensor
+  const auto add = cv.find_op("aten.add.Tensor");
+  CHECK(add.has_value());
+  CHECK_EQ(add->name, std::string("aten::add"));
+  CHECK_EQ(add->arguments.size(), std::size_t{3});
+  CHECK(add->arguments[2].kwarg_only && !add->arguments[2].required);
+  CHECK(add->arguments[2].default_value == fxlower::Value::integer(1));
+  CHECK(!cv.find_op("aten.sigmoid.default").has_value());
+  // the symbol, its range and the shape expressions
+  const auto s0 = cv.find_symbol("s0");
+  CHECK(s0.has_value());
+  CHECK_EQ(s0->min, std::int64_t{1});
+  CHECK(s0->max == std::optional<std::int64_t>(4));
+  CHECK_EQ(s0->input, std::size_t{2});
+  CHECK_EQ(s0->dim, std::size_t{0});
+  const fxlower::Node& x = cv.root().node_at("x");
+  CHECK_EQ(x.meta->sym.size(), std::size_t{4});
+  CHECK_EQ(x.meta->sym[0], std::string("s0"));
+  CHECK_EQ(x.meta->shape[0], std::int64_t{-1});
+  CHECK_EQ(x.meta->shape[1], std::int64_t{3});
+  CHECK_EQ(x.meta->repr(), std::string("tensor(F32,[s0,3,5,5])"));
+  const fxlower::Node& sz = cv.root().node_at("sym_size_int");
+  CHECK(sz.meta->kind == fxlower::MetaKind::symint);
+  CHECK_EQ(cv.expr(sz.meta->expr).eval({{"s0", 3}}), std::int64_t{48});
+  // origin links and their inverse
+  const fxlower::Node& conv = cv.root().node_at("convolution");
+  CHECK(conv.origin.has_value());
+  CHECK_EQ(a.origin_of(conv)->name, std::string("conv"));
+  CHECK(!a.origin_of(cv.root().node_at("add")).has_value());
+  const auto& back = a.core_nodes_of(0, "act");
+  CHECK_EQ(back.size(), std::size_t{1});
+  CHECK_EQ(back[0].node, std::string("relu"));
+  CHECK(a.core_nodes_of(0, "add").empty());
+  CHECK_EQ(a.golden()->core_nodes.size(), std::size_t{1});
+  CHECK_EQ(a.compute_digest(), a.digest());
+  // graphs empty: the signature describes the core root
+  const fxlower::Artifact c = fxlower::load(dir + "/valid/core_only");
+  CHECK(c.graphs().empty());
+  CHECK(c.core().has_value());
+  CHECK_EQ(c.signature().inputs.size(), std::size_t{1});
+  CHECK_EQ(c.signature().output.repr(), std::string("(%relu,)"));
+  CHECK_EQ(c.compute_digest(), c.digest());
+  // 1.1 files have no core view
+  CHECK(!fxlower::load(dir + "/valid/conv11").core().has_value());
+}
+
 int main(int argc, char** argv) {
+  test_sym_expr();
   test_sha256();
   test_conversions();
   test_float_repr();
@@ -715,6 +815,7 @@ int main(int argc, char** argv) {
     try {
       test_everything(argv[1]);
       test_format_1_1(argv[1]);
+      test_core_view(argv[1]);
       test_load_errors(argv[1]);
       test_truncated_after_load(argv[1]);
       test_mutations(argv[1]);

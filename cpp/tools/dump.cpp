@@ -27,6 +27,16 @@
 //   module_attr <type> <i> <name> <attr type> <str doc>          per AttrDecl
 //   module_param <type> <j> <name> <kind> required=<bool> default=<value>
 //                                                                per forward Param
+//   core graphs=<count> inputs=<count> outputs=<count> ops=<count> symbols=<count>   artifact with a core view (1.2)
+//   core_graph <gi> <str name> <node count> training=<bool>     per core graph; gi = index in core.graphs
+//   core_node <gi> <i> <name> <op> <target> args=<list> kwargs=<dict> meta=<meta> origin=<graph>:<node> | None
+//   core_input <i> <name> <kind> <target>                       per core.inputs entry
+//   core_output <i> <str name> <kind> <str target>              per core.outputs entry
+//   op <key> <str name> <str overload> arguments=<count> returns=<count>   per core.ops entry
+//   op_arg <key> <arguments|returns> <j> <str name> <str type> kwarg_only=<bool> required=<bool> mutates=<bool>
+//          default=<value>                                       per OpArg
+//   symbol <name> min=<int> max=<int or None> input=<int> dim=<int>        per core.symbols entry
+//   golden_core_node <name> <value>                              per golden.core_nodes entry
 //   overload <function|method> <name> <i> params=<count> returns=<str>
 //                                                                per Overload of functions / methods (1.1)
 //   overload_param <function|method> <name> <i> <j> <name> <kind> required=<bool> default=<value>
@@ -112,11 +122,54 @@ std::vector<std::string> dump_lines(const fxlower::Artifact& a) {
       if (n.graph) lines.push_back("subgraph " + gi + " " + n.name + " " + std::to_string(*n.graph));
     }
   }
+  if (const auto& core = a.core()) {
+    lines.push_back("core graphs=" + std::to_string(core->graphs.size()) + " inputs=" + std::to_string(core->inputs.size()) +
+                    " outputs=" + std::to_string(core->outputs.size()) + " ops=" + std::to_string(core->ops.size()) +
+                    " symbols=" + std::to_string(core->symbols.size()));
+    for (const auto& g : core->graphs) {
+      const std::string gi = std::to_string(g.index);
+      lines.push_back("core_graph " + gi + " " + quote_str(g.name) + " " + std::to_string(g.nodes.size()) +
+                      " training=" + py_bool(g.training));
+      for (const auto& n : g.nodes)
+        lines.push_back("core_node " + gi + " " + std::to_string(n.index) + " " + n.name + " " +
+                        std::string(fxlower::op_name(n.op)) + " " + n.target + " args=" +
+                        fxlower::Value::list(n.args).repr() + " kwargs=" + kv_dict(n.kwargs) +
+                        " meta=" + (n.meta ? n.meta->repr() : std::string("None")) + " origin=" +
+                        (n.origin ? std::to_string(n.origin->graph) + ":" + n.origin->node : std::string("None")));
+    }
+    for (std::size_t i = 0; i < core->inputs.size(); ++i) {
+      const auto& in = core->inputs[i];
+      lines.push_back("core_input " + std::to_string(i) + " " + in.name + " " +
+                      std::string(fxlower::core_input_kind_name(in.kind)) + " " + in.target);
+    }
+    for (std::size_t i = 0; i < core->outputs.size(); ++i) {
+      const auto& o = core->outputs[i];
+      lines.push_back("core_output " + std::to_string(i) + " " + quote_str(o.name) + " " +
+                      std::string(fxlower::core_output_kind_name(o.kind)) + " " + quote_str(o.target));
+    }
+    for (const auto& [key, op] : core->ops) {
+      lines.push_back("op " + key + " " + quote_str(op.name) + " " + quote_str(op.overload) + " arguments=" +
+                      std::to_string(op.arguments.size()) + " returns=" + std::to_string(op.returns.size()));
+      for (int which = 0; which < 2; ++which) {
+        const auto& args = which == 0 ? op.arguments : op.returns;
+        for (std::size_t j = 0; j < args.size(); ++j)
+          lines.push_back("op_arg " + key + (which == 0 ? " arguments " : " returns ") + std::to_string(j) + " " +
+                          quote_str(args[j].name) + " " + quote_str(args[j].type) + " kwarg_only=" + py_bool(args[j].kwarg_only) +
+                          " required=" + py_bool(args[j].required) + " mutates=" + py_bool(args[j].mutates) +
+                          " default=" + args[j].default_value.repr());
+      }
+    }
+    for (const auto& [name, s] : core->symbols)
+      lines.push_back("symbol " + name + " min=" + std::to_string(s.min) + " max=" +
+                      (s.max ? std::to_string(*s.max) : std::string("None")) + " input=" + std::to_string(s.input) +
+                      " dim=" + std::to_string(s.dim));
+  }
   lines.push_back("signature inputs=" + str_list(a.signature().inputs) + " output=" + a.signature().output.repr());
   if (const auto& g = a.golden()) {
     lines.push_back("golden " + std::string(g->mode == fxlower::GoldenMode::nodes ? "nodes" : "outputs") + " " +
                     g->file + " inputs=" + fxlower::Value::list(g->inputs).repr() + " outputs=" + g->outputs.repr());
     for (const auto& kv : g->nodes) lines.push_back("golden_node " + kv.first + " " + kv.second.repr());
+    for (const auto& kv : g->core_nodes) lines.push_back("golden_core_node " + kv.first + " " + kv.second.repr());
     for (const auto& t : g->tolerances)
       lines.push_back("tolerance " + std::string(fxlower::dtype_name(t.first)) + " " +
                       fxlower::python_float_repr(t.second.rtol) + " " + fxlower::python_float_repr(t.second.atol));

@@ -78,7 +78,7 @@ namespace fxlower {
 
 /// The format version this reader implements: it accepts major 1, minor <= 1.
 inline constexpr std::int64_t kFormatMajor = 1;
-inline constexpr std::int64_t kFormatMinor = 1;
+inline constexpr std::int64_t kFormatMinor = 2;
 inline constexpr const char* kFormatId = "fxlower";
 inline constexpr const char* kManifestFile = "manifest.msgpack";
 
@@ -522,13 +522,13 @@ inline std::optional<Layout> layout_from_name(std::string_view s) {
 /// The kinds of a Value; the order is the order of Value::Storage's alternatives.
 enum class ValueKind : std::uint8_t {
   nil, boolean, integer, floating, string, node, tensor, list, tuple, dict, slice, ellipsis, complex, dtype,
-  device, memory_format, layout, function, module
+  device, memory_format, layout, function, module, graph
 };
 inline std::string_view value_kind_name(ValueKind k) {
   static constexpr const char* names[] = {"nil",   "bool",  "int",   "float",    "str",     "node",
                                           "tensor", "list", "tuple", "dict",     "slice",   "ellipsis",
                                           "complex", "dtype", "device", "memory_format", "layout",
-                                          "function", "module"};
+                                          "function", "module", "graph"};
   return names[static_cast<std::size_t>(k)];
 }
 
@@ -557,6 +557,8 @@ struct Ellipsis {};
 struct FunctionRef { std::string name; };
 /// "A child module of this type" in a lowering record (format 1.1): a module type name, e.g. "torch.nn.Linear".
 struct ModuleTypeRef { std::string name; };
+/// A graph of the core view (format 1.2): the index of a control-flow branch or body in CoreView::graphs.
+struct GraphRef { std::size_t index = 0; };
 struct Complex {
   double re = 0;
   double im = 0;
@@ -577,7 +579,7 @@ class Value {
  public:
   using Storage = std::variant<Nil, bool, std::int64_t, double, std::string, NodeRef, TensorRef, List, Tuple, Dict,
                                Slice, Ellipsis, Complex, DType, Device, MemoryFormat, Layout, FunctionRef,
-                               ModuleTypeRef>;
+                               ModuleTypeRef, GraphRef>;
 
   Value() = default;  // nil
   static Value nil() { return Value(); }
@@ -606,6 +608,7 @@ class Value {
   static Value layout(Layout l) { return make<Layout>(l); }
   static Value function(std::string name) { return make<FunctionRef>(FunctionRef{std::move(name)}); }
   static Value module(std::string type) { return make<ModuleTypeRef>(ModuleTypeRef{std::move(type)}); }
+  static Value graph(std::size_t index) { return make<GraphRef>(GraphRef{index}); }
 
   ValueKind kind() const noexcept { return static_cast<ValueKind>(v_.index()); }
   bool is_nil() const noexcept { return kind() == ValueKind::nil; }
@@ -649,6 +652,8 @@ class Value {
   const std::string& function_name() const { return get<FunctionRef>(ValueKind::function).name; }
   /// The type name of a module Value (a child module of that type).
   const std::string& module_type() const { return get<ModuleTypeRef>(ValueKind::module).name; }
+  /// The CoreView::graphs index of a graph Value (format 1.2).
+  std::size_t graph_index() const { return get<GraphRef>(ValueKind::graph).index; }
 
   /// The canonical rendering of cpp/DUMP.md (e.g. "[%x, (1, 2), {\"k\": None}]").
   std::string repr() const {
@@ -744,6 +749,7 @@ inline void Value::render(std::string& out) const {
     case ValueKind::layout: out += "layout(" + std::string(layout_name(std::get<Layout>(v_))) + ")"; break;
     case ValueKind::function: out += "function(" + std::get<FunctionRef>(v_).name + ")"; break;
     case ValueKind::module: out += "module(" + std::get<ModuleTypeRef>(v_).name + ")"; break;
+    case ValueKind::graph: out += "graph(" + std::to_string(std::get<GraphRef>(v_).index) + ")"; break;
   }
 }
 
@@ -791,6 +797,7 @@ inline bool operator==(const Value& a, const Value& b) {
     case ValueKind::layout: return a.as_layout() == b.as_layout();
     case ValueKind::function: return a.function_name() == b.function_name();
     case ValueKind::module: return a.module_type() == b.module_type();
+    case ValueKind::graph: return a.graph_index() == b.graph_index();
   }
   return false;
 }
@@ -799,11 +806,13 @@ inline bool operator==(const Value& a, const Value& b) {
 
 /// Meta kinds; device, dtype, memory_format and layout (runtime values of those types) are format 1.1.
 enum class MetaKind : std::uint8_t {
-  tensor, tuple, list, dict, integer, floating, boolean, string, none, other, device, dtype, memory_format, layout
+  tensor, tuple, list, dict, integer, floating, boolean, string, none, other, device, dtype, memory_format, layout,
+  symint
 };
 inline std::string_view meta_kind_name(MetaKind k) {
   static constexpr const char* names[] = {"tensor", "tuple", "list",  "dict",   "int",    "float",         "bool",
-                                          "str",    "none",  "other", "device", "dtype",  "memory_format", "layout"};
+                                          "str",    "none",  "other", "device", "dtype",  "memory_format", "layout",
+                                          "symint"};
   return names[static_cast<std::size_t>(k)];
 }
 
@@ -811,7 +820,11 @@ inline std::string_view meta_kind_name(MetaKind k) {
 struct Meta {
   MetaKind kind = MetaKind::other;
   DType dtype = DType::F32;           // tensor
-  std::vector<std::int64_t> shape;    // tensor
+  std::vector<std::int64_t> shape;    // tensor; -1 where the dimension is symbolic (sym)
+  /// Format 1.2 core graphs: per dimension, its symbol expression ("s0*2"), or "" for a concrete one; empty when
+  /// every dimension is concrete. symint: the expression of the SymInt value.
+  std::vector<std::string> sym;
+  std::string expr;                   // symint
   std::vector<Meta> items;            // tuple, list, dict (values)
   std::vector<DictKey> keys;          // dict, parallel to items
 
@@ -827,11 +840,13 @@ struct Meta {
         out += "tensor(" + std::string(dtype_name(dtype)) + ",[";
         for (std::size_t i = 0; i < shape.size(); ++i) {
           if (i) out += ',';
-          out += std::to_string(shape[i]);
+          if (!sym.empty() && !sym[i].empty()) out += sym[i];
+          else out += std::to_string(shape[i]);
         }
         out += "])";
         break;
       }
+      case MetaKind::symint: out += "symint(" + expr + ")"; break;
       case MetaKind::tuple: case MetaKind::list: case MetaKind::dict:
         out += meta_kind_name(kind);
         out += '(';
@@ -886,6 +901,12 @@ struct Lowering {
   }
 };
 
+/// A core node's module-view node (format 1.2): Manifest.graphs index and node name.
+struct NodeLink {
+  std::size_t graph = 0;
+  std::string node;
+};
+
 struct Node {
   std::size_t index = 0;  // position in its graph
   std::string name;
@@ -901,6 +922,8 @@ struct Node {
   /// 1.1: call_function/call_method nodes: the index of the overload (Artifact::functions()/methods()) that
   /// args and kwargs bind to; nullopt on other ops and in 1.0 files.
   std::optional<std::size_t> overload;
+  /// 1.2: on a core-view node, the module-view node it came from (nullopt for glue and on module-view nodes).
+  std::optional<NodeLink> origin;
 
   optional_ref<const Value> find_kwarg(std::string_view key) const { return detail::find_pair(kwargs, key); }
   const Value& kwarg_at(std::string_view key) const {
@@ -958,12 +981,120 @@ struct Golden {
   std::vector<Value> inputs;
   Value outputs;
   Kwargs nodes;  // root node name -> result
+  Kwargs core_nodes;  // 1.2: core root node name -> result
   std::vector<std::pair<DType, Tolerance>> tolerances;
   optional_ref<const Value> find_node(std::string_view node) const { return detail::find_pair(nodes, node); }
   std::optional<Tolerance> tolerance(DType d) const {
     for (const auto& t : tolerances)
       if (t.first == d) return t.second;
     return std::nullopt;
+  }
+};
+
+// ================================================================================================ core view (1.2)
+
+namespace detail { class SymParser; }
+
+/// A symbol expression of a core-view shape (docs/format.md, format 1.2): integers, symbols s<digits>, + - * //
+/// % (Python floor semantics), unary -, max(a, b), min(a, b), parentheses.
+class SymExpr {
+ public:
+  /// Parses `text`; nullopt with the reason in *why on a syntax error.
+  static std::optional<SymExpr> parse(std::string_view text, std::string* why = nullptr);
+  /// The value under `bindings` (symbol name -> value). Throws Error "core.symbol" for an unbound symbol and
+  /// for a division or modulo by zero, "api.overflow"-free: int64 arithmetic wraps are reported as core.symbol.
+  std::int64_t eval(const std::map<std::string, std::int64_t, std::less<>>& bindings) const;
+  /// The distinct symbols it uses, in order of first appearance.
+  const std::vector<std::string>& symbols() const { return symbols_; }
+  const std::string& text() const { return text_; }
+
+ private:
+  enum class K : std::uint8_t { num, sym, add, sub, mul, floordiv, mod, neg, max, min };
+  struct N {
+    K k = K::num;
+    std::int64_t v = 0;   // num; sym: index into symbols_
+    std::int32_t a = -1, b = -1;
+  };
+  std::int64_t eval_node(std::int32_t i, const std::vector<std::int64_t>& vals) const;
+  friend class detail::SymParser;
+  std::vector<N> nodes_;
+  std::int32_t root_ = -1;
+  std::vector<std::string> symbols_;
+  std::string text_;
+};
+
+enum class CoreInputKind : std::uint8_t { user_input, parameter, buffer, constant };
+inline std::string_view core_input_kind_name(CoreInputKind k) {
+  static constexpr const char* names[] = {"user_input", "parameter", "buffer", "constant"};
+  return names[static_cast<std::size_t>(k)];
+}
+enum class CoreOutputKind : std::uint8_t { user_output, buffer_mutation };
+inline std::string_view core_output_kind_name(CoreOutputKind k) {
+  return k == CoreOutputKind::user_output ? "user_output" : "buffer_mutation";
+}
+
+/// A placeholder of the core root graph.
+struct CoreInput {
+  std::string name;    // the placeholder node's name
+  CoreInputKind kind = CoreInputKind::user_input;
+  std::string target;  // user_input: the signature input it binds to; otherwise the tensor table name
+};
+/// An element of the core root output node's args[0].
+struct CoreOutput {
+  std::string name;  // the node returned, "" for a constant or None
+  CoreOutputKind kind = CoreOutputKind::user_output;
+  std::string target;  // buffer_mutation: the tensor table name of the buffer; otherwise ""
+};
+/// An argument or return of an operator schema (torch.FunctionSchema).
+struct OpArg {
+  std::string name;
+  std::string type;  // the schema's type text: Tensor, Tensor?, SymInt[], Scalar, ...
+  bool kwarg_only = false;
+  Value default_value;  // nil when there is none (see required) or when it is None
+  bool required = false;
+  bool mutates = false;
+};
+/// The schema of a call_function target of the core view.
+struct OpSchema {
+  std::string name;      // "aten::convolution"
+  std::string overload;  // "default"
+  std::vector<OpArg> arguments;
+  std::vector<OpArg> returns;
+};
+/// A shape symbol, defined by dimension `dim` of user input `input` (a CoreView::inputs index).
+struct Symbol {
+  std::int64_t min = 0;
+  std::optional<std::int64_t> max;  // nullopt: unbounded
+  std::size_t input = 0;
+  std::size_t dim = 0;
+};
+
+/// The core view (format 1.2): the program as Core ATen ops, linked to the module view by Node::origin.
+struct CoreView {
+  std::vector<Graph> graphs;  // graphs[0] the root; then control-flow branches and bodies
+  std::vector<CoreInput> inputs;
+  std::vector<CoreOutput> outputs;
+  std::vector<std::pair<std::string, OpSchema>> ops;  // target -> schema, in file order
+  std::vector<std::pair<std::string, Symbol>> symbols;  // in file order
+  /// Parsed symbol expressions of Meta shapes and symints, by their text.
+  std::map<std::string, SymExpr, std::less<>> exprs;
+
+  const Graph& root() const { return graphs.at(0); }
+  optional_ref<const OpSchema> find_op(std::string_view target) const {
+    for (const auto& p : ops)
+      if (p.first == target) return p.second;
+    return std::nullopt;
+  }
+  optional_ref<const Symbol> find_symbol(std::string_view name) const {
+    for (const auto& p : symbols)
+      if (p.first == name) return p.second;
+    return std::nullopt;
+  }
+  /// The parsed expression of a validated shape entry or symint (api.not_found for other texts).
+  const SymExpr& expr(std::string_view text) const {
+    const auto it = exprs.find(text);
+    if (it == exprs.end()) detail::raise("api.not_found", "core", "no symbol expression " + std::string(text));
+    return it->second;
   }
 };
 
@@ -1232,6 +1363,8 @@ struct ArtifactData {
   std::vector<std::pair<std::string, ModuleDecl>> modules;               // 1.1, in file order
   std::vector<std::pair<std::string, std::vector<Overload>>> functions;  // 1.1
   std::vector<std::pair<std::string, std::vector<Overload>>> methods;    // 1.1
+  std::optional<CoreView> core;                                         // 1.2
+  std::map<std::pair<std::size_t, std::string>, std::vector<NodeLink>> core_links;  // module node -> core nodes
   std::string manifest;  // the manifest's bytes, as read
   std::vector<std::unique_ptr<Bytes>> buffers;
 };
@@ -1277,6 +1410,21 @@ class Artifact {
                       : n.op == Op::call_method ? find_method(n.target) : optional_ref<const std::vector<Overload>>();
     if (!list || *n.overload >= list->size()) return std::nullopt;
     return (*list)[*n.overload];
+  }
+
+  /// Format 1.2: the core view, or nullopt (1.0/1.1 files, and 1.2 files written without one).
+  const std::optional<CoreView>& core() const { return d().core; }
+  /// The module-view node a core-view node came from (its origin), or empty (glue, or not a core node).
+  optional_ref<const Node> origin_of(const Node& core_node) const {
+    if (!core_node.origin || core_node.origin->graph >= d().graphs.size()) return std::nullopt;
+    return d().graphs[core_node.origin->graph].find_node(core_node.origin->node);
+  }
+  /// The inverse links: the core nodes (CoreView::graphs index and node name, in graph order) whose origin is
+  /// node `node` of module-view graph `graph`; empty when none.
+  const std::vector<NodeLink>& core_nodes_of(std::size_t graph, std::string_view node) const {
+    static const std::vector<NodeLink> none;
+    const auto it = d().core_links.find({graph, std::string(node)});
+    return it == d().core_links.end() ? none : it->second;
   }
 
   /// The tensor table, sorted by name as written.
@@ -2386,7 +2534,8 @@ class Loader {
     tensor_table();
     for (std::size_t f = 0; f < a_->files.size(); ++f) tensor_file(f);
     graphs();
-    signature();
+    if (!a_->graphs.empty()) signature();
+    core_view();
     golden();
     digest();
     Artifact art;
@@ -2397,6 +2546,7 @@ class Loader {
  private:
   struct NodeRaw {
     std::uint32_t op = 0, args = 0, kwargs = 0, meta = 0, attrs = UINT32_MAX, graph = 0, overload = UINT32_MAX;
+    std::int64_t origin_graph = 0;  // origin.graph as written (checked at the core step)
   };
 
   // ---------------------------------------------------------------------------------------------- format
@@ -2514,55 +2664,9 @@ class Loader {
     return out;
   }
 
-  /// The schema (section 2.1) as fxlower.schema.from_obj checks it: per object, its type, its unknown keys,
-  /// then each field in declared order (missing, then its type, recursively). Values and Meta stay raw.
-  void schema() {
-    const Path& root = root_;
-    Fields m(doc_, 0, root, "Manifest",
-             {"format", "format_version", "producer", "files", "tensors", "graphs", "signature", "golden", "digest",
-              "modules", "functions", "methods"});
-    get_str(m.get(0), root.field("format"));
-    get_int_list(m.get(1), root.field("format_version"));
+  void parse_graphs(std::uint32_t arr, const Path& p, std::vector<Graph>& out, std::vector<std::vector<NodeRaw>>& rawout) const {
     {
-      const Path p = root.field("producer");
-      Fields f(doc_, m.get(2), p, "Producer", {"name", "version", "torch"});
-      a_->producer.name = get_str(f.get(0), p.field("name"));
-      a_->producer.version = get_str(f.get(1), p.field("version"));
-      a_->producer.torch = get_str(f.get(2), p.field("torch"));
-    }
-    {
-      const Path p = root.field("files");
-      const auto k = get_array(m.get(3), p);
-      for (std::size_t j = 0; j < k.size(); ++j) {
-        const Path q = p.item(j);
-        Fields f(doc_, k[j], q, "FileEntry", {"path", "role"});
-        file_paths_.push_back(get_str(f.get(0), q.field("path")));
-        file_roles_.push_back(get_str(f.get(1), q.field("role")));
-      }
-    }
-    {
-      const Path p = root.field("tensors");
-      const auto k = get_array(m.get(4), p);
-      for (std::size_t j = 0; j < k.size(); ++j) {
-        const Path q = p.item(j);
-        Fields f(doc_, k[j], q, "TensorEntry",
-                 {"name", "dtype", "shape", "file", "key", "sha256", "kind", "requires_grad", "persistent"});
-        Tensor t;
-        t.name = get_str(f.get(0), q.field("name"));
-        tensor_dtypes_.push_back(get_str(f.get(1), q.field("dtype")));
-        t.shape = get_int_list(f.get(2), q.field("shape"));
-        t.file = get_str(f.get(3), q.field("file"));
-        t.key = get_str(f.get(4), q.field("key"));
-        t.sha256 = get_str(f.get(5), q.field("sha256"));
-        tensor_kinds_.push_back(opt(f, 6) == UINT32_MAX ? std::string() : get_str(f.get(6), q.field("kind")));
-        if (opt(f, 7) != UINT32_MAX) t.requires_grad = get_bool(f.get(7), q.field("requires_grad"));
-        if (opt(f, 8) != UINT32_MAX) t.persistent = get_bool(f.get(8), q.field("persistent"));
-        a_->tensors.push_back(std::move(t));
-      }
-    }
-    {
-      const Path p = root.field("graphs");
-      const auto k = get_array(m.get(5), p);
+      const auto k = get_array(arr, p);
       for (std::size_t g = 0; g < k.size(); ++g) {
         const Path q = p.item(g);
         Fields f(doc_, k[g], q, "Graph", {"name", "nodes", "training"});
@@ -2575,7 +2679,8 @@ class Loader {
         for (std::size_t j = 0; j < nk.size(); ++j) {
           const Path r = np.item(j);
           Fields nf(doc_, nk[j], r, "Node",
-                    {"name", "op", "target", "args", "kwargs", "inputs", "users", "meta", "lowering", "graph", "overload"});
+                    {"name", "op", "target", "args", "kwargs", "inputs", "users", "meta", "lowering", "graph", "overload",
+                     "origin"});
           Node node;
           NodeRaw raw;
           node.index = j;
@@ -2619,14 +2724,73 @@ class Loader {
           if (doc_.type(raw.graph) != kNil) get_int(raw.graph, r.field("graph"));
           raw.overload = opt(nf, 10);
           if (raw.overload != UINT32_MAX && doc_.type(raw.overload) != kNil) get_int(raw.overload, r.field("overload"));
+          const std::uint32_t org = opt(nf, 11);
+          if (org != UINT32_MAX && doc_.type(org) != kNil) {
+            const Path op = r.field("origin");
+            Fields of(doc_, org, op, "NodeLink", {"graph", "node"});
+            NodeLink link;
+            const std::int64_t lg = get_int(of.get(0), op.field("graph"));
+            link.node = get_str(of.get(1), op.field("node"));
+            raw.origin_graph = lg;
+            node.origin = std::move(link);
+          }
           graph.nodes.push_back(std::move(node));
           raws.push_back(raw);
         }
         if (opt(f, 2) != UINT32_MAX) graph.training = get_bool(f.get(2), q.field("training"));
-        a_->graphs.push_back(std::move(graph));
-        raw_.push_back(std::move(raws));
+        out.push_back(std::move(graph));
+        rawout.push_back(std::move(raws));
       }
     }
+  }
+
+  /// The schema (section 2.1) as fxlower.schema.from_obj checks it: per object, its type, its unknown keys,
+  /// then each field in declared order (missing, then its type, recursively). Values and Meta stay raw.
+  void schema() {
+    const Path& root = root_;
+    Fields m(doc_, 0, root, "Manifest",
+             {"format", "format_version", "producer", "files", "tensors", "graphs", "signature", "golden", "digest",
+              "modules", "functions", "methods", "core"});
+    get_str(m.get(0), root.field("format"));
+    get_int_list(m.get(1), root.field("format_version"));
+    {
+      const Path p = root.field("producer");
+      Fields f(doc_, m.get(2), p, "Producer", {"name", "version", "torch"});
+      a_->producer.name = get_str(f.get(0), p.field("name"));
+      a_->producer.version = get_str(f.get(1), p.field("version"));
+      a_->producer.torch = get_str(f.get(2), p.field("torch"));
+    }
+    {
+      const Path p = root.field("files");
+      const auto k = get_array(m.get(3), p);
+      for (std::size_t j = 0; j < k.size(); ++j) {
+        const Path q = p.item(j);
+        Fields f(doc_, k[j], q, "FileEntry", {"path", "role"});
+        file_paths_.push_back(get_str(f.get(0), q.field("path")));
+        file_roles_.push_back(get_str(f.get(1), q.field("role")));
+      }
+    }
+    {
+      const Path p = root.field("tensors");
+      const auto k = get_array(m.get(4), p);
+      for (std::size_t j = 0; j < k.size(); ++j) {
+        const Path q = p.item(j);
+        Fields f(doc_, k[j], q, "TensorEntry",
+                 {"name", "dtype", "shape", "file", "key", "sha256", "kind", "requires_grad", "persistent"});
+        Tensor t;
+        t.name = get_str(f.get(0), q.field("name"));
+        tensor_dtypes_.push_back(get_str(f.get(1), q.field("dtype")));
+        t.shape = get_int_list(f.get(2), q.field("shape"));
+        t.file = get_str(f.get(3), q.field("file"));
+        t.key = get_str(f.get(4), q.field("key"));
+        t.sha256 = get_str(f.get(5), q.field("sha256"));
+        tensor_kinds_.push_back(opt(f, 6) == UINT32_MAX ? std::string() : get_str(f.get(6), q.field("kind")));
+        if (opt(f, 7) != UINT32_MAX) t.requires_grad = get_bool(f.get(7), q.field("requires_grad"));
+        if (opt(f, 8) != UINT32_MAX) t.persistent = get_bool(f.get(8), q.field("persistent"));
+        a_->tensors.push_back(std::move(t));
+      }
+    }
+    parse_graphs(m.get(5), root.field("graphs"), a_->graphs, raw_);
     {
       const Path p = root.field("signature");
       Fields f(doc_, m.get(6), p, "Signature", {"inputs", "output"});
@@ -2637,7 +2801,7 @@ class Loader {
       const std::uint32_t gi = m.get(7);
       if (doc_.type(gi) != kNil) {
         const Path p = root.field("golden");
-        Fields f(doc_, gi, p, "Golden", {"mode", "file", "inputs", "outputs", "nodes", "tolerances"});
+        Fields f(doc_, gi, p, "Golden", {"mode", "file", "inputs", "outputs", "nodes", "tolerances", "core_nodes"});
         golden_mode_ = get_str(f.get(0), p.field("mode"));
         Golden g;
         g.file = get_str(f.get(1), p.field("file"));
@@ -2666,6 +2830,13 @@ class Loader {
           t.rtol = get_float(tf.get(0), q.field("rtol"));
           t.atol = get_float(tf.get(1), q.field("atol"));
           tolerance_raw_.emplace_back(std::string(doc_.str(k[a])), t);
+        }
+        golden_core_nodes_ = opt(f, 6);
+        if (golden_core_nodes_ != UINT32_MAX) {
+          const Path np = p.field("core_nodes");
+          need_map(golden_core_nodes_, np);
+          const auto nk = doc_.kids(golden_core_nodes_);
+          for (std::size_t a = 0; a + 1 < nk.size(); a += 2) raw_value(nk[a + 1], np.field(doc_.str(nk[a])));
         }
         a_->golden = std::move(g);
       }
@@ -2699,6 +2870,89 @@ class Loader {
     }
     if (opt(m, 10) != UINT32_MAX) a_->functions = overload_map(m.get(10), root.field("functions"), function_defaults_);
     if (opt(m, 11) != UINT32_MAX) a_->methods = overload_map(m.get(11), root.field("methods"), method_defaults_);
+    if (opt(m, 12) != UINT32_MAX && doc_.type(m.get(12)) != kNil) core_schema(m.get(12), root.field("core"));
+  }
+
+  /// CoreView (format 1.2) at step 4: its fields in declared order (graphs, inputs, outputs, ops, symbols).
+  OpArg op_arg(std::uint32_t i, const Path& p, std::vector<std::uint32_t>& defaults) const {
+    Fields f(doc_, i, p, "OpArg", {"name", "type", "kwarg_only", "default", "required", "mutates"});
+    OpArg a;
+    a.name = get_str(f.get(0), p.field("name"));
+    a.type = get_str(f.get(1), p.field("type"));
+    a.kwarg_only = get_bool(f.get(2), p.field("kwarg_only"));
+    defaults.push_back(raw_value(f.get(3), p.field("default")));
+    a.required = get_bool(f.get(4), p.field("required"));
+    a.mutates = get_bool(f.get(5), p.field("mutates"));
+    return a;
+  }
+  void core_schema(std::uint32_t ci, const Path& p) {
+    Fields f(doc_, ci, p, "CoreView", {"graphs", "inputs", "outputs", "ops", "symbols"});
+    CoreView cv;
+    parse_graphs(f.get(0), p.field("graphs"), cv.graphs, core_raw_);
+    {
+      const Path ip = p.field("inputs");
+      const auto k = get_array(f.get(1), ip);
+      for (std::size_t j = 0; j < k.size(); ++j) {
+        const Path q = ip.item(j);
+        Fields g(doc_, k[j], q, "CoreInput", {"name", "kind", "target"});
+        CoreInput in;
+        in.name = get_str(g.get(0), q.field("name"));
+        core_input_kinds_.push_back(get_str(g.get(1), q.field("kind")));
+        in.target = get_str(g.get(2), q.field("target"));
+        cv.inputs.push_back(std::move(in));
+      }
+    }
+    {
+      const Path op = p.field("outputs");
+      const auto k = get_array(f.get(2), op);
+      for (std::size_t j = 0; j < k.size(); ++j) {
+        const Path q = op.item(j);
+        Fields g(doc_, k[j], q, "CoreOutput", {"name", "kind", "target"});
+        CoreOutput out;
+        out.name = get_str(g.get(0), q.field("name"));
+        core_output_kinds_.push_back(get_str(g.get(1), q.field("kind")));
+        out.target = get_str(g.get(2), q.field("target"));
+        cv.outputs.push_back(std::move(out));
+      }
+    }
+    {
+      const Path op = p.field("ops");
+      const std::uint32_t mi = f.get(3);
+      need_map(mi, op);
+      const auto k = doc_.kids(mi);
+      for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+        const Path q = op.field(doc_.str(k[a]));
+        Fields g(doc_, k[a + 1], q, "OpSchema", {"name", "overload", "arguments", "returns"});
+        OpSchema s;
+        s.name = get_str(g.get(0), q.field("name"));
+        s.overload = get_str(g.get(1), q.field("overload"));
+        for (int which = 0; which < 2; ++which) {
+          const Path ap = q.field(which == 0 ? "arguments" : "returns");
+          const auto ak = get_array(g.get(2 + static_cast<std::size_t>(which)), ap);
+          for (std::size_t j = 0; j < ak.size(); ++j)
+            (which == 0 ? s.arguments : s.returns).push_back(op_arg(ak[j], ap.item(j), op_defaults_));
+        }
+        cv.ops.emplace_back(std::string(doc_.str(k[a])), std::move(s));
+      }
+    }
+    {
+      const Path sp = p.field("symbols");
+      const std::uint32_t mi = f.get(4);
+      need_map(mi, sp);
+      const auto k = doc_.kids(mi);
+      for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+        const Path q = sp.field(doc_.str(k[a]));
+        Fields g(doc_, k[a + 1], q, "Symbol", {"min", "max", "input", "dim"});
+        Symbol sym;
+        sym.min = get_int(g.get(0), q.field("min"));
+        const std::uint32_t mx = g.get(1);
+        if (doc_.type(mx) != kNil) sym.max = get_int(mx, q.field("max"));
+        symbol_input_.push_back(get_int(g.get(2), q.field("input")));
+        symbol_dim_.push_back(get_int(g.get(3), q.field("dim")));
+        cv.symbols.emplace_back(std::string(doc_.str(k[a])), sym);
+      }
+    }
+    a_->core = std::move(cv);
   }
 
   // ---------------------------------------------------------------------------------------------- files
@@ -2866,7 +3120,23 @@ class Loader {
     bool tensors = false;          // tensor references allowed
     FileRole role = FileRole::weights;  // ... to tensors stored in the file of this role
     std::vector<std::string>* refs = nullptr;  // collects node references, distinct, in order
+    std::size_t core_graphs = 0;  // graph Values allowed (core view graphs): indices 1..core_graphs-1
+    std::vector<std::size_t>* graph_refs = nullptr;  // collects the graph Values' indices
   };
+
+  /// The Python callables torch.export leaves in core graphs, and the control-flow operators: they need no operator
+  /// schema in core.ops (an entry, if any, is not checked against its key).
+  static bool core_py_target(std::string_view t) {
+    static constexpr std::string_view kTargets[] = {
+        "operator.getitem", "operator.add", "operator.sub", "operator.mul", "operator.floordiv", "operator.mod",
+        "operator.neg", "operator.eq", "operator.ne", "operator.lt", "operator.le", "operator.gt", "operator.ge",
+        "operator.truediv", "operator.pow", "operator.and_", "operator.or_", "operator.not_",
+        // control flow: higher-order operators have no FunctionSchema
+        "torch.ops.higher_order.cond", "torch.ops.higher_order.while_loop"};
+    for (std::string_view k : kTargets)
+      if (t == k) return true;
+    return false;
+  }
 
   Value decode_value(std::uint32_t i, const Path& p, const Scope& s, int depth) const {
     if (depth > limits::kMaxValueDepth) fail("schema.depth", p, "value nests deeper than 64 levels");
@@ -2885,11 +3155,21 @@ class Loader {
     if (doc_.count(i) != 2 || t == UINT32_MAX || v == UINT32_MAX)
       fail("schema.type", p, "a tagged Value has exactly the keys 't' and 'v'");
     static const char* kinds[] = {"node", "tensor", "list", "tuple", "dict", "slice", "ellipsis", "complex",
-                                  "dtype", "device", "memory_format", "layout", "function", "module"};
+                                  "dtype", "device", "memory_format", "layout", "function", "module", "graph"};
     int kind = -1;
     if (doc_.type(t) == kStr)
-      for (int k = 0; k < 14; ++k)
+      for (int k = 0; k < 15; ++k)
         if (doc_.str(t) == kinds[k]) kind = k;
+    if (kind == 14) {  // graph (1.2): core view graphs only
+      if (!s.core_graphs) fail("schema.type", p, "a graph Value appears only in core view graphs");
+      if (!doc_.is_int(v) || doc_.i64(v) < 1 || static_cast<std::uint64_t>(doc_.i64(v)) >= s.core_graphs)
+        fail("core.structure", p, "a graph Value indexes a control-flow graph of core.graphs (1.." +
+                                      std::to_string(s.core_graphs - 1) + "), found " +
+                                      (doc_.is_int(v) ? std::to_string(doc_.i64(v)) : mp_kind(doc_, v)));
+      const auto gi = static_cast<std::size_t>(doc_.i64(v));
+      if (s.graph_refs) s.graph_refs->push_back(gi);
+      return Value::graph(gi);
+    }
     if (kind < 0)
       fail("schema.type", p, "unknown Value kind " + (doc_.type(t) == kStr ? short_repr(doc_.str(t)) : mp_kind(doc_, t)));
     const std::string_view kname = kinds[kind];
@@ -3027,7 +3307,7 @@ class Loader {
   }
 
   /// Output metadata as fxlower.values.check_meta.
-  Meta decode_meta(std::uint32_t i, const Path& p, int depth) const {
+  Meta decode_meta(std::uint32_t i, const Path& p, int depth, bool sym = false) const {
     if (depth > limits::kMaxValueDepth) fail("schema.depth", p, "metadata nests deeper than 64 levels");
     const std::uint32_t t = doc_.type(i) == kMap ? doc_.get(i, "t") : UINT32_MAX;
     if (t == UINT32_MAX || doc_.type(t) != kStr)
@@ -3047,12 +3327,30 @@ class Loader {
       const auto k = doc_.kids(sh);
       if (k.size() > limits::kMaxRank) fail("tensor.shape", p, "rank " + std::to_string(k.size()) + " exceeds the maximum 64");
       for (std::size_t j = 0; j < k.size(); ++j) {
+        if (sym && doc_.type(k[j]) == kStr) {  // 1.2 core graphs: a symbol expression
+          m.sym.resize(k.size());
+          m.sym[j] = std::string(doc_.str(k[j]));
+          check_sym_expr(m.sym[j], p);
+          m.shape.push_back(-1);
+          continue;
+        }
         if (!doc_.is_int(k[j]) || doc_.i64(k[j]) < 0)
           fail("tensor.shape", p, "dimension " + std::to_string(j) + " is " + mp_kind(doc_, k[j]) +
-                                      "; dimensions are non-negative int64s");
+                                      (sym ? "; dimensions are non-negative int64s or symbol expressions"
+                                           : "; dimensions are non-negative int64s"));
         m.shape.push_back(doc_.i64(k[j]));
       }
-      check_shape_dims(m.shape, dtype_itemsize(m.dtype), [&p](const std::string& msg) { fail("tensor.shape", p, msg); });
+      if (m.sym.empty())
+        check_shape_dims(m.shape, dtype_itemsize(m.dtype), [&p](const std::string& msg) { fail("tensor.shape", p, msg); });
+      return m;
+    }
+    if (sym && kind == "symint") {
+      const std::uint32_t v = doc_.get(i, "v");
+      if (doc_.count(i) != 2 || v == UINT32_MAX || doc_.type(v) != kStr)
+        fail("schema.type", p, "symint metadata has exactly the keys t, v (a symbol expression)");
+      m.kind = MetaKind::symint;
+      m.expr = std::string(doc_.str(v));
+      check_sym_expr(m.expr, p);
       return m;
     }
     if (kind == "tuple" || kind == "list" || kind == "dict") {
@@ -3073,7 +3371,7 @@ class Loader {
           else m.keys.emplace_back(doc_.i64(key));
           item = doc_.next(key);
         }
-        m.items.push_back(decode_meta(item, q, depth + 1));
+        m.items.push_back(decode_meta(item, q, depth + 1, sym));
       }
       return m;
     }
@@ -3089,6 +3387,24 @@ class Loader {
         return m;
       }
     fail("schema.type", p, "unknown metadata kind " + short_repr(kind));
+  }
+
+  /// A symbol expression of a core graph (grammar of docs/format.md 1.2): it parses and every symbol it uses is
+  /// declared in core.symbols ("core.symbol").
+  void check_sym_expr(const std::string& text, const Path& p) const { sym_pending_.emplace_back(text, where_of(p)); }
+  void check_sym_exprs() const {
+    CoreView& cv = *a_->core;
+    for (const auto& [text, where] : sym_pending_) {
+      if (cv.exprs.count(text)) continue;
+      std::string why;
+      auto e = SymExpr::parse(text, &why);
+      if (!e) raise("core.symbol", where, "shape entry " + short_repr(text) + " is not a symbol expression: " + why);
+      for (const std::string& name : e->symbols())
+        if (!cv.find_symbol(name))
+          raise("core.symbol", where, "shape entry " + short_repr(text) + " uses symbol " + name +
+                                          ", which core.symbols does not declare");
+      cv.exprs.emplace(text, std::move(*e));
+    }
   }
 
   // ---------------------------------------------------------------------------------------------- graphs
@@ -3126,14 +3442,23 @@ class Loader {
   }
 
   void graphs() {
-    const Path gp = root_.field("graphs");
-    const std::size_t G = a_->graphs.size();
-    if (G == 0) raise("graph.structure", kManifestFile, "graphs is empty; the root graph is graphs[0]");
+    if (a_->graphs.empty() && !a_->core)
+      raise("graph.structure", kManifestFile, "graphs is empty; the root graph is graphs[0] (a 1.2 file may leave it "
+                                              "empty only when it has a core view)");
     declarations();
-    const bool v11 = a_->format_minor >= 1;
+    check_graphs(a_->graphs, raw_, root_.field("graphs"), false);
+  }
+
+  /// Node rules of section 8 for the module view (core = false) or the core view's graphs (core = true: ops
+  /// placeholder/call_function/get_attr/output only, every call_function target in CoreView.ops unless it is one
+  /// of the Python callables of kCorePyTargets, symbolic Meta shapes, graph Values, no lowering/graph/overload).
+  void check_graphs(std::vector<Graph>& gs, const std::vector<std::vector<NodeRaw>>& raws, const Path& gp, bool core) {
+    const std::size_t G = gs.size();
+    if (core && G == 0) raise("core.structure", where_of(gp), "core.graphs is empty; the core root graph is graphs[0]");
+    const bool v11 = a_->format_minor >= 1 && !core;
     std::vector<std::vector<std::size_t>> calls(G);
     for (std::size_t g = 0; g < G; ++g) {
-      Graph& graph = a_->graphs[g];
+      Graph& graph = gs[g];
       const Path q = gp.item(g);
       if (g == 0 && !graph.name.empty()) fail("schema.name", q.field("name"), "the root graph's name is \"\"");
       if (g > 0) {
@@ -3147,7 +3472,7 @@ class Loader {
       std::size_t outputs = 0;
       for (std::size_t j = 0; j < graph.nodes.size(); ++j) {
         Node& n = graph.nodes[j];
-        const NodeRaw& raw = raw_[g][j];
+        const NodeRaw& raw = raws[g][j];
         const Path r = np.item(j);
         const std::string why = name_problem(n.name);
         if (!why.empty()) fail("schema.name", r.field("name"), why);
@@ -3158,8 +3483,14 @@ class Loader {
         if (!op) fail("graph.op", r.field("op"), "op " + short_repr(ops) + " is not one of placeholder, get_attr, call_function, "
                                                   "call_method, call_module, output");
         n.op = *op;
+        if (core && (n.op == Op::call_module || n.op == Op::call_method))
+          fail("graph.op", r.field("op"), "op " + short_repr(ops) + " does not appear in core view graphs (placeholder, "
+                                          "call_function, get_attr, output)");
         if (outputs) fail("graph.output", r, "a node follows the output node");
         check_target(graph, n, r);
+        if (core && n.op == Op::call_function && !core_py_target(n.target) && !a_->core->find_op(n.target))
+          fail("core.op", r.field("target"), "operator " + short_repr(n.target) + " has no schema in core.ops (a core "
+                                             "view declares the schema of every call_function target)");
         if (v11 && n.op == Op::call_function && !find_decl(a_->functions, n.target))
           fail("graph.target", r.field("target"), "function " + short_repr(n.target) + " has no entry in the manifest's "
                                                   "functions (format 1.1 declares every call_function target)");
@@ -3180,6 +3511,8 @@ class Loader {
         s.graph = &graph;
         s.limit = j;
         s.refs = &refs;
+        s.core_graphs = core ? G : 0;
+        s.graph_refs = core ? &calls[g] : nullptr;
         {
           const Path ap = r.field("args");
           const auto k = doc_.kids(raw.args);
@@ -3204,9 +3537,14 @@ class Loader {
           fail("graph.structure", r, "a call_method node needs the object as args[0]");
         if (refs != n.inputs)
           fail("graph.structure", r.field("inputs"), "inputs are the distinct nodes referenced by args then kwargs, in order");
-        if (doc_.type(raw.meta) != kNil) n.meta = decode_meta(raw.meta, r.field("meta"), 0);
+        if (doc_.type(raw.meta) != kNil) n.meta = decode_meta(raw.meta, r.field("meta"), 0, core);
+        if (!core && n.origin) fail("graph.structure", r.field("origin"), "only core view nodes have an origin; it is nil here");
+        if (core && (n.lowering || doc_.type(raw.graph) != kNil))
+          fail("graph.structure", r, "core view nodes have neither 'lowering' nor 'graph'");
         const bool has_graph = doc_.type(raw.graph) != kNil;
-        if (n.op == Op::call_module && !has_graph) {
+        if (core) {
+          // the rules below are for module view nodes
+        } else if (n.op == Op::call_module && !has_graph) {
           if (!n.lowering) fail("graph.structure", r, "a call_module node without 'graph' needs 'lowering'");
           const Path lp = r.field("lowering");
           const std::string mwhy = name_problem(n.lowering->module_type);
@@ -3227,7 +3565,7 @@ class Loader {
         } else if (n.lowering) {
           fail("graph.structure", r, "'lowering' is only for call_module nodes of leaf modules");
         }
-        if (has_graph) {
+        if (has_graph && !core) {
           const std::int64_t sub = doc_.i64(raw.graph);
           if (n.op != Op::call_module || sub < 1 || static_cast<std::uint64_t>(sub) >= G)
             fail("graph.structure", r.field("graph"), "'graph' " + std::to_string(sub) + " must index a nested graph (1.." +
@@ -3247,10 +3585,12 @@ class Loader {
               fail("graph.structure", op, "overload " + std::to_string(ov) + " is not an index of the " +
                                               std::to_string(list.size()) + " overloads of " + short_repr(n.target));
             n.overload = static_cast<std::size_t>(ov);
-          } else if (has_overload) {
+          } else if (has_overload) {  // (module view)
             fail("graph.structure", op, "only call_function and call_method nodes have an overload; it is nil here");
           }
         }
+        if (core && raw.overload != UINT32_MAX && doc_.type(raw.overload) != kNil)
+          fail("graph.structure", r.field("overload"), "core view nodes have no overload; it is nil here");
         if (n.op == Op::output) ++outputs;
       }
       if (outputs != 1) fail("graph.output", q, "the graph has no output node");
@@ -3280,7 +3620,7 @@ class Loader {
         }
         const std::size_t callee = calls[gi][next++];
         if (state[callee] == 1)
-          raise("graph.structure", kManifestFile, "graph " + std::to_string(gi) + " calls graph " + std::to_string(callee) +
+          raise(core ? "core.structure" : "graph.structure", kManifestFile, "graph " + std::to_string(gi) + " calls graph " + std::to_string(callee) +
                                                       ", which is already being called: the graphs form a cycle");
         if (state[callee] == 0) {
           state[callee] = 1;
@@ -3404,18 +3744,182 @@ class Loader {
                                  " (modules[" + short_repr(type) + "].attrs), nor by the declaration of a child module");
   }
 
+  // ---------------------------------------------------------------------------------------------- core view
+  /// Step 9b (format 1.2), after the signature and before golden, in this order: (1) core.ops (each key is
+  /// name.overload of its schema with '::' as '.', core.op; argument defaults without references; a required
+  /// argument's default is nil, schema.type); (2) the core graphs, node by node as for graphs (ops restricted,
+  /// core.op for a target without schema); (3) when graphs is empty: the signature against the core root;
+  /// (4) core.inputs against the root placeholders; (5) core.outputs against the output node's args[0];
+  /// (6) origin links (graph.reference); (7) the symbol expressions of Meta shapes, in file order (core.symbol);
+  /// (8) each symbol: its name, min <= max, input a user_input, dim < that input's rank (core.symbol).
+  void core_view() {
+    if (!a_->core) return;
+    CoreView& cv = *a_->core;
+    const Path cp = root_.field("core");
+    {
+      const Path op = cp.field("ops");
+      std::size_t next_default = 0;
+      for (auto& [key, sch] : cv.ops) {
+        const Path q = op.field(key);
+        std::string want = sch.name;
+        const auto colons = want.find("::");
+        if (colons != std::string::npos) want.replace(colons, 2, ".");
+        want += "." + sch.overload;
+        if (key != want && key != "torch.ops." + want && !core_py_target(key))
+          fail("core.op", q, "the key " + short_repr(key) + " is not the schema's qualified name " + short_repr(want));
+        for (int which = 0; which < 2; ++which) {
+          auto& args = which == 0 ? sch.arguments : sch.returns;
+          const Path ap = q.field(which == 0 ? "arguments" : "returns");
+          for (std::size_t j = 0; j < args.size(); ++j) {
+            args[j].default_value = decode_value(op_defaults_[next_default++], ap.item(j).field("default"), Scope{}, 0);
+            if (args[j].required && !args[j].default_value.is_nil())
+              fail("schema.type", ap.item(j).field("default"), "a required argument (no default) has a nil default");
+          }
+        }
+      }
+    }
+    check_graphs(cv.graphs, core_raw_, cp.field("graphs"), true);
+    const Graph& root = cv.graphs[0];
+    if (a_->graphs.empty()) signature_of(root, true);
+    {
+      const Path ip = cp.field("inputs");
+      std::vector<const Node*> placeholders;
+      for (const Node& n : root.nodes)
+        if (n.op == Op::placeholder) placeholders.push_back(&n);
+      if (cv.inputs.size() != placeholders.size())
+        fail("core.structure", ip, "core.inputs has " + std::to_string(cv.inputs.size()) + " entries; the core root "
+                                   "graph has " + std::to_string(placeholders.size()) + " placeholders");
+      std::size_t users = 0;
+      for (std::size_t j = 0; j < cv.inputs.size(); ++j) {
+        CoreInput& in = cv.inputs[j];
+        const Path q = ip.item(j);
+        if (in.name != placeholders[j]->name)
+          fail("core.structure", q.field("name"), short_repr(in.name) + " is not the core root graph's placeholder " +
+                                                      std::to_string(j) + " (" + short_repr(placeholders[j]->name) + ")");
+        const std::string& kind = core_input_kinds_[j];
+        bool known = false;
+        for (int k = 0; k < 4; ++k)
+          if (kind == core_input_kind_name(static_cast<CoreInputKind>(k))) {
+            in.kind = static_cast<CoreInputKind>(k);
+            known = true;
+          }
+        if (!known) fail("core.structure", q.field("kind"), "kind " + short_repr(kind) + " is not one of user_input, "
+                                                            "parameter, buffer, constant");
+        if (in.kind == CoreInputKind::user_input) {
+          const auto& sig = a_->signature.inputs;
+          if (users >= sig.size() || sig[users] != in.target)
+            fail("core.structure", q.field("target"), "user input " + std::to_string(users) + " binds to " +
+                                                          short_repr(in.target) + "; expected signature.inputs[" +
+                                                          std::to_string(users) + "]" +
+                                                          (users < sig.size() ? " (" + short_repr(sig[users]) + ")" : " (absent)"));
+          ++users;
+        } else {
+          const auto it = a_->tensor_index.find(in.target);
+          const FileEntry* f = it == a_->tensor_index.end() ? nullptr : file_named(a_->tensors[it->second].file);
+          if (!f || f->role != FileRole::weights)
+            fail("tensor.reference", q.field("target"), std::string(core_input_kind_name(in.kind)) + " " +
+                                                            short_repr(in.target) + " is not in the tensor table");
+        }
+      }
+      if (users != a_->signature.inputs.size())
+        fail("core.structure", ip, "core.inputs has " + std::to_string(users) + " user inputs; the signature has " +
+                                       std::to_string(a_->signature.inputs.size()));
+    }
+    {
+      const Path op = cp.field("outputs");
+      const Value& out = root.output_node().args.at(0);
+      std::vector<Value> elems;
+      if (out.kind() == ValueKind::tuple || out.kind() == ValueKind::list) elems = out.items();
+      else elems.push_back(out);
+      if (cv.outputs.size() != elems.size())
+        fail("core.structure", op, "core.outputs has " + std::to_string(cv.outputs.size()) + " entries; the core root "
+                                   "output node returns " + std::to_string(elems.size()));
+      for (std::size_t j = 0; j < cv.outputs.size(); ++j) {
+        CoreOutput& o = cv.outputs[j];
+        const Path q = op.item(j);
+        const std::string want = elems[j].kind() == ValueKind::node ? elems[j].node_name() : std::string();
+        if (o.name != want)
+          fail("core.structure", q.field("name"), short_repr(o.name) + " is not element " + std::to_string(j) +
+                                                      " of the output node's args[0] (" + short_repr(want) + ")");
+        const std::string& kind = core_output_kinds_[j];
+        if (kind == "user_output") o.kind = CoreOutputKind::user_output;
+        else if (kind == "buffer_mutation") o.kind = CoreOutputKind::buffer_mutation;
+        else fail("core.structure", q.field("kind"), "kind " + short_repr(kind) + " is not one of user_output, buffer_mutation");
+        if (o.kind == CoreOutputKind::user_output && !o.target.empty())
+          fail("core.structure", q.field("target"), "a user_output's target is \"\"");
+        if (o.kind == CoreOutputKind::buffer_mutation) {
+          const auto t = a_->tensor_index.find(o.target);
+          if (t == a_->tensor_index.end())
+            fail("tensor.reference", q.field("target"), "buffer " + short_repr(o.target) + " is not in the tensor table");
+        }
+      }
+    }
+    {
+      const Path gp = cp.field("graphs");
+      for (std::size_t g = 0; g < cv.graphs.size(); ++g)
+        for (std::size_t j = 0; j < cv.graphs[g].nodes.size(); ++j) {
+          const Node& n = cv.graphs[g].nodes[j];
+          if (!n.origin) continue;
+          const std::int64_t lg = core_raw_[g][j].origin_graph;
+          const Path q = gp.item(g).field("nodes").item(j).field("origin");
+          if (lg < 0 || static_cast<std::uint64_t>(lg) >= a_->graphs.size() ||
+              !a_->graphs[static_cast<std::size_t>(lg)].find_node(n.origin->node))
+            fail("graph.reference", q, "origin (graph " + std::to_string(lg) + ", node " + short_repr(n.origin->node) +
+                                           ") is not a node of the module view");
+          const_cast<Node&>(n).origin->graph = static_cast<std::size_t>(lg);
+          a_->core_links[{static_cast<std::size_t>(lg), n.origin->node}].push_back(NodeLink{g, n.name});
+        }
+    }
+    check_sym_exprs();
+    {
+      const Path sp = cp.field("symbols");
+      for (std::size_t j = 0; j < cv.symbols.size(); ++j) {
+        const auto& [name, sym] = cv.symbols[j];
+        const Path q = sp.field(name);
+        bool ok = name.size() >= 2 && name[0] == 's';
+        for (std::size_t c = 1; ok && c < name.size(); ++c) ok = name[c] >= '0' && name[c] <= '9';
+        if (!ok) fail("core.symbol", sp, "symbol name " + short_repr(name) + " is not 's' and digits");
+        if (sym.min < 0 || (sym.max && *sym.max < sym.min))
+          fail("core.symbol", q, "range [" + std::to_string(sym.min) + ", " +
+                                     (sym.max ? std::to_string(*sym.max) : std::string("inf")) +
+                                     "] is not 0 <= min <= max");
+        const std::int64_t in = symbol_input_[j], dim = symbol_dim_[j];
+        if (in < 0 || static_cast<std::uint64_t>(in) >= cv.inputs.size() ||
+            cv.inputs[static_cast<std::size_t>(in)].kind != CoreInputKind::user_input)
+          fail("core.symbol", q.field("input"), "input " + std::to_string(in) + " is not the index of a user_input "
+                                                "of core.inputs");
+        const Node& ph = root.node_at(cv.inputs[static_cast<std::size_t>(in)].name);
+        const std::size_t rank = ph.meta && ph.meta->kind == MetaKind::tensor ? ph.meta->shape.size() : 0;
+        if (dim < 0 || static_cast<std::uint64_t>(dim) >= rank)
+          fail("core.symbol", q.field("dim"), "dim " + std::to_string(dim) + " is not a dimension of input " +
+                                                  short_repr(ph.name) + " (rank " + std::to_string(rank) + ")");
+        cv.symbols[j].second.input = static_cast<std::size_t>(in);
+        cv.symbols[j].second.dim = static_cast<std::size_t>(dim);
+      }
+    }
+  }
+
   // ---------------------------------------------------------------------------------------------- signature
-  void signature() {
+  void signature() { signature_of(a_->graphs[0], false); }
+  /// The signature against a root graph: the module view's, or the core view's when graphs is empty (1.2; then
+  /// signature.inputs are the core root's user-input placeholders).
+  void signature_of(const Graph& root, bool core) {
     const Path sp = root_.field("signature");
-    const Graph& root = a_->graphs[0];
     std::vector<std::string> placeholders;
     for (const Node& n : root.nodes)
       if (n.op == Op::placeholder) placeholders.push_back(n.name);
+    if (core) {
+      placeholders.clear();
+      const auto& ins = a_->core->inputs;
+      for (std::size_t j = 0; j < ins.size(); ++j)
+        if (core_input_kinds_[j] == "user_input") placeholders.push_back(ins[j].name);
+    }
     if (a_->signature.inputs != placeholders)
       fail("graph.structure", sp.field("inputs"), "signature inputs differ from the root placeholders");
     Scope s;
     s.graph = &root;
     s.limit = root.nodes.size();
+    s.core_graphs = core ? a_->core->graphs.size() : 0;
     a_->signature.output = decode_value(sig_output_, sp.field("output"), s, 0);
     if (!(a_->signature.output == root.nodes.back().args.at(0)))
       fail("graph.output", sp.field("output"), "signature output differs from the output node's args[0]");
@@ -3446,9 +3950,20 @@ class Loader {
       const auto k = doc_.kids(golden_nodes_);
       for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
         const std::string name(doc_.str(k[a]));
-        if (!a_->graphs[0].find_node(name)) fail("graph.reference", np, "golden node " + short_repr(name) + " is not a root node");
+        if (a_->graphs.empty() || !a_->graphs[0].find_node(name)) fail("graph.reference", np, "golden node " + short_repr(name) + " is not a root node");
         const Path vp = np.field(doc_.str(k[a]));
         g.nodes.emplace_back(name, decode_value(k[a + 1], vp, s, 0));
+      }
+    }
+    if (golden_core_nodes_ != UINT32_MAX) {
+      const Path np = gp.field("core_nodes");
+      const auto k = doc_.kids(golden_core_nodes_);
+      for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+        const std::string name(doc_.str(k[a]));
+        if (!a_->core || !a_->core->root().find_node(name))
+          fail("graph.reference", np, "golden core node " + short_repr(name) + " is not a core root node");
+        const Path vp = np.field(doc_.str(k[a]));
+        g.core_nodes.emplace_back(name, decode_value(k[a + 1], vp, s, 0));
       }
     }
     const Path tp = gp.field("tolerances");
@@ -3476,13 +3991,164 @@ class Loader {
   std::vector<std::string> file_paths_, file_roles_, tensor_dtypes_, tensor_kinds_;
   mutable std::vector<std::string> param_kinds_;  // every Param's kind, in schema order
   std::vector<std::uint32_t> module_defaults_, function_defaults_, method_defaults_;  // Param defaults, raw
-  std::vector<std::vector<NodeRaw>> raw_;
+  std::vector<std::vector<NodeRaw>> raw_, core_raw_;
+  std::vector<std::string> core_input_kinds_, core_output_kinds_;
+  std::vector<std::uint32_t> op_defaults_;
+  std::vector<std::int64_t> symbol_input_, symbol_dim_;
+  std::uint32_t golden_core_nodes_ = UINT32_MAX;
+  mutable std::vector<std::pair<std::string, std::string>> sym_pending_;  // (expression, where), in file order
   std::uint32_t sig_output_ = 0, golden_inputs_ = 0, golden_outputs_ = 0, golden_nodes_ = 0;
   std::string golden_mode_;
   std::vector<std::pair<std::string, Tolerance>> tolerance_raw_;
 };
 
 }  // namespace detail
+
+// ================================================================================================ SymExpr
+
+namespace detail {
+class SymParser {
+ public:
+  SymParser(std::string_view t, SymExpr& e) : t_(t), e_(e) {}
+  bool run(std::string* why) {
+    try {
+      e_.root_ = expr(0);
+      if (p_ != t_.size()) err("unexpected " + short_char() + " at offset " + std::to_string(p_));
+      return true;
+    } catch (const std::string& w) {
+      if (why) *why = w;
+      return false;
+    }
+  }
+
+ private:
+  [[noreturn]] void err(const std::string& w) { throw w; }
+  std::string short_char() const { return p_ < t_.size() ? "'" + std::string(1, t_[p_]) + "'" : "end of text"; }
+  bool eat(std::string_view tok) {
+    if (t_.substr(p_, tok.size()) != tok) return false;
+    p_ += tok.size();
+    return true;
+  }
+  std::int32_t add(SymExpr::K k, std::int64_t v, std::int32_t a, std::int32_t b) {
+    e_.nodes_.push_back({k, v, a, b});
+    return static_cast<std::int32_t>(e_.nodes_.size() - 1);
+  }
+  std::int32_t expr(int depth) {
+    if (depth > 64) err("nests deeper than 64 levels");
+    std::int32_t l = term(depth);
+    for (;;) {
+      if (eat("+")) l = add(SymExpr::K::add, 0, l, term(depth));
+      else if (eat("-")) l = add(SymExpr::K::sub, 0, l, term(depth));
+      else return l;
+    }
+  }
+  std::int32_t term(int depth) {
+    std::int32_t l = factor(depth);
+    for (;;) {
+      if (eat("*")) l = add(SymExpr::K::mul, 0, l, factor(depth));
+      else if (eat("//")) l = add(SymExpr::K::floordiv, 0, l, factor(depth));
+      else if (eat("%")) l = add(SymExpr::K::mod, 0, l, factor(depth));
+      else return l;
+    }
+  }
+  std::int32_t factor(int depth) {
+    if (depth > 64) err("nests deeper than 64 levels");
+    if (p_ >= t_.size()) err("expected a factor, found end of text");
+    const char c = t_[p_];
+    if (c >= '0' && c <= '9') {
+      std::int64_t v = 0;
+      const std::size_t start = p_;
+      while (p_ < t_.size() && t_[p_] >= '0' && t_[p_] <= '9') {
+        const int dgt = t_[p_++] - '0';
+        if (v > (INT64_MAX - dgt) / 10) err("the integer at offset " + std::to_string(start) + " is outside int64");
+        v = v * 10 + dgt;
+      }
+      return add(SymExpr::K::num, v, -1, -1);
+    }
+    if (c == 's' && p_ + 1 < t_.size() && t_[p_ + 1] >= '0' && t_[p_ + 1] <= '9') {
+      const std::size_t start = p_++;
+      while (p_ < t_.size() && t_[p_] >= '0' && t_[p_] <= '9') ++p_;
+      const std::string name(t_.substr(start, p_ - start));
+      auto& syms = e_.symbols_;
+      auto it = std::find(syms.begin(), syms.end(), name);
+      if (it == syms.end()) it = syms.insert(syms.end(), name);
+      return add(SymExpr::K::sym, it - syms.begin(), -1, -1);
+    }
+    if (eat("(")) {
+      const std::int32_t e = expr(depth + 1);
+      if (!eat(")")) err("expected ')', found " + short_char() + " at offset " + std::to_string(p_));
+      return e;
+    }
+    if (eat("-")) return add(SymExpr::K::neg, 0, factor(depth + 1), -1);
+    const bool mx = eat("max("), mn = !mx && eat("min(");
+    if (mx || mn) {
+      const std::int32_t a = expr(depth + 1);
+      if (!eat(",")) err("expected ',', found " + short_char() + " at offset " + std::to_string(p_));
+      const std::int32_t b = expr(depth + 1);
+      if (!eat(")")) err("expected ')', found " + short_char() + " at offset " + std::to_string(p_));
+      return add(mx ? SymExpr::K::max : SymExpr::K::min, 0, a, b);
+    }
+    err("expected an int, a symbol s<digits>, '(', '-', max( or min(, found " + short_char() + " at offset " +
+        std::to_string(p_));
+  }
+
+  std::string_view t_;
+  SymExpr& e_;
+  std::size_t p_ = 0;
+};
+}  // namespace detail
+
+inline std::optional<SymExpr> SymExpr::parse(std::string_view text, std::string* why) {
+  SymExpr e;
+  e.text_ = std::string(text);
+  if (text.empty()) {
+    if (why) *why = "empty expression";
+    return std::nullopt;
+  }
+  detail::SymParser p(text, e);
+  if (!p.run(why)) return std::nullopt;
+  return e;
+}
+
+inline std::int64_t SymExpr::eval_node(std::int32_t i, const std::vector<std::int64_t>& vals) const {
+  const N& n = nodes_[static_cast<std::size_t>(i)];
+  auto bad = [this](const std::string& m) -> std::int64_t { detail::raise("core.symbol", text_, m); };
+  std::int64_t a = 0, b = 0, r = 0;
+  if (n.a >= 0) a = eval_node(n.a, vals);
+  if (n.b >= 0) b = eval_node(n.b, vals);
+  switch (n.k) {
+    case K::num: return n.v;
+    case K::sym: return vals[static_cast<std::size_t>(n.v)];
+    case K::add: if (__builtin_add_overflow(a, b, &r)) return bad("int64 overflow"); return r;
+    case K::sub: if (__builtin_sub_overflow(a, b, &r)) return bad("int64 overflow"); return r;
+    case K::mul: if (__builtin_mul_overflow(a, b, &r)) return bad("int64 overflow"); return r;
+    case K::neg: if (__builtin_sub_overflow(std::int64_t{0}, a, &r)) return bad("int64 overflow"); return r;
+    case K::floordiv: case K::mod: {
+      if (b == 0) return bad("division by zero");
+      if (a == INT64_MIN && b == -1) return bad("int64 overflow");
+      std::int64_t q = a / b, m = a % b;
+      if (m != 0 && ((m < 0) != (b < 0))) {  // Python: floor division, the remainder takes the divisor's sign
+        q -= 1;
+        m += b;
+      }
+      return n.k == K::floordiv ? q : m;
+    }
+    case K::max: return a > b ? a : b;
+    case K::min: return a < b ? a : b;
+  }
+  return 0;
+}
+
+inline std::int64_t SymExpr::eval(const std::map<std::string, std::int64_t, std::less<>>& bindings) const {
+  std::vector<std::int64_t> vals;
+  for (const std::string& s : symbols_) {
+    const auto it = bindings.find(s);
+    if (it == bindings.end()) detail::raise("core.symbol", text_, "symbol " + s + " is not bound");
+    vals.push_back(it->second);
+  }
+  if (root_ < 0) detail::raise("core.symbol", text_, "empty expression");
+  return eval_node(root_, vals);
+}
 
 inline Artifact load(const std::string& dir, const LoadOptions& options) {
   return detail::Loader(dir, options).run();
@@ -3670,11 +4336,14 @@ inline void mp_str(std::string& out, std::string_view s) {
 
 /// The schema objects of the digest (section 7): their fields in order, the encoding of each field's default
 /// ("" when it has none), whether it came with format 1.1, and the object kind of its value.
-enum class DigestObj : std::uint8_t { none, graph, node, lowering, tensor, signature, nodes };
+enum class DigestObj : std::uint8_t {
+  none, graph, node, lowering, tensor, signature, nodes, core, graphs, core_io, core_io_list, op_schema, op_map, op_arg,
+  op_args, symbol, symbol_map
+};
 struct DigestField {
   const char* name;
   const char* dflt;
-  bool v11;
+  int minor;  // the minor version that added the field
   DigestObj obj;
 };
 inline const std::vector<DigestField>& digest_fields(DigestObj o) {
@@ -3684,7 +4353,8 @@ inline const std::vector<DigestField>& digest_fields(DigestObj o) {
       {"name", "", false, DigestObj::none},   {"op", "", false, DigestObj::none},     {"target", "", false, DigestObj::none},
       {"args", "", false, DigestObj::none},   {"kwargs", "", false, DigestObj::none}, {"inputs", "", false, DigestObj::none},
       {"users", "", false, DigestObj::none},  {"meta", "", false, DigestObj::none},   {"lowering", "", false, DigestObj::lowering},
-      {"graph", "", false, DigestObj::none},  {"overload", "\xc0", true, DigestObj::none}};
+      {"graph", "", false, DigestObj::none},  {"overload", "\xc0", true, DigestObj::none},
+      {"origin", "\xc0", 2, DigestObj::none}};
   static const std::vector<DigestField> lowering = {
       {"module_type", "", false, DigestObj::none}, {"version", "", false, DigestObj::none},
       {"module_version", "", false, DigestObj::none}, {"attrs", "", false, DigestObj::none},
@@ -3696,8 +4366,28 @@ inline const std::vector<DigestField>& digest_fields(DigestObj o) {
       {"persistent", "\xc3", true, DigestObj::none}};
   static const std::vector<DigestField> signature = {{"inputs", "", false, DigestObj::none},
                                                      {"output", "", false, DigestObj::none}};
+  static const std::vector<DigestField> core = {
+      {"graphs", "", 2, DigestObj::graphs}, {"inputs", "", 2, DigestObj::core_io_list},
+      {"outputs", "", 2, DigestObj::core_io_list}, {"ops", "", 2, DigestObj::op_map},
+      {"symbols", "", 2, DigestObj::symbol_map}};
+  static const std::vector<DigestField> core_io = {
+      {"name", "", 2, DigestObj::none}, {"kind", "", 2, DigestObj::none}, {"target", "", 2, DigestObj::none}};
+  static const std::vector<DigestField> op_schema = {
+      {"name", "", 2, DigestObj::none}, {"overload", "", 2, DigestObj::none}, {"arguments", "", 2, DigestObj::op_args},
+      {"returns", "", 2, DigestObj::op_args}};
+  static const std::vector<DigestField> op_arg = {
+      {"name", "", 2, DigestObj::none},    {"type", "", 2, DigestObj::none},     {"kwarg_only", "", 2, DigestObj::none},
+      {"default", "", 2, DigestObj::none}, {"required", "", 2, DigestObj::none}, {"mutates", "", 2, DigestObj::none}};
+  static const std::vector<DigestField> symbol = {
+      {"min", "", 2, DigestObj::none}, {"max", "", 2, DigestObj::none}, {"input", "", 2, DigestObj::none},
+      {"dim", "", 2, DigestObj::none}};
   static const std::vector<DigestField> empty;
   switch (o) {
+    case DigestObj::core: return core;
+    case DigestObj::core_io: return core_io;
+    case DigestObj::op_schema: return op_schema;
+    case DigestObj::op_arg: return op_arg;
+    case DigestObj::symbol: return symbol;
     case DigestObj::graph: return graph;
     case DigestObj::node: return node;
     case DigestObj::lowering: return lowering;
@@ -3709,27 +4399,43 @@ inline const std::vector<DigestField>& digest_fields(DigestObj o) {
 
 /// Re-encodes a validated schema object as a writer would: declared fields only (x- fields dropped), in declared
 /// order, absent defaulted fields written with their default; Values and Meta in the writers' shortest forms.
-inline void digest_encode(const MpDoc& d, std::uint32_t i, DigestObj o, bool v11, std::string& out) {
+inline void digest_encode(const MpDoc& d, std::uint32_t i, DigestObj o, int minor, std::string& out) {
   if (o == DigestObj::none || d.type(i) == kNil) {
     mp_encode(d, i, out);
     return;
   }
-  if (o == DigestObj::nodes) {
+  const auto list_of = [&](DigestObj item) {
     const auto k = d.kids(i);
     mp_header(out, k.size(), false);
-    for (std::uint32_t c : k) digest_encode(d, c, DigestObj::node, v11, out);
-    return;
+    for (std::uint32_t c : k) digest_encode(d, c, item, minor, out);
+  };
+  const auto map_of = [&](DigestObj item) {
+    const auto k = d.kids(i);
+    mp_header(out, k.size() / 2, true);
+    for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+      mp_str(out, d.str(k[a]));
+      digest_encode(d, k[a + 1], item, minor, out);
+    }
+  };
+  switch (o) {
+    case DigestObj::nodes: list_of(DigestObj::node); return;
+    case DigestObj::graphs: list_of(DigestObj::graph); return;
+    case DigestObj::core_io_list: list_of(DigestObj::core_io); return;
+    case DigestObj::op_args: list_of(DigestObj::op_arg); return;
+    case DigestObj::op_map: map_of(DigestObj::op_schema); return;
+    case DigestObj::symbol_map: map_of(DigestObj::symbol); return;
+    default: break;
   }
   const auto& fields = digest_fields(o);
   std::size_t n = 0;
-  for (const auto& f : fields) n += (!f.v11 || v11) ? 1 : 0;
+  for (const auto& f : fields) n += f.minor <= minor ? 1 : 0;
   mp_header(out, n, true);
   for (const auto& f : fields) {
-    if (f.v11 && !v11) continue;
+    if (f.minor > minor) continue;
     mp_str(out, f.name);
     const std::uint32_t v = d.get(i, f.name);
     if (v == UINT32_MAX) out.append(f.dflt);  // an absent field: its default
-    else digest_encode(d, v, f.obj, v11, out);
+    else digest_encode(d, v, f.obj, minor, out);
   }
 }
 
@@ -3740,9 +4446,10 @@ inline void digest_encode(const MpDoc& d, std::uint32_t i, DigestObj o, bool v11
 /// covers the 1.0 fields only, so that it stays what its writer computed).
 inline std::string Artifact::compute_digest() const {
   const detail::MpDoc doc = detail::parse_msgpack(d().manifest);
-  const bool v11 = d().format_minor >= 1;
+  const int v11 = static_cast<int>(d().format_minor);
+  const bool with_core = d().format_minor >= 2 && d().core.has_value();
   std::string enc;
-  enc += '\x93';
+  enc += with_core ? '\x94' : '\x93';
   const std::uint32_t graphs = doc.get(0, "graphs");
   const auto gk = doc.kids(graphs);
   detail::mp_header(enc, gk.size(), false);
@@ -3757,6 +4464,7 @@ inline std::string Artifact::compute_digest() const {
   detail::mp_header(enc, weights.size(), false);
   for (std::uint32_t e : weights) detail::digest_encode(doc, e, detail::DigestObj::tensor, v11, enc);
   detail::digest_encode(doc, doc.get(0, "signature"), detail::DigestObj::signature, v11, enc);
+  if (with_core) detail::digest_encode(doc, doc.get(0, "core"), detail::DigestObj::core, v11, enc);
   return "sha256:" + sha256_hex(enc.data(), enc.size());
 }
 
