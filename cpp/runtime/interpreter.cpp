@@ -259,8 +259,8 @@ std::vector<Val> bind_formals(const std::vector<Formal>& formals, std::vector<Va
 
 bool is_aten(const std::string& t) { return t.rfind("aten.", 0) == 0; }
 
-const std::string kCond = "torch.ops.higher_order.cond";
-const std::string kWhile = "torch.ops.higher_order.while_loop";
+const std::string kCond = "higher_order.cond";
+const std::string kWhile = "higher_order.while_loop";
 
 // The operands of a control-flow op as a list of values.
 std::vector<Val> operand_list(const Val& v) {

@@ -1953,14 +1953,21 @@ def core_cond():
     root = finish([
         node("p", "placeholder", "p", meta=MT("BOOL", [])),
         node("x", "placeholder", "x", meta=MT("F32", [2])),
-        node("cond", "call_function", "torch.ops.higher_order.cond", [N("p"), G(1), G(2), TU(N("x"))],
+        node("cond", "call_function", "higher_order.cond", [N("p"), G(1), G(2), TU(N("x"))],
              meta=MS("tuple", MT("F32", [2]))),
         node("getitem", "call_function", "operator.getitem", [N("cond"), 0], meta=MT("F32", [2])),
         node("output", "output", "output", [TU(N("getitem"))]),
     ])
     ops = {"aten.relu.default": copy.deepcopy(CORE_OPS["aten.relu.default"]),
            "aten.neg.default": {"name": "aten::neg", "overload": "default", "arguments": [op_arg("self", "Tensor")],
-                                "returns": [op_arg("", "Tensor")]}}
+                                "returns": [op_arg("", "Tensor")]},
+           # format.md's hand-written schemas of the control-flow operators and Python callables
+           "higher_order.cond": {"name": "higher_order::cond", "overload": "",
+                                 "arguments": [op_arg("pred", "Tensor"), op_arg("true_fn", "Graph"),
+                                               op_arg("false_fn", "Graph"), op_arg("operands", "Any[]")],
+                                 "returns": [op_arg("", "Any[]")]},
+           "operator.getitem": {"name": "operator::getitem", "overload": "",
+                                "arguments": [op_arg("a", "Any"), op_arg("b", "Any")], "returns": [op_arg("", "Any")]}}
     a.core = {"graphs": [{"name": "", "nodes": root}, branch("relu", "aten.relu.default"), branch("neg", "aten.neg.default")],
               "inputs": [{"name": "p", "kind": "user_input", "target": "p"}, {"name": "x", "kind": "user_input", "target": "x"}],
               "outputs": [{"name": "getitem", "kind": "user_output", "target": ""}], "ops": ops, "symbols": {}}
@@ -1977,7 +1984,7 @@ VALID.update({"core12": core12, "core_only": core_only, "derived12": derived12, 
 def core_graph_values_form_a_cycle(p):
     def mut(m):
         g1 = m["core"]["graphs"][1]["nodes"]
-        g1.insert(1, node("inner", "call_function", "torch.ops.higher_order.cond", [True, G(1), G(2), TU(N("a"))],
+        g1.insert(1, node("inner", "call_function", "higher_order.cond", [True, G(1), G(2), TU(N("a"))],
                           extra={"overload": None, "origin": None}))
         finish(g1)
     base(p, mut, core_cond())

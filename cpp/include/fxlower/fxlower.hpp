@@ -52,6 +52,8 @@
 #include <variant>
 #include <vector>
 
+#include "core_aten_ops.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -3124,18 +3126,22 @@ class Loader {
     std::vector<std::size_t>* graph_refs = nullptr;  // collects the graph Values' indices
   };
 
-  /// The Python callables torch.export leaves in core graphs, and the control-flow operators: they need no operator
-  /// schema in core.ops (an entry, if any, is not checked against its key).
+  /// The Python callables torch.export leaves in core graphs, and the control-flow operators (docs/format.md, the
+  /// core view's table): their schemas in core.ops are written by hand, named "a::b" with overload "".
   static bool core_py_target(std::string_view t) {
     static constexpr std::string_view kTargets[] = {
         "operator.getitem", "operator.add", "operator.sub", "operator.mul", "operator.floordiv", "operator.mod",
         "operator.neg", "operator.eq", "operator.ne", "operator.lt", "operator.le", "operator.gt", "operator.ge",
         "operator.truediv", "operator.pow", "operator.and_", "operator.or_", "operator.not_",
-        // control flow: higher-order operators have no FunctionSchema
-        "torch.ops.higher_order.cond", "torch.ops.higher_order.while_loop"};
+        "higher_order.cond", "higher_order.while_loop"};
     for (std::string_view k : kTargets)
       if (t == k) return true;
     return false;
+  }
+  /// A core target "aten.name.overload" must be a Core ATen operator of the supported torch (docs/core-ops.md) or one
+  /// of the few non-core operators torch.export still emits (listed there too).
+  static bool core_aten_target(std::string_view t) {
+    return std::binary_search(std::begin(kCoreAtenOps), std::end(kCoreAtenOps), t);
   }
 
   Value decode_value(std::uint32_t i, const Path& p, const Scope& s, int depth) const {
@@ -3488,7 +3494,10 @@ class Loader {
                                           "call_function, get_attr, output)");
         if (outputs) fail("graph.output", r, "a node follows the output node");
         check_target(graph, n, r);
-        if (core && n.op == Op::call_function && !core_py_target(n.target) && !a_->core->find_op(n.target))
+        if (core && n.op == Op::call_function && !core_py_target(n.target) && !core_aten_target(n.target))
+          fail("core.op", r.field("target"), "operator " + short_repr(n.target) + " is not a Core ATen operator of the "
+                                             "supported torch (docs/core-ops.md lists them); export with run_decompositions()");
+        if (core && n.op == Op::call_function && !a_->core->find_op(n.target))
           fail("core.op", r.field("target"), "operator " + short_repr(n.target) + " has no schema in core.ops (a core "
                                              "view declares the schema of every call_function target)");
         if (v11 && n.op == Op::call_function && !find_decl(a_->functions, n.target))
@@ -3764,8 +3773,8 @@ class Loader {
         std::string want = sch.name;
         const auto colons = want.find("::");
         if (colons != std::string::npos) want.replace(colons, 2, ".");
-        want += "." + sch.overload;
-        if (key != want && key != "torch.ops." + want && !core_py_target(key))
+        if (!sch.overload.empty() || !core_py_target(key)) want += "." + sch.overload;
+        if (key != want)
           fail("core.op", q, "the key " + short_repr(key) + " is not the schema's qualified name " + short_repr(want));
         for (int which = 0; which < 2; ++which) {
           auto& args = which == 0 ? sch.arguments : sch.returns;
@@ -3851,6 +3860,9 @@ class Loader {
           const auto t = a_->tensor_index.find(o.target);
           if (t == a_->tensor_index.end())
             fail("tensor.reference", q.field("target"), "buffer " + short_repr(o.target) + " is not in the tensor table");
+          if (a_->tensors[t->second].kind != TensorKind::buffer)
+            fail("core.structure", q.field("target"), "a buffer_mutation updates a buffer; " + short_repr(o.target) +
+                                                          " is not of kind buffer");
         }
       }
     }
@@ -3899,6 +3911,25 @@ class Loader {
     }
   }
 
+  /// The node references of a Value, depth first (lists, tuples, dict values; slices' parts).
+  static void collect_node_refs(const Value& v, std::vector<std::string>& out) {
+    switch (v.kind()) {
+      case ValueKind::node: out.push_back(v.node_name()); break;
+      case ValueKind::list: case ValueKind::tuple:
+        for (const Value& x : v.items()) collect_node_refs(x, out);
+        break;
+      case ValueKind::dict:
+        for (const auto& kv : v.as_dict().items) collect_node_refs(kv.second, out);
+        break;
+      case ValueKind::slice:
+        collect_node_refs(v.as_slice().start(), out);
+        collect_node_refs(v.as_slice().stop(), out);
+        collect_node_refs(v.as_slice().step(), out);
+        break;
+      default: break;
+    }
+  }
+
   // ---------------------------------------------------------------------------------------------- signature
   void signature() { signature_of(a_->graphs[0], false); }
   /// The signature against a root graph: the module view's, or the core view's when graphs is empty (1.2; then
@@ -3921,8 +3952,20 @@ class Loader {
     s.limit = root.nodes.size();
     s.core_graphs = core ? a_->core->graphs.size() : 0;
     a_->signature.output = decode_value(sig_output_, sp.field("output"), s, 0);
-    if (!(a_->signature.output == root.nodes.back().args.at(0)))
-      fail("graph.output", sp.field("output"), "signature output differs from the output node's args[0]");
+    if (!core) {
+      if (!(a_->signature.output == root.nodes.back().args.at(0)))
+        fail("graph.output", sp.field("output"), "signature output differs from the output node's args[0]");
+      return;
+    }
+    // core view only: the program's result structure, whose node references (depth first) are the user outputs
+    std::vector<std::string> refs, users;
+    collect_node_refs(a_->signature.output, refs);
+    const auto& outs = a_->core->outputs;
+    for (std::size_t j = 0; j < outs.size(); ++j)
+      if (core_output_kinds_[j] == "user_output") users.push_back(outs[j].name);
+    if (refs != users)
+      fail("graph.output", sp.field("output"), "signature output's node references are not the core view's user "
+                                               "outputs in order");
   }
 
   // ---------------------------------------------------------------------------------------------- golden
