@@ -661,8 +661,8 @@ class _Validator:
                 seen.add(a.name)
                 check_name(a.type, aw + ".type")
                 decode(a.default, aw + ".default")
-                if a.required and a.default is not None:
-                    raise FormatError("core.op", "a required argument has a default; default is nil when "
+                if a.required and a.default is not None:  # as for Param (section 2.2): schema.type
+                    raise FormatError("schema.type", "a required argument has a default; default is nil when "
                                       "required is true", aw + ".default")
 
     def _core_graph(self, gi: int, g: Any, gwhere: str, module_nodes: list[set[str]]) -> LoadedGraph:

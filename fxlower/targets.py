@@ -78,7 +78,7 @@ def _build_table() -> tuple[dict[str, Callable], dict[int, str]]:
 _ALLOWED, _ALLOWED_IDS = _build_table()
 
 #: Operators outside ``torch.Tag.core`` that torch.export + ``run_decompositions()`` still emits for real models,
-#: each with the reason. They compute nothing a model's result depends on except through the checks they make.
+#: each with the reason: checks that compute nothing, and a few operators torch 2.13 cannot decompose.
 CORE_EXTRA_OPS: dict[str, str] = {
     "aten._assert_scalar.default": "runtime assertion on a symbolic shape (deferred runtime asserts of dynamic "
                                    "shapes, torch._check on sizes)",
@@ -89,6 +89,11 @@ CORE_EXTRA_OPS: dict[str, str] = {
     "aten.sym_constrain_range.default": "range constraint of an unbacked int (torch._check_is_size, "
                                         "torch._constrain_as_value)",
     "aten._assert_async.msg": "torch._check on a tensor value",
+    "aten.adaptive_max_pool2d.default": "not tagged core, and run_decompositions() has no decomposition for it in "
+                                        "torch 2.13 (nn.AdaptiveMaxPool2d)",
+    "aten.linalg_vector_norm.default": "not tagged core, kept by run_decompositions() in torch 2.13 "
+                                       "(nn.PairwiseDistance, F.normalize, torch.norm)",
+    "aten._trilinear.default": "not tagged core, kept by run_decompositions() in torch 2.13 (nn.Bilinear)",
 }
 #: Control-flow (higher-order) operators of core graphs: name -> the operator. Their graph-module arguments are
 #: ``graph`` Values (subgraphs of the core view).

@@ -270,7 +270,8 @@ def render(ops: list) -> str:
         lines.append(f"| `aten.{key(op)}` | `{schema}` | {MEANINGS[key(op)]} |")
     lines += ["", "## Also accepted", "",
               "Operators outside `torch.Tag.core` that torch.export + `run_decompositions()` still emits for real",
-              "models; readers accept them in core graphs too. None changes a value; each checks something.", "",
+              "models; readers accept them in core graphs too: checks that compute nothing, and operators this torch",
+              "cannot decompose (their meaning is PyTorch's operator of that name).", "",
               "| target | why it appears |", "| --- | --- |"]
     lines += [f"| `{name}` | {why} |" for name, why in sorted(CORE_EXTRA_OPS.items())]
     return "\n".join(lines) + "\n"

@@ -1937,7 +1937,7 @@ CORE_REJECTS = [
     ("op_schema_name", lambda m: _set(m["core"]["ops"]["aten.relu.default"], "name", "aten::gelu"), "core.op",
      ["'aten::gelu'", "needs 'aten::relu' overload 'default'"]),
     ("op_required_with_default", lambda m: _set(m["core"]["ops"]["aten.relu.default"]["arguments"][0], "default", 1),
-     "core.op", ["required argument has a default", "arguments[0].default"]),
+     "schema.type", ["required argument has a default", "arguments[0].default"]),
     ("op_duplicate_argument", lambda m: m["core"]["ops"]["aten.addmm.default"]["arguments"][1].__setitem__(
         "name", "self"), "core.op", ["'self' appears twice", "arguments[1].name"]),
     # symbols

@@ -2035,7 +2035,7 @@ def core_graph_value_out_of_range(p):
     base12(p, lambda m: cnodes(m)[5]["kwargs"].update(alpha={"t": "graph", "v": 1}))
 
 
-@invalid("schema.type")
+@invalid("graph.reference")
 def graph_value_in_module_view(p):
     base12(p, lambda m: graph0(m)[3]["kwargs"].update(alpha={"t": "graph", "v": 0}))
 
@@ -2166,8 +2166,8 @@ def core_order_node_op_before_inputs(p):
     base12(p, mut)
 
 
-@invalid("core.structure")
-def core_order_inputs_before_origin(p):
+@invalid("graph.reference")
+def core_order_origin_before_inputs(p):
     def mut(m):
         m["core"]["inputs"][2].update(name="y")
         cnodes(m)[3].update(origin={"graph": 0, "node": "conv2"})

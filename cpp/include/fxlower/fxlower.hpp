@@ -3167,8 +3167,10 @@ class Loader {
       for (int k = 0; k < 15; ++k)
         if (doc_.str(t) == kinds[k]) kind = k;
     if (kind == 14) {  // graph (1.2): core view graphs only
-      if (!s.core_graphs) fail("schema.type", p, "a graph Value appears only in core view graphs");
-      if (!doc_.is_int(v) || doc_.i64(v) < 1 || static_cast<std::uint64_t>(doc_.i64(v)) >= s.core_graphs)
+      // like node and tensor references (section 6.1): outside its scope graph.reference; not an int schema.type
+      if (!s.core_graphs) fail("graph.reference", p, "a graph Value appears only in core view graphs");
+      if (!doc_.is_int(v)) fail("schema.type", p, "a graph reference holds an index, found " + mp_kind(doc_, v));
+      if (doc_.i64(v) < 1 || static_cast<std::uint64_t>(doc_.i64(v)) >= s.core_graphs)
         fail("core.structure", p, "a graph Value indexes a control-flow graph of core.graphs (1.." +
                                       std::to_string(s.core_graphs - 1) + "), found " +
                                       (doc_.is_int(v) ? std::to_string(doc_.i64(v)) : mp_kind(doc_, v)));
@@ -3397,10 +3399,18 @@ class Loader {
 
   /// A symbol expression of a core graph (grammar of docs/format.md 1.2): it parses and every symbol it uses is
   /// declared in core.symbols ("core.symbol").
-  void check_sym_expr(const std::string& text, const Path& p) const { sym_pending_.emplace_back(text, where_of(p)); }
-  void check_sym_exprs() const {
+  void check_sym_expr(const std::string& text, const Path& p) const {
+    sym_pending_.push_back({sym_node_.first, sym_node_.second, text, where_of(p)});
+  }
+  /// The shape expressions recorded for core node (g, j), in file order.
+  void check_sym_exprs(std::size_t g, std::size_t j) const {
     CoreView& cv = *a_->core;
-    for (const auto& [text, where] : sym_pending_) {
+    // recorded in the same graph-then-node order as the callers walk them: a cursor, not a search
+    for (; sym_cursor_ < sym_pending_.size() && sym_pending_[sym_cursor_].graph == g &&
+           sym_pending_[sym_cursor_].node == j; ++sym_cursor_) {
+      const SymPending& sp = sym_pending_[sym_cursor_];
+      const std::string& text = sp.text;
+      const std::string& where = sp.where;
       if (cv.exprs.count(text)) continue;
       std::string why;
       auto e = SymExpr::parse(text, &why);
@@ -3480,6 +3490,7 @@ class Loader {
         Node& n = graph.nodes[j];
         const NodeRaw& raw = raws[g][j];
         const Path r = np.item(j);
+        sym_node_ = {g, j};  // the node whose shape expressions check_sym_expr records
         const std::string why = name_problem(n.name);
         if (!why.empty()) fail("schema.name", r.field("name"), why);
         if (!graph.by_name_.emplace(n.name, j).second)
@@ -3789,6 +3800,23 @@ class Loader {
     }
     check_graphs(cv.graphs, core_raw_, cp.field("graphs"), true);
     const Graph& root = cv.graphs[0];
+    {  // node by node: its shape expressions, then its origin (section 10, step 10)
+      const Path gp = cp.field("graphs");
+      for (std::size_t g = 0; g < cv.graphs.size(); ++g)
+        for (std::size_t j = 0; j < cv.graphs[g].nodes.size(); ++j) {
+          const Node& n = cv.graphs[g].nodes[j];
+          check_sym_exprs(g, j);
+          if (!n.origin) continue;
+          const std::int64_t lg = core_raw_[g][j].origin_graph;
+          const Path q = gp.item(g).field("nodes").item(j).field("origin");
+          if (lg < 0 || static_cast<std::uint64_t>(lg) >= a_->graphs.size() ||
+              !a_->graphs[static_cast<std::size_t>(lg)].find_node(n.origin->node))
+            fail("graph.reference", q, "origin (graph " + std::to_string(lg) + ", node " + short_repr(n.origin->node) +
+                                           ") is not a node of the module view");
+          const_cast<Node&>(n).origin->graph = static_cast<std::size_t>(lg);
+          a_->core_links[{static_cast<std::size_t>(lg), n.origin->node}].push_back(NodeLink{g, n.name});
+        }
+    }
     if (a_->graphs.empty()) signature_of(root, true);
     {
       const Path ip = cp.field("inputs");
@@ -3866,23 +3894,6 @@ class Loader {
         }
       }
     }
-    {
-      const Path gp = cp.field("graphs");
-      for (std::size_t g = 0; g < cv.graphs.size(); ++g)
-        for (std::size_t j = 0; j < cv.graphs[g].nodes.size(); ++j) {
-          const Node& n = cv.graphs[g].nodes[j];
-          if (!n.origin) continue;
-          const std::int64_t lg = core_raw_[g][j].origin_graph;
-          const Path q = gp.item(g).field("nodes").item(j).field("origin");
-          if (lg < 0 || static_cast<std::uint64_t>(lg) >= a_->graphs.size() ||
-              !a_->graphs[static_cast<std::size_t>(lg)].find_node(n.origin->node))
-            fail("graph.reference", q, "origin (graph " + std::to_string(lg) + ", node " + short_repr(n.origin->node) +
-                                           ") is not a node of the module view");
-          const_cast<Node&>(n).origin->graph = static_cast<std::size_t>(lg);
-          a_->core_links[{static_cast<std::size_t>(lg), n.origin->node}].push_back(NodeLink{g, n.name});
-        }
-    }
-    check_sym_exprs();
     {
       const Path sp = cp.field("symbols");
       for (std::size_t j = 0; j < cv.symbols.size(); ++j) {
@@ -4039,7 +4050,13 @@ class Loader {
   std::vector<std::uint32_t> op_defaults_;
   std::vector<std::int64_t> symbol_input_, symbol_dim_;
   std::uint32_t golden_core_nodes_ = UINT32_MAX;
-  mutable std::vector<std::pair<std::string, std::string>> sym_pending_;  // (expression, where), in file order
+  struct SymPending {
+    std::size_t graph, node;
+    std::string text, where;
+  };
+  mutable std::vector<SymPending> sym_pending_;  // core nodes' shape expressions, in file order
+  mutable std::pair<std::size_t, std::size_t> sym_node_{0, 0};
+  mutable std::size_t sym_cursor_ = 0;
   std::uint32_t sig_output_ = 0, golden_inputs_ = 0, golden_outputs_ = 0, golden_nodes_ = 0;
   std::string golden_mode_;
   std::vector<std::pair<std::string, Tolerance>> tolerance_raw_;
