@@ -458,17 +458,7 @@ class _Validator:
             defined[n.name] = ni
             nodes.append(LoadedNode(n.name, n.op, n.target, args, kwargs, tuple(n.inputs), tuple(n.users), n.meta,
                                     lowering, n.graph, n.overload, n.lowering.training if lowering else False))
-        if outputs != 1:
-            raise FormatError("graph.output", "the graph has no output node", gwhere)
-        users: dict[str, list[str]] = {n.name: [] for n in nodes}
-        for n in nodes:
-            for i in n.inputs:
-                users[i].append(n.name)
-        for ni, n in enumerate(nodes):
-            if list(n.users) != users[n.name]:
-                raise FormatError("graph.structure", f"users of '{n.name}' is {list(n.users)[:8]}, but the "
-                                  f"nodes using it are {users[n.name][:8]}", f"{gwhere}.nodes[{ni}].users")
-        return LoadedGraph(g.name, tuple(nodes), g.training)
+        return _closed_graph(g, nodes, outputs, gwhere)
 
     def _target(self, n: Any, where: str, prefix: str) -> None:
         w = where + ".target"
@@ -735,17 +725,7 @@ class _Validator:
             defined[n.name] = ni
             nodes.append(LoadedNode(n.name, n.op, n.target, args, kwargs, tuple(n.inputs), tuple(n.users), n.meta,
                                     None, None, None, False, n.origin))
-        if outputs != 1:
-            raise FormatError("graph.output", "the graph has no output node", gwhere)
-        users: dict[str, list[str]] = {n.name: [] for n in nodes}
-        for n in nodes:
-            for i in n.inputs:
-                users[i].append(n.name)
-        for ni, n in enumerate(nodes):
-            if list(n.users) != users[n.name]:
-                raise FormatError("graph.structure", f"users of '{n.name}' is {list(n.users)[:8]}, but the "
-                                  f"nodes using it are {users[n.name][:8]}", f"{gwhere}.nodes[{ni}].users")
-        return LoadedGraph(g.name, tuple(nodes), g.training)
+        return _closed_graph(g, nodes, outputs, gwhere)
 
     def _core_target(self, n: Any, where: str, weights: set[str]) -> None:
         w = where + ".target"
@@ -965,6 +945,22 @@ class _Validator:
             raise FormatError("schema.type", "digest is not 'sha256:' and 64 lowercase hex digits",
                               f"{MANIFEST_FILE}: digest")
 
+
+
+def _closed_graph(g: Any, nodes: list, outputs: int, gwhere: str) -> "LoadedGraph":
+    """The end of a graph's check, for both views: exactly one output node, and every node's ``users`` equal to
+    the nodes whose ``inputs`` name it, in graph order (format.md section 2.1)."""
+    if outputs != 1:
+        raise FormatError("graph.output", "the graph has no output node", gwhere)
+    users: dict[str, list[str]] = {n.name: [] for n in nodes}
+    for n in nodes:
+        for i in n.inputs:
+            users[i].append(n.name)
+    for ni, n in enumerate(nodes):
+        if list(n.users) != users[n.name]:
+            raise FormatError("graph.structure", f"users of '{n.name}' is {list(n.users)[:8]}, but the "
+                              f"nodes using it are {users[n.name][:8]}", f"{gwhere}.nodes[{ni}].users")
+    return LoadedGraph(g.name, tuple(nodes), g.training)
 
 def _same_value(a: Any, b: Any) -> bool:
     """Equality of two decoded msgpack objects as MessagePack values: types must match (a bool is not an int,
