@@ -71,9 +71,9 @@ def time_torch(module, inputs, repeat: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def time_fxlower(binary: Path, art: Path, threads: int, repeat: int) -> float:
-    proc = subprocess.run([str(binary), str(art), "--threads", str(threads), "--repeat", str(repeat), "--quiet"],
-                          capture_output=True, text=True, check=False)
+def time_fxlower(binary: Path, art: Path, threads: int, repeat: int, view: str = "module") -> float:
+    proc = subprocess.run([str(binary), str(art), "--view", view, "--threads", str(threads), "--repeat", str(repeat),
+                           "--quiet"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"fxlower-run failed (exit {proc.returncode}): {proc.stderr.strip()}")
     m = MEDIAN.search(proc.stdout)
@@ -104,25 +104,35 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fxlower-bench-") as tmp:
         for name, (module, inputs) in models.items():
             art = Path(tmp) / f"{name}.fxl"
-            fxlower.export(torch.fx.symbolic_trace(module), art, inputs, golden=True)
-            check = subprocess.run([str(args.binary), str(art), "--check", "--quiet", "--threads", str(args.threads)],
-                                   capture_output=True, text=True, check=False)
-            verdict = "PASS" if check.returncode == 0 else f"FAIL ({check.stdout.strip() or check.stderr.strip()})"
-            torch_ms, fx_ms, ratios = [], [], []
+            # both views in one artifact (format 1.2): the module view and the Core ATen view of the same weights
+            fxlower.export(torch.fx.symbolic_trace(module), art, inputs, golden=True, core=True)
+            verdicts = []
+            for view in ("module", "core"):
+                check = subprocess.run([str(args.binary), str(art), "--view", view, "--check", "--quiet",
+                                        "--threads", str(args.threads)], capture_output=True, text=True, check=False)
+                verdicts.append(f"{view} " + ("PASS" if check.returncode == 0
+                                              else f"FAIL ({check.stdout.strip() or check.stderr.strip()})"))
+            sides = ["torch", "module", "core"]
+            times: dict[str, list[float]] = {k: [] for k in sides}
+            ratios: dict[str, list[float]] = {"module": [], "core": [], "core/module": []}
             for r in range(args.rounds):
-                order = ["torch", "fxlower"] if r % 2 == 0 else ["fxlower", "torch"]
+                order = sides if r % 2 == 0 else sides[::-1]
                 got = {}
                 for side in order:
                     got[side] = (time_torch(module, inputs, args.repeat) if side == "torch"
-                                 else time_fxlower(args.binary, art, args.threads, args.repeat))
-                torch_ms.append(got["torch"])
-                fx_ms.append(got["fxlower"])
-                ratios.append(got["fxlower"] / got["torch"])
-            rows.append((name, statistics.median(torch_ms), statistics.median(fx_ms), statistics.median(ratios),
-                         verdict))
-    print(f"{'model':<12} {'torch eager':>12} {'fxlower-run':>12} {'ratio':>7}  check")
-    for name, t, f, ratio, verdict in rows:
-        print(f"{name:<12} {t:>9.2f} ms {f:>9.2f} ms {ratio:>6.2f}x  {verdict}")
+                                 else time_fxlower(args.binary, art, args.threads, args.repeat, side))
+                for k in sides:
+                    times[k].append(got[k])
+                ratios["module"].append(got["module"] / got["torch"])
+                ratios["core"].append(got["core"] / got["torch"])
+                ratios["core/module"].append(got["core"] / got["module"])
+            rows.append((name, {k: statistics.median(v) for k, v in times.items()},
+                         {k: statistics.median(v) for k, v in ratios.items()}, "; ".join(verdicts)))
+    print(f"{'model':<12} {'torch eager':>12} {'module view':>12} {'core view':>12} {'module/eager':>13} "
+          f"{'core/eager':>11} {'core/module':>12}  check")
+    for name, t, r, verdict in rows:
+        print(f"{name:<12} {t['torch']:>9.2f} ms {t['module']:>9.2f} ms {t['core']:>9.2f} ms {r['module']:>12.2f}x "
+              f"{r['core']:>10.2f}x {r['core/module']:>11.2f}x  {verdict}")
     return 0
 
 
