@@ -20,12 +20,13 @@ import statistics
 import subprocess
 import sys
 
-import torch
-import torch.nn as nn
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import fxlower  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_open import model  # noqa: E402  (the same 8-layer Linear stack: width 5800 is ~1.0 GiB)
 
 MIB = 1 << 20
 
@@ -53,13 +54,6 @@ else:
 after = status("VmRSS")
 print(json.dumps({"before": before, "after": after, "peak": status("VmHWM")}))
 """
-
-
-def model(width: int) -> torch.fx.GraphModule:
-    layers = []
-    for _ in range(8):
-        layers += [nn.Linear(width, width), nn.ReLU()]
-    return torch.fx.symbolic_trace(nn.Sequential(*layers))
 
 
 def main() -> int:

@@ -532,24 +532,11 @@ class _Validator:
 
     @staticmethod
     def _acyclic(graphs: list[LoadedGraph]) -> None:
-        state = [0] * len(graphs)  # 0 new, 1 on stack, 2 done
-        for start in range(len(graphs)):
-            if state[start]:
-                continue
-            stack = [(start, iter([n.graph for n in graphs[start].nodes if n.graph is not None]))]
-            state[start] = 1
-            while stack:
-                i, it = stack[-1]
-                nxt = next(it, None)
-                if nxt is None:
-                    state[i] = 2
-                    stack.pop()
-                elif state[nxt] == 1:
-                    raise FormatError("graph.structure", f"graph {i} calls graph {nxt}, which is already being "
-                                      f"called: the graphs form a cycle", MANIFEST_FILE)
-                elif state[nxt] == 0:
-                    state[nxt] = 1
-                    stack.append((nxt, iter([n.graph for n in graphs[nxt].nodes if n.graph is not None])))
+        calls = [[n.graph for n in g.nodes if n.graph is not None] for g in graphs]
+        _, cycle = _walk_calls(calls, range(len(graphs)))
+        if cycle is not None:
+            raise FormatError("graph.structure", f"graph {cycle[0]} calls graph {cycle[1]}, which is already being "
+                              f"called: the graphs form a cycle", MANIFEST_FILE)
 
     def signature(self, graphs: tuple[LoadedGraph, ...]) -> None:
         if not graphs:
@@ -792,26 +779,14 @@ class _Validator:
 
     @staticmethod
     def _core_acyclic(graphs: tuple[LoadedGraph, ...], cw: str) -> None:
-        def callees(g: LoadedGraph) -> list[int]:
-            return [v.index for n in g.nodes for v, _ in leaves((n.args, n.kwargs), where=None)
-                    if isinstance(v, GraphRef)]
-        state = [0] * len(graphs)
-        state[0] = 1
-        stack = [(0, iter(callees(graphs[0])))]
-        while stack:
-            i, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                state[i] = 2
-                stack.pop()
-            elif state[nxt] == 1:
-                raise FormatError("core.structure", f"core graph {i} refers to graph {nxt}, which is already being "
-                                  f"called: the core graphs form a cycle", cw + ".graphs")
-            elif state[nxt] == 0:
-                state[nxt] = 1
-                stack.append((nxt, iter(callees(graphs[nxt]))))
-        for i, st in enumerate(state):
-            if st == 0:
+        calls = [[v.index for n in g.nodes for v, _ in leaves((n.args, n.kwargs), where=None)
+                  if isinstance(v, GraphRef)] for g in graphs]
+        reached, cycle = _walk_calls(calls, [0])
+        if cycle is not None:
+            raise FormatError("core.structure", f"core graph {cycle[0]} refers to graph {cycle[1]}, which is already "
+                              f"being called: the core graphs form a cycle", cw + ".graphs")
+        for i, seen in enumerate(reached):
+            if not seen:
                 raise FormatError("core.structure", f"core graph {i} is not reached from the core root graph",
                                   f"{cw}.graphs[{i}]")
 
@@ -946,6 +921,30 @@ class _Validator:
                               f"{MANIFEST_FILE}: digest")
 
 
+
+
+def _walk_calls(calls: list[list[int]], starts) -> tuple[list[bool], tuple[int, int] | None]:
+    """Depth-first walk of the graph-calls-graph relation (``calls[i]``: the graphs graph ``i`` calls), from each
+    of ``starts`` in order. Returns which graphs were reached and the first call that closes a cycle (caller,
+    callee), or None. Iterative: a deep chain of nested graphs cannot exhaust Python's stack."""
+    state = [0] * len(calls)  # 0 new, 1 on the stack, 2 done
+    for start in starts:
+        if state[start]:
+            continue
+        state[start] = 1
+        stack = [(start, iter(calls[start]))]
+        while stack:
+            i, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[i] = 2
+                stack.pop()
+            elif state[nxt] == 1:
+                return [st != 0 for st in state], (i, nxt)
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, iter(calls[nxt])))
+    return [st != 0 for st in state], None
 
 def _closed_graph(g: Any, nodes: list, outputs: int, gwhere: str) -> "LoadedGraph":
     """The end of a graph's check, for both views: exactly one output node, and every node's ``users`` equal to
