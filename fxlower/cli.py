@@ -1,23 +1,25 @@
 """The ``fxlower`` command line.
 
     fxlower demo [DIR]            trace, lift, export (with golden data), load back and summarise the built-in example
-    fxlower inspect DIR [--nodes] [--verify] [--non-strict]
+    fxlower inspect DIR [--nodes] [--verify] [--non-strict] [--[no-]progress]
                                   summarise an artifact (Python twin of fxlower-inspect)
-    fxlower validate DIR [--verify] [--non-strict]
+    fxlower validate DIR [--verify] [--non-strict] [--[no-]progress]
                                   check an artifact; exit 0 if valid, 1 with the error code otherwise
     fxlower dump DIR [--non-strict]
                                   the canonical dump (docs: cpp/DUMP.md), identical to fxlower-dump's
     fxlower clean PATH            remove the temporaries that killed exports to PATH left behind (never a running
                                   export's) and list them
     fxlower export TARGET -o PATH [--input SHAPE[:DTYPE] ... | --inputs FILE] [--golden [outputs|nodes]]
-                   [--overwrite] [--leaf CLASS ...] [--core]
+                   [--overwrite] [--leaf CLASS ...] [--core] [--[no-]progress]
                                   load a model (MODULE:ATTR or FILE.py:ATTR), trace, lift, export, summarise
     fxlower diff A B [--values] [--json]
                                   compare two artifacts; exit 0 equal, 1 different, 2 error
     fxlower view A -o PAGE.html   one self-contained HTML page showing the graphs (docs/cli.md)
 
 Options are named as in the C++ tools: ``--non-strict`` ignores directory entries the manifest does not list (never
-opened), ``--verify`` checks every tensor's SHA-256.
+opened), ``--verify`` checks every tensor's SHA-256. A progress bar (bytes and tensors) goes to stderr while
+tensors are hashed or written when stderr is a terminal and the work takes over a second; ``--progress`` shows it
+always (at once), ``--no-progress`` never.
 
 Exit codes: 0 success, 1 invalid artifact, failed check or file-system error, 2 usage error (``diff``: 0 equal,
 1 different, 2 error). Every failure is one line on stderr starting with ``error:``.
@@ -187,6 +189,13 @@ def _clean(path: str) -> int:
     return 0
 
 
+def _add_progress(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"a progress bar in bytes and tensors on stderr while {what}; by default only when stderr is "
+                        f"a terminal and the work takes over a second; --progress: always, at once; "
+                        f"--no-progress: never")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fxlower", description="Export torch.fx graphs for compilers.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -197,10 +206,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", action="store_true", help="also list every node")
     p.add_argument("--verify", action="store_true", help="also check every tensor's SHA-256")
     p.add_argument("--non-strict", action="store_true", help="ignore unlisted files instead of rejecting them")
+    _add_progress(p, "--verify hashes the tensors")
     p = sub.add_parser("validate", help="check an artifact")
     p.add_argument("path")
     p.add_argument("--verify", action="store_true", help="also check every tensor's SHA-256")
     p.add_argument("--non-strict", action="store_true", help="ignore unlisted files instead of rejecting them")
+    _add_progress(p, "--verify hashes the tensors")
     p = sub.add_parser("dump", help="canonical dump, identical to fxlower-dump's")
     p.add_argument("path")
     p.add_argument("--non-strict", action="store_true", help="ignore unlisted files instead of rejecting them")
@@ -231,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--core", action="store_true",
                    help="also write the core view (the program as Core ATen ops through torch.export, format "
                         "1.2): fxlower.export(..., core=True)")
+    _add_progress(p, "the tensor files are written")
     p = sub.add_parser("diff", help="compare two artifacts structurally",
                        description="Compare two artifacts: header fields, nodes per graph (op, target, args, kwargs, "
                                    "meta, lowering attribute by attribute) and tensors (dtype, shape, sha256). "
@@ -271,7 +283,8 @@ def _export_cmd(args: argparse.Namespace) -> int:
     gm = model if args.core and not leaves else cli_export.trace(model, leaves)
     golden = {None: False, "outputs": True, "nodes": "nodes"}[args.golden]
     try:
-        s = export(gm, args.output, inputs, golden=golden, overwrite=args.overwrite, **extra)
+        s = export(gm, args.output, inputs, golden=golden, overwrite=args.overwrite, progress=args.progress,
+                   **extra)
     except UnsupportedModuleError as e:
         listing = "; ".join(f"{t} ({', '.join(n for n, _ in uses)})" for t, uses in sorted(e.unsupported.items()))
         raise cli_export.CommandError(f"no lowering rule for {listing or e}: register one with "
@@ -341,12 +354,12 @@ def main(argv: list[str] | None = None) -> int:
             return _clean(args.path)
         strict = not args.non_strict
         if args.cmd == "inspect":
-            art = load(args.path, strict=strict, verify=args.verify)
+            art = load(args.path, strict=strict, verify=args.verify, progress=args.progress)
             print(summary(art, nodes=args.nodes))
             if args.verify:
                 print(f"verify     {len(art.manifest.tensors)} tensors: all SHA-256 match")
         elif args.cmd == "validate":
-            load(args.path, strict=strict, verify=args.verify)
+            load(args.path, strict=strict, verify=args.verify, progress=args.progress)
             print(f"{args.path}: valid")
         else:
             from .dump import dump

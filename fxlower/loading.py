@@ -22,6 +22,7 @@ import torch
 import torch.fx as fx
 
 from .errors import FormatError
+from .progress import bar as _progress_bar, check_progress
 from .reading import LoadedCore, LoadedGraph, LoadedNode, Reading, loads_manifest, read
 from .rebuild import build, build_core
 from .values import GraphRef, NodeRef, TensorRef, decode, walk
@@ -72,18 +73,29 @@ class Artifact:
         """The bytes stored for tensor ``name``, as a view of the file mapping (little-endian, row-major)."""
         return self._files.stored_bytes(self.tensors[name])
 
-    def verify(self) -> None:
+    def verify(self, *, progress: bool | None = None) -> None:
         """Check every tensor's SHA-256 against the table (read with pread from the validated files; nothing is
         mapped, so verifying does not grow the process's resident memory by the files' size).
+
+        Args:
+            progress: a tqdm bar on stderr, in bytes and tensors (every table entry, an alias hashed again). None
+                (default): only when stderr is a terminal and verifying has taken a second; True: at once, on
+                any stderr; False: never.
 
         Raises:
             FormatError ("tensor.hash"): naming the first tensor whose bytes differ.
         """
-        for entry in self.manifest.tensors:
-            digest = self._files.sha256(entry)
-            if digest != entry.sha256:
-                raise FormatError("tensor.hash", f"tensor '{entry.name}': stored bytes hash to {digest}, the "
-                                  f"table says {entry.sha256}", entry.file)
+        entries = self.manifest.tensors
+        total = sum(self._files.info(e).end - self._files.info(e).begin for e in entries)
+        with _progress_bar("verify", total, len(entries), progress) as report:
+            on_bytes = None if report is None else (lambda n: report(n, 0))
+            for entry in entries:
+                digest = self._files.sha256(entry, on_bytes)
+                if digest != entry.sha256:
+                    raise FormatError("tensor.hash", f"tensor '{entry.name}': stored bytes hash to {digest}, the "
+                                      f"table says {entry.sha256}", entry.file)
+                if report is not None:
+                    report(0, 1)
 
     def close(self) -> None:
         """Release the file mappings and descriptors. Tensors from :meth:`tensor` and modules rebuilt with
@@ -156,7 +168,8 @@ class Artifact:
 
     # --- rebuilding ---
 
-    def to_graph_module(self, *, copy: bool = True, view: str = "module") -> fx.GraphModule:
+    def to_graph_module(self, *, copy: bool = True, view: str = "module",
+                        progress: bool | None = None) -> fx.GraphModule:
         """Rebuild an executable ``torch.fx.GraphModule`` that computes what the exported one did.
 
         Format 1.1: the module has the exported module's parameters (with their ``requires_grad``), buffers
@@ -172,33 +185,50 @@ class Artifact:
                 operators only; placeholders for the user inputs, parameters/buffers/constants as attributes at
                 their table names; returns the user outputs in the signature's structure and applies buffer
                 mutations to its buffers, as ``ExportedProgram.module()`` does.
+            progress: a tqdm bar on stderr while tensors are read, in bytes and tensors (each stored tensor of
+                the non-golden files once). None (default): only when stderr is a terminal and reading has taken
+                a second; True: at once, on any stderr; False: never.
 
         Raises:
             ValueError: ``view`` is not "module" or "core", or the artifact lacks that view.
             UnsupportedTargetError: a ``call_function`` target is neither allow-listed nor registered, a
                 ``call_method`` target is not a public ``torch.Tensor`` method, or a module type has no rule.
         """
+        check_progress(progress)
         if view == "core":
             if self.core is None:
                 raise ValueError(f"{self.path} has no core view; export it with fxlower.export(..., core=True) "
                                  f"(format 1.2) to rebuild view='core'")
             template = decode(self.manifest.signature.output, "signature.output", node=lambda n, w: NodeRef(n))
-            return build_core(self.core, template, self.tensors, self._files, copy=copy)
+            with self._read_progress(progress) as report:
+                return build_core(self.core, template, self.tensors, self._files, copy=copy, on_progress=report)
         if view != "module":
             raise ValueError(f"view is {view!r}; expected 'module' or 'core'")
         if not self.graphs:
             raise ValueError(f"{self.path} has only a core view (no module view); use to_graph_module(view='core'), "
                              f"or export with module=<the nn.Module> to derive a module view")
-        return build(self.graphs, self.tensors, self._files, self.format_version, copy=copy)
+        with self._read_progress(progress) as report:
+            return build(self.graphs, self.tensors, self._files, self.format_version, copy=copy,
+                         on_progress=report)
+
+    def _read_progress(self, progress: bool | None):
+        """The bar of :meth:`to_graph_module`: every stored tensor of the files that are not golden, once."""
+        golden = {f.path for f in self.manifest.files if f.role == "golden"}
+        stored = {(e.file, e.key): self._files.info(e) for e in self.manifest.tensors if e.file not in golden}
+        return _progress_bar("load", sum(i.end - i.begin for i in stored.values()), len(stored), progress)
 
 
-def load(path: str | os.PathLike, *, strict: bool = True, verify: bool = False) -> Artifact:
+def load(path: str | os.PathLike, *, strict: bool = True, verify: bool = False,
+         progress: bool | None = None) -> Artifact:
     """Open and validate an artifact directory.
 
     Args:
         path: the artifact directory.
         strict: reject files the manifest does not list (with ``False`` they are ignored, never read).
         verify: also check every tensor's SHA-256 (reads all tensor bytes).
+        progress: with ``verify``, a tqdm bar on stderr while hashing (see :meth:`Artifact.verify`). None
+            (default): only when stderr is a terminal and verifying has taken a second; True: at once; False:
+            never.
 
     Returns:
         An :class:`Artifact`; tensors are read lazily, from the files that were validated.
@@ -214,10 +244,11 @@ def load(path: str | os.PathLike, *, strict: bool = True, verify: bool = False) 
         >>> torch.equal(gm(*art.golden_inputs()), art.golden_outputs())
         True
     """
+    check_progress(progress)
     artifact = Artifact(read(path, strict=strict))
     if verify:
         try:
-            artifact.verify()
+            artifact.verify(progress=progress)
         except BaseException:
             artifact.close()
             raise

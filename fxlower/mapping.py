@@ -25,7 +25,7 @@ import math
 import mmap
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import safetensors
@@ -113,8 +113,10 @@ class TensorFiles:
             return memoryview(b"")
         return memoryview(self._byte_map(entry.file))[info.begin:info.end]
 
-    def read_into(self, entry: TensorEntry) -> torch.Tensor:
+    def read_into(self, entry: TensorEntry, on_bytes: Callable[[int], None] | None = None) -> torch.Tensor:
         """A new tensor that owns its memory, filled with ``pread`` from the validated descriptor.
+
+        ``on_bytes(n)`` is called after each read of ``n`` bytes (fxlower.progress).
 
         Raises:
             OSError: the file ended early (it was truncated after validation), naming the file.
@@ -133,10 +135,13 @@ class TensorFiles:
                 raise OSError(f"{entry.file} ended at byte {info.begin + done}, inside tensor '{entry.name}' "
                               f"(the file was truncated after it was validated)")
             done += n
+            if on_bytes is not None:
+                on_bytes(n)
         return out
 
-    def sha256(self, entry: TensorEntry) -> str:
-        """SHA-256 of the stored bytes, read with ``pread`` in chunks (no page of the file is mapped).
+    def sha256(self, entry: TensorEntry, on_bytes: Callable[[int], None] | None = None) -> str:
+        """SHA-256 of the stored bytes, read with ``pread`` in chunks (no page of the file is mapped);
+        ``on_bytes(n)`` is called after each chunk of ``n`` bytes is hashed (fxlower.progress).
 
         Raises:
             OSError: the file ended early (it was truncated after validation).
@@ -154,6 +159,8 @@ class TensorFiles:
                               f"truncated after it was validated)")
             h.update(view[:n])
             pos += n
+            if on_bytes is not None:
+                on_bytes(n)
         return h.hexdigest()
 
     def close(self) -> None:

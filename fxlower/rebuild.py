@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -45,10 +46,12 @@ _CONTAINERS = {"torch.nn.ModuleList": nn.ModuleList, "torch.nn.Sequential": nn.S
 class _State:
     """Tensors of the table as the rebuilt module holds them: one object per stored tensor (aliases share it)."""
 
-    def __init__(self, tensors: dict[str, TensorEntry], files: TensorFiles, copy: bool, legacy: bool):
+    def __init__(self, tensors: dict[str, TensorEntry], files: TensorFiles, copy: bool, legacy: bool,
+                 on_progress: Callable[[int, int], None] | None = None):
         self.tensors = tensors
         self.files = files
         self.copy = copy
+        self.on_progress = on_progress  # fxlower.progress: (bytes, tensors) read
         self.legacy = legacy  # a 1.0 file: kinds come from the 1.0 rule
         self._raw: dict[tuple[str, str], torch.Tensor] = {}
         self._maps: dict = {}  # copy=False: this module's own private mappings (its writes stay its own)
@@ -59,7 +62,15 @@ class _State:
         key = (entry.file, entry.key)
         t = self._raw.get(key)
         if t is None:
-            t = self.files.read_into(entry) if self.copy else self.files.view(entry, self._maps)
+            report = self.on_progress
+            if self.copy:
+                t = self.files.read_into(entry, None if report is None else (lambda n: report(n, 0)))
+            else:
+                t = self.files.view(entry, self._maps)
+                if report is not None:
+                    report(t.numel() * t.element_size(), 0)
+            if report is not None:
+                report(0, 1)
             self._raw[key] = t
         return t
 
@@ -325,7 +336,8 @@ class _Builder:
 
 
 def build(graphs: tuple[LoadedGraph, ...], tensors: dict[str, TensorEntry], files: TensorFiles,
-          format_version: tuple[int, int], *, copy: bool = True) -> fx.GraphModule:
+          format_version: tuple[int, int], *, copy: bool = True,
+          on_progress: Callable[[int, int], None] | None = None) -> fx.GraphModule:
     """Rebuild the root GraphModule (see the module docstring).
 
     Raises:
@@ -333,7 +345,7 @@ def build(graphs: tuple[LoadedGraph, ...], tensors: dict[str, TensorEntry], file
             name cannot be placed (it would replace an attribute of a GraphModule or of a rebuilt module).
     """
     legacy = tuple(format_version) < (1, 1)
-    state = _State(tensors, files, copy, legacy)
+    state = _State(tensors, files, copy, legacy, on_progress)
     builder = _Builder(graphs, state, legacy)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # building thousands of modules and nodes; collections would rescan them again and again
@@ -445,7 +457,7 @@ class _CoreBuilder:
 
 
 def build_core(core: LoadedCore, output_template: Any, tensors: dict[str, TensorEntry], files: TensorFiles, *,
-               copy: bool = True) -> fx.GraphModule:
+               copy: bool = True, on_progress: Callable[[int, int], None] | None = None) -> fx.GraphModule:
     """Rebuild the core view as a GraphModule (see :class:`_CoreBuilder`), with every parameter, buffer and
     constant of the table at its name and with its recorded state.
 
@@ -453,7 +465,7 @@ def build_core(core: LoadedCore, output_template: Any, tensors: dict[str, Tensor
         UnsupportedTargetError: an operator is not in this torch's Core ATen set (nor admitted), or a name
             cannot be placed.
     """
-    state = _State(tensors, files, copy, legacy=False)
+    state = _State(tensors, files, copy, legacy=False, on_progress=on_progress)
     builder = _CoreBuilder(core, state)
     gc_was_enabled = gc.isenabled()
     gc.disable()

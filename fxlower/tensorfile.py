@@ -20,7 +20,7 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -147,7 +147,8 @@ def _needs_copy(t: torch.Tensor) -> bool:
 
 
 # Not safetensors.serialize_file: it needs all tensors in host memory at once, writes a path (0600, no fsync), no hash.
-def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, str]:
+def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]],
+                      on_progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
     """Write a safetensors file to ``fd``, fsync it, and return ``{key: sha256 hex}``.
 
     The writing thread never waits for hashing: SHA-256 runs on two other threads (tensors under 1 MiB are hashed
@@ -158,6 +159,8 @@ def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> d
     Args:
         fd: an open, writable file descriptor positioned at 0 (the caller closes it).
         tensors: ``(key, tensor)`` pairs; keys unique. Tensors are fetched to the host one at a time.
+        on_progress: called as ``on_progress(nbytes, 0)`` after each piece of at most 64 MiB is written and
+            ``on_progress(0, 1)`` after each tensor (fxlower.progress); it does not change what is written.
 
     Raises:
         ExportError: a tensor cannot be stored (kind or dtype); OSError from writing or syncing propagates.
@@ -189,7 +192,11 @@ def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> d
                 _write_all(fd, piece)
                 _start_writeback(fd, pos, len(piece))
                 pos += len(piece)
+                if on_progress is not None:
+                    on_progress(len(piece), 0)
             del buf
+            if on_progress is not None:
+                on_progress(0, 1)
         os.fsync(fd)
         hashes.update({k: f.result() for k, f in pending.items()})
     return hashes

@@ -40,6 +40,7 @@ from .core import encode_core, origin_links, run_core, to_core, user_output_stru
 from .errors import ExportError, FormatError, UnsupportedModuleError
 from .lifting import META_KEY, iter_graph_modules, lift, module_declarations
 from .names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
+from .progress import bar as _progress_bar, check_progress
 from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, ModuleDecl, Node, NodeLink, Producer,
                      Signature, TensorEntry, Tolerance, to_obj)
 from .signatures import CATCH_ALL, choose_overload, function_overloads, method_overloads, to_schema
@@ -711,7 +712,7 @@ def remove_orphaned_temporaries(path: str | os.PathLike) -> list[str]:
 def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, path: str | os.PathLike,
            example_inputs: tuple | None = None, *, example_kwargs: dict[str, Any] | None = None,
            core: bool = False, dynamic_shapes: Any = None, module: torch.nn.Module | None = None,
-           golden: bool | str = False, overwrite: bool = False) -> ExportSummary:
+           golden: bool | str = False, overwrite: bool = False, progress: bool | None = None) -> ExportSummary:
     """Lift ``gm`` and write it as an fxlower artifact directory at ``path``.
 
     Temporaries that earlier exports to ``path`` left behind when they were killed are removed first and listed
@@ -738,6 +739,9 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
             ``"nodes"`` to store every root node's output too (and every core root node's). Requires
             ``example_inputs`` (an ExportedProgram's own example inputs serve when none are given).
         overwrite: replace an existing artifact at ``path`` (atomically); otherwise an existing path raises.
+        progress: a tqdm bar on stderr while the tensor files are written, in bytes and tensors. None (default):
+            only when stderr is a terminal and the writing has taken a second; True: at once, on any stderr;
+            False: never. The files written are the same either way.
 
     Returns:
         An :class:`ExportSummary` (path, node and tensor counts of the module view, bytes written, digest,
@@ -760,6 +764,7 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
     """
     if golden not in (False, True, "nodes"):
         raise ValueError(f"golden must be False, True or 'nodes', got {golden!r}")
+    check_progress(progress)
     if example_inputs is not None and not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     if example_kwargs is not None and not isinstance(example_kwargs, dict):
@@ -818,7 +823,7 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
                           f"(errno {e.errno})") from e
     try:
         summary = _export_into(gm, example_inputs, golden, tmp, target, overwrite, ep=ep, derived=derived,
-                               example_kwargs=example_kwargs)
+                               example_kwargs=example_kwargs, progress=progress)
         return dataclasses.replace(summary, removed_temporaries=removed)
     except OSError as e:
         if isinstance(e, ArtifactExistsError):
@@ -996,7 +1001,8 @@ class _Core:
 
 def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden: bool | str, tmp: str,
                  target: str, overwrite: bool, *, ep: torch.export.ExportedProgram | None = None,
-                 derived: dict[str, str] | None = None, example_kwargs: dict | None = None) -> ExportSummary:
+                 derived: dict[str, str] | None = None, example_kwargs: dict | None = None,
+                 progress: bool | None = None) -> ExportSummary:
     golden_mode = "nodes" if golden == "nodes" else ("outputs" if golden else None)
     # the core run comes first: the module view's run may update buffers in place
     core = _Core(ep, example_inputs, example_kwargs, golden_mode) if ep is not None else None
@@ -1049,11 +1055,14 @@ def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden
     files = {ROLE_WEIGHTS: WEIGHTS_FILE, ROLE_GOLDEN: GOLDEN_FILE}
     hashes: dict[tuple[str, str], str] = {}
     total = 0
-    for role in roles:
-        stored = table.stored(role)
-        file_hashes, size = _write_file(tmp, files[role], lambda fd: write_tensor_file(fd, stored))
-        hashes.update({(role, k): h for k, h in file_hashes.items()})
-        total += size
+    stored = {role: table.stored(role) for role in roles}
+    work = [t for role in roles for _, t in stored[role]]
+    with _progress_bar("export", sum(t.numel() * t.element_size() for t in work), len(work), progress) as report:
+        for role in roles:
+            file_hashes, size = _write_file(tmp, files[role],
+                                            lambda fd: write_tensor_file(fd, stored[role], on_progress=report))
+            hashes.update({(role, k): h for k, h in file_hashes.items()})
+            total += size
     advance(Phase.WRITE_TENSORS, Phase.WRITE_MANIFEST)
 
     tensors = table.entries(hashes, files)

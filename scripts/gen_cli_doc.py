@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
 import textwrap
@@ -107,6 +108,11 @@ def _document() -> str:
         | `dump A` | the canonical dump (cpp/DUMP.md), identical to `fxlower-dump`'s |
         | `clean PATH` | remove temporaries that killed exports to PATH left behind |
         | `demo [DIR]` | the whole path on the built-in example (its output depends on whether the C++ tools are built, so it is not shown here) |
+
+        `export`, `inspect --verify` and `validate --verify` show a progress bar on stderr, in bytes and tensors,
+        when stderr is a terminal and the work (writing the tensor files, hashing the tensors) has taken a second;
+        shorter work and a stderr that is a pipe or a file show nothing. `--progress` shows it always and at once,
+        `--no-progress` never (see [Progress](#progress)).
 
         The examples below use this `models.py`:
 
@@ -207,7 +213,37 @@ def _document() -> str:
     parts.append(_block(["validate", "net.fxl"]))
     parts.append(_block(["dump", "net.fxl"], limit=12))
     parts.append(_block(["clean", "net.fxl"]).replace(os.getcwd(), "$PWD"))  # it prints the absolute target
+    parts.append(textwrap.dedent('''
+        ## Progress
+
+        One tqdm bar on stderr counts bytes and tensors: `export` while it writes the tensor files (every stored
+        tensor once, golden data included), `--verify` while it hashes (every table entry, an alias again). By
+        default it appears only when stderr is a terminal, and only once the work has run for a second, so quick
+        commands print nothing; on a terminal it is rewritten in place. `--progress` draws it at once on any
+        stderr, `--no-progress` never. The library makes the same choice with `progress=None | True | False`
+        (`fxlower.export`, `fxlower.load(..., verify=True)`, `Artifact.verify`, and `Artifact.to_graph_module`,
+        whose bar is labelled `load`). The C++ tool prints progress with `fxlower-inspect --verify --progress`
+        (docs/cpp.md).
+
+        The bar's last state after `validate --verify --progress` (on stderr; the times and the rate vary, so
+        they are shown by name here):
+
+        '''))
+    parts.append(_progress_block(["validate", "net.fxl", "--verify", "--progress"]))
     return "".join(parts)
+
+
+def _progress_block(argv: list[str]) -> str:
+    """The command's stdout, then the last state of its bar (tqdm rewrites the line with a carriage return),
+    its times named."""
+    from fxlower.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    bar = err.getvalue().rstrip("\n").rsplit("\r", 1)[-1]
+    bar = re.sub(r"\[[^\]]*\]$", "[elapsed<remaining, rate]", bar)
+    return f"```console\n$ fxlower {' '.join(argv)}\n{out.getvalue()}{bar}\n(exit {rc})\n```\n"
 
 
 def main() -> int:

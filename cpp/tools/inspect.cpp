@@ -1,10 +1,12 @@
-// fxlower-inspect [--nodes] [--verify] [--json] [--non-strict] DIR
+// fxlower-inspect [--nodes] [--verify [--progress]] [--json] [--non-strict] DIR
 //
 // Loads (and so validates) an artifact and prints a summary: format version, producer, digest, signature,
 // node counts per op and per target, the module types with their rule versions, the tensor table entries by
 // dtype and by kind, and (format 1.1) the declared module types, functions and methods.
 //   --nodes       also print every node: "[graph:index] name = op target(args, kwargs) -> meta"
 //   --verify      check every tensor's SHA-256 (tensor.hash on a mismatch)
+//   --progress    with --verify, report progress on stderr: "verify: T/N tensors, B/TOTAL bytes (P%)", rewritten in
+//                 place ("\r") on a terminal, else one line per second or per 10% of the bytes; always a final line
 //   --json        print the manifest as JSON instead of the summary: the msgpack object converted as is,
 //                 maps in file order, floats as JSON numbers (non-finite ones as the strings "nan", "inf",
 //                 "-inf"), ints above INT64_MAX as unsigned numbers, bin as a base64 string
@@ -12,6 +14,10 @@
 // Exit status: 0 ok, 1 the artifact is invalid ("error: [code] file: field: message" on stderr), 2 usage.
 #include <fxlower/fxlower.hpp>
 
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -21,7 +27,7 @@
 namespace {
 
 const char* const kHelp =
-    "usage: fxlower-inspect [--nodes] [--verify] [--json] [--non-strict] DIR\n"
+    "usage: fxlower-inspect [--nodes] [--verify [--progress]] [--json] [--non-strict] DIR\n"
     "\n"
     "Loads (and so validates) the fxlower artifact in DIR with the C++ reader and prints a summary: format\n"
     "version, producer, digest, signature, files, golden data, node counts per op and per target, module types\n"
@@ -32,6 +38,9 @@ const char* const kHelp =
     "  --nodes       also print every node: \"[graph:index] name = op target(args, kwargs) -> meta\", then its\n"
     "                lowering attributes\n"
     "  --verify      recompute every tensor's SHA-256 (error tensor.hash on a mismatch)\n"
+    "  --progress    with --verify, print progress on stderr: \"verify: T/N tensors, B/TOTAL bytes (P%)\" over\n"
+    "                every table entry (an alias is hashed again), rewritten in place on a terminal, otherwise\n"
+    "                one line per second or per 10% of the bytes, and always a final line\n"
     "  --json        print the manifest as JSON instead of the summary: maps in file order, floats as numbers\n"
     "                (non-finite ones as the strings \"nan\", \"inf\", \"-inf\"), ints above INT64_MAX as\n"
     "                unsigned numbers, bin as base64 strings\n"
@@ -39,6 +48,41 @@ const char* const kHelp =
     "  -h, --help    print this help and exit\n"
     "\n"
     "exit status: 0 valid, 1 the artifact is invalid (\"error: [code] where: message\" on stderr), 2 usage\n";
+
+// verify_all(), one tensor at a time, reporting progress on stderr (--progress).
+void verify_with_progress(const fxlower::Artifact& a) {
+  using clock = std::chrono::steady_clock;
+  const auto& tensors = a.tensors();
+  std::uint64_t total = 0;
+  for (const auto& t : tensors) total += t.nbytes();
+  const bool tty = isatty(fileno(stderr)) == 1;
+  std::uint64_t done = 0;
+  std::size_t count = 0;
+  std::uint64_t shown_tenths = 0;  // tenths of the bytes already reported (pipes and files)
+  auto shown_at = clock::now();
+  auto report = [&](bool last) {
+    const unsigned pct = total == 0 ? 100u : static_cast<unsigned>(done * 100 / total);
+    std::fprintf(stderr, "%sverify: %zu/%zu tensors, %llu/%llu bytes (%u%%)%s", tty ? "\r" : "", count,
+                 tensors.size(), static_cast<unsigned long long>(done), static_cast<unsigned long long>(total), pct,
+                 tty && !last ? "" : "\n");
+    std::fflush(stderr);
+    shown_at = clock::now();
+  };
+  report(false);
+  for (const auto& t : tensors) {
+    a.verify_tensor(t.name);
+    done += t.nbytes();
+    ++count;
+    if (count == tensors.size()) break;
+    const std::uint64_t tenths = total == 0 ? 0 : done * 10 / total;
+    const bool second = clock::now() - shown_at >= std::chrono::seconds(1);
+    if (tty ? clock::now() - shown_at >= std::chrono::milliseconds(100) : (second || tenths > shown_tenths)) {
+      shown_tenths = tenths;
+      report(false);
+    }
+  }
+  report(true);
+}
 
 int usage(const std::string& why) {
   std::fprintf(stderr, "fxlower-inspect: %s\n%s", why.c_str(), kHelp);
@@ -144,13 +188,14 @@ void summary(const fxlower::Artifact& a, bool nodes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool nodes = false, verify = false, json = false;
+  bool nodes = false, verify = false, json = false, progress = false;
   fxlower::LoadOptions opts;
   std::string dir;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--nodes") nodes = true;
     else if (a == "--verify") verify = true;
+    else if (a == "--progress") progress = true;
     else if (a == "--json") json = true;
     else if (a == "--non-strict") opts.strict = false;
     else if (a == "-h" || a == "--help") {
@@ -164,7 +209,8 @@ int main(int argc, char** argv) {
   if (dir.empty()) return usage("no artifact given");
   try {
     const fxlower::Artifact a = fxlower::load(dir, opts);
-    if (verify) a.verify_all();
+    if (verify && progress) verify_with_progress(a);
+    else if (verify) a.verify_all();
     if (json) {
       std::printf("%s\n", a.manifest_json().dump(2).c_str());
       return 0;
