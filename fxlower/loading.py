@@ -86,7 +86,7 @@ class Artifact:
             FormatError ("tensor.hash"): naming the first tensor whose bytes differ.
         """
         entries = self.manifest.tensors
-        total = sum(self._files.info(e).end - self._files.info(e).begin for e in entries)
+        total = sum(info.end - info.begin for info in map(self._files.info, entries))
         with _progress_bar("verify", total, len(entries), progress) as report:
             on_bytes = None if report is None else (lambda n: report(n, 0))
             for entry in entries:

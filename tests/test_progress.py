@@ -17,6 +17,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import select
 import struct
 import subprocess
@@ -25,8 +26,6 @@ import tempfile
 import termios
 import threading
 import time
-
-import re
 
 import pytest
 import torch
@@ -160,7 +159,7 @@ def workdir(tmp_path_factory) -> pathlib.Path:
 
 
 def _final(text: str) -> str:
-    """The last state the bar drew (tqdm rewrites the line with \\r)."""
+    """The last state the bar drew (tqdm rewrites its line after a carriage return)."""
     return text.rstrip("\n").rsplit("\r", 1)[-1]
 
 
