@@ -520,6 +520,9 @@ class Emitter {
     else if (t.base == "float") elem = "float";
     else if (t.base == "bool") elem = "bool";
     else throw Unsupported("argument '" + arg + "': lists of " + t.base + " are not emitted");
+    return list_of(elems, elem, arg);
+  }
+  Ssa list_of(const std::vector<Ssa>& elems, const std::string& elem, const std::string& arg) {
     Ssa r{unique(arg.empty() ? "list" : arg), "!torch.list<" + elem + ">"};
     std::string names, types;
     for (std::size_t i = 0; i < elems.size(); ++i) {
@@ -593,6 +596,12 @@ class Emitter {
       if (t.base == "Any" || t.base == "Graph") throw Unsupported("argument '" + a.name + "' of type " + a.type);
       operands.push_back(operand(v, t, a.name));
     }
+    if (n.target == "aten._assert_tensor_metadata.default") {
+      // A trace-time check of a tensor's dtype/device/shape, with no result: the MLIR types already fix what it
+      // asserts, and the torch dialect has no such op. Its arguments were checked above; nothing is emitted.
+      vals_[n.name] = {};
+      return;
+    }
     // Results: one per schema return, typed from the node's Meta.
     if (!n.meta) throw Unsupported("the node has no Meta, so its result types are unknown");
     std::vector<std::string> rtypes;
@@ -615,6 +624,41 @@ class Emitter {
                           " results");
       for (const Meta& e : m.items) rtypes.push_back(meta_type(e));
     }
+    if (n.target == "aten._native_batch_norm_legit.no_stats") {
+      // Not in the torch dialect either: native_batch_norm without running statistics (instance norm's form).
+      opname = "torch.aten.native_batch_norm";
+      if (operands.size() != 6) throw Unsupported("expected the 6 arguments of its schema");
+      const Ssa none = const_none();
+      operands.insert(operands.begin() + 3, {none, none});
+    }
+    if (n.target == "aten.upsample_bilinear2d.vec") {
+      // IREE's torch input does not lower upsample_bilinear2d (either form); __interpolate (F.interpolate's op)
+      // with mode "bilinear" takes exactly .vec's arguments: (input, output_size, scale_factors, mode,
+      // align_corners, recompute_scale_factor=None, antialias=False), and computes the same sizes and scales.
+      opname = "torch.aten.__interpolate.size_list_scale_list";
+      if (operands.size() != 4) throw Unsupported("expected the 4 arguments of its schema");
+      operands = {operands[0], operands[1], operands[3], const_str("bilinear"), operands[2], const_none(),
+                  const_bool(false)};
+    }
+    if (n.target == "aten.upsample_nearest2d.vec" && m.kind == MetaKind::tensor && m.shape.size() == 4 &&
+        m.sym.empty()) {
+      // The .vec form's float scale list is left unlowered; the fixed-size form takes the output size (the Meta's:
+      // what ATen computed from the scales) and the scales themselves (ATen indexes the input with them).
+      const Value& sv = n.args.size() > 2 ? n.args[2] : Value();
+      std::vector<Ssa> ops{operands[0]};
+      ops.push_back(list_of({const_int(m.shape[2]), const_int(m.shape[3])}, "int", "output_size"));
+      if (sv.kind() == ValueKind::list || sv.kind() == ValueKind::tuple) {
+        if (sv.items().size() != 2) throw Unsupported("scale_factors of length " + std::to_string(sv.items().size()));
+        ops.push_back(const_float(sv.items()[0].as_number()));
+        ops.push_back(const_float(sv.items()[1].as_number()));
+      } else {
+        ops.push_back(const_none());
+        ops.push_back(const_none());
+      }
+      operands = ops;
+      opname = "torch.aten.upsample_nearest2d";
+    }
+    if (n.target == "aten.squeeze.dims") return squeeze_dims(n, operands, rtypes);
     if (n.target == "aten._native_batch_norm_legit_no_training.default") {
       // The torch dialect has no _native_batch_norm_legit_no_training; it is native_batch_norm with training=False
       // inserted before momentum (ATen defines it so), which torch-mlir decomposes.
@@ -626,7 +670,6 @@ class Emitter {
         if (m.items[i].kind == MetaKind::tensor && m.items[i].shape.size() == 1)
           rtypes[i] = vtensor({"?"}, m.items[i].dtype);
     }
-    if (n.target == "aten.squeeze.dims") return squeeze_dims(n, operands, rtypes);
     const std::string res = unique(n.name);
     std::string line = "    " + res + (rtypes.size() > 1 ? ":" + std::to_string(rtypes.size()) : "") + " = " + opname;
     for (std::size_t i = 0; i < operands.size(); ++i) line += (i ? ", " : " ") + operands[i].name;
