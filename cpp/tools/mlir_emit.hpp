@@ -199,6 +199,8 @@ inline ArgType parse_type(std::string t) {
 struct Unsupported : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+/// A node whose input already failed: reported once, at the first failure, not again for each user.
+struct Cascade {};
 
 /// An SSA value and its type.
 struct Ssa {
@@ -235,6 +237,8 @@ class Emitter {
       if (n.op != Op::call_function) continue;
       try {
         call(n);
+      } catch (const Cascade&) {
+        failed_.insert(n.name);
       } catch (const Unsupported& e) {
         problem(n, e.what());
       } catch (const Error& e) {
@@ -255,6 +259,7 @@ class Emitter {
           throw Unsupported("output element " + v.repr() + " is not a node result (a constant or None output)");
         results.push_back(node_value(v.node_name()));
       }
+    } catch (const Cascade&) {
     } catch (const Unsupported& e) {
       problem(out, e.what());
     }
@@ -304,6 +309,7 @@ class Emitter {
   static std::string symbol_name(const std::string& s) { return bare_ok(s) ? s : quote(s); }
 
   void problem(const Node& n, const std::string& why) {
+    failed_.insert(n.name);
     problems_.push_back("node '" + n.name + "' (" + std::string(op_name(n.op)) +
                         (n.op == Op::call_function ? " " + n.target : std::string()) + "): " + why);
   }
@@ -425,6 +431,7 @@ class Emitter {
 
   // ---------------------------------------------------------------- values
   const std::vector<Ssa>& node_values(const std::string& name) {
+    if (failed_.count(name)) throw Cascade{};
     auto it = vals_.find(name);
     if (it == vals_.end()) throw Unsupported("argument %" + name + " has no emitted value (its node failed)");
     return it->second;
@@ -765,7 +772,7 @@ class Emitter {
   const Artifact& a_;
   const EmitOptions& o_;
   const CoreView& cv_;
-  std::set<std::string> used_, global_names_;
+  std::set<std::string> used_, global_names_, failed_;
   std::map<std::string, std::vector<Ssa>> vals_;
   std::map<std::string, Ssa> consts_;
   std::map<std::string, std::string> global_of_, key_file_;
