@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import msgpack
@@ -60,9 +61,11 @@ def tools() -> dict[str, Path]:
                     f"&& cmake --build cpp/build -j2), or point $FXLOWER_MLIR at it", pytrace=False)
     out = {"mlir": MLIR}
     for t in ("iree-compile", "iree-run-module"):
-        p = shutil.which(t)
+        # pip puts the tools beside the interpreter, which need not be on PATH (a virtual environment's bin).
+        beside = Path(sys.executable).parent / t
+        p = str(beside) if beside.is_file() else shutil.which(t)
         if p is None:
-            pytest.fail(f"{t} is not on PATH: pip install -e '.[test]' installs iree-base-compiler and "
+            pytest.fail(f"{t} is neither beside {sys.executable} nor on PATH: pip install -e '.[test]' installs iree-base-compiler and "
                         f"iree-base-runtime", pytrace=False)
         out[t] = Path(p)
     return out

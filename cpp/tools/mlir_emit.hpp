@@ -213,7 +213,8 @@ class Emitter {
 
   EmitResult run() {
     const Graph& g = cv_.root();
-    // Function arguments and results first: their types come from the placeholders' and outputs' Meta.
+    // Placeholders in order: user inputs are the function's arguments (typed from their Meta); parameters, buffers
+    // and constants are loads of their globals, at the top of the body.
     std::vector<std::string> args;
     std::size_t in = 0;
     for (const Node& n : g.nodes) {
@@ -229,6 +230,8 @@ class Emitter {
           state_placeholder(n, ci);
         }
       } catch (const Unsupported& e) {
+        problem(n, e.what());
+      } catch (const Error& e) {
         problem(n, e.what());
       }
     }
@@ -462,7 +465,9 @@ class Emitter {
       case ValueKind::integer:
         if (base == "Tensor" || base == "Tensor?") return wrapped_number(const_int(v.as_int()), "si64");
         if (base == "float") return const_float(static_cast<double>(v.as_int()));
-        if (base == "int" || base == "SymInt" || base == "Scalar") return const_int(v.as_int());
+        if (base == "int" || base == "SymInt" || base == "Scalar" || base == "ScalarType" || base == "Layout" ||
+            base == "MemoryFormat")
+          return const_int(v.as_int());  // the enums are ints in the torch dialect
         break;
       case ValueKind::floating:
         if (base == "Tensor" || base == "Tensor?") return wrapped_number(const_float(v.as_float()), "f64");
