@@ -28,10 +28,10 @@ import fxlower
 
 try:
     from models import MODELS, trace
-    from test_runtime import _dyn_batch_artifact
+    from test_runtime import _dyn_batch_artifact, _SeqModel
 except ImportError:  # pragma: no cover - depends on how pytest sets sys.path
     from tests.models import MODELS, trace
-    from tests.test_runtime import _dyn_batch_artifact
+    from tests.test_runtime import _dyn_batch_artifact, _SeqModel
 
 REPO = Path(__file__).resolve().parent.parent
 MLIR = Path(os.environ.get("FXLOWER_MLIR", str(REPO / "cpp" / "build" / "fxlower-mlir")))
@@ -193,6 +193,32 @@ def test_dynamic_batch_runs_in_iree_at_two_sizes(tools, tmp_path):
         with torch.no_grad():
             want = model(x)
         assert_matches(as_tensor(raw, want), want, {"rtol": 1e-3, "atol": 1e-4}, f"batch {n}")
+
+
+def test_dynamic_sequence_length_runs_in_iree_at_two_sizes(tools, tmp_path):
+    torch.manual_seed(0)
+    model = _SeqModel().eval()  # embedding, MultiheadAttention, LayerNorm, a head; views sized by the sequence
+    seq = torch.export.Dim("seq", min=2, max=32)
+    art = tmp_path / "seq"
+    fxlower.export(model, art, (torch.randint(0, 20, (2, 8)),), golden=True, core=True,
+                   dynamic_shapes={"ids": {1: seq}})
+    text = (proc := run(tools["mlir"], art, "-o", "-")).stdout
+    assert proc.returncode == 0, proc.stderr
+    (sym, _), = manifest(art)["core"]["symbols"].items()
+    # The size query and the arithmetic on it (the views' sizes) are the torch dialect's int ops.
+    assert re.search(r"= torch\.aten\.size\.int %ids, %int1 : !torch\.vtensor<\[2,\?\],si64>, !torch\.int -> "
+                     r"!torch\.int\n", text)
+    assert "torch.aten.mul.int " in text
+    assert f"affine_map<()[{sym}] -> (2, {sym})> : !torch.vtensor<[2,?],si64>" in text
+    proc, vmfb = emit_and_compile(tools, art, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for n in (3, 17):
+        x = torch.randint(0, 20, (2, n), generator=torch.Generator().manual_seed(n))
+        (raw,) = iree_run(tools, art, vmfb, [x], 1, tmp_path)
+        with torch.no_grad():
+            want = model(x)
+        assert want.shape == (2, n, 5)
+        assert_matches(as_tensor(raw, want), want, {"rtol": 1e-3, "atol": 1e-4}, f"sequence {n}")
 
 
 # ------------------------------------------------------------------------------------------------ the emitter's text
