@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - depends on how pytest sets sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 MLIR = Path(os.environ.get("FXLOWER_MLIR", str(REPO / "cpp" / "build" / "fxlower-mlir")))
+RUNTIME = Path(os.environ.get("FXLOWER_RUN", str(REPO / "cpp" / "build" / "fxlower-run")))
 COMPILE_FLAGS = ["--iree-input-type=torch", "--iree-hal-target-device=local",
                  "--iree-hal-local-target-device-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host"]
 
@@ -219,6 +220,28 @@ def test_dynamic_sequence_length_runs_in_iree_at_two_sizes(tools, tmp_path):
             want = model(x)
         assert want.shape == (2, n, 5)
         assert_matches(as_tensor(raw, want), want, {"rtol": 1e-3, "atol": 1e-4}, f"sequence {n}")
+
+
+def test_docs_compare_script_checks_iree_against_golden_and_fxlower_run(tools, tmp_path):
+    """docs/iree_compare.py on the bf16 MLP: bf16 bytes in and out, both runtimes against the golden outputs."""
+    assert RUNTIME.is_file(), f"{RUNTIME} does not exist: build cpp/build, or point $FXLOWER_RUN at it"
+    case = MODELS["bf16_mlp"]()
+    art = tmp_path / "a"
+    fxlower.export(trace(case), art, case.inputs, golden=True, core=True)
+    proc, vmfb = emit_and_compile(tools, art, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    env = dict(os.environ, PATH=f"{tools['iree-run-module'].parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run([sys.executable, str(REPO / "docs" / "iree_compare.py"), str(art), str(vmfb),
+                           "--fxlower-run", str(RUNTIME)], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"$ iree-run-module --module={vmfb} --parameters=model={art / 'weights.safetensors'} "
+                               "--input=")
+    want = golden(art)[1][0]
+    assert want.dtype == torch.bfloat16
+    assert re.fullmatch(rf"output 0 BF16\[{', '.join(map(str, want.shape))}\]: max \|iree - golden\| \S+, "
+                        r"max \|iree - fxlower-run\| \S+ \(atol \S+, rtol \S+\): ok", lines[1]), lines[1]
+    assert lines[-1] == "iree: PASS"
 
 
 # ------------------------------------------------------------------------------------------------ the emitter's text
