@@ -332,6 +332,28 @@ def test_unsupported_operation_is_named_and_nothing_is_written(tools, tmp_path):
     assert not out.exists() and not Path(str(out) + ".tmp").exists()
 
 
+class _CountCalls(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(3))
+
+    def forward(self, x):
+        self.calls.add_(1.0)
+        return x + self.calls
+
+
+def test_buffer_mutation_is_named_and_nothing_is_written(tools, tmp_path):
+    art = tmp_path / "bm"
+    fxlower.export(torch.export.export(_CountCalls(), (torch.randn(2, 3),)), art, golden=True)
+    out = tmp_path / "bm.mlir"
+    proc = run(tools["mlir"], art, "-o", out)
+    assert proc.returncode == 2
+    assert proc.stderr == ("fxlower-mlir: 1 unsupported operation(s):\n  node 'output' (output): the program writes "
+                           "buffer 'calls' (a buffer_mutation output): the emitted function has no mutable state; "
+                           "export the model in eval mode without in-place buffer updates\n")
+    assert not out.exists()
+
+
 def test_usage_errors_and_help(tools, tmp_path):
     proc = run(tools["mlir"], "--help")
     assert proc.returncode == 0 and proc.stdout.startswith("usage: fxlower-mlir DIR -o OUT.mlir [options]\n")
