@@ -494,8 +494,9 @@ class Emitter {
         break;
       case ValueKind::layout:
         if (base == "Layout" || base == "int") {
-          if (v.as_layout() == Layout::jagged) break;
-          return const_int(static_cast<int>(v.as_layout()));  // strided 0, sparse_coo 1, ... as torch numbers them
+          // c10::Layout: Strided 0, Sparse 1, SparseCsr 2, Mkldnn 3, SparseCsc 4, SparseBsr 5, SparseBsc 6, Jagged 7
+          static constexpr int code[] = {0, 1, 2, 4, 5, 6, 7};  // in fxlower's order: strided, sparse_coo, ...
+          return const_int(code[static_cast<int>(v.as_layout())]);
         }
         break;
       case ValueKind::device:
