@@ -24,12 +24,14 @@ from collections.abc import Iterable
 
 import torch
 
-from .constants import CODE_OF_DTYPE, MAX_SAFETENSORS_HEADER, SAFETENSORS_ALIGN, STORAGE_DTYPES
+from .constants import (CODE_OF_DTYPE, MAX_SAFETENSORS_HEADER, SAFETENSORS_ALIGN, STORAGE_DTYPES,
+                        WEIGHTS_SHARD_FILE)
 from .errors import ExportError, FormatError
 from .names import check_name
 from .values import INT64_MAX, check_shape
 
-__all__ = ["StoredTensor", "write_tensor_file", "read_header", "tensor_bytes", "storage_code"]
+__all__ = ["StoredTensor", "Slot", "FilePlan", "plan_files", "write_tensor_file", "read_header", "tensor_bytes",
+           "storage_code"]
 
 _CHUNK = 64 << 20
 _INLINE_HASH = 1 << 20
@@ -101,6 +103,78 @@ def _header(items: list[tuple[str, str, tuple[int, ...]]]) -> bytes:
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     pad = (-(8 + len(raw))) % SAFETENSORS_ALIGN
     return raw + b" " * pad
+
+
+def _nbytes(code: str, shape: tuple[int, ...]) -> int:
+    n = STORAGE_DTYPES[code][1]
+    for d in shape:
+        n *= d
+    return n
+
+
+def file_order(items: Iterable[tuple[str, str, tuple[int, ...]]]) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(key, storage code, shape)`` items in the order writers store them: item size, largest first, then key."""
+    return sorted(items, key=lambda e: (-STORAGE_DTYPES[e[1]][1], e[0]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """Where one tensor goes in a planned file: ``offset`` is the absolute file offset of its first byte."""
+
+    key: str
+    code: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePlan:
+    """One safetensors file before any tensor byte is written: its name, the 8-byte length plus the padded JSON
+    header (``prefix``), each tensor's slot in file order, and the file's final size."""
+
+    path: str
+    prefix: bytes
+    slots: tuple[Slot, ...]
+    size: int
+
+
+def plan_files(items: Iterable[tuple[str, str, tuple[int, ...]]], path: str,
+               max_shard_bytes: int | None = None) -> list[FilePlan]:
+    """Lay ``(key, storage code, shape)`` items out over one file named ``path``, or, with ``max_shard_bytes``,
+    over as few shards as the rule of docs/format.md section 5 gives (format 1.3):
+
+    walk the items in file order (:func:`file_order`); a tensor starts a new shard when the current shard already
+    holds a tensor and its data would grow past ``max_shard_bytes``. A tensor larger than the limit is alone in its
+    shard. With one shard the file is ``path``; with ``n > 1`` shard ``i`` is ``WEIGHTS_SHARD_FILE`` (1-based).
+    Deterministic: the same items and limit give the same plans, byte for byte.
+    """
+    if max_shard_bytes is not None and (isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int)
+                                        or max_shard_bytes < 1):
+        raise ValueError(f"max_shard_bytes must be a positive int (bytes of tensor data per file) or None, got "
+                         f"{max_shard_bytes!r}")
+    groups: list[list[tuple[str, str, tuple[int, ...]]]] = [[]]
+    used = 0
+    for item in file_order(items):
+        n = _nbytes(item[1], item[2])
+        if max_shard_bytes is not None and groups[-1] and used + n > max_shard_bytes:
+            groups.append([])
+            used = 0
+        groups[-1].append(item)
+        used += n
+    plans = []
+    for i, group in enumerate(groups):
+        name = path if len(groups) == 1 else WEIGHTS_SHARD_FILE.format(i=i + 1, n=len(groups))
+        header = _header(group)
+        pos = 8 + len(header)
+        slots = []
+        for key, code, shape in group:
+            n = _nbytes(code, shape)
+            slots.append(Slot(key=key, code=code, shape=tuple(shape), offset=pos, nbytes=n))
+            pos += n
+        plans.append(FilePlan(path=name, prefix=struct.pack("<Q", len(header)) + header, slots=tuple(slots),
+                              size=pos))
+    return plans
 
 
 def _write_all(fd: int, data: memoryview) -> None:
