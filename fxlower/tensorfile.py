@@ -20,7 +20,8 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Iterable
+import typing
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -30,7 +31,7 @@ from .errors import ExportError, FormatError
 from .names import check_name
 from .values import INT64_MAX, check_shape
 
-__all__ = ["StoredTensor", "Slot", "FilePlan", "plan_files", "write_tensor_file", "read_header", "tensor_bytes",
+__all__ = ["StoredTensor", "Slot", "FilePlan", "plan_files", "TensorSource", "write_file_plan", "write_tensor_file", "read_header", "tensor_bytes",
            "storage_code"]
 
 _CHUNK = 64 << 20
@@ -220,53 +221,100 @@ def _needs_copy(t: torch.Tensor) -> bool:
             or (sys.byteorder == "big" and t.element_size() > 1))
 
 
-# Not safetensors.serialize_file: it needs all tensors in host memory at once, writes a path (0600, no fsync), no hash.
-def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, str]:
-    """Write a safetensors file to ``fd``, fsync it, and return ``{key: sha256 hex}``.
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    view = data
+    while len(view):
+        n = os.pwrite(fd, view[:_CHUNK], offset)
+        view = view[n:]
+        offset += n
 
-    The writing thread never waits for hashing: SHA-256 runs on two other threads (tensors under 1 MiB are hashed
-    inline, where a hand-off would cost more). Writeback to disk is started after every 64 MiB written
-    (``sync_file_range``), and the fsync comes as soon as the last byte is written, while hashes may still run. Only a tensor that must be copied to the host (CUDA, non-contiguous) waits for
-    the previous copy's hash to finish, so at most one host copy exists at a time.
 
-    Args:
-        fd: an open, writable file descriptor positioned at 0 (the caller closes it).
-        tensors: ``(key, tensor)`` pairs; keys unique. Tensors are fetched to the host one at a time.
+@typing.runtime_checkable
+class TensorSource(typing.Protocol):
+    """A tensor's bytes that are not a ``torch.Tensor`` in memory (e.g. a range of a checkpoint file): ``nbytes``
+    stored bytes (row-major, little-endian), which ``write_into(fd, offset)`` writes at ``offset`` of ``fd``
+    (pwrite, copy_file_range, ...), returning the SHA-256 hex digest of exactly those bytes."""
+
+    nbytes: int
+
+    def write_into(self, fd: int, offset: int) -> str: ...
+
+
+def write_file_plan(fd: int, plan: FilePlan, fetch: Callable[[Slot], "torch.Tensor | TensorSource"]) -> dict[str, str]:
+    """Write one planned safetensors file (:func:`plan_files`) to ``fd``, fsync it, and return ``{key: sha256}``.
+
+    The prefix (length and header) is written first, then each slot at its offset in file order; ``fetch(slot)``
+    is called once per slot, in that order, right before the slot is written, and returns a ``torch.Tensor`` of the
+    slot's dtype and shape or a :class:`TensorSource` of ``slot.nbytes`` bytes. Tensors: the writing thread never
+    waits for hashing (SHA-256 runs on two other threads; tensors under 1 MiB are hashed inline, where a hand-off
+    would cost more); only a tensor that must be copied to the host (CUDA, non-contiguous) waits for the previous
+    copy's hash, so at most one host copy exists at a time. Writeback to disk is started after every 64 MiB written
+    (``sync_file_range``), and the fsync comes as soon as the last byte is written, while hashes may still run.
 
     Raises:
-        ExportError: a tensor cannot be stored (kind or dtype); OSError from writing or syncing propagates.
+        ExportError: a value does not match its slot (dtype, shape or size) or cannot be stored; OSError from
+            writing or syncing propagates.
     """
-    entries = []
-    for key, t in tensors:
-        entries.append((key, storage_code(t, f"tensor '{key}'"), tuple(int(s) for s in t.shape), t))
-    entries.sort(key=lambda e: (-STORAGE_DTYPES[e[1]][1], e[0]))
-    header = _header([(k, c, s) for k, c, s, _ in entries])
-    pos = 8 + len(header)
-    _write_all(fd, memoryview(struct.pack("<Q", len(header)) + header))
+    _pwrite_all(fd, memoryview(plan.prefix), 0)
     hashes: dict[str, str] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="fxlower-hash") as pool:
         pending: dict[str, concurrent.futures.Future] = {}
         copy_hash: concurrent.futures.Future | None = None
-        for key, _, _, t in entries:
-            copied = _needs_copy(t)
+        for slot in plan.slots:
+            value = fetch(slot)
+            if not isinstance(value, torch.Tensor):
+                if not isinstance(value, TensorSource) or value.nbytes != slot.nbytes:
+                    raise ExportError(f"tensor '{slot.key}' needs {slot.nbytes} bytes ({slot.code}"
+                                      f"{list(slot.shape)}); its source gives "
+                                      f"{getattr(value, 'nbytes', type(value).__qualname__)}")
+                hashes[slot.key] = value.write_into(fd, slot.offset)
+                _start_writeback(fd, slot.offset, slot.nbytes)
+                continue
+            code = storage_code(value, f"tensor '{slot.key}'")
+            if code != slot.code or tuple(int(s) for s in value.shape) != slot.shape:
+                raise ExportError(f"tensor '{slot.key}' is {code}{list(value.shape)} but its slot in {plan.path} is "
+                                  f"{slot.code}{list(slot.shape)}")
+            copied = _needs_copy(value)
             if copied and copy_hash is not None:
                 copy_hash.result()  # the previous host copy is released once hashed and written
-            buf = tensor_bytes(t)
+            buf = tensor_bytes(value)
             if len(buf) < _INLINE_HASH:
-                hashes[key] = _sha256(buf)
+                hashes[slot.key] = _sha256(buf)
             else:
-                pending[key] = pool.submit(_sha256, buf)
+                pending[slot.key] = pool.submit(_sha256, buf)
                 if copied:
-                    copy_hash = pending[key]
+                    copy_hash = pending[slot.key]
+            pos = slot.offset
             for start in range(0, len(buf), _CHUNK):
                 piece = buf[start:start + _CHUNK]
-                _write_all(fd, piece)
+                _pwrite_all(fd, piece, pos)
                 _start_writeback(fd, pos, len(piece))
                 pos += len(piece)
-            del buf
+            del buf, value
+        size = os.fstat(fd).st_size
+        if size != plan.size:
+            raise ExportError(f"{plan.path} is {size} bytes after writing, but its plan says {plan.size} (a tensor "
+                              f"source wrote past or short of its slot)")
         os.fsync(fd)
         hashes.update({k: f.result() for k, f in pending.items()})
     return hashes
+
+
+# Not safetensors.serialize_file: it needs all tensors in host memory at once, writes a path (0600, no fsync), no hash.
+def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, str]:
+    """Write a safetensors file of ``(key, tensor)`` pairs (keys unique) to ``fd``, fsync it, and return
+    ``{key: sha256 hex}``: one unsharded :func:`plan_files` plan written by :func:`write_file_plan`.
+
+    Raises:
+        ExportError: a tensor cannot be stored (kind or dtype); OSError from writing or syncing propagates.
+    """
+    by_key = {}
+    items = []
+    for key, t in tensors:
+        items.append((key, storage_code(t, f"tensor '{key}'"), tuple(int(s) for s in t.shape)))
+        by_key[key] = t
+    (plan,) = plan_files(items, "")
+    return write_file_plan(fd, plan, lambda slot: by_key[slot.key])
 
 
 # ------------------------------------------------------------------------------------------------ reading
