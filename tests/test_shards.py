@@ -9,7 +9,7 @@ Expected shard layouts are worked out by hand from the rule (comments give the b
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import os
 import struct
 import subprocess
@@ -18,13 +18,15 @@ from pathlib import Path
 import msgpack
 import pytest
 import torch
-import torch.fx as fx
+from hypothesis import given, settings, strategies as st
 import torch.nn as nn
 from safetensors.torch import load_file
 from torch.distributed.tensor import Partial, Replicate, Shard
 
 import fxlower
-from fxlower.tensorfile import FilePlan, Slot, plan_files, write_file_plan
+from fxlower.mapping import shard_ranges
+from fxlower.schema import MeshDim, Placement
+from fxlower.tensorfile import plan_files, write_file_plan
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = Path(os.environ.get("FXLOWER_RUN", str(REPO / "cpp" / "build" / "fxlower-run")))
@@ -131,7 +133,6 @@ def test_without_a_limit_or_when_all_fits_there_is_one_weights_file(tmp_path):
 
 
 def test_same_model_and_options_give_the_same_bytes(tmp_path):
-    from torch.distributed.tensor import Shard
     x = torch.ones(2, 8)
     kw = dict(golden=True, max_shard_bytes=600, placements={"2.weight": ((2,), [Shard(1)])})
     fxlower.export(mlp(), tmp_path / "a", (x,), **kw)
@@ -395,3 +396,83 @@ def test_cpp_inspect_verifies_every_shard(sharded, tmp_path):
     (copy / shard(4, 4)).write_bytes(bytes(raw))
     r = subprocess.run([str(inspect), "--verify", str(copy)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "[tensor.hash]" in r.stderr and "4.weight" in r.stderr and shard(4, 4) in r.stderr
+
+
+# ------------------------------------------------------------------------------------------------ properties
+
+@st.composite
+def _placed_shapes(draw):
+    shape = draw(st.lists(st.integers(0, 7), min_size=1, max_size=3))
+    mesh = draw(st.lists(st.integers(1, 4), min_size=1, max_size=3))
+    dims = [MeshDim("shard", draw(st.integers(0, len(shape) - 1))) if draw(st.booleans()) else MeshDim("replicate", -1)
+            for _ in mesh]
+    return shape, Placement(mesh=mesh, dims=dims)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_placed_shapes())
+def test_shard_ranges_are_nested_torch_chunks(case):
+    """Every rank's slice is what torch.chunk gives when applied mesh dimension by mesh dimension (a chunk index
+    past the chunks torch.chunk returns is empty)."""
+    shape, p = case
+    full = torch.arange(math.prod(shape)).reshape(shape)
+    world = math.prod(p.mesh)
+    for rank in range(world):
+        coord, r = [], rank
+        for m in reversed(p.mesh):
+            coord.append(r % m)
+            r //= m
+        coord.reverse()
+        expected = full
+        for c, m, d in zip(coord, p.mesh, p.dims):
+            if d.kind == "shard":
+                parts = torch.chunk(expected, m, d.dim) if expected.shape[d.dim] else ()
+                expected = parts[c] if c < len(parts) else expected.narrow(d.dim, expected.shape[d.dim], 0)
+        box = shard_ranges(shape, p, rank)
+        got = full[tuple(slice(a, b) for a, b in box)]
+        assert got.shape == expected.shape and torch.equal(got, expected), (shape, p, rank, box)
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory):
+    class Cube(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("t", torch.arange(5 * 6 * 7, dtype=torch.int32).reshape(5, 6, 7))
+
+        def forward(self, x):
+            return x + self.t
+
+    path = tmp_path_factory.mktemp("cube") / "c.fxl"
+    fxlower.export(Cube(), path)
+    return fxlower.load(path)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), min_size=3, max_size=3))
+def test_read_box_equals_indexing(cube, bounds):
+    full = torch.arange(5 * 6 * 7, dtype=torch.int32).reshape(5, 6, 7)
+    box = tuple((min(a, b, n), min(max(a, b), n)) for (a, b), n in zip(bounds, (5, 6, 7)))
+    got = cube._files.read_box(cube.tensors["t"], box)
+    assert torch.equal(got, full[tuple(slice(a, b) for a, b in box)])
+
+
+@pytest.mark.parametrize("edit_fn,code,where", [
+    (lambda p: p.__setitem__("mesh", [0]), "tensor.placement", "tensors[1].placement.mesh"),
+    (lambda p: p["dims"][0].__setitem__("kind", "partial"), "schema.type", "tensors[1].placement.dims[0].kind"),
+    (lambda p: p["dims"][0].__setitem__("dim", 2), "tensor.placement", "tensors[1].placement.dims[0].dim"),
+    (lambda p: p.__setitem__("mesh_dim_names", ["a", "b"]), "tensor.placement", "placement.mesh_dim_names"),
+])
+def test_reader_rejects_bad_placements_naming_the_field(placed, tmp_path, edit_fn, code, where):
+    import shutil
+    path, _ = placed
+    copy = tmp_path / "c"
+    shutil.copytree(path, copy)
+    m = manifest(copy)
+    entry = m["tensors"][1]
+    assert entry["name"] == "0.weight"
+    edit_fn(entry["placement"])
+    (copy / "manifest.msgpack").write_bytes(msgpack.packb(m))
+    with pytest.raises(fxlower.FormatError) as info:
+        fxlower.load(copy)
+    assert info.value.code == code and where in str(info.value), str(info.value)
