@@ -1146,6 +1146,10 @@ def invalid_1_3(vec) -> None:
 
     def placement(name, code, fn):
         edit(vec(name, code, base="placements"), lambda m: fn(tensor(m, "b.weight")["placement"]))
+    # mesh ["2", 3]: a str where an int is expected (step 4).
+    placement("placement_mesh_not_int", "schema.type", lambda p: p["mesh"].__setitem__(0, "2"))
+    # Placement has the field "devices" (step 4).
+    placement("placement_unknown_field", "schema.unknown_field", lambda p: p.__setitem__("devices", 6))
     # MeshDim kind "partial" (not shard or replicate).
     placement("placement_kind_unknown", "schema.type", lambda p: p["dims"][1].__setitem__("kind", "partial"))
     # mesh [] and dims [].
