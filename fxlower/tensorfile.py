@@ -31,8 +31,8 @@ from .errors import ExportError, FormatError
 from .names import check_name
 from .values import INT64_MAX, check_shape
 
-__all__ = ["StoredTensor", "Slot", "FilePlan", "plan_files", "TensorSource", "write_file_plan", "write_tensor_file", "read_header", "tensor_bytes",
-           "storage_code"]
+__all__ = ["StoredTensor", "Slot", "FilePlan", "plan_files", "TensorSource", "write_file_plan", "write_tensor_file",
+           "read_header", "tensor_bytes", "storage_code"]
 
 _CHUNK = 64 << 20
 _INLINE_HASH = 1 << 20
@@ -240,7 +240,8 @@ class TensorSource(typing.Protocol):
     def write_into(self, fd: int, offset: int) -> str: ...
 
 
-def write_file_plan(fd: int, plan: FilePlan, fetch: Callable[[Slot], "torch.Tensor | TensorSource"]) -> dict[str, str]:
+def write_file_plan(fd: int, plan: FilePlan,
+                    fetch: Callable[[Slot], "torch.Tensor | TensorSource"]) -> dict[str, str]:
     """Write one planned safetensors file (:func:`plan_files`) to ``fd``, fsync it, and return ``{key: sha256}``.
 
     The prefix (length and header) is written first, then each slot at its offset in file order; ``fetch(slot)``

@@ -40,8 +40,8 @@ from .core import encode_core, origin_links, run_core, to_core, user_output_stru
 from .errors import ExportError, FormatError, UnsupportedModuleError
 from .lifting import META_KEY, iter_graph_modules, lift, module_declarations
 from .names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
-from .schema import (FileEntry, Golden, MeshDim, Placement, Graph, Lowering, Manifest, ModuleDecl, Node, NodeLink, Producer,
-                     Signature, TensorEntry, Tolerance, to_obj)
+from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, MeshDim, ModuleDecl, Node, NodeLink, Placement,
+                     Producer, Signature, TensorEntry, Tolerance, to_obj)
 from .signatures import CATCH_ALL, choose_overload, function_overloads, method_overloads, to_schema
 from .targets import function_name
 from .tensorfile import _write_all, plan_files, storage_code, write_file_plan
@@ -918,7 +918,8 @@ def _placements(placements: dict[str, tuple] | None) -> dict[str, tuple[Placemen
     return out
 
 
-def _check_placements(placements: dict[str, tuple[Placement, list[int]]], table: "_TensorTable") -> dict[str, Placement]:
+def _check_placements(placements: dict[str, tuple[Placement, list[int]]],
+                      table: "_TensorTable") -> dict[str, Placement]:
     """Placements whose names are weights tensors of ``table``, with shard dims resolved against each tensor's rank
     (a negative dim counts from the end, as in torch).
 

@@ -109,7 +109,8 @@ def test_the_split_of_the_spec_example_byte_for_byte(tmp_path):
 
     fxlower.export(M(), tmp_path / "m", max_shard_bytes=24)
     f32 = lambda *v: struct.pack(f"<{len(v)}f", *v)  # noqa: E731
-    header1 = b'{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}}'
+    header1 = (b'{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},'
+               b'"b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}}')
     header2 = b'{"c":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}}'
     header3 = b'{"d":{"dtype":"F16","shape":[8],"data_offsets":[0,16]}}'
 
