@@ -1127,10 +1127,15 @@ struct Placement {
   std::vector<std::int64_t> mesh;
   std::vector<MeshDim> dims;                // one per mesh dimension, applied in order
   std::vector<std::string> mesh_dim_names;  // empty, or one identifier per mesh dimension
-  /// prod(mesh): the number of ranks.
+  /// prod(mesh): the number of ranks (at most 65536 in a loaded artifact; saturates at INT64_MAX, and is 0 when a
+  /// size is below 1, for a placement built by hand).
   std::int64_t world() const {
     std::int64_t w = 1;
-    for (std::int64_t m : mesh) w *= m;
+    for (std::int64_t m : mesh) {
+      if (m < 1) return 0;
+      if (w > std::numeric_limits<std::int64_t>::max() / m) return std::numeric_limits<std::int64_t>::max();
+      w *= m;
+    }
     return w;
   }
 };
@@ -1521,6 +1526,12 @@ Artifact load(const std::string& dir, const LoadOptions& options = {});
 /// is outside [0, prod(mesh)).
 inline std::vector<std::pair<std::int64_t, std::int64_t>> shard_ranges(const std::vector<std::int64_t>& shape,
                                                                      const Placement& placement, std::int64_t rank) {
+  for (std::int64_t m : placement.mesh)  // a loaded placement is valid; one built by hand may not be
+    if (m < 1 || m > limits::kMaxMeshDevices)
+      detail::raise("api.range", "", "mesh size " + std::to_string(m) + " is outside [1, " +
+                                         std::to_string(limits::kMaxMeshDevices) + "]");
+  if (placement.mesh.empty() || placement.world() > limits::kMaxMeshDevices)
+    detail::raise("api.range", "", "a mesh has 1 to " + std::to_string(limits::kMaxMeshDevices) + " devices");
   const std::int64_t world = placement.world();
   if (rank < 0 || rank >= world)
     detail::raise("api.range", "", "rank " + std::to_string(rank) + " is outside [0, " + std::to_string(world) + ")");
@@ -1538,7 +1549,7 @@ inline std::vector<std::pair<std::int64_t, std::int64_t>> shard_ranges(const std
     auto& range = ranges[static_cast<std::size_t>(md.dim)];
     const std::int64_t len = range.second - range.first;
     const std::int64_t m = placement.mesh[i];
-    const std::int64_t size = len == 0 ? 0 : (len + m - 1) / m;
+    const std::int64_t size = len / m + (len % m != 0 ? 1 : 0);  // ceil, without overflow
     const std::int64_t a = range.first;
     range = {a + std::min(coord[i] * size, len), a + std::min((coord[i] + 1) * size, len)};
   }
