@@ -64,7 +64,7 @@ class Artifact:
     def tensor(self, name: str, *, shard: tuple[int, int] | None = None) -> torch.Tensor:
         """The tensor ``name``, backed by a copy-on-write mapping of its file (no read until used); or, with
         ``shard=(rank, world)``, the slice that mesh rank ``rank`` holds under the tensor's 1.3 placement
-        (docs/format.md section 5, "Placements") as a new tensor read from only that slice's bytes. A tensor without
+        (docs/format.md section 5.2) as a new tensor read from only that slice's bytes. A tensor without
         a placement is replicated: every rank gets the whole tensor.
 
         Raises:

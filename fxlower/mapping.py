@@ -45,7 +45,7 @@ _FD_PATH = "/proc/self/fd" if sys.byteorder == "little" and os.path.isdir("/proc
 
 def shard_ranges(shape: tuple[int, ...] | list[int], placement: Placement, rank: int) -> tuple[tuple[int, int], ...]:
     """The index range ``[begin, end)`` of every tensor dimension that mesh rank ``rank`` holds under
-    ``placement`` (docs/format.md section 5, "Placements"): rank is the row-major index of the mesh coordinate;
+    ``placement`` (docs/format.md section 5.2): rank is the row-major index of the mesh coordinate;
     for each mesh dimension in order, a ``shard`` of tensor dim ``d`` cuts the current range of ``d`` into
     ``ceil(length / m)``-sized chunks (torch.chunk's rule: trailing chunks short or empty) and keeps chunk
     ``c_i``; ``replicate`` keeps the range.

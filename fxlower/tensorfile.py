@@ -143,7 +143,7 @@ class FilePlan:
 def plan_files(items: Iterable[tuple[str, str, tuple[int, ...]]], path: str,
                max_shard_bytes: int | None = None) -> list[FilePlan]:
     """Lay ``(key, storage code, shape)`` items out over one file named ``path``, or, with ``max_shard_bytes``,
-    over as few shards as the rule of docs/format.md section 5 gives (format 1.3):
+    over as few shards as the rule of docs/format.md section 5.1 gives (format 1.3):
 
     walk the items in file order (:func:`file_order`); a tensor starts a new shard when the current shard already
     holds a tensor and its data would grow past ``max_shard_bytes``. A tensor larger than the limit is alone in its

@@ -753,7 +753,7 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
             ``"nodes"`` to store every root node's output too (and every core root node's). Requires
             ``example_inputs`` (an ExportedProgram's own example inputs serve when none are given).
         overwrite: replace an existing artifact at ``path`` (atomically); otherwise an existing path raises.
-        max_shard_bytes: split the weights over several files (format 1.3, docs/format.md section 5) of at most
+        max_shard_bytes: split the weights over several files (format 1.3, docs/format.md section 5.1) of at most
             this many bytes of tensor data each (a larger tensor is alone in its file): ``weights-00001-of-0000N.
             safetensors``, ... With ``None``, or when everything fits, one ``weights.safetensors``.
         placements: format 1.3 placements to record: tensor name -> ``(mesh_shape, [Shard(d) | Replicate(), ...])``
