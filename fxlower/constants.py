@@ -10,15 +10,19 @@ import torch
 #: Value of the manifest's ``format`` field.
 FORMAT_ID = "fxlower"
 #: (major, minor) of the format this package writes. See docs/format.md, "Versioning".
-FORMAT_VERSION = (1, 2)
+FORMAT_VERSION = (1, 3)
 
 MANIFEST_FILE = "manifest.msgpack"
 WEIGHTS_FILE = "weights.safetensors"
+#: 1.3: the name of shard ``i`` (1-based) of ``n`` weights files when a writer splits the weights (n > 1).
+WEIGHTS_SHARD_FILE = "weights-{i:05d}-of-{n:05d}.safetensors"
 GOLDEN_FILE = "golden.safetensors"
 
 ROLE_WEIGHTS = "weights"
 ROLE_GOLDEN = "golden"
 FILE_ROLES = (ROLE_WEIGHTS, ROLE_GOLDEN)
+#: 1.3: the kinds of a placement's mesh dimension.
+MESH_DIM_KINDS = ("shard", "replicate")
 
 #: Node op kinds, the closed set of torch.fx.
 OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")

@@ -18,6 +18,14 @@ from .loading import Artifact
 __all__ = ["dump", "render_value", "render_meta"]
 
 
+
+def _placement(p) -> str:
+    """1.3: ``[mesh]:dim,dim...`` plus ``:name,name...`` when the mesh dimensions are named; a dim is ``shard(d)``
+    or ``replicate``."""
+    dims = ",".join(f"shard({d.dim})" if d.kind == "shard" else "replicate" for d in p.dims)
+    text = f"[{','.join(str(m) for m in p.mesh)}]:{dims}"
+    return text + (":" + ",".join(p.mesh_dim_names) if p.mesh_dim_names else "")
+
 def _float(x: float) -> str:
     return repr(x)
 
@@ -141,7 +149,8 @@ def dump(art: Artifact) -> str:
     for t in m.tensors:
         lines.append(f"tensor {t.name} {t.dtype} {_shape(t.shape)} {t.file} {t.key} "
                      f"{hashlib.sha256(art.stored_bytes(t.name)).hexdigest()} kind={q(t.kind)} "
-                     f"requires_grad={_bool(t.requires_grad)} persistent={_bool(t.persistent)}")
+                     f"requires_grad={_bool(t.requires_grad)} persistent={_bool(t.persistent)}"
+                     + ("" if getattr(t, "placement", None) is None else f" placement={_placement(t.placement)}"))
 
     def params(prefix: str, ps: list) -> None:
         lines.extend(f"{prefix} {j} {p.name} {p.kind} required={_bool(p.required)} default={q(p.default)}"

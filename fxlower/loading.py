@@ -14,6 +14,7 @@ registered classes, and every name that reaches ``torch.fx`` code generation is 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ import torch.fx as fx
 from .errors import FormatError
 from .progress import bar as _progress_bar, check_progress
 from .reading import LoadedCore, LoadedGraph, LoadedNode, Reading, loads_manifest, read
+from .mapping import shard_ranges
 from .rebuild import build, build_core
 from .values import GraphRef, NodeRef, TensorRef, decode, walk
 
@@ -60,14 +62,34 @@ class Artifact:
 
     # --- tensors ---
 
-    def tensor(self, name: str) -> torch.Tensor:
-        """The tensor ``name``, backed by a copy-on-write mapping of its file (no read until used).
+    def tensor(self, name: str, *, shard: tuple[int, int] | None = None) -> torch.Tensor:
+        """The tensor ``name``, backed by a copy-on-write mapping of its file (no read until used); or, with
+        ``shard=(rank, world)``, the slice that mesh rank ``rank`` holds under the tensor's 1.3 placement
+        (docs/format.md section 5.2) as a new tensor read from only that slice's bytes. A tensor without
+        a placement is replicated: every rank gets the whole tensor.
 
         Raises:
             KeyError: no tensor of that name.
-            ValueError: the artifact was closed.
+            ValueError: the artifact was closed; ``world`` differs from the placement's number of devices (the
+                product of its mesh), or ``rank`` is outside ``[0, world)``.
         """
-        return self._files.view(self.tensors[name])
+        entry = self.tensors[name]
+        if shard is None:
+            return self._files.view(entry)
+        if (not isinstance(shard, tuple) or len(shard) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in shard)):
+            raise ValueError(f"shard must be (rank, world), two ints, got {shard!r:.60}")
+        rank, world = shard
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"shard=(rank={rank}, world={world}): rank must be in [0, world) and world at least 1")
+        p = entry.placement
+        if p is None:
+            return self._files.view(entry)
+        devices = math.prod(p.mesh)
+        if world != devices:
+            raise ValueError(f"shard=(rank={rank}, world={world}) for tensor '{name}', whose placement is over the "
+                             f"mesh {list(p.mesh)} of {devices} devices; world must be {devices}")
+        return self._files.read_box(entry, shard_ranges(entry.shape, p, rank))
 
     def stored_bytes(self, name: str) -> memoryview:
         """The bytes stored for tensor ``name``, as a view of the file mapping (little-endian, row-major)."""

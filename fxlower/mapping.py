@@ -32,15 +32,45 @@ import safetensors
 import torch
 
 from .constants import STORAGE_DTYPES
-from .schema import TensorEntry
+from .schema import Placement, TensorEntry
 from .tensorfile import StoredTensor
 
-__all__ = ["TensorFiles"]
+__all__ = ["TensorFiles", "shard_ranges"]
 
 _PREAD_CHUNK = 64 << 20
 #: The library opens files by path only; on Linux ``/proc/self/fd/N`` names the checked descriptor itself (no
 #: re-resolution of the artifact's path). Elsewhere, or on a big-endian host, fxlower maps the descriptor itself.
 _FD_PATH = "/proc/self/fd" if sys.byteorder == "little" and os.path.isdir("/proc/self/fd") else None
+
+
+def shard_ranges(shape: tuple[int, ...] | list[int], placement: Placement, rank: int) -> tuple[tuple[int, int], ...]:
+    """The index range ``[begin, end)`` of every tensor dimension that mesh rank ``rank`` holds under
+    ``placement`` (docs/format.md section 5.2): rank is the row-major index of the mesh coordinate;
+    for each mesh dimension in order, a ``shard`` of tensor dim ``d`` cuts the current range of ``d`` into
+    ``ceil(length / m)``-sized chunks (torch.chunk's rule: trailing chunks short or empty) and keeps chunk
+    ``c_i``; ``replicate`` keeps the range.
+
+    Raises:
+        ValueError: ``rank`` outside ``[0, prod(mesh))``.
+    """
+    world = math.prod(placement.mesh)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world:
+        raise ValueError(f"rank {rank!r} is outside [0, {world}) for the mesh {list(placement.mesh)}")
+    coords = []
+    r = rank
+    for m in reversed(placement.mesh):
+        coords.append(r % m)
+        r //= m
+    coords.reverse()
+    ranges = [[0, int(n)] for n in shape]
+    for c, m, d in zip(coords, placement.mesh, placement.dims):
+        if d.kind != "shard":
+            continue
+        a, b = ranges[d.dim]
+        length = b - a
+        size = -(-length // m) if length else 0
+        ranges[d.dim] = [a + min(c * size, length), a + min((c + 1) * size, length)]
+    return tuple((a, b) for a, b in ranges)
 
 
 class TensorFiles:
@@ -138,6 +168,52 @@ class TensorFiles:
             if on_bytes is not None:
                 on_bytes(n)
         return out
+
+    def read_box(self, entry: TensorEntry, box: tuple[tuple[int, int], ...]) -> torch.Tensor:
+        """A new tensor holding ``entry[a0:b0, a1:b1, ...]`` for ``box = ((a0, b0), ...)``, read with ``pread`` of
+        the box's contiguous runs only (the rest of the tensor is never read).
+
+        Raises:
+            OSError: the file ended early (it was truncated after validation), naming the file.
+        """
+        info = self.info(entry)
+        fd = self._fd(entry.file)
+        shape = tuple(entry.shape)
+        out = torch.empty(tuple(b - a for a, b in box), dtype=STORAGE_DTYPES[entry.dtype][0])
+        if out.numel() == 0:
+            return out
+        item = STORAGE_DTYPES[entry.dtype][1]
+        # The innermost dimensions the box covers whole merge into one run with the first one it does not.
+        k = len(shape) - 1
+        while k > 0 and box[k] == (0, shape[k]):
+            k -= 1
+        inner = math.prod(shape[k + 1:]) if k >= 0 else 1
+        strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+        run = ((box[k][1] - box[k][0]) * inner if shape else 1) * item
+        buf = memoryview(out.view(-1).view(torch.uint8).numpy()).cast("B")
+        outer = box[:k] if shape else ()
+        index = [a for a, _ in outer]
+        done = 0
+        while True:
+            start = (sum(i * strides[j] for j, i in enumerate(index)) + (box[k][0] * strides[k] if shape else 0))
+            pos = info.begin + start * item
+            got = 0
+            while got < run:
+                n = os.preadv(fd, [buf[done + got:done + min(run, got + _PREAD_CHUNK)]], pos + got)
+                if n == 0:
+                    raise OSError(f"{entry.file} ended at byte {pos + got}, inside tensor '{entry.name}' (the file "
+                                  f"was truncated after it was validated)")
+                got += n
+            done += run
+            j = len(index) - 1  # the next index of the outer dimensions, row-major
+            while j >= 0:
+                index[j] += 1
+                if index[j] < outer[j][1]:
+                    break
+                index[j] = outer[j][0]
+                j -= 1
+            if j < 0:
+                return out
 
     def sha256(self, entry: TensorEntry, on_bytes: Callable[[int], None] | None = None) -> str:
         """SHA-256 of the stored bytes, read with ``pread`` in chunks (no page of the file is mapped);

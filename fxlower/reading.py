@@ -28,7 +28,7 @@ from typing import Any
 import msgpack
 
 from .constants import (FILE_ROLES, FORMAT_ID, FORMAT_VERSION, GOLDEN_MODES, MANIFEST_FILE, MAX_MANIFEST_BYTES,
-                        OPS, ROLE_GOLDEN, ROLE_WEIGHTS, STORAGE_DTYPES)
+                        MESH_DIM_KINDS, OPS, ROLE_GOLDEN, ROLE_WEIGHTS, STORAGE_DTYPES)
 from .declarations import Declarations, check_declarations, check_record
 from .errors import FormatError, VersionError
 from .lifting import LoweringRecord
@@ -53,6 +53,8 @@ CORE_INPUT_KINDS = ("user_input", "parameter", "buffer", "constant")
 CORE_OUTPUT_KINDS = ("user_output", "buffer_mutation")
 CORE_OPS = ("placeholder", "call_function", "output")  # docs/format.md: no get_attr in core graphs
 _SYMBOL = re.compile(r"^s[0-9]+\Z")
+#: 1.3: the largest number of devices a placement's mesh may have (product of its dimensions).
+MAX_MESH_DEVICES = 65536
 #: The graph-module arguments of each control-flow operator (positions in args).
 _SUBGRAPH_ARGS = {"higher_order.cond": (1, 2), "higher_order.while_loop": (0, 1)}
 
@@ -265,6 +267,8 @@ class _Validator:
         self.decls = decls
         #: 1.1 rules (declared lowering attrs, overloads, no private kwargs, no "" tensor kind) apply.
         self.v11 = tuple(manifest.format_version) >= (1, 1)
+        #: 1.3 rules (several weights files, placements) apply.
+        self.v13 = tuple(manifest.format_version) >= (1, 3)
         self.tensor_names: dict[str, Any] = {}
         self.stored: dict[str, dict[str, StoredTensor]] = {}
         #: file -> the descriptor its header was validated from (handed to the TensorFiles on success).
@@ -281,8 +285,10 @@ class _Validator:
             seen[f.path.lower()] = f.path
             if f.role not in FILE_ROLES:
                 raise FormatError("schema.type", f"role {f.role!r:.40} is not one of {list(FILE_ROLES)}", where)
-            if f.role in roles:
-                raise FormatError("schema.type", f"a second file of role '{f.role}'", where)
+            if f.role in roles and not (f.role == ROLE_WEIGHTS and self.v13):
+                more = (" (several weights files, a sharded artifact, need format 1.3; this file is "
+                        f"{self.m.format_version[0]}.{self.m.format_version[1]})" if f.role == ROLE_WEIGHTS else "")
+                raise FormatError("schema.type", f"a second file of role '{f.role}'{more}", where)
             roles.add(f.role)
         entries = self.d.entries()
         listed = set(seen.values()) | {MANIFEST_FILE}
@@ -317,6 +323,8 @@ class _Validator:
             if not _SHA256.match(t.sha256):
                 raise FormatError("schema.type", "sha256 is not 64 lowercase hex digits", where + ".sha256")
             self._tensor_state(t, files[t.file], where)
+            if t.placement is not None:
+                self._placement(t, files[t.file], where + ".placement")
         groups: dict[tuple[str, str], Any] = {}
         for t in self.m.tensors:
             first = groups.setdefault((t.file, t.key), t)
@@ -342,6 +350,58 @@ class _Validator:
         if not t.persistent and t.kind != "buffer":
             raise FormatError("schema.type", f"persistent is false on a tensor of kind {t.kind!r}; only buffers "
                               f"can be non-persistent", where + ".persistent")
+
+    def _placement(self, t: Any, role: str, where: str) -> None:
+        """1.3 placement (docs/format.md section 2.1): a 1.3 field (``schema.unknown_field`` in older files), on a
+        weights tensor only and with known mesh-dimension kinds (``schema.type``), then its shape rules
+        (``tensor.placement``)."""
+        p = t.placement
+        if not self.v13:
+            raise FormatError("schema.unknown_field", "the field 'placement' is new in format 1.3; this file is "
+                              f"{self.m.format_version[0]}.{self.m.format_version[1]}", where)
+        if role != ROLE_WEIGHTS:
+            raise FormatError("schema.type", f"a tensor of a {role} file has a placement; only tensors of weights "
+                              f"files are placed (write nil)", where)
+        for i, d in enumerate(p.dims):
+            if d.kind not in MESH_DIM_KINDS:
+                raise FormatError("schema.type", f"kind {d.kind!r:.40} is not one of {list(MESH_DIM_KINDS)}",
+                                  f"{where}.dims[{i}].kind")
+        if not p.mesh:
+            raise FormatError("tensor.placement", "mesh is empty; a placement has at least one mesh dimension",
+                              where + ".mesh")
+        devices = 1
+        for i, m in enumerate(p.mesh):
+            if m < 1:
+                raise FormatError("tensor.placement", f"mesh dimension {i} has size {m}; sizes are at least 1",
+                                  where + ".mesh")
+            devices *= m
+            if devices > MAX_MESH_DEVICES:
+                raise FormatError("tensor.placement", f"mesh {p.mesh} has more than {MAX_MESH_DEVICES} devices",
+                                  where + ".mesh")
+        if len(p.dims) != len(p.mesh):
+            raise FormatError("tensor.placement", f"dims has {len(p.dims)} entries for a mesh of "
+                              f"{len(p.mesh)} dimensions; give one per mesh dimension", where + ".dims")
+        rank = len(t.shape)
+        for i, d in enumerate(p.dims):
+            if d.kind == "shard" and not 0 <= d.dim < rank:
+                raise FormatError("tensor.placement", f"shard dim {d.dim} is outside [0, {rank}) for a tensor of "
+                                  f"shape {t.shape}", f"{where}.dims[{i}].dim")
+            if d.kind == "replicate" and d.dim != -1:
+                raise FormatError("tensor.placement", f"a replicate mesh dimension has dim {d.dim}; it must be -1",
+                                  f"{where}.dims[{i}].dim")
+        names = p.mesh_dim_names
+        if names:
+            if len(names) != len(p.mesh):
+                raise FormatError("tensor.placement", f"mesh_dim_names has {len(names)} names for a mesh of "
+                                  f"{len(p.mesh)} dimensions; give one per dimension or none",
+                                  where + ".mesh_dim_names")
+            for i, n in enumerate(names):
+                if not _IDENT.match(n):
+                    raise FormatError("tensor.placement", f"mesh dimension name {n!r:.60} is not an identifier "
+                                      f"([A-Za-z_][A-Za-z0-9_]*)", f"{where}.mesh_dim_names[{i}]")
+                if n in names[:i]:
+                    raise FormatError("tensor.placement", f"mesh dimension name '{n}' appears twice",
+                                      f"{where}.mesh_dim_names[{i}]")
 
     def tensor_files(self) -> None:
         for f in self.m.files:

@@ -23,7 +23,7 @@ from .values import INT64_MAX, INT64_MIN, kind_name as _kind
 
 __all__ = [
     "SCHEMA_VERSION", "Value", "Meta", "Producer", "FileEntry", "TensorEntry", "Lowering", "Node", "Graph",
-    "Signature", "Tolerance", "Golden", "Param", "Overload", "AttrDecl", "ModuleDecl", "NodeLink", "CoreInput",
+    "MeshDim", "Placement", "Signature", "Tolerance", "Golden", "Param", "Overload", "AttrDecl", "ModuleDecl", "NodeLink", "CoreInput",
     "CoreOutput", "OpArg", "OpSchema", "Symbol", "CoreView", "Manifest", "to_obj",
     "from_obj", "json_schema",
 ]
@@ -64,6 +64,28 @@ class TensorEntry:
     requires_grad: bool = False
     # 1.1: whether a buffer is in state_dict() (true for every other kind).
     persistent: bool = True
+    # 1.3: how a multi-device program lays the tensor out over a device mesh (DTensor placements); nil when
+    # the tensor is not placed (a single-device tensor, or a golden tensor).
+    placement: Placement | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshDim:
+    """1.3: one dimension of a tensor's placement: ``kind`` "shard" (split along tensor dimension ``dim`` into
+    chunks, torch.chunk's rule) or "replicate" (every coordinate holds it whole; ``dim`` is -1)."""
+
+    kind: str
+    dim: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """1.3: a tensor laid out over a device mesh of shape ``mesh`` (ranks numbered row-major), one ``MeshDim``
+    per mesh dimension, applied in mesh-dimension order; ``mesh_dim_names`` as DeviceMesh named them, or []."""
+
+    mesh: list[int]
+    dims: list[MeshDim]
+    mesh_dim_names: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

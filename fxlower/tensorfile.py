@@ -20,16 +20,19 @@ import json
 import os
 import struct
 import sys
+import typing
 from collections.abc import Callable, Iterable
 
 import torch
 
-from .constants import CODE_OF_DTYPE, MAX_SAFETENSORS_HEADER, SAFETENSORS_ALIGN, STORAGE_DTYPES
+from .constants import (CODE_OF_DTYPE, MAX_SAFETENSORS_HEADER, SAFETENSORS_ALIGN, STORAGE_DTYPES,
+                        WEIGHTS_SHARD_FILE)
 from .errors import ExportError, FormatError
 from .names import check_name
 from .values import INT64_MAX, check_shape
 
-__all__ = ["StoredTensor", "write_tensor_file", "read_header", "tensor_bytes", "storage_code"]
+__all__ = ["StoredTensor", "Slot", "FilePlan", "plan_files", "TensorSource", "write_file_plan", "write_tensor_file",
+           "read_header", "tensor_bytes", "storage_code"]
 
 _CHUNK = 64 << 20
 _INLINE_HASH = 1 << 20
@@ -103,6 +106,78 @@ def _header(items: list[tuple[str, str, tuple[int, ...]]]) -> bytes:
     return raw + b" " * pad
 
 
+def _nbytes(code: str, shape: tuple[int, ...]) -> int:
+    n = STORAGE_DTYPES[code][1]
+    for d in shape:
+        n *= d
+    return n
+
+
+def file_order(items: Iterable[tuple[str, str, tuple[int, ...]]]) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(key, storage code, shape)`` items in the order writers store them: item size, largest first, then key."""
+    return sorted(items, key=lambda e: (-STORAGE_DTYPES[e[1]][1], e[0]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """Where one tensor goes in a planned file: ``offset`` is the absolute file offset of its first byte."""
+
+    key: str
+    code: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePlan:
+    """One safetensors file before any tensor byte is written: its name, the 8-byte length plus the padded JSON
+    header (``prefix``), each tensor's slot in file order, and the file's final size."""
+
+    path: str
+    prefix: bytes
+    slots: tuple[Slot, ...]
+    size: int
+
+
+def plan_files(items: Iterable[tuple[str, str, tuple[int, ...]]], path: str,
+               max_shard_bytes: int | None = None) -> list[FilePlan]:
+    """Lay ``(key, storage code, shape)`` items out over one file named ``path``, or, with ``max_shard_bytes``,
+    over as few shards as the rule of docs/format.md section 5.1 gives (format 1.3):
+
+    walk the items in file order (:func:`file_order`); a tensor starts a new shard when the current shard already
+    holds a tensor and its data would grow past ``max_shard_bytes``. A tensor larger than the limit is alone in its
+    shard. With one shard the file is ``path``; with ``n > 1`` shard ``i`` is ``WEIGHTS_SHARD_FILE`` (1-based).
+    Deterministic: the same items and limit give the same plans, byte for byte.
+    """
+    if max_shard_bytes is not None and (isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int)
+                                        or max_shard_bytes < 1):
+        raise ValueError(f"max_shard_bytes must be a positive int (bytes of tensor data per file) or None, got "
+                         f"{max_shard_bytes!r}")
+    groups: list[list[tuple[str, str, tuple[int, ...]]]] = [[]]
+    used = 0
+    for item in file_order(items):
+        n = _nbytes(item[1], item[2])
+        if max_shard_bytes is not None and groups[-1] and used + n > max_shard_bytes:
+            groups.append([])
+            used = 0
+        groups[-1].append(item)
+        used += n
+    plans = []
+    for i, group in enumerate(groups):
+        name = path if len(groups) == 1 else WEIGHTS_SHARD_FILE.format(i=i + 1, n=len(groups))
+        header = _header(group)
+        pos = 8 + len(header)
+        slots = []
+        for key, code, shape in group:
+            n = _nbytes(code, shape)
+            slots.append(Slot(key=key, code=code, shape=tuple(shape), offset=pos, nbytes=n))
+            pos += n
+        plans.append(FilePlan(path=name, prefix=struct.pack("<Q", len(header)) + header, slots=tuple(slots),
+                              size=pos))
+    return plans
+
+
 def _write_all(fd: int, data: memoryview) -> None:
     view = data
     while len(view):
@@ -146,60 +221,109 @@ def _needs_copy(t: torch.Tensor) -> bool:
             or (sys.byteorder == "big" and t.element_size() > 1))
 
 
-# Not safetensors.serialize_file: it needs all tensors in host memory at once, writes a path (0600, no fsync), no hash.
-def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]],
-                      on_progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
-    """Write a safetensors file to ``fd``, fsync it, and return ``{key: sha256 hex}``.
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    view = data
+    while len(view):
+        n = os.pwrite(fd, view[:_CHUNK], offset)
+        view = view[n:]
+        offset += n
 
-    The writing thread never waits for hashing: SHA-256 runs on two other threads (tensors under 1 MiB are hashed
-    inline, where a hand-off would cost more). Writeback to disk is started after every 64 MiB written
-    (``sync_file_range``), and the fsync comes as soon as the last byte is written, while hashes may still run. Only a tensor that must be copied to the host (CUDA, non-contiguous) waits for
-    the previous copy's hash to finish, so at most one host copy exists at a time.
 
-    Args:
-        fd: an open, writable file descriptor positioned at 0 (the caller closes it).
-        tensors: ``(key, tensor)`` pairs; keys unique. Tensors are fetched to the host one at a time.
-        on_progress: called as ``on_progress(nbytes, 0)`` after each piece of at most 64 MiB is written and
-            ``on_progress(0, 1)`` after each tensor (fxlower.progress); it does not change what is written.
+@typing.runtime_checkable
+class TensorSource(typing.Protocol):
+    """A tensor's bytes that are not a ``torch.Tensor`` in memory (e.g. a range of a checkpoint file): ``nbytes``
+    stored bytes (row-major, little-endian), which ``write_into(fd, offset)`` writes at ``offset`` of ``fd``
+    (pwrite, copy_file_range, ...), returning the SHA-256 hex digest of exactly those bytes."""
+
+    nbytes: int
+
+    def write_into(self, fd: int, offset: int) -> str: ...
+
+
+def write_file_plan(fd: int, plan: FilePlan, fetch: Callable[[Slot], "torch.Tensor | TensorSource"],
+                    on_progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
+    """Write one planned safetensors file (:func:`plan_files`) to ``fd``, fsync it, and return ``{key: sha256}``.
+
+    The prefix (length and header) is written first, then each slot at its offset in file order; ``fetch(slot)``
+    is called once per slot, in that order, right before the slot is written, and returns a ``torch.Tensor`` of the
+    slot's dtype and shape or a :class:`TensorSource` of ``slot.nbytes`` bytes. Tensors: the writing thread never
+    waits for hashing (SHA-256 runs on two other threads; tensors under 1 MiB are hashed inline, where a hand-off
+    would cost more); only a tensor that must be copied to the host (CUDA, non-contiguous) waits for the previous
+    copy's hash, so at most one host copy exists at a time. Writeback to disk is started after every 64 MiB written
+    (``sync_file_range``), and the fsync comes as soon as the last byte is written, while hashes may still run.
+    ``on_progress`` is called as ``on_progress(nbytes, 0)`` after each piece of at most 64 MiB is written and
+    ``on_progress(0, 1)`` after each tensor (fxlower.progress); it does not change what is written.
 
     Raises:
-        ExportError: a tensor cannot be stored (kind or dtype); OSError from writing or syncing propagates.
+        ExportError: a value does not match its slot (dtype, shape or size) or cannot be stored; OSError from
+            writing or syncing propagates.
     """
-    entries = []
-    for key, t in tensors:
-        entries.append((key, storage_code(t, f"tensor '{key}'"), tuple(int(s) for s in t.shape), t))
-    entries.sort(key=lambda e: (-STORAGE_DTYPES[e[1]][1], e[0]))
-    header = _header([(k, c, s) for k, c, s, _ in entries])
-    pos = 8 + len(header)
-    _write_all(fd, memoryview(struct.pack("<Q", len(header)) + header))
+    _pwrite_all(fd, memoryview(plan.prefix), 0)
     hashes: dict[str, str] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="fxlower-hash") as pool:
         pending: dict[str, concurrent.futures.Future] = {}
         copy_hash: concurrent.futures.Future | None = None
-        for key, _, _, t in entries:
-            copied = _needs_copy(t)
+        for slot in plan.slots:
+            value = fetch(slot)
+            if not isinstance(value, torch.Tensor):
+                if not isinstance(value, TensorSource) or value.nbytes != slot.nbytes:
+                    raise ExportError(f"tensor '{slot.key}' needs {slot.nbytes} bytes ({slot.code}"
+                                      f"{list(slot.shape)}); its source gives "
+                                      f"{getattr(value, 'nbytes', type(value).__qualname__)}")
+                hashes[slot.key] = value.write_into(fd, slot.offset)
+                _start_writeback(fd, slot.offset, slot.nbytes)
+                if on_progress is not None:
+                    on_progress(slot.nbytes, 1)
+                continue
+            code = storage_code(value, f"tensor '{slot.key}'")
+            if code != slot.code or tuple(int(s) for s in value.shape) != slot.shape:
+                raise ExportError(f"tensor '{slot.key}' is {code}{list(value.shape)} but its slot in {plan.path} is "
+                                  f"{slot.code}{list(slot.shape)}")
+            copied = _needs_copy(value)
             if copied and copy_hash is not None:
                 copy_hash.result()  # the previous host copy is released once hashed and written
-            buf = tensor_bytes(t)
+            buf = tensor_bytes(value)
             if len(buf) < _INLINE_HASH:
-                hashes[key] = _sha256(buf)
+                hashes[slot.key] = _sha256(buf)
             else:
-                pending[key] = pool.submit(_sha256, buf)
+                pending[slot.key] = pool.submit(_sha256, buf)
                 if copied:
-                    copy_hash = pending[key]
+                    copy_hash = pending[slot.key]
+            pos = slot.offset
             for start in range(0, len(buf), _CHUNK):
                 piece = buf[start:start + _CHUNK]
-                _write_all(fd, piece)
+                _pwrite_all(fd, piece, pos)
                 _start_writeback(fd, pos, len(piece))
                 pos += len(piece)
                 if on_progress is not None:
                     on_progress(len(piece), 0)
-            del buf
+            del buf, value
             if on_progress is not None:
                 on_progress(0, 1)
+        size = os.fstat(fd).st_size
+        if size != plan.size:
+            raise ExportError(f"{plan.path} is {size} bytes after writing, but its plan says {plan.size} (a tensor "
+                              f"source wrote past or short of its slot)")
         os.fsync(fd)
         hashes.update({k: f.result() for k, f in pending.items()})
     return hashes
+
+
+# Not safetensors.serialize_file: it needs all tensors in host memory at once, writes a path (0600, no fsync), no hash.
+def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, str]:
+    """Write a safetensors file of ``(key, tensor)`` pairs (keys unique) to ``fd``, fsync it, and return
+    ``{key: sha256 hex}``: one unsharded :func:`plan_files` plan written by :func:`write_file_plan`.
+
+    Raises:
+        ExportError: a tensor cannot be stored (kind or dtype); OSError from writing or syncing propagates.
+    """
+    by_key = {}
+    items = []
+    for key, t in tensors:
+        items.append((key, storage_code(t, f"tensor '{key}'"), tuple(int(s) for s in t.shape)))
+        by_key[key] = t
+    (plan,) = plan_files(items, "")
+    return write_file_plan(fd, plan, lambda slot: by_key[slot.key])
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -35,17 +35,17 @@ import torch.fx as fx
 
 from . import __version__
 from .constants import (FORMAT_ID, FORMAT_VERSION, GOLDEN_FILE, MANIFEST_FILE, MAX_MANIFEST_BYTES, ROLE_GOLDEN,
-                        ROLE_WEIGHTS, TOLERANCES, WEIGHTS_FILE)
+                        ROLE_WEIGHTS, TOLERANCES, WEIGHTS_FILE, WEIGHTS_SHARD_FILE)
 from .core import encode_core, origin_links, run_core, to_core, user_output_structure
 from .errors import ExportError, FormatError, UnsupportedModuleError
 from .lifting import META_KEY, iter_graph_modules, lift, module_declarations
 from .names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
 from .progress import bar as _progress_bar, check_progress
-from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, ModuleDecl, Node, NodeLink, Producer,
-                     Signature, TensorEntry, Tolerance, to_obj)
+from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, MeshDim, ModuleDecl, Node, NodeLink, Placement,
+                     Producer, Signature, TensorEntry, Tolerance, to_obj)
 from .signatures import CATCH_ALL, choose_overload, function_overloads, method_overloads, to_schema
 from .targets import function_name
-from .tensorfile import _write_all, storage_code, write_tensor_file
+from .tensorfile import _write_all, plan_files, storage_code, write_file_plan
 from .values import clone_tensors, encode, has_tensor, meta_of
 
 __all__ = ["export", "ExportSummary", "ArtifactExistsError", "pack_manifest", "remove_orphaned_temporaries"]
@@ -67,6 +67,8 @@ class ExportSummary:
     digest: str
     #: Temporaries of earlier exports to this path that died before publishing (no live lock), removed first.
     removed_temporaries: tuple[str, ...] = ()
+    #: 1.3: the number of weights files (shards; 1 without ``max_shard_bytes`` or when all fits, 0 without tensors).
+    weights_files: int = 0
 
 
 class Phase(enum.IntEnum):
@@ -134,8 +136,11 @@ class _TensorTable:
     def name_of(self, t: torch.Tensor) -> str | None:
         return self._by_id.get(id(t))
 
-    def entries(self, hashes: dict[tuple[str, str], str], files: dict[str, str]) -> list[TensorEntry]:
-        """Table entries sorted by name; ``hashes`` maps (role, key) to sha256."""
+    def entries(self, hashes: dict[tuple[str, str], str], files: dict[tuple[str, str], str],
+                placements: dict[str, Placement] | None = None) -> list[TensorEntry]:
+        """Table entries sorted by name; ``hashes`` and ``files`` map (role, key) to sha256 and to the file that
+        holds the key; ``placements`` maps names to their 1.3 placement."""
+        placements = placements or {}
         out = []
         keys = self.keys()
         for name in sorted(self.tensors):
@@ -143,8 +148,9 @@ class _TensorTable:
             key = keys[name]
             kind, requires_grad, persistent = self.state[name]
             out.append(TensorEntry(name=name, dtype=storage_code(t, name), shape=[int(s) for s in t.shape],
-                                   file=files[role], key=key, sha256=hashes[(role, key)], kind=kind,
-                                   requires_grad=requires_grad, persistent=persistent))
+                                   file=files[(role, key)], key=key, sha256=hashes[(role, key)], kind=kind,
+                                   requires_grad=requires_grad, persistent=persistent,
+                                   placement=placements.get(name)))
         return out
 
     def keys(self) -> dict[str, str]:
@@ -474,7 +480,7 @@ def _digest(graphs: bytes, tensors: list[TensorEntry], signature: bytes, core: b
     """docs/format.md section 7: SHA-256 of the array [graphs, weight tensors, signature], given the packed
     graphs and signature (an array of 3 is the byte 0x93 followed by its items); with a core view (1.2), of
     [graphs, weight tensors, signature, core] (0x94 and the packed CoreView appended)."""
-    weights = _pack(to_obj([t for t in tensors if t.file == WEIGHTS_FILE]))
+    weights = _pack(to_obj([t for t in tensors if t.file != GOLDEN_FILE]))  # the golden file is never sharded
     if core is None:
         return "sha256:" + hashlib.sha256(b"\x93" + graphs + weights + signature).hexdigest()
     return "sha256:" + hashlib.sha256(b"\x94" + graphs + weights + signature + core).hexdigest()
@@ -522,6 +528,14 @@ def _write_file(tmp: str, name: str, write: Callable[[int], Any]) -> tuple[Any, 
     return result, size
 
 
+_SHARD_NAME = re.compile(re.escape(WEIGHTS_SHARD_FILE.split("{")[0]) + r"[0-9]{5}-of-[0-9]{5}\.safetensors\Z")
+
+
+def _is_tensor_file_name(name: str) -> bool:
+    """Whether ``name`` is a tensor file an export writes (weights, a weights shard, golden)."""
+    return name in (WEIGHTS_FILE, GOLDEN_FILE) or _SHARD_NAME.match(name) is not None
+
+
 def _is_replaceable(target: str) -> bool:
     """Whether overwrite may replace ``target``: a real directory that is an fxlower artifact (it has a
     manifest) or holds nothing but the files an export writes (empty, or an artifact another export is
@@ -533,7 +547,7 @@ def _is_replaceable(target: str) -> bool:
         entries = set(os.listdir(target))
     except FileNotFoundError:
         return True  # gone meanwhile: nothing to protect
-    return MANIFEST_FILE in entries or entries <= {WEIGHTS_FILE, GOLDEN_FILE}
+    return MANIFEST_FILE in entries or all(_is_tensor_file_name(e) for e in entries)
 
 
 def _describe(target: str) -> str:
@@ -546,7 +560,7 @@ def _describe(target: str) -> str:
         return "it is a symbolic link"
     if not stat.S_ISDIR(st.st_mode):
         return "it is a file, not a directory"
-    others = sorted(set(os.listdir(target)) - {WEIGHTS_FILE, GOLDEN_FILE})
+    others = sorted(e for e in os.listdir(target) if not _is_tensor_file_name(e))
     shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
     return f"it is a directory without {MANIFEST_FILE} that holds {shown}"
 
@@ -712,7 +726,8 @@ def remove_orphaned_temporaries(path: str | os.PathLike) -> list[str]:
 def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, path: str | os.PathLike,
            example_inputs: tuple | None = None, *, example_kwargs: dict[str, Any] | None = None,
            core: bool = False, dynamic_shapes: Any = None, module: torch.nn.Module | None = None,
-           golden: bool | str = False, overwrite: bool = False, progress: bool | None = None) -> ExportSummary:
+           golden: bool | str = False, overwrite: bool = False, max_shard_bytes: int | None = None,
+           placements: dict[str, tuple] | None = None, progress: bool | None = None) -> ExportSummary:
     """Lift ``gm`` and write it as an fxlower artifact directory at ``path``.
 
     Temporaries that earlier exports to ``path`` left behind when they were killed are removed first and listed
@@ -739,13 +754,20 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
             ``"nodes"`` to store every root node's output too (and every core root node's). Requires
             ``example_inputs`` (an ExportedProgram's own example inputs serve when none are given).
         overwrite: replace an existing artifact at ``path`` (atomically); otherwise an existing path raises.
+        max_shard_bytes: split the weights over several files (format 1.3, docs/format.md section 5.1) of at most
+            this many bytes of tensor data each (a larger tensor is alone in its file): ``weights-00001-of-0000N.
+            safetensors``, ... With ``None``, or when everything fits, one ``weights.safetensors``.
+        placements: format 1.3 placements to record: tensor name -> ``(mesh_shape, [Shard(d) | Replicate(), ...])``
+            (``torch.distributed.tensor`` placement objects, one per mesh dimension), optionally with a third item,
+            the mesh dimension names. The stored tensor stays whole; the placement tells a multi-device consumer
+            how to lay it out (and ``Artifact.tensor(name, shard=(rank, world))`` reads one rank's slice).
         progress: a tqdm bar on stderr while the tensor files are written, in bytes and tensors. None (default):
             only when stderr is a terminal and the writing has taken a second; True: at once, on any stderr;
             False: never. The files written are the same either way.
 
     Returns:
         An :class:`ExportSummary` (path, node and tensor counts of the module view, bytes written, digest,
-        removed temporaries).
+        removed temporaries, number of weights files).
 
     Raises:
         ArtifactExistsError: ``path`` exists and ``overwrite`` is false, or it is not an artifact directory
@@ -765,6 +787,8 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
     if golden not in (False, True, "nodes"):
         raise ValueError(f"golden must be False, True or 'nodes', got {golden!r}")
     check_progress(progress)
+    plan_files([], WEIGHTS_FILE, max_shard_bytes)  # ValueError for a limit that is not a positive int
+    placed = _placements(placements)
     if example_inputs is not None and not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     if example_kwargs is not None and not isinstance(example_kwargs, dict):
@@ -823,7 +847,8 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
                           f"(errno {e.errno})") from e
     try:
         summary = _export_into(gm, example_inputs, golden, tmp, target, overwrite, ep=ep, derived=derived,
-                               example_kwargs=example_kwargs, progress=progress)
+                               example_kwargs=example_kwargs, max_shard_bytes=max_shard_bytes, placements=placed,
+                               progress=progress)
         return dataclasses.replace(summary, removed_temporaries=removed)
     except OSError as e:
         if isinstance(e, ArtifactExistsError):
@@ -838,6 +863,93 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
                 _rmtree(tmp)
         finally:
             os.close(lock_fd)  # releases the lock, after the temporary is gone (or published)
+
+
+_MAX_MESH_DEVICES = 65536  # docs/format.md section 2.1 (reading.MAX_MESH_DEVICES)
+
+
+def _placements(placements: dict[str, tuple] | None) -> dict[str, tuple[Placement, list[int]]]:
+    """``export``'s ``placements=`` checked and converted: name -> (Placement with shard dims as given, the shard
+    dims as given, which may be negative; resolved against the tensor's rank once it is known).
+
+    Raises:
+        ValueError: not a dict of (mesh shape, placements[, mesh dim names]); a mesh size below 1 or over
+            65536 devices; a placement count that differs from the mesh's rank; a placement other than
+            Shard/Replicate (Partial has no stored form: reduce it first); bad or repeated mesh dim names.
+    """
+    if placements is None:
+        return {}
+    if not isinstance(placements, dict):
+        raise ValueError(f"placements must be a dict of tensor name -> (mesh_shape, [Shard(d) | Replicate()]), got "
+                         f"{type(placements).__qualname__}")
+    from torch.distributed.tensor import Replicate, Shard  # imported when used: torch.distributed is optional
+
+    out = {}
+    for name, spec in placements.items():
+        where = f"placements['{name}']"
+        if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
+            raise ValueError(f"{where} must be (mesh_shape, [Shard(d) | Replicate(), ...]) or (mesh_shape, "
+                             f"placements, mesh_dim_names), got {spec!r:.80}")
+        mesh, kinds = spec[0], spec[1]
+        names = list(spec[2]) if len(spec) == 3 and spec[2] is not None else []
+        if (not isinstance(mesh, (tuple, list)) or not mesh
+                or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mesh)):
+            raise ValueError(f"{where}: the mesh shape must be a non-empty tuple of positive ints, got {mesh!r:.80}")
+        devices = 1
+        for m in mesh:
+            devices *= m
+        if devices > _MAX_MESH_DEVICES:
+            raise ValueError(f"{where}: the mesh {tuple(mesh)} has {devices} devices; the format allows at most "
+                             f"{_MAX_MESH_DEVICES}")
+        if not isinstance(kinds, (tuple, list)) or len(kinds) != len(mesh):
+            raise ValueError(f"{where}: give one placement per mesh dimension ({len(mesh)} for the mesh "
+                             f"{tuple(mesh)}), got {kinds!r:.80}")
+        dims = []
+        raw = []
+        for i, p in enumerate(kinds):
+            if isinstance(p, Shard) and type(p) is Shard:
+                dims.append(MeshDim(kind="shard", dim=int(p.dim)))
+                raw.append(int(p.dim))
+            elif isinstance(p, Replicate):
+                dims.append(MeshDim(kind="replicate", dim=-1))
+                raw.append(-1)
+            else:
+                raise ValueError(f"{where}: placement {i} is {p!r:.60}; the format records Shard(dim) and "
+                                 f"Replicate() only (a Partial tensor has no stored form: reduce it first, e.g. "
+                                 f"DTensor.redistribute to Replicate())")
+        if names and (len(names) != len(mesh) or len(set(names)) != len(names)
+                      or any(not isinstance(n, str) or not n.isascii() or not n.isidentifier() for n in names)):
+            raise ValueError(f"{where}: mesh_dim_names must be {len(mesh)} distinct identifiers, got {names!r:.80}")
+        out[name] = (Placement(mesh=[int(m) for m in mesh], dims=dims, mesh_dim_names=[str(n) for n in names]), raw)
+    return out
+
+
+def _check_placements(placements: dict[str, tuple[Placement, list[int]]],
+                      table: "_TensorTable") -> dict[str, Placement]:
+    """Placements whose names are weights tensors of ``table``, with shard dims resolved against each tensor's rank
+    (a negative dim counts from the end, as in torch).
+
+    Raises:
+        ValueError: a name that is not a parameter, buffer or constant of the export; a shard dim out of range.
+    """
+    out = {}
+    unknown = sorted(n for n in placements if n not in table.tensors or table.tensors[n][1] != ROLE_WEIGHTS)
+    if unknown:
+        known = sorted(n for n, (_, r) in table.tensors.items() if r == ROLE_WEIGHTS)
+        raise ValueError(f"placements name {unknown}, which are not tensors of the exported module (its tensors: "
+                         f"{known[:8]}{', ...' if len(known) > 8 else ''})")
+    for name, (p, raw) in sorted(placements.items()):
+        rank = table.tensors[name][0].dim()
+        dims = []
+        for i, (d, dim) in enumerate(zip(p.dims, raw)):
+            if d.kind == "shard":
+                if not -rank <= dim < rank:
+                    raise ValueError(f"placements['{name}']: Shard({dim}) on mesh dimension {i} is out of range for "
+                                     f"a tensor of rank {rank} (shape {list(table.tensors[name][0].shape)})")
+                d = MeshDim(kind="shard", dim=dim % rank)
+            dims.append(d)
+        out[name] = dataclasses.replace(p, dims=dims)
+    return out
 
 
 def _to_core(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
@@ -1002,6 +1114,8 @@ class _Core:
 def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden: bool | str, tmp: str,
                  target: str, overwrite: bool, *, ep: torch.export.ExportedProgram | None = None,
                  derived: dict[str, str] | None = None, example_kwargs: dict | None = None,
+                 max_shard_bytes: int | None = None,
+                 placements: dict[str, tuple[Placement, list[int]]] | None = None,
                  progress: bool | None = None) -> ExportSummary:
     golden_mode = "nodes" if golden == "nodes" else ("outputs" if golden else None)
     # the core run comes first: the module view's run may update buffers in place
@@ -1051,21 +1165,35 @@ def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden
     advance = program.advance if program is not None else (lambda expected, to: None)
     advance(Phase.ENCODE, Phase.WRITE_TENSORS)
 
+    placed = _check_placements(placements or {}, table)
     roles = sorted({role for _, role in table.tensors.values()})
-    files = {ROLE_WEIGHTS: WEIGHTS_FILE, ROLE_GOLDEN: GOLDEN_FILE}
+    files: dict[tuple[str, str], str] = {}  # (role, key) -> the file holding it
+    file_entries: list[FileEntry] = []
     hashes: dict[tuple[str, str], str] = {}
     total = 0
-    stored = {role: table.stored(role) for role in roles}
-    work = [t for role in roles for _, t in stored[role]]
+    weights_files = 0
+    stored = {role: dict(table.stored(role)) for role in roles}
+    work = [t for role in roles for t in stored[role].values()]
     with _progress_bar("export", sum(t.numel() * t.element_size() for t in work), len(work), progress) as report:
-        for role in roles:
-            file_hashes, size = _write_file(tmp, files[role],
-                                            lambda fd: write_tensor_file(fd, stored[role], on_progress=report))
-            hashes.update({(role, k): h for k, h in file_hashes.items()})
-            total += size
+        for role in roles:  # golden, then weights: the file order of format 1.2, kept
+            held = stored[role]
+            items = [(k, storage_code(t, f"tensor '{k}'"), tuple(int(s) for s in t.shape)) for k, t in held.items()]
+            if role == ROLE_WEIGHTS:
+                plans = plan_files(items, WEIGHTS_FILE, max_shard_bytes)
+                weights_files = len(plans)
+            else:
+                plans = plan_files(items, GOLDEN_FILE)  # golden data is never sharded
+            for plan in plans:
+                file_hashes, size = _write_file(
+                    tmp, plan.path, lambda fd, plan=plan, held=held: write_file_plan(
+                        fd, plan, lambda slot: held[slot.key], on_progress=report))
+                hashes.update({(role, k): h for k, h in file_hashes.items()})
+                files.update({(role, slot.key): plan.path for slot in plan.slots})
+                file_entries.append(FileEntry(path=plan.path, role=role))
+                total += size
     advance(Phase.WRITE_TENSORS, Phase.WRITE_MANIFEST)
 
-    tensors = table.entries(hashes, files)
+    tensors = table.entries(hashes, files, placed)
     packed = {"graphs": _pack(to_obj(graphs)), "signature": _pack(to_obj(signature))}
     if core_view is not None:
         packed["core"] = _pack(to_obj(core_view))
@@ -1073,7 +1201,7 @@ def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden
         format=FORMAT_ID,
         format_version=list(FORMAT_VERSION),
         producer=Producer(name="fxlower", version=__version__, torch=torch.__version__),
-        files=[FileEntry(path=files[r], role=r) for r in roles],
+        files=file_entries,
         tensors=tensors,
         graphs=graphs,
         signature=signature,
@@ -1097,4 +1225,5 @@ def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden
     _fsync_dir(os.path.dirname(target))
     advance(Phase.PUBLISH, Phase.DONE)
     return ExportSummary(path=target, nodes=sum(len(g.nodes) for g in graphs), graphs=len(graphs),
-                         tensors=len(tensors), bytes_written=total, digest=manifest.digest)
+                         tensors=len(tensors), bytes_written=total, digest=manifest.digest,
+                         weights_files=weights_files)

@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
-"""Generate the format 1.2 conformance vectors of docs/format.md section 12 into ``tests/conformance/v1.2/``.
+"""Generate the format 1.3 conformance vectors of docs/format.md section 12 into ``tests/conformance/v1.3/``.
 
-    python3 scripts/make_conformance.py            # (re)write tests/conformance/v1.2/
+    python3 scripts/make_conformance.py            # (re)write tests/conformance/v1.3/
     python3 scripts/make_conformance.py --check    # regenerate into a temporary directory and compare
 
 Layout::
 
-    tests/conformance/v1.2/valid/<name>/      artifacts every reader MUST load (and verify)
-    tests/conformance/v1.2/invalid/<name>/    artifacts every reader MUST reject, with the code EXPECTED gives
-    tests/conformance/v1.2/EXPECTED           "<name> <code>" per invalid vector, sorted by name
+    tests/conformance/v1.3/valid/<name>/      artifacts every reader MUST load (and verify)
+    tests/conformance/v1.3/invalid/<name>/    artifacts every reader MUST reject, with the code EXPECTED gives
+    tests/conformance/v1.3/EXPECTED           "<name> <code>" per invalid vector, sorted by name
 
-``tests/conformance/v1.1/`` (frozen when 1.2 was introduced) and ``tests/conformance/v1.0/`` (frozen when 1.1 was)
-are older sets: this script never writes them.
+``tests/conformance/v1.2/`` (frozen when 1.3 was introduced), ``tests/conformance/v1.1/`` (frozen when 1.2 was) and
+``tests/conformance/v1.0/`` (frozen when 1.1 was) are older sets: this script never writes them.
 
 The output is deterministic: models are filled with values from fixed seeds (never torch's RNG), the manifest's
 ``producer`` is pinned (it is informative only), and nothing depends on time or host. Golden data is computed with
@@ -67,7 +67,7 @@ import fxlower.values  # noqa: E402
 from fxlower.constants import DTYPE_CODES, LAYOUTS, MEMORY_FORMATS, STORAGE_DTYPES  # noqa: E402
 from fxlower.schema import CoreView, Graph, Meta, Signature, TensorEntry, Value  # noqa: E402
 
-DEFAULT_OUT = ROOT / "tests" / "conformance" / "v1.2"
+DEFAULT_OUT = ROOT / "tests" / "conformance" / "v1.3"
 MANIFEST = "manifest.msgpack"
 WEIGHTS = "weights.safetensors"
 GOLDEN = "golden.safetensors"
@@ -607,7 +607,7 @@ def _module_types(record: dict):
 
 def complete_1_1(m: dict, gm: fx.GraphModule, inputs: tuple) -> None:
     """Fill the 1.1 fields the writer left at their defaults (see the comment above DECLS)."""
-    assert m["format_version"] == [1, 2], m["format_version"]
+    assert m["format_version"] == [1, 3], m["format_version"]
     kinds = _tensor_kinds(gm)
     for t in m["tensors"]:
         if t.get("kind", ""):
@@ -663,8 +663,8 @@ def _class_of(type_name_: str) -> type:
     return getattr(nn, type_name_.rsplit(".", 1)[1])
 
 
-def export(gm: fx.GraphModule, path: Path, inputs: tuple, golden) -> None:
-    fxlower.export(gm, path, inputs, golden=golden)
+def export(gm: fx.GraphModule, path: Path, inputs: tuple, golden, **kw) -> None:
+    fxlower.export(gm, path, inputs, golden=golden, **kw)
 
     def finish(m):
         m["producer"] = dict(PRODUCER)
@@ -1004,6 +1004,7 @@ def make_valid(out: Path) -> None:
     shutil.copytree(v / "minimal", v / "safetensors_metadata")
     st_write(v / "safetensors_metadata" / WEIGHTS, st_tensors(v / "minimal" / WEIGHTS), {"format": "pt"})
     make_core_valid(v)
+    make_1_3_valid(v)
 
 
 # ------------------------------------------------------------------------------------------------ core view (1.2)
@@ -1094,6 +1095,83 @@ def make_core_valid(v: Path) -> None:
     model = fill_(Holder(nn.Linear(3, 2)), 36)
     x = dyadic((2, 3), 37)
     export_core(torch.export.export(model, (x,)), v / "core_only", (x,), True)
+
+
+# ------------------------------------------------------------------------------------------------ 1.3
+
+def make_1_3_valid(v: Path) -> None:
+    from torch.distributed.tensor import Replicate, Shard
+    # sharded_weights: Mlp (a.bias F32[8], a.weight F32[8, 4], b.bias F32[2], b.weight F32[2, 8]) with
+    # max_shard_bytes=100: file order a.bias (32 bytes), a.weight (128: over the limit, alone), b.bias (8) and
+    # b.weight (64: 72 <= 100): weights-00001-of-00003 holds a.bias, -00002- a.weight, -00003- b.bias and b.weight.
+    export(fx.symbolic_trace(fill_(Mlp(), 40)), v / "sharded_weights", (dyadic((3, 4), 41),), True,
+           max_shard_bytes=100)
+    # sharded_tied: Tied with max_shard_bytes=16: dec.bias (16 bytes) in shard 1; the key dec.weight (enc.weight
+    # is its alias, same file and key) in shard 2.
+    export(fx.symbolic_trace(fill_(Tied(), 42)), v / "sharded_tied", (dyadic((1, 4), 43),), True,
+           max_shard_bytes=16)
+    # placements: Mlp with a.weight [8, 4] Shard(0) over mesh [4]; a.bias [8] (Replicate, Shard(0)) over mesh
+    # [2, 2]; b.weight [2, 8] (Shard(1), Shard(0)) over mesh [2, 3] named dp, tp (rows 2 over 3: the last chunk
+    # is empty); b.bias not placed.
+    export(fx.symbolic_trace(fill_(Mlp(), 44)), v / "placements", (dyadic((3, 4), 45),), True,
+           placements={"a.weight": ((4,), [Shard(0)]), "a.bias": ((2, 2), [Replicate(), Shard(0)]),
+                       "b.weight": ((2, 3), [Shard(1), Shard(0)], ("dp", "tp"))})
+
+
+def _to_1_2(m: dict) -> None:
+    """The manifest as a 1.2 writer would have written it: [1, 2], no placement field."""
+    m["format_version"] = [1, 2]
+    for t in m["tensors"]:
+        t.pop("placement", None)
+
+
+def invalid_1_3(vec) -> None:
+    """One vector per 1.3 rule (docs/format.md sections 2.1, 5.1, 5.2 and steps 5 and 6 of section 10)."""
+    # sharded_weights said [1, 2] (no placement field): several weights files need 1.3.
+    edit(vec("sharded_in_1_2", "schema.type", base="sharded_weights"), _to_1_2)
+    # The table's b.weight names shard 1, which does not hold its key (shard 3 does).
+    edit(vec("sharded_key_in_other_shard", "tensor.missing", base="sharded_weights"),
+         lambda m: tensor(m, "b.weight").__setitem__("file", "weights-00001-of-00003.safetensors"))
+    # A placement in a file that says [1, 2].
+
+    def placed_1_2(m):
+        keep = tensor(m, "a.weight")["placement"]
+        _to_1_2(m)
+        tensor(m, "a.weight")["placement"] = keep
+    edit(vec("placement_in_1_2", "schema.unknown_field", base="placements"), placed_1_2)
+    # A golden tensor with a placement.
+    edit(vec("placement_on_golden", "schema.type", base="placements"),
+         lambda m: tensor(m, "golden/outputs/0").__setitem__(
+             "placement", {"mesh": [2], "dims": [{"kind": "replicate", "dim": -1}], "mesh_dim_names": []}))
+
+    def placement(name, code, fn):
+        edit(vec(name, code, base="placements"), lambda m: fn(tensor(m, "b.weight")["placement"]))
+    # mesh ["2", 3]: a str where an int is expected (step 4).
+    placement("placement_mesh_not_int", "schema.type", lambda p: p["mesh"].__setitem__(0, "2"))
+    # Placement has the field "devices" (step 4).
+    placement("placement_unknown_field", "schema.unknown_field", lambda p: p.__setitem__("devices", 6))
+    # MeshDim kind "partial" (not shard or replicate).
+    placement("placement_kind_unknown", "schema.type", lambda p: p["dims"][1].__setitem__("kind", "partial"))
+    # mesh [] and dims [].
+    placement("placement_mesh_empty", "tensor.placement", lambda p: p.update(mesh=[], dims=[], mesh_dim_names=[]))
+    # mesh [2, 0].
+    placement("placement_mesh_zero", "tensor.placement", lambda p: p.__setitem__("mesh", [2, 0]))
+    # mesh [256, 257]: 65792 devices, over 65536.
+    placement("placement_mesh_too_big", "tensor.placement", lambda p: p.__setitem__("mesh", [256, 257]))
+    # dims has one entry for a mesh of two dimensions.
+    placement("placement_dims_length", "tensor.placement", lambda p: p["dims"].pop())
+    # Shard(2) on a tensor of rank 2.
+    placement("placement_shard_dim_out_of_range", "tensor.placement", lambda p: p["dims"][0].__setitem__("dim", 2))
+    # A replicate mesh dimension with dim 0 (must be -1).
+    placement("placement_replicate_dim", "tensor.placement",
+              lambda p: p["dims"][1].update(kind="replicate", dim=0))
+    # mesh_dim_names ["dp"] for a mesh of two dimensions.
+    placement("placement_names_length", "tensor.placement", lambda p: p["mesh_dim_names"].pop())
+    # mesh_dim_names ["tp", "tp"].
+    placement("placement_names_repeated", "tensor.placement", lambda p: p.__setitem__("mesh_dim_names", ["tp", "tp"]))
+    # mesh_dim_names ["dp", "t-p"]: not an identifier.
+    placement("placement_name_not_identifier", "tensor.placement",
+              lambda p: p.__setitem__("mesh_dim_names", ["dp", "t-p"]))
 
 
 def core_invalid(vec) -> None:
@@ -1236,8 +1314,8 @@ def make_invalid(out: Path) -> dict[str, str]:
     edit(vec("format_identifier", "format.identifier"), lambda m: m.__setitem__("format", "fxlowr"))
     # format_version is [2, 0].
     edit(vec("format_major_2", "format.version"), lambda m: m.__setitem__("format_version", [2, 0]))
-    # format_version is [1, 3], a minor newer than this spec.
-    edit(vec("format_minor_future", "format.version"), lambda m: m.__setitem__("format_version", [1, 3]))
+    # format_version is [1, 4], a minor newer than this spec.
+    edit(vec("format_minor_future", "format.version"), lambda m: m.__setitem__("format_version", [1, 4]))
     # format_version is [1, 2, 0]: three elements.
     edit(vec("format_version_length_3", "format.version"), lambda m: m.__setitem__("format_version", [1, 2, 0]))
     # The manifest is the array ["fxlower", [1, 1]], not a map.
@@ -1372,6 +1450,7 @@ def make_invalid(out: Path) -> dict[str, str]:
          lambda m: m["golden"].__setitem__("file", WEIGHTS))
     _invalid_1_1(vec)
     core_invalid(vec)
+    invalid_1_3(vec)
     return expected
 
 

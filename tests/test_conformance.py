@@ -1,7 +1,8 @@
 """The conformance vectors (docs/format.md section 12), as the Python reader sees them.
 
-Three sets: ``tests/conformance/v1.2`` (what ``scripts/make_conformance.py`` generates today) and the frozen sets
-``tests/conformance/v1.1`` and ``v1.0`` (checked in once, never regenerated: their files stay loadable forever).
+Four sets: ``tests/conformance/v1.3`` (what ``scripts/make_conformance.py`` generates today) and the frozen sets
+``tests/conformance/v1.2``, ``v1.1`` and ``v1.0`` (checked in once, never regenerated: their files stay loadable
+forever).
 In each,
 every ``valid/<name>`` loads with hash verification and rebuilds, and where it carries golden data the rebuilt
 GraphModule reproduces it bit for bit; every ``invalid/<name>`` is rejected (also with verification) with exactly
@@ -29,9 +30,10 @@ from fxlower.constants import STORAGE_DTYPES
 from fxlower.tensorfile import tensor_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-SETS = {version: Path(__file__).resolve().parent / "conformance" / version for version in ("v1.0", "v1.1", "v1.2")}
-CURRENT = SETS["v1.2"]
-VERSION_OF = {"v1.0": (1, 0), "v1.1": (1, 1), "v1.2": (1, 2)}
+SETS = {version: Path(__file__).resolve().parent / "conformance" / version
+        for version in ("v1.0", "v1.1", "v1.2", "v1.3")}
+CURRENT = SETS["v1.3"]
+VERSION_OF = {"v1.0": (1, 0), "v1.1": (1, 1), "v1.2": (1, 2), "v1.3": (1, 3)}
 
 
 def _valid(version: str) -> list[str]:
@@ -52,7 +54,9 @@ NOT_REPRESENTABLE = {"manifest.size"}
 #: per file in sorted walk order), taken when the set was frozen. The set MUST NOT change.
 FROZEN = {"v1.0": "959ca37bc1c55698a6a40fb448c774bed274764b67af5989c7aa85d1ea000338",
           # frozen when 1.2 was introduced; its format_minor_future vector ([1, 2]) was removed then
-          "v1.1": "0d514ecad84948d26dbaf159e7bee27c70342497d93ab14682cb25019672ac19"}
+          "v1.1": "0d514ecad84948d26dbaf159e7bee27c70342497d93ab14682cb25019672ac19",
+          # frozen when 1.3 was introduced; its format_minor_future vector ([1, 3]) was removed then
+          "v1.2": "f7b53df8955ab63b80e665e29f893e953eb7f7c115f04b6b2269a9ca224d4358"}
 
 
 def _ids(case):
@@ -176,7 +180,7 @@ def test_valid_set_covers_every_value_kind_and_storage_dtype(version):
     assert dtypes == set(STORAGE_DTYPES)
 
 
-@pytest.mark.parametrize("version", ["v1.1", "v1.2"])
+@pytest.mark.parametrize("version", ["v1.1", "v1.2", "v1.3"])
 def test_1_1_fields_are_covered(version):
     metas: set[str] = set()
     states: set[tuple] = set()
@@ -223,7 +227,7 @@ def test_invalid_set_covers_every_error_code():
     section = spec[spec.index("## 11. Error codes"):spec.index("## 12.")]
     codes = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", section, re.M))
     assert "lowering.attr" in codes and len(codes) > 20
-    assert set(_expected("v1.2").values()) == codes - NOT_REPRESENTABLE
+    assert set(_expected("v1.3").values()) == codes - NOT_REPRESENTABLE
 
 
 @pytest.mark.parametrize("case", INVALID, ids=_ids)
@@ -255,7 +259,7 @@ def generator():
 def test_checked_in_set_is_what_the_generator_writes(generator):
     assert generator.DEFAULT_OUT == CURRENT
     diffs = generator.check(CURRENT)
-    assert not diffs, f"tests/conformance/v1.2 is stale; run scripts/make_conformance.py ({diffs[:10]})"
+    assert not diffs, f"tests/conformance/v1.3 is stale; run scripts/make_conformance.py ({diffs[:10]})"
 
 
 def test_check_mode_names_a_stale_file(generator, tmp_path, capsys):
@@ -339,15 +343,25 @@ def _obj12(kind: str, o):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("case", [("v1.1", n) for n in _valid("v1.1")] + [("v1.2", n) for n in _valid("v1.2")],
-                         ids=_ids)
-def test_1_1_and_1_2_digest_is_the_canonical_encoding(case):
+def _entry13(t: dict) -> dict:
+    """The 1.3 canonical TensorEntry: placement (after persistent), a Placement map in field order or nil."""
+    out = _obj("TensorEntry", t)
+    p = t.get("placement")
+    out["placement"] = None if p is None else {
+        "mesh": p["mesh"], "dims": [{"kind": d["kind"], "dim": d["dim"]} for d in p["dims"]],
+        "mesh_dim_names": p.get("mesh_dim_names", [])}
+    return out
+
+
+@pytest.mark.parametrize("case", [(v, n) for v in ("v1.1", "v1.2", "v1.3") for n in _valid(v)], ids=_ids)
+def test_1_1_to_1_3_digest_is_the_canonical_encoding(case):
     version, name = case
     m = _manifest(version, name)
     weights = {f["path"] for f in m["files"] if f["role"] == "weights"}
     graph = (lambda g: _obj("Graph", g)) if version == "v1.1" else (lambda g: _obj12("Graph", g))
+    entry = _entry13 if version == "v1.3" else (lambda t: _obj("TensorEntry", t))
     parts = [[graph(g) for g in m["graphs"]],
-             [_obj("TensorEntry", t) for t in m["tensors"] if t["file"] in weights],
+             [entry(t) for t in m["tensors"] if t["file"] in weights],
              _obj("Signature", m["signature"])]
     if m.get("core") is not None:
         parts.append(_obj12("CoreView", m["core"]))
@@ -358,7 +372,7 @@ def test_1_1_and_1_2_digest_is_the_canonical_encoding(case):
 
 def test_1_2_set_covers_the_core_view():
     """Hand-derived from the models in scripts/make_conformance.py and torch.export's decomposition."""
-    core = {n: _manifest("v1.2", n)["core"] for n in _valid("v1.2")}
+    core = {n: _manifest("v1.3", n)["core"] for n in _valid("v1.3")}
     with_core = sorted(n for n, c in core.items() if c is not None)
     assert with_core == ["core_cnn", "core_control_flow", "core_dynamic", "core_only"]
     cnn = core["core_cnn"]
@@ -392,7 +406,7 @@ def test_1_2_set_covers_the_core_view():
     assert calls["higher_order.cond"][1:3] == [{"t": "graph", "v": 1}, {"t": "graph", "v": 2}]
     assert calls["higher_order.while_loop"][:2] == [{"t": "graph", "v": 3}, {"t": "graph", "v": 4}]
     for name in ("core_only", "core_control_flow"):
-        m = _manifest("v1.2", name)
+        m = _manifest("v1.3", name)
         assert m["graphs"] == [] and m["signature"]["inputs"] == ["x"]
         # the program's result structure over core root nodes: their user outputs, depth first
         user = [o["name"] for o in m["core"]["outputs"] if o["kind"] == "user_output"]
@@ -408,8 +422,8 @@ def test_core_targets_are_core_aten_or_the_listed_python_callables():
         if isinstance(p, torch._ops.OpOverloadPacket):
             core_aten |= {f"aten.{packet}.{o}" for o in p.overloads() if torch.Tag.core in getattr(p, o).tags}
     python = {"operator.getitem", "higher_order.cond", "higher_order.while_loop"}
-    for name in _valid("v1.2"):
-        core = _manifest("v1.2", name)["core"]
+    for name in _valid("v1.3"):
+        core = _manifest("v1.3", name)["core"]
         if core is None:
             continue
         targets = {n["target"] for g in core["graphs"] for n in g["nodes"] if n["op"] == "call_function"}
@@ -434,8 +448,8 @@ def _run_core(m: dict, d: Path, user_inputs: list) -> tuple[dict, list]:
     """A second, minimal interpreter of the core view (independent of fxlower's loader): targets resolved from
     torch.ops by name, Values decoded here. Returns (root node results, the root output elements)."""
     from safetensors.torch import load_file
-    files = {f["role"]: load_file(str(d / f["path"])) for f in m["files"]}
-    table = {t["name"]: files["weights" if t["kind"] != "golden" else "golden"][t["key"]] for t in m["tensors"]}
+    files = {f["path"]: load_file(str(d / f["path"])) for f in m["files"]}
+    table = {t["name"]: files[t["file"]][t["key"]] for t in m["tensors"]}
     core = m["core"]
     python = {"operator.getitem": lambda a, b: a[b]}
 
@@ -485,13 +499,13 @@ def _run_core(m: dict, d: Path, user_inputs: list) -> tuple[dict, list]:
         return run(0, args)
 
 
-@pytest.mark.parametrize("name", [n for n in _valid("v1.2") if _manifest("v1.2", n).get("core")])
+@pytest.mark.parametrize("name", [n for n in _valid("v1.3") if _manifest("v1.3", n).get("core")])
 def test_core_view_reproduces_the_golden_data(name):
     """Run by the second interpreter above: the core view's user outputs equal the golden outputs bit for bit,
     and every golden.core_nodes entry equals that core node's result."""
     from safetensors.torch import load_file
-    d = SETS["v1.2"] / "valid" / name
-    m = _manifest("v1.2", name)
+    d = SETS["v1.3"] / "valid" / name
+    m = _manifest("v1.3", name)
     if m["golden"] is None:  # core-only vectors: run it on fixed inputs (hand-derived results)
         x = torch.tensor([[0.5, -1.0], [0.25, 2.0]]) if name == "core_control_flow" else torch.ones(2, 3)
         env, out = _run_core(m, d, [x])
@@ -517,3 +531,56 @@ def test_core_view_reproduces_the_golden_data(name):
     assert (m["golden"]["mode"] == "nodes") == bool(m["golden"]["core_nodes"])
     for node_name, value in m["golden"]["core_nodes"].items():
         assert same(env[node_name], decode(value)), node_name
+
+
+# ------------------------------------------------------------------------------------------------ 1.3
+
+def test_1_3_sharded_vectors_follow_the_split_rule():
+    """Hand-derived from docs/format.md section 5.1 and the models of scripts/make_conformance.py: Mlp's F32
+    tensors a.bias (32 bytes), a.weight (128), b.bias (8), b.weight (64) under max_shard_bytes=100; Tied's dec.bias
+    (16) and dec.weight (64, aliased by enc.weight) under 16."""
+    from safetensors import safe_open
+    shard = "weights-{:05d}-of-{:05d}.safetensors".format
+    for name, n, layout in [
+            ("sharded_weights", 3, {"a.bias": 1, "a.weight": 2, "b.bias": 3, "b.weight": 3}),
+            ("sharded_tied", 2, {"dec.bias": 1, "dec.weight": 2, "enc.weight": 2})]:
+        d = CURRENT / "valid" / name
+        m = _manifest("v1.3", name)
+        assert m["files"] == [{"path": "golden.safetensors", "role": "golden"}] + [
+            {"path": shard(i, n), "role": "weights"} for i in range(1, n + 1)]
+        assert {t["name"]: t["file"] for t in m["tensors"] if t["kind"] != "golden"} == {
+            k: shard(i, n) for k, i in layout.items()}
+        keys = {}
+        for i in range(1, n + 1):
+            with safe_open(str(d / shard(i, n)), framework="pt") as f:
+                keys[i] = list(f.keys())
+        assert keys == ({1: ["a.bias"], 2: ["a.weight"], 3: ["b.bias", "b.weight"]} if n == 3
+                        else {1: ["dec.bias"], 2: ["dec.weight"]})
+    tied = {t["name"]: t for t in _manifest("v1.3", "sharded_tied")["tensors"]}
+    assert tied["enc.weight"]["key"] == "dec.weight" and tied["enc.weight"]["sha256"] == tied["dec.weight"]["sha256"]
+
+
+def test_1_3_placement_vector_slices():
+    """The placements vector's recorded placements, and each rank's slice from Artifact.tensor(shard=), against
+    torch.chunk of the whole tensor (docs/format.md section 5.2)."""
+    m = _manifest("v1.3", "placements")
+    placed = {t["name"]: t["placement"] for t in m["tensors"] if t["placement"] is not None}
+    assert placed == {
+        "a.weight": {"mesh": [4], "dims": [{"kind": "shard", "dim": 0}], "mesh_dim_names": []},
+        "a.bias": {"mesh": [2, 2], "dims": [{"kind": "replicate", "dim": -1}, {"kind": "shard", "dim": 0}],
+                   "mesh_dim_names": []},
+        "b.weight": {"mesh": [2, 3], "dims": [{"kind": "shard", "dim": 1}, {"kind": "shard", "dim": 0}],
+                     "mesh_dim_names": ["dp", "tp"]}}
+    with fxlower.load(CURRENT / "valid" / "placements", verify=True) as art:
+        aw, ab, bw = (art.tensor(n).clone() for n in ("a.weight", "a.bias", "b.weight"))
+        for r in range(4):
+            assert torch.equal(art.tensor("a.weight", shard=(r, 4)), torch.chunk(aw, 4, 0)[r])
+            assert torch.equal(art.tensor("a.bias", shard=(r, 4)), torch.chunk(ab, 2, 0)[r % 2])
+        for r in range(6):
+            dp, tp = divmod(r, 3)
+            cols = torch.chunk(bw, 2, 1)[dp]
+            rows = torch.chunk(cols, 3, 0)  # 2 rows over 3: torch.chunk gives 2 chunks; the third is empty
+            expected = rows[tp] if tp < len(rows) else cols[2:2]
+            got = art.tensor("b.weight", shard=(r, 6))
+            assert got.shape == expected.shape and torch.equal(got, expected)
+        assert torch.equal(art.tensor("b.bias", shard=(5, 6)), art.tensor("b.bias"))

@@ -97,7 +97,7 @@ def small_cnn(tmp_path_factory):
 def test_small_cnn_core_nodes_targets_args_and_origins(small_cnn):
     _, _, path = small_cnn
     man = _manifest(path)
-    assert man["format_version"] == [1, 2]
+    assert man["format_version"] == [1, 3]
     got = [(n["name"], n["op"], n["target"], n["args"], n["origin"]) for n in _core_nodes(man)]
     link = lambda n: {"graph": 0, "node": n}  # noqa: E731
     assert got == [

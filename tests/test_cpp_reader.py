@@ -34,7 +34,7 @@ def test_cpp_and_python_readers_agree_on_every_zoo_model(tmp_path, name):
     # a 1.1+ writer records every 1.1 field, so the comparison covers them: declarations for every lowered module
     # type, an overload per call_function/call_method node, a kind per tensor
     lines = py.splitlines()
-    assert "format 1.2" in lines
+    assert "format 1.3" in lines
     lowered = {line.split()[3] for line in lines if line.startswith("lowering ")}
     declared = {line.split()[1] for line in lines if line.startswith("module ")}
     assert lowered <= declared

@@ -310,16 +310,16 @@ def test_a_failure_half_way_through_writing_tensors_leaves_the_old_artifact_or_n
         fxlower.export(_small(), tmp_path / "m")
     before = _files(tmp_path / "m") if existing else None
     import fxlower.tensorfile as tf
-    real = tf._write_all
+    real = tf._pwrite_all
     calls = []
 
-    def failing(fd, data):
+    def failing(fd, data, offset):
         calls.append(len(data))
         if len(calls) == 3:  # header, first tensor, then fail on the second
             raise exc
-        return real(fd, data)
+        return real(fd, data, offset)
 
-    monkeypatch.setattr(tf, "_write_all", failing)
+    monkeypatch.setattr(tf, "_pwrite_all", failing)
     model = fx.symbolic_trace(nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4)))
     expected = ExportError if isinstance(exc, OSError) else type(exc)
     with pytest.raises(expected) as info:

@@ -459,7 +459,7 @@ def test_huge_declared_lengths_stay_under_a_2gib_address_space_limit(art):
 
 def test_rejects_wrong_format_identifier(art):
     edit(art, lambda m: m.__setitem__("format", "pytorch"))
-    rejects(art, "format.identifier", "pytorch", "fxlower", "1.2", cls=VersionError)
+    rejects(art, "format.identifier", "pytorch", "fxlower", "1.3", cls=VersionError)
 
 
 def test_rejects_missing_format_identifier(art):
@@ -474,20 +474,20 @@ def test_rejects_manifest_that_is_not_a_map(art):
 
 def test_rejects_major_version_2(art):
     edit(art, lambda m: m.__setitem__("format_version", [2, 0]))
-    rejects(art, "format.version", "2.0", "1.2", cls=VersionError)
+    rejects(art, "format.version", "2.0", "1.3", cls=VersionError)
 
 
-@pytest.mark.parametrize("minor", [3, 99])
+@pytest.mark.parametrize("minor", [4, 99])
 def test_rejects_future_minor_version(art, minor):
     edit(art, lambda m: m.__setitem__("format_version", [1, minor]))
-    rejects(art, "format.version", f"1.{minor}", "1.2", cls=VersionError)
+    rejects(art, "format.version", f"1.{minor}", "1.3", cls=VersionError)
 
 
 @pytest.mark.parametrize("version", [["1", "0"], [1], [1, 0, 0], [True, 0], [1, -1], [1.0, 0], "1.0", None,
                                      [1, 2**64 - 1]])
 def test_rejects_malformed_format_version(art, version):
     edit(art, lambda m: m.__setitem__("format_version", version))
-    rejects(art, "format.version", "1.2", cls=VersionError)
+    rejects(art, "format.version", "1.3", cls=VersionError)
 
 
 def test_checks_version_before_schema(art):
@@ -500,6 +500,8 @@ def test_checks_version_before_schema(art):
 
 
 def test_accepts_every_minor_of_major_1(art):
+    assert fxlower.load(art).format_version == (1, 3)
+    edit(art, to_1_2)
     assert fxlower.load(art).format_version == (1, 2)
     edit(art, to_1_1)
     assert fxlower.load(art).format_version == (1, 1)
@@ -507,8 +509,16 @@ def test_accepts_every_minor_of_major_1(art):
     assert fxlower.load(art).format_version == (1, 0)
 
 
+def to_1_2(m: dict) -> None:
+    """Turn a 1.3 manifest into the 1.2 file a 1.2 writer wrote: version [1, 2], no 1.3 field (placement)."""
+    m["format_version"] = [1, 2]
+    for t in m["tensors"]:
+        t.pop("placement", None)
+
+
 def to_1_1(m: dict) -> None:
     """Turn a 1.2 manifest without a core view into the 1.1 file a 1.1 writer wrote: version [1, 1], no 1.2 field."""
+    to_1_2(m)
     m["format_version"] = [1, 1]
     m.pop("core", None)
     if m["golden"] is not None:
@@ -623,13 +633,21 @@ def test_rejects_unknown_file_role(art):
     rejects(art, "schema.type", "'code'", "files[1]")
 
 
-def test_rejects_two_files_of_one_role(art):
+def test_rejects_two_weights_files_before_1_3(art):
     os.rename(art / GOLDEN, art / "g2.safetensors")
 
     def fix(m):
+        to_1_2(m)
         m["files"][0] = {"path": "g2.safetensors", "role": "weights"}
     edit(art, fix)
-    rejects(art, "schema.type", "role 'weights'")
+    rejects(art, "schema.type", "role 'weights'", "format 1.3", "this file is 1.2", "files[1]")
+
+
+def test_rejects_two_golden_files(art):
+    def fix(m):
+        m["files"][1]["role"] = "golden"
+    edit(art, fix)
+    rejects(art, "schema.type", "a second file of role 'golden'", "files[1]")
 
 
 def test_rejects_bad_digest(art):

@@ -29,7 +29,8 @@ FIELDS = {
                   "digest"], ["modules", "functions", "methods", "core"]),
     "Producer": (["name", "version", "torch"], []),
     "FileEntry": (["path", "role"], []),
-    "TensorEntry": (["name", "dtype", "shape", "file", "key", "sha256"], ["kind", "requires_grad", "persistent"]),
+    "TensorEntry": (["name", "dtype", "shape", "file", "key", "sha256"],
+                    ["kind", "requires_grad", "persistent", "placement"]),
     "Graph": (["name", "nodes"], ["training"]),
     "Node": (["name", "op", "target", "args", "kwargs", "inputs", "users", "meta", "lowering", "graph"],
              ["overload", "origin"]),
@@ -50,6 +51,9 @@ FIELDS = {
     "OpSchema": (["name", "overload", "arguments", "returns"], []),
     "OpArg": (["name", "type", "kwarg_only", "default", "required", "mutates"], []),
     "Symbol": (["min", "max", "input", "dim"], []),
+    # new objects of 1.3 (section 2.1, Placement)
+    "Placement": (["mesh", "dims"], ["mesh_dim_names"]),
+    "MeshDim": (["kind", "dim"], []),
 }
 
 
@@ -60,10 +64,10 @@ def test_checked_in_schema_is_current():
     assert result.returncode == 0, result.stderr
 
 
-def test_schema_is_format_1_2():
+def test_schema_is_format_1_3():
     schema = json.loads(SNAPSHOT.read_text())
-    assert SCHEMA_VERSION == (1, 2)
-    assert schema["title"] == "fxlower manifest, format 1.2"
+    assert SCHEMA_VERSION == (1, 3)
+    assert schema["title"] == "fxlower manifest, format 1.3"
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["$ref"] == "#/$defs/Manifest"
 
@@ -107,7 +111,7 @@ def test_field_types_of_the_1_1_additions():
 def test_encoding_is_field_order_maps_with_every_field():
     entry = TensorEntry(name="w", dtype="F32", shape=[2, 3], file="weights.safetensors", key="w", sha256="ab",
                         kind="parameter", requires_grad=True, persistent=True)
-    expected = (b"\x89"                                  # fixmap, 9 entries
+    expected = (b"\x8a"                                  # fixmap, 10 entries
                 b"\xa4name\xa1w"
                 b"\xa5dtype\xa3F32"
                 b"\xa5shape\x92\x02\x03"
@@ -116,7 +120,8 @@ def test_encoding_is_field_order_maps_with_every_field():
                 b"\xa6sha256\xa2ab"
                 b"\xa4kind\xa9parameter"
                 b"\xadrequires_grad\xc3"
-                b"\xaapersistent\xc3")
+                b"\xaapersistent\xc3"
+                b"\xa9placement\xc0")                    # 1.3, nil when not placed
     assert msgpack.packb(to_obj(entry), use_bin_type=True) == expected
     low = Lowering(module_type="torch.nn.ReLU", version=1, module_version=1, attrs={"inplace": False})
     assert msgpack.packb(to_obj(low), use_bin_type=True) == (

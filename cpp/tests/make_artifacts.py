@@ -871,7 +871,7 @@ def format_major_2(p):
 
 @invalid("format.version")
 def format_minor_newer(p):
-    base(p, lambda m: m.update(format_version=[1, 3]))
+    base(p, lambda m: m.update(format_version=[1, 4]))
 
 
 # --- schema

@@ -67,6 +67,22 @@
 
 namespace {
 
+/// 1.3: " placement=[mesh]:dim,dim[:name,name]" (a dim is shard(d) or replicate), "" when not placed.
+std::string placement_str(const std::optional<fxlower::Placement>& p) {
+  if (!p) return "";
+  std::string out = " placement=[";
+  for (std::size_t i = 0; i < p->mesh.size(); ++i) out += (i ? "," : "") + std::to_string(p->mesh[i]);
+  out += "]:";
+  for (std::size_t i = 0; i < p->dims.size(); ++i)
+    out += std::string(i ? "," : "") +
+           (p->dims[i].kind == fxlower::MeshDim::Kind::shard ? "shard(" + std::to_string(p->dims[i].dim) + ")" : "replicate");
+  if (!p->mesh_dim_names.empty()) {
+    out += ":";
+    for (std::size_t i = 0; i < p->mesh_dim_names.size(); ++i) out += (i ? "," : "") + p->mesh_dim_names[i];
+  }
+  return out;
+}
+
 std::string shape_str(const std::vector<std::int64_t>& shape) {
   std::string s = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) {
@@ -178,7 +194,7 @@ std::vector<std::string> dump_lines(const fxlower::Artifact& a) {
     lines.push_back("tensor " + t.name + " " + std::string(fxlower::dtype_name(t.dtype)) + " " + shape_str(t.shape) +
                     " " + t.file + " " + t.key + " " + t.compute_sha256() + " kind=" +
                     quote_str(fxlower::tensor_kind_name(t.kind)) + " requires_grad=" + py_bool(t.requires_grad) +
-                    " persistent=" + py_bool(t.persistent));
+                    " persistent=" + py_bool(t.persistent) + placement_str(t.placement));
   for (const auto& [type, d] : a.modules()) {
     lines.push_back("module " + type + " version=" + std::to_string(d.version) + " attrs=" + std::to_string(d.attrs.size()) +
                     " forward=" + std::to_string(d.forward.size()));

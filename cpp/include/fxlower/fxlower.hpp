@@ -78,9 +78,9 @@ namespace fxlower {
 
 // ================================================================================================ constants
 
-/// The format version this reader implements: it accepts major 1, minor <= 1.
+/// The format version this reader implements: it accepts major 1, minor <= 3.
 inline constexpr std::int64_t kFormatMajor = 1;
-inline constexpr std::int64_t kFormatMinor = 2;
+inline constexpr std::int64_t kFormatMinor = 3;
 inline constexpr const char* kFormatId = "fxlower";
 inline constexpr const char* kManifestFile = "manifest.msgpack";
 
@@ -88,6 +88,7 @@ inline constexpr const char* kManifestFile = "manifest.msgpack";
 namespace limits {
 inline constexpr std::uint64_t kMaxManifestBytes = std::uint64_t{1} << 30;
 inline constexpr int kMaxMsgpackDepth = 1024;  // containers open at once, empty ones included
+inline constexpr std::int64_t kMaxMeshDevices = 65536;  // 1.3: prod(placement.mesh)
 inline constexpr int kMaxValueDepth = 64;      // Values and Meta
 inline constexpr std::size_t kMaxNameBytes = 1024;
 inline constexpr std::size_t kMaxRank = 64;
@@ -1113,6 +1114,41 @@ inline std::optional<TensorKind> tensor_kind_from_name(std::string_view s) {
   return std::nullopt;
 }
 
+/// Format 1.3: one mesh dimension of a placement: split tensor dimension `dim` (torch.chunk's rule) or replicate.
+struct MeshDim {
+  enum class Kind : std::uint8_t { shard, replicate };
+  Kind kind = Kind::replicate;
+  std::int64_t dim = -1;  // shard: the tensor dimension; replicate: -1
+};
+
+/// Format 1.3: how a multi-device program lays a tensor out over a device mesh (docs/format.md section 5.2). The
+/// stored tensor is always whole; ranks are the row-major indices of mesh coordinates.
+struct Placement {
+  std::vector<std::int64_t> mesh;
+  std::vector<MeshDim> dims;                // one per mesh dimension, applied in order
+  std::vector<std::string> mesh_dim_names;  // empty, or one identifier per mesh dimension
+  /// prod(mesh): the number of ranks (at most 65536 in a loaded artifact; saturates at INT64_MAX, and is 0 when a
+  /// size is below 1, for a placement built by hand).
+  std::int64_t world() const {
+    std::int64_t w = 1;
+    for (std::int64_t m : mesh) {
+      if (m < 1) return 0;
+      if (w > std::numeric_limits<std::int64_t>::max() / m) return std::numeric_limits<std::int64_t>::max();
+      w *= m;
+    }
+    return w;
+  }
+};
+
+/// The part of a tensor one rank holds (Artifact::read_shard): `ranges[k]` = [begin, end) of tensor dimension k,
+/// `shape[k]` = end - begin, and the slice's elements row-major, little-endian, in owned memory.
+struct TensorSlice {
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  std::vector<std::pair<std::int64_t, std::int64_t>> ranges;
+  std::vector<std::byte> bytes;
+};
+
 /// One entry of the tensor table, with a zero-copy view of its bytes.
 struct Tensor {
   std::string name;
@@ -1124,6 +1160,7 @@ struct Tensor {
   TensorKind kind = TensorKind::unspecified;  // as written; unspecified only in 1.0 files
   bool requires_grad = false;                 // parameters only
   bool persistent = true;                     // buffers only: in state_dict()
+  std::optional<Placement> placement;         // 1.3: nullopt when not placed
 
   /// The kind, with the 1.0 rule for unspecified entries: a tensor of the golden file is golden, a floating one
   /// a (frozen) parameter, any other a buffer.
@@ -1454,6 +1491,11 @@ class Artifact {
   void verify_all() const {
     for (const Tensor& t : d().tensors) verify_tensor(t.name);
   }
+  /// Format 1.3: the slice of tensor `name` that rank `rank` of `world` holds under its placement (docs/format.md
+  /// section 5.2), copied from only that slice's bytes. A tensor without a placement is whole on every rank.
+  /// "api.range" when `world` differs from the placement's prod(mesh) (both named) or `rank` is outside
+  /// [0, world); "api.not_found" for an unknown name.
+  TensorSlice read_shard(std::string_view name, std::int64_t rank, std::int64_t world) const;
   /// The manifest's bytes as read.
   const std::string& manifest_bytes() const { return d().manifest; }
   /// The digest recomputed from the manifest (docs/format.md section 7); compare with digest().
@@ -1478,6 +1520,41 @@ class Artifact {
 
 /// Load and validate the artifact in directory `dir` (docs/format.md). Throws fxlower::Error.
 Artifact load(const std::string& dir, const LoadOptions& options = {});
+
+/// Format 1.3 (docs/format.md section 5.2): the index range [begin, end) of every dimension of a tensor of `shape`
+/// that rank `rank` holds under `placement` (rank = row-major index of the mesh coordinate). "api.range" when rank
+/// is outside [0, prod(mesh)).
+inline std::vector<std::pair<std::int64_t, std::int64_t>> shard_ranges(const std::vector<std::int64_t>& shape,
+                                                                     const Placement& placement, std::int64_t rank) {
+  for (std::int64_t m : placement.mesh)  // a loaded placement is valid; one built by hand may not be
+    if (m < 1 || m > limits::kMaxMeshDevices)
+      detail::raise("api.range", "", "mesh size " + std::to_string(m) + " is outside [1, " +
+                                         std::to_string(limits::kMaxMeshDevices) + "]");
+  if (placement.mesh.empty() || placement.world() > limits::kMaxMeshDevices)
+    detail::raise("api.range", "", "a mesh has 1 to " + std::to_string(limits::kMaxMeshDevices) + " devices");
+  const std::int64_t world = placement.world();
+  if (rank < 0 || rank >= world)
+    detail::raise("api.range", "", "rank " + std::to_string(rank) + " is outside [0, " + std::to_string(world) + ")");
+  std::vector<std::int64_t> coord(placement.mesh.size());
+  std::int64_t r = rank;
+  for (std::size_t i = placement.mesh.size(); i-- > 0;) {
+    coord[i] = r % placement.mesh[i];
+    r /= placement.mesh[i];
+  }
+  std::vector<std::pair<std::int64_t, std::int64_t>> ranges;
+  for (std::int64_t n : shape) ranges.emplace_back(0, n);
+  for (std::size_t i = 0; i < placement.dims.size() && i < coord.size(); ++i) {
+    const MeshDim& md = placement.dims[i];
+    if (md.kind != MeshDim::Kind::shard || md.dim < 0 || static_cast<std::size_t>(md.dim) >= ranges.size()) continue;
+    auto& range = ranges[static_cast<std::size_t>(md.dim)];
+    const std::int64_t len = range.second - range.first;
+    const std::int64_t m = placement.mesh[i];
+    const std::int64_t size = len / m + (len % m != 0 ? 1 : 0);  // ceil, without overflow
+    const std::int64_t a = range.first;
+    range = {a + std::min(coord[i] * size, len), a + std::min((coord[i] + 1) * size, len)};
+  }
+  return ranges;
+}
 
 /// A standalone safetensors file (e.g. inputs given to a runtime), read into owned memory and checked exactly as
 /// the loader checks an artifact's tensor files (docs/format.md section 5: header, names, dtypes, shapes, tiling,
@@ -2778,7 +2855,8 @@ class Loader {
       for (std::size_t j = 0; j < k.size(); ++j) {
         const Path q = p.item(j);
         Fields f(doc_, k[j], q, "TensorEntry",
-                 {"name", "dtype", "shape", "file", "key", "sha256", "kind", "requires_grad", "persistent"});
+                 {"name", "dtype", "shape", "file", "key", "sha256", "kind", "requires_grad", "persistent",
+                  "placement"});
         Tensor t;
         t.name = get_str(f.get(0), q.field("name"));
         tensor_dtypes_.push_back(get_str(f.get(1), q.field("dtype")));
@@ -2789,6 +2867,27 @@ class Loader {
         tensor_kinds_.push_back(opt(f, 6) == UINT32_MAX ? std::string() : get_str(f.get(6), q.field("kind")));
         if (opt(f, 7) != UINT32_MAX) t.requires_grad = get_bool(f.get(7), q.field("requires_grad"));
         if (opt(f, 8) != UINT32_MAX) t.persistent = get_bool(f.get(8), q.field("persistent"));
+        std::vector<std::string> kinds;
+        const std::uint32_t pl = opt(f, 9);
+        if (pl != UINT32_MAX && doc_.type(pl) != kNil) {  // 1.3 Placement: objects and types here, rules at step 6
+          const Path pp = q.field("placement");
+          Fields pf(doc_, pl, pp, "Placement", {"mesh", "dims", "mesh_dim_names"});
+          Placement placement;
+          placement.mesh = get_int_list(pf.get(0), pp.field("mesh"));
+          const Path dp = pp.field("dims");
+          const auto dk = get_array(pf.get(1), dp);
+          for (std::size_t x = 0; x < dk.size(); ++x) {
+            const Path mp = dp.item(x);
+            Fields mf(doc_, dk[x], mp, "MeshDim", {"kind", "dim"});
+            kinds.push_back(get_str(mf.get(0), mp.field("kind")));
+            MeshDim md;
+            md.dim = get_int(mf.get(1), mp.field("dim"));
+            placement.dims.push_back(md);
+          }
+          if (opt(pf, 2) != UINT32_MAX) placement.mesh_dim_names = get_str_list(pf.get(2), pp.field("mesh_dim_names"));
+          t.placement = std::move(placement);
+        }
+        tensor_mesh_kinds_.push_back(std::move(kinds));
         a_->tensors.push_back(std::move(t));
       }
     }
@@ -2997,7 +3096,11 @@ class Loader {
       if (file_roles_[i] == "weights") role = FileRole::weights;
       else if (file_roles_[i] == "golden") role = FileRole::golden;
       else fail("schema.type", q, "role " + short_repr(file_roles_[i]) + " is not one of weights, golden");
-      if (role_seen[static_cast<int>(role)]) fail("schema.type", q, "a second file of role " + file_roles_[i]);
+      if (role_seen[static_cast<int>(role)] && !(role == FileRole::weights && a_->format_minor >= 3))
+        fail("schema.type", q, "a second file of role " + file_roles_[i] +
+                                   (role == FileRole::weights ? " (several weights files, a sharded artifact, need format 1.3; this file is 1." +
+                                                                    std::to_string(a_->format_minor) + ")"
+                                                              : std::string()));
       role_seen[static_cast<int>(role)] = true;
       a_->files.push_back(FileEntry{file_paths_[i], role});
     }
@@ -3063,6 +3166,7 @@ class Loader {
       if (!t.persistent && t.kind != TensorKind::buffer)
         fail("schema.type", q.field("persistent"), "persistent is false on a " + std::string(kind.empty() ? "tensor without kind" : kind) +
                                                        "; only buffers may be non-persistent");
+      if (t.placement) placement(t, i, q.field("placement"));
     }
     std::map<std::pair<std::string, std::string>, std::size_t> first;
     for (std::size_t i = 0; i < a_->tensors.size(); ++i) {
@@ -3072,6 +3176,64 @@ class Loader {
       if (o.dtype != t.dtype || o.shape != t.shape || o.sha256 != t.sha256)
         raise("tensor.mismatch", kManifestFile, "aliases " + short_repr(o.name) + " and " + short_repr(t.name) + " of key " +
                                                     short_repr(t.key) + " differ in dtype, shape or sha256");
+    }
+  }
+
+  /// 1.3 placement (docs/format.md section 2.1, step 6): a 1.3 field (schema.unknown_field in older files), on a
+  /// weights tensor only and with known mesh-dimension kinds (schema.type), then its rules (tensor.placement).
+  void placement(Tensor& t, std::size_t i, const Path& pp) {
+    Placement& p = *t.placement;
+    if (a_->format_minor < 3)
+      fail("schema.unknown_field", pp, "the field 'placement' is new in format 1.3; this file is 1." + std::to_string(a_->format_minor));
+    const auto f = std::find_if(a_->files.begin(), a_->files.end(), [&t](const FileEntry& e) { return e.path == t.file; });
+    if (f == a_->files.end() || f->role != FileRole::weights)
+      fail("schema.type", pp, "a tensor of a golden file has a placement; only tensors of weights files are placed (write nil)");
+    const Path dp = pp.field("dims");
+    for (std::size_t x = 0; x < p.dims.size(); ++x) {
+      const std::string& kind = tensor_mesh_kinds_[i][x];
+      if (kind == "shard") p.dims[x].kind = MeshDim::Kind::shard;
+      else if (kind == "replicate") p.dims[x].kind = MeshDim::Kind::replicate;
+      else fail("schema.type", dp.item(x).field("kind"), "kind " + short_repr(kind) + " is not one of shard, replicate");
+    }
+    const Path mp = pp.field("mesh");
+    if (p.mesh.empty()) fail("tensor.placement", mp, "mesh is empty; a placement has at least one mesh dimension");
+    std::int64_t devices = 1;
+    for (std::size_t x = 0; x < p.mesh.size(); ++x) {
+      if (p.mesh[x] < 1)
+        fail("tensor.placement", mp, "mesh dimension " + std::to_string(x) + " has size " + std::to_string(p.mesh[x]) +
+                                         "; sizes are at least 1");
+      if (p.mesh[x] > limits::kMaxMeshDevices / devices)  // no overflow: devices <= 65536 here
+        fail("tensor.placement", mp, "the mesh has more than " + std::to_string(limits::kMaxMeshDevices) + " devices");
+      devices *= p.mesh[x];
+      if (devices > limits::kMaxMeshDevices)
+        fail("tensor.placement", mp, "the mesh has more than " + std::to_string(limits::kMaxMeshDevices) + " devices");
+    }
+    if (p.dims.size() != p.mesh.size())
+      fail("tensor.placement", dp, "dims has " + std::to_string(p.dims.size()) + " entries for a mesh of " +
+                                       std::to_string(p.mesh.size()) + " dimensions; give one per mesh dimension");
+    const auto rank = static_cast<std::int64_t>(t.shape.size());
+    for (std::size_t x = 0; x < p.dims.size(); ++x) {
+      const MeshDim& md = p.dims[x];
+      if (md.kind == MeshDim::Kind::shard && (md.dim < 0 || md.dim >= rank))
+        fail("tensor.placement", dp.item(x).field("dim"), "shard dim " + std::to_string(md.dim) + " is outside [0, " +
+                                                              std::to_string(rank) + ") for the tensor's rank");
+      if (md.kind == MeshDim::Kind::replicate && md.dim != -1)
+        fail("tensor.placement", dp.item(x).field("dim"), "a replicate mesh dimension has dim " + std::to_string(md.dim) + "; it must be -1");
+    }
+    const auto& names = p.mesh_dim_names;
+    const Path np = pp.field("mesh_dim_names");
+    if (!names.empty()) {
+      if (names.size() != p.mesh.size())
+        fail("tensor.placement", np, "mesh_dim_names has " + std::to_string(names.size()) + " names for a mesh of " +
+                                         std::to_string(p.mesh.size()) + " dimensions; give one per dimension or none");
+      for (std::size_t x = 0; x < names.size(); ++x) {
+        const std::string& n = names[x];
+        bool ok = !n.empty() && !(n[0] >= '0' && n[0] <= '9');
+        for (char c : n) ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_');
+        if (!ok) fail("tensor.placement", np.item(x), "mesh dimension name " + short_repr(n) + " is not an identifier ([A-Za-z_][A-Za-z0-9_]*)");
+        if (std::find(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(x), n) != names.begin() + static_cast<std::ptrdiff_t>(x))
+          fail("tensor.placement", np.item(x), "mesh dimension name " + short_repr(n) + " appears twice");
+      }
     }
   }
 
@@ -4043,6 +4205,7 @@ class Loader {
   Fd dirfd_;
   MpDoc doc_;
   std::vector<std::string> file_paths_, file_roles_, tensor_dtypes_, tensor_kinds_;
+  std::vector<std::vector<std::string>> tensor_mesh_kinds_;  // 1.3: each entry's MeshDim kinds as written
   mutable std::vector<std::string> param_kinds_;  // every Param's kind, in schema order
   std::vector<std::uint32_t> module_defaults_, function_defaults_, method_defaults_;  // Param defaults, raw
   std::vector<std::vector<NodeRaw>> raw_, core_raw_;
@@ -4398,7 +4561,7 @@ inline void mp_str(std::string& out, std::string_view s) {
 /// ("" when it has none), whether it came with format 1.1, and the object kind of its value.
 enum class DigestObj : std::uint8_t {
   none, graph, node, lowering, tensor, signature, nodes, core, graphs, core_io, core_io_list, op_schema, op_map, op_arg,
-  op_args, symbol, symbol_map
+  op_args, symbol, symbol_map, placement, mesh_dims, mesh_dim
 };
 struct DigestField {
   const char* name;
@@ -4423,7 +4586,10 @@ inline const std::vector<DigestField>& digest_fields(DigestObj o) {
       {"name", "", false, DigestObj::none}, {"dtype", "", false, DigestObj::none}, {"shape", "", false, DigestObj::none},
       {"file", "", false, DigestObj::none}, {"key", "", false, DigestObj::none},   {"sha256", "", false, DigestObj::none},
       {"kind", "\xa0", true, DigestObj::none}, {"requires_grad", "\xc2", true, DigestObj::none},
-      {"persistent", "\xc3", true, DigestObj::none}};
+      {"persistent", "\xc3", true, DigestObj::none}, {"placement", "\xc0", 3, DigestObj::placement}};
+  static const std::vector<DigestField> placement = {
+      {"mesh", "", 3, DigestObj::none}, {"dims", "", 3, DigestObj::mesh_dims}, {"mesh_dim_names", "\x90", 3, DigestObj::none}};
+  static const std::vector<DigestField> mesh_dim = {{"kind", "", 3, DigestObj::none}, {"dim", "", 3, DigestObj::none}};
   static const std::vector<DigestField> signature = {{"inputs", "", false, DigestObj::none},
                                                      {"output", "", false, DigestObj::none}};
   static const std::vector<DigestField> core = {
@@ -4452,6 +4618,8 @@ inline const std::vector<DigestField>& digest_fields(DigestObj o) {
     case DigestObj::node: return node;
     case DigestObj::lowering: return lowering;
     case DigestObj::tensor: return tensor;
+    case DigestObj::placement: return placement;
+    case DigestObj::mesh_dim: return mesh_dim;
     case DigestObj::signature: return signature;
     default: return empty;
   }
@@ -4484,6 +4652,7 @@ inline void digest_encode(const MpDoc& d, std::uint32_t i, DigestObj o, int mino
     case DigestObj::op_args: list_of(DigestObj::op_arg); return;
     case DigestObj::op_map: map_of(DigestObj::op_schema); return;
     case DigestObj::symbol_map: map_of(DigestObj::symbol); return;
+    case DigestObj::mesh_dims: list_of(DigestObj::mesh_dim); return;
     default: break;
   }
   const auto& fields = digest_fields(o);
@@ -4526,6 +4695,61 @@ inline std::string Artifact::compute_digest() const {
   detail::digest_encode(doc, doc.get(0, "signature"), detail::DigestObj::signature, v11, enc);
   if (with_core) detail::digest_encode(doc, doc.get(0, "core"), detail::DigestObj::core, v11, enc);
   return "sha256:" + sha256_hex(enc.data(), enc.size());
+}
+
+inline TensorSlice Artifact::read_shard(std::string_view name, std::int64_t rank, std::int64_t world) const {
+  const Tensor& t = tensor_at(name);
+  if (world < 1 || rank < 0 || rank >= world)
+    detail::raise("api.range", "tensor " + t.name, "shard (rank " + std::to_string(rank) + ", world " + std::to_string(world) +
+                                                      "): rank must be in [0, world) and world at least 1");
+  TensorSlice out;
+  out.dtype = t.dtype;
+  if (!t.placement) {  // replicated: the whole tensor on every rank
+    for (std::int64_t n : t.shape) out.ranges.emplace_back(0, n);
+    out.shape = t.shape;
+    out.bytes.assign(t.data(), t.data() + t.nbytes());
+    return out;
+  }
+  const std::int64_t devices = t.placement->world();
+  if (world != devices)
+    detail::raise("api.range", "tensor " + t.name, "shard (rank " + std::to_string(rank) + ", world " + std::to_string(world) +
+                                                      ") for a placement over " + std::to_string(devices) +
+                                                      " devices; world must be " + std::to_string(devices));
+  out.ranges = shard_ranges(t.shape, *t.placement, rank);
+  std::size_t count = 1;
+  for (const auto& r : out.ranges) {
+    out.shape.push_back(r.second - r.first);
+    count *= static_cast<std::size_t>(r.second - r.first);
+  }
+  const std::size_t item = t.itemsize();
+  out.bytes.resize(count * item);
+  if (count == 0) return out;
+  // The innermost dimensions the slice covers whole merge with the first one it does not into one contiguous run.
+  const std::size_t rank_n = t.shape.size();
+  if (rank_n == 0) {
+    std::memcpy(out.bytes.data(), t.data(), item);
+    return out;
+  }
+  std::size_t k = rank_n - 1;
+  while (k > 0 && out.ranges[k].first == 0 && out.ranges[k].second == t.shape[k]) --k;
+  const std::vector<std::int64_t> strides = t.strides();
+  const std::size_t run = static_cast<std::size_t>(out.ranges[k].second - out.ranges[k].first) *
+                          static_cast<std::size_t>(strides[k]) * item;
+  std::vector<std::int64_t> index(k);
+  for (std::size_t j = 0; j < k; ++j) index[j] = out.ranges[j].first;
+  std::size_t done = 0;
+  while (true) {
+    std::int64_t start = out.ranges[k].first * strides[k];
+    for (std::size_t j = 0; j < k; ++j) start += index[j] * strides[j];
+    std::memcpy(out.bytes.data() + done, t.data() + static_cast<std::size_t>(start) * item, run);
+    done += run;
+    std::size_t j = k;
+    while (j-- > 0) {  // the next index of the outer dimensions, row-major
+      if (++index[j] < out.ranges[j].second) break;
+      index[j] = out.ranges[j].first;
+    }
+    if (j == static_cast<std::size_t>(-1)) return out;
+  }
 }
 
 inline nlohmann::ordered_json Artifact::manifest_json() const {
