@@ -50,8 +50,9 @@ class StoredTensor:
     end: int
 
 
-def storage_code(t: torch.Tensor, where: str) -> str:
-    """The storage dtype code of a tensor fxlower can store, or ExportError naming what it is."""
+def storage_code(t: torch.Tensor, where: str, *, meta_ok: bool = False) -> str:
+    """The storage dtype code of a tensor fxlower can store, or ExportError naming what it is. ``meta_ok``: a
+    meta tensor is accepted (its bytes come from a checkpoint, ``export(weights_from=)``)."""
     kind = None
     if t.is_sparse or t.layout != torch.strided:
         kind = f"a sparse tensor (layout {t.layout})"
@@ -59,7 +60,7 @@ def storage_code(t: torch.Tensor, where: str) -> str:
         kind = "a quantized tensor"
     elif t.is_nested:
         kind = "a nested tensor"
-    elif t.device.type == "meta":
+    elif t.device.type == "meta" and not meta_ok:
         kind = "a meta tensor (it has no data)"
     elif type(t) not in (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer):
         kind = f"a tensor subclass {type(t).__module__}.{type(t).__qualname__}"
@@ -221,7 +222,8 @@ def _needs_copy(t: torch.Tensor) -> bool:
 
 
 # Not safetensors.serialize_file: it needs all tensors in host memory at once, writes a path (0600, no fsync), no hash.
-def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, str]:
+def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]],
+                      sources: dict[str, object] | None = None) -> dict[str, str]:
     """Write a safetensors file to ``fd``, fsync it, and return ``{key: sha256 hex}``.
 
     The writing thread never waits for hashing: SHA-256 runs on two other threads (tensors under 1 MiB are hashed
@@ -232,13 +234,18 @@ def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> d
     Args:
         fd: an open, writable file descriptor positioned at 0 (the caller closes it).
         tensors: ``(key, tensor)`` pairs; keys unique. Tensors are fetched to the host one at a time.
+        sources: key -> a source object (``nbytes``, ``write_into(fd, offset) -> sha256 hex``) that writes that
+            key's bytes instead of its tensor, which then only gives dtype and shape (a meta tensor whose bytes
+            come from a checkpoint, fxlower.checkpoints).
 
     Raises:
         ExportError: a tensor cannot be stored (kind or dtype); OSError from writing or syncing propagates.
     """
+    sources = sources or {}
     entries = []
     for key, t in tensors:
-        entries.append((key, storage_code(t, f"tensor '{key}'"), tuple(int(s) for s in t.shape), t))
+        code = storage_code(t, f"tensor '{key}'", meta_ok=key in sources)
+        entries.append((key, code, tuple(int(s) for s in t.shape), sources.get(key, t)))
     entries.sort(key=lambda e: (-STORAGE_DTYPES[e[1]][1], e[0]))
     header = _header([(k, c, s) for k, c, s, _ in entries])
     pos = 8 + len(header)
@@ -247,7 +254,15 @@ def write_tensor_file(fd: int, tensors: Iterable[tuple[str, torch.Tensor]]) -> d
     with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="fxlower-hash") as pool:
         pending: dict[str, concurrent.futures.Future] = {}
         copy_hash: concurrent.futures.Future | None = None
-        for key, _, _, t in entries:
+        for key, code, shape, t in entries:
+            if not isinstance(t, torch.Tensor):  # a source: it writes at its offset and hashes what it copies
+                if t.nbytes != _nbytes(code, shape):
+                    raise ExportError(f"tensor '{key}': its source has {t.nbytes} bytes, {code}{list(shape)} "
+                                      f"needs {_nbytes(code, shape)}")
+                hashes[key] = t.write_into(fd, pos)
+                pos += t.nbytes
+                os.lseek(fd, pos, os.SEEK_SET)
+                continue
             copied = _needs_copy(t)
             if copied and copy_hash is not None:
                 copy_hash.result()  # the previous host copy is released once hashed and written
