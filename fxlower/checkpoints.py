@@ -23,7 +23,7 @@ import errno
 import hashlib
 import json
 import os
-import threading
+import concurrent.futures
 
 from .errors import CheckpointMismatchError, ExportError
 from .tensorfile import StoredTensor, _start_writeback, read_header
@@ -61,12 +61,31 @@ class Checkpoint:
         self.tensors = tensors
         self._files = files  # path -> open binary file object (the very descriptor read_header checked)
         self.copy_file_range = hasattr(os, "copy_file_range")  # False once the kernel refused it
+        # One hashing thread and two reused buffers for the whole export: a thread start or a fresh 64 MiB
+        # buffer (zeroed, page-faulted) per tensor costs more than copying a small tensor.
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._buffers: dict[str, bytearray] = {}
+
+    def _buffer(self, role: str, size: int) -> memoryview:
+        buf = self._buffers.get(role)
+        if buf is None or len(buf) < size:
+            buf = self._buffers[role] = bytearray(size)
+        return memoryview(buf)
+
+    def _hash_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxlower-ckpt-hash")
+        return self._pool
 
     def source_of(self, name: str) -> CheckpointSource:
         e = self.tensors[name]
         return CheckpointSource(self, self._files[e.file].fileno(), e.begin, e.end - e.begin, e.file, name)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._buffers.clear()
         files, self._files = self._files, {}
         for f in files.values():
             f.close()
@@ -97,34 +116,26 @@ class CheckpointSource:
     def write_into(self, fd: int, offset: int) -> str:
         """Write this tensor's bytes at ``offset`` of ``fd`` (the file position is not used or moved) and return
         the SHA-256 hex digest of the bytes read from the checkpoint."""
-        digest: list[str] = []
-        failure: list[BaseException] = []
-        hasher = threading.Thread(target=self._hash, args=(digest, failure), name="fxlower-ckpt-hash", daemon=True)
-        hasher.start()
+        hashing = self._checkpoint._hash_pool().submit(self._hash)
         try:
             self._copy(fd, offset)
-        finally:
-            hasher.join()
-        if failure:
-            raise failure[0]
-        return digest[0]
+        except BaseException:
+            concurrent.futures.wait([hashing])  # the copy's error wins; the hash thread is done with its buffer
+            raise
+        return hashing.result()
 
-    def _hash(self, digest: list[str], failure: list[BaseException]) -> None:
-        try:
-            h = hashlib.sha256()
-            buf = bytearray(min(_CHUNK, self.nbytes))
-            view = memoryview(buf)
-            done = 0
-            while done < self.nbytes:
-                want = min(_CHUNK, self.nbytes - done)
-                got = os.preadv(self._fd, [view[:want]], self.begin + done)
-                if got <= 0:
-                    raise self._short(0, self.begin + done)
-                h.update(view[:got])  # releases the GIL: the copy runs meanwhile
-                done += got
-            digest.append(h.hexdigest())
-        except BaseException as e:  # re-raised on the calling thread
-            failure.append(e)
+    def _hash(self) -> str:
+        h = hashlib.sha256()
+        view = self._checkpoint._buffer("hash", min(_CHUNK, self.nbytes))
+        done = 0
+        while done < self.nbytes:
+            want = min(_CHUNK, self.nbytes - done)
+            got = os.preadv(self._fd, [view[:want]], self.begin + done)
+            if got <= 0:
+                raise self._short(0, self.begin + done)
+            h.update(view[:got])  # releases the GIL: the copy runs meanwhile
+            done += got
+        return h.hexdigest()
 
     def _copy(self, fd: int, offset: int) -> None:
         done = 0
@@ -143,8 +154,7 @@ class CheckpointSource:
             done += got
         if done == self.nbytes:
             return
-        buf = bytearray(min(_CHUNK, self.nbytes - done))
-        view = memoryview(buf)
+        view = self._checkpoint._buffer("copy", min(_CHUNK, self.nbytes - done))
         while done < self.nbytes:
             want = min(_CHUNK, self.nbytes - done)
             got = os.preadv(self._fd, [view[:want]], self.begin + done)
