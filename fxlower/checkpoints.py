@@ -18,12 +18,13 @@ make the copy differ from what was hashed; ``fxlower.load(path, verify=True)`` w
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import errno
 import hashlib
 import json
 import os
-import concurrent.futures
+import threading
 
 from .errors import CheckpointMismatchError, ExportError
 from .tensorfile import StoredTensor, _start_writeback, read_header
@@ -61,21 +62,35 @@ class Checkpoint:
         self.tensors = tensors
         self._files = files  # path -> open binary file object (the very descriptor read_header checked)
         self.copy_file_range = hasattr(os, "copy_file_range")  # False once the kernel refused it
-        # One hashing thread and two reused buffers for the whole export: a thread start or a fresh 64 MiB
-        # buffer (zeroed, page-faulted) per tensor costs more than copying a small tensor.
+        # Hashing threads that live for the whole export, each with one reused buffer: a thread start or a fresh
+        # 64 MiB buffer (zeroed, page-faulted) per tensor costs more than copying a small tensor.
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._buffers: dict[str, bytearray] = {}
+        self._local = threading.local()
 
     def _buffer(self, role: str, size: int) -> memoryview:
-        buf = self._buffers.get(role)
+        """This thread's reused buffer for ``role`` ("hash" or "copy"), at least ``size`` bytes."""
+        buf = getattr(self._local, role, None)
         if buf is None or len(buf) < size:
-            buf = self._buffers[role] = bytearray(size)
+            buf = bytearray(size)
+            setattr(self._local, role, buf)
         return memoryview(buf)
 
-    def _hash_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _hash_pool(self, workers: int = 1) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxlower-ckpt-hash")
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers,
+                                                               thread_name_prefix="fxlower-ckpt-hash")
         return self._pool
+
+    def hash_ahead(self, sources: list[CheckpointSource], workers: int | None = None) -> None:
+        """Start hashing ``sources`` (in the order the writer will copy them) on ``workers`` threads (default: one
+        per CPU, at most 4), so that SHA-256, which costs more CPU than the in-kernel copy, runs on every core
+        and ahead of the copy; each ``write_into`` then waits only for its own tensor's hash. Memory: one 64 MiB
+        buffer per worker. Hashers that run ahead leave the bytes in the page cache for the copy."""
+        if workers is None:
+            workers = max(1, min(4, os.cpu_count() or 1))
+        pool = self._hash_pool(workers)
+        for src in sources:
+            src._hashing = pool.submit(src._hash)
 
     def source_of(self, name: str) -> CheckpointSource:
         e = self.tensors[name]
@@ -83,9 +98,9 @@ class Checkpoint:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        self._buffers.clear()
+        self._local = threading.local()
         files, self._files = self._files, {}
         for f in files.values():
             f.close()
@@ -107,6 +122,7 @@ class CheckpointSource:
         self.nbytes = nbytes
         self.file = file
         self.name = name
+        self._hashing: concurrent.futures.Future | None = None  # set by Checkpoint.hash_ahead
 
     def _short(self, got: int, at: int) -> ExportError:
         return ExportError(f"{self.file} ended at byte {at + got} inside tensor '{self.name}' (bytes "
@@ -116,7 +132,7 @@ class CheckpointSource:
     def write_into(self, fd: int, offset: int) -> str:
         """Write this tensor's bytes at ``offset`` of ``fd`` (the file position is not used or moved) and return
         the SHA-256 hex digest of the bytes read from the checkpoint."""
-        hashing = self._checkpoint._hash_pool().submit(self._hash)
+        hashing = self._hashing or self._checkpoint._hash_pool().submit(self._hash)
         try:
             self._copy(fd, offset)
         except BaseException:

@@ -45,7 +45,7 @@ from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, ModuleDecl, N
                      Signature, TensorEntry, Tolerance, to_obj)
 from .signatures import CATCH_ALL, choose_overload, function_overloads, method_overloads, to_schema
 from .targets import function_name
-from .tensorfile import _write_all, storage_code, write_tensor_file
+from .tensorfile import _write_all, file_order, storage_code, write_tensor_file
 from .values import clone_tensors, encode, has_tensor, meta_of
 
 __all__ = ["export", "ExportSummary", "ArtifactExistsError", "pack_manifest", "remove_orphaned_temporaries"]
@@ -198,7 +198,10 @@ def _checkpoint_sources(table: _TensorTable, checkpoint: Any) -> dict[str, Any]:
     # symbolic_trace registers every buffer as persistent, so the note cannot tell which ones were not
     notes = {name: "a buffer: checkpoints do not hold non-persistent buffers; if it is one, assign it a real tensor"
              for name, (kind, _, _) in table.state.items() if kind == "buffer"}
-    return sources_for(checkpoint, groups, set(table.tensors), notes)
+    sources = sources_for(checkpoint, groups, set(table.tensors), notes)
+    order = file_order((key, code, shape) for (key, *_), code, shape in groups if key in sources)
+    checkpoint.hash_ahead([sources[key] for key, _, _ in order])  # in the order write_tensor_file copies them
+    return sources
 
 
 def _has_meta(gm: fx.GraphModule | None, ep: Any) -> bool:
