@@ -18,6 +18,7 @@ make the copy differ from what was hashed; ``fxlower.load(path, verify=True)`` w
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import errno
@@ -35,6 +36,8 @@ INDEX_SUFFIX = ".safetensors.index.json"
 _SUFFIX = ".safetensors"
 _CHUNK = 64 << 20
 _MAX_INDEX_BYTES = 64 << 20
+#: How far (bytes of tensors) the hashing threads may run ahead of the copy.
+_AHEAD_BYTES = 1 << 30
 _FALLBACK_ERRNOS = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP,
                               errno.EBADF})
 
@@ -66,6 +69,9 @@ class Checkpoint:
         # 64 MiB buffer (zeroed, page-faulted) per tensor costs more than copying a small tensor.
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._local = threading.local()
+        self._workers = 1
+        self._queue: collections.deque[CheckpointSource] = collections.deque()  # to hash, in write order
+        self._ahead: set[CheckpointSource] = set()  # hashing or hashed, not yet copied
 
     def _buffer(self, role: str, size: int) -> memoryview:
         """This thread's reused buffer for ``role`` ("hash" or "copy"), at least ``size`` bytes."""
@@ -82,15 +88,29 @@ class Checkpoint:
         return self._pool
 
     def hash_ahead(self, sources: list[CheckpointSource], workers: int | None = None) -> None:
-        """Start hashing ``sources`` (in the order the writer will copy them) on ``workers`` threads (default: one
-        per CPU, at most 4), so that SHA-256, which costs more CPU than the in-kernel copy, runs on every core
-        and ahead of the copy; each ``write_into`` then waits only for its own tensor's hash. Memory: one 64 MiB
-        buffer per worker. Hashers that run ahead leave the bytes in the page cache for the copy."""
+        """Hash ``sources`` (in the order the writer will copy them) ahead of the copy on ``workers`` threads
+        (default: one per CPU, at most 4), so that SHA-256, which costs more CPU than the in-kernel copy, runs on
+        every core; each ``write_into`` then waits only for its own tensor's hash. The hashers run at most
+        ``workers`` tensors or :data:`_AHEAD_BYTES` ahead of the copy, so the bytes they read are still in the page
+        cache when the copy reads them. Memory: one 64 MiB buffer per worker."""
         if workers is None:
             workers = max(1, min(4, os.cpu_count() or 1))
-        pool = self._hash_pool(workers)
-        for src in sources:
-            src._hashing = pool.submit(src._hash)
+        self._workers = workers
+        self._hash_pool(workers)
+        self._queue.extend(sources)
+        self._top_up()
+
+    def _top_up(self) -> None:
+        while self._queue and (len(self._ahead) < self._workers
+                               or sum(s.nbytes for s in self._ahead) + self._queue[0].nbytes <= _AHEAD_BYTES):
+            src = self._queue.popleft()
+            src._hashing = self._pool.submit(src._hash)
+            self._ahead.add(src)
+
+    def _copied(self, src: CheckpointSource) -> None:
+        if src in self._ahead:
+            self._ahead.discard(src)
+            self._top_up()
 
     def source_of(self, name: str) -> CheckpointSource:
         e = self.tensors[name]
@@ -101,6 +121,8 @@ class Checkpoint:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._local = threading.local()
+        self._queue.clear()
+        self._ahead.clear()
         files, self._files = self._files, {}
         for f in files.values():
             f.close()
@@ -138,7 +160,9 @@ class CheckpointSource:
         except BaseException:
             concurrent.futures.wait([hashing])  # the copy's error wins; the hash thread is done with its buffer
             raise
-        return hashing.result()
+        digest = hashing.result()
+        self._checkpoint._copied(self)
+        return digest
 
     def _hash(self) -> str:
         h = hashlib.sha256()
