@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import os
 import shutil
 import statistics
@@ -212,6 +213,11 @@ def _status(key: str) -> int:
     raise RuntimeError(f"no {key} in /proc/self/status")
 
 
+def _cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _reset_peak() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -228,11 +234,12 @@ def child_fxlower(args) -> None:
     gm = fx.symbolic_trace(build_meta_model(json.loads(args.cfg)))
     reset = _reset_peak()
     base = _status("VmRSS")
+    cpu0 = _cpu_self()
     t0 = time.perf_counter()
     fxlower.export(gm, args.out, weights_from=os.path.join(args.ckpt, "model.safetensors.index.json"))
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "extra": _status("VmHWM") - base if reset else float("nan"),
-                      "baseline": base}))
+                      "baseline": base, "cpu": _cpu_self() - cpu0}))
 
 
 def child_safetensors(args) -> None:
@@ -241,6 +248,7 @@ def child_safetensors(args) -> None:
     os.mkdir(args.out)
     reset = _reset_peak()
     base = _status("VmRSS")
+    cpu0 = _cpu_self()
     t0 = time.perf_counter()
     for name in sorted(os.listdir(args.ckpt)):
         if name.endswith(".safetensors"):
@@ -253,10 +261,29 @@ def child_safetensors(args) -> None:
             os.close(fd)
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "extra": _status("VmHWM") - base if reset else float("nan"),
-                      "baseline": base}))
+                      "baseline": base, "cpu": _cpu_self() - cpu0}))
 
 
 # ------------------------------------------------------------------------------------------------ parent
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine from /proc/stat (busy excludes idle and iowait)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def measured(fn):
+    """Run ``fn()``; add the machine's busy share and the CPU time of the children (all threads) meanwhile."""
+    b0, t0 = _cpu_ticks()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = fn()
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    b1, t1 = _cpu_ticks()
+    res.setdefault("cpu", (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
+    res["busy"] = (b1 - b0) / max(1, t1 - t0)
+    return res
+
 
 def drop_caches() -> bool:
     os.sync()
@@ -352,10 +379,11 @@ def main() -> None:
             for name in order:
                 out = os.path.join(work, f"out-{name}-{r}")
                 drop_caches()
-                res = variants[name](out)
+                res = measured(lambda: variants[name](out))
                 results[name].append(res)
                 print(f"round {r + 1}/{args.rounds} {name:12s} {res['seconds']:8.2f} s  "
-                      f"extra peak RSS {res['extra'] / MIB:8.1f} MiB", flush=True)
+                      f"extra peak RSS {res['extra'] / MIB:8.1f} MiB  child CPU {res['cpu']:6.1f} s  "
+                      f"machine busy {100 * res['busy']:3.0f}% of {os.cpu_count()} CPUs", flush=True)
                 if name == "fxlower" and r == 0:
                     print(f"  check: {check_artifact(out, ckpt)}", flush=True)
                 shutil.rmtree(out)
@@ -363,7 +391,7 @@ def main() -> None:
         print(f"{total / GB:.3f} GB in {n} tensors, {len(files)} checkpoint shards, {args.rounds} rounds, alternating "
               f"order; medians (ratio: median of per-round ratios to cp+fsync)")
         print(f"{'variant':22s} {'median s':>9s} {'GB/s':>6s} {'vs cp':>6s} {'extra peak RSS MiB':>19s} "
-              f"{'min s':>7s}")
+              f"{'min s':>7s} {'CPU s':>6s}")
         labels = {"cp+fsync": "cp -r + fsync", "fxlower": "fxlower (meta+ckpt)",
                   "safetensors": "safetensors load+save"}
         ratio = {}
@@ -372,10 +400,12 @@ def main() -> None:
             ratio[name] = statistics.median(x["seconds"] / c["seconds"] for x, c in zip(rs, results["cp+fsync"]))
             med = statistics.median(secs)
             print(f"{labels[name]:22s} {med:9.2f} {total / GB / med:6.2f} {ratio[name]:6.3f} "
-                  f"{statistics.median(x['extra'] for x in rs) / MIB:19.1f} {min(secs):7.2f}")
+                  f"{statistics.median(x['extra'] for x in rs) / MIB:19.1f} {min(secs):7.2f} "
+                  f"{statistics.median(x['cpu'] for x in rs):6.1f}")
         extra = max(x["extra"] for x in results["fxlower"]) / MIB
         print("(extra peak RSS: VmHWM minus VmRSS after imports and building the model, the peak mark reset "
-              "first; nan for cp, not measured)")
+              "first; nan for cp, not measured. CPU s: user+system time of the timed part, all threads "
+              "(for cp, of the cp process); machine busy: all processes, ours and others', during the command)")
         print(f"aims: fxlower time / cp time <= 1.3: {'MET' if ratio['fxlower'] <= 1.3 else 'MISSED'} "
               f"({ratio['fxlower']:.3f})")
         print(f"      fxlower extra peak RSS <= 512 MiB: {'MET' if extra <= 512 else 'MISSED'} "

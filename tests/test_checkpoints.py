@@ -458,3 +458,21 @@ def test_a_directory_tensor_in_two_files_and_absent_sources_are_refused(tmp_path
     (tmp_path / "empty").mkdir()
     with pytest.raises(ExportError, match=r"is a directory without \*\.safetensors files"):
         fxlower.export(_meta(), tmp_path / "a.fxl", weights_from=tmp_path / "empty")
+
+
+def test_the_scale_page_examples_run_and_print_what_it_shows(tmp_path):
+    """docs/scale.md: its ```python blocks run in order as one script, and print what its "prints" blocks show."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+    import textwrap
+    page = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "scale.md").read_text()
+    blocks = [textwrap.dedent(b) for b in re.findall(r"^```python\n(.*?)^```", page, flags=re.S | re.M)]
+    shown = "".join(re.findall(r"^prints\n\n```\n(.*?)^```", page, flags=re.S | re.M))
+    assert len(blocks) == 2 and shown
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    result = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == shown
