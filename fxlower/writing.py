@@ -145,7 +145,8 @@ class _TensorTable:
             t, role = self.tensors[name]
             key = keys[name]
             kind, requires_grad, persistent = self.state[name]
-            out.append(TensorEntry(name=name, dtype=storage_code(t, name, meta_ok=True), shape=[int(s) for s in t.shape],
+            out.append(TensorEntry(name=name, dtype=storage_code(t, name, meta_ok=True),
+                                   shape=[int(s) for s in t.shape],
                                    file=files[role], key=key, sha256=hashes[(role, key)], kind=kind,
                                    requires_grad=requires_grad, persistent=persistent))
         return out
@@ -922,9 +923,9 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
             with contextlib.suppress(FileNotFoundError):
                 _rmtree(tmp)
         finally:
-            os.close(lock_fd)
+            os.close(lock_fd)  # releases the lock, after the temporary is gone (or published)
             if checkpoint is not None:
-                checkpoint.close()  # releases the lock, after the temporary is gone (or published)
+                checkpoint.close()
 
 
 def _to_core(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
