@@ -813,7 +813,7 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
             under ``torch.device("meta")``: each is taken by its state-dict name and streamed from the file into
             the artifact (``copy_file_range``), hashed on the way, with a bounded amount of memory whatever the
             model's size. Tensors not on the meta device are written from memory. The artifact is byte-identical
-            to the export of the materialised model. Not with ``golden`` (a meta model cannot run);
+            to the export of the materialised model. Not with ``golden`` (a meta model cannot run) or ``core``;
             ``example_inputs`` are run on the meta device to record shapes (docs/scale.md).
 
     Returns:
@@ -882,6 +882,12 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
     if golden and _has_meta(gm, ep):
         raise ValueError(f"golden={golden!r} needs the model to run on real data, and it has tensors on the meta "
                          f"device (nothing to run); export without golden, or materialise the model first")
+    if core and _has_meta(gm, ep):
+        # torch.export traces a meta model, but its Core ATen graph is not the materialised model's (decompositions
+        # are chosen per device: 244 against 248 nodes for a small Llama), so the artifact would differ
+        raise ValueError("core=True on a model with tensors on the meta device is not supported: torch.export's core "
+                         "graph depends on the device, so it would not be the materialised model's. Export the "
+                         "module view only (core=False) with weights_from=, or materialise the model first")
     if weights_from is not None and not isinstance(weights_from, (str, os.PathLike)):
         raise TypeError(f"weights_from must be a path (str or os.PathLike), got {type(weights_from).__qualname__}")
     if core and ep is None:

@@ -389,6 +389,13 @@ def test_golden_on_a_meta_model_is_refused_before_anything_is_written(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
 
 
+def test_core_view_of_a_meta_model_is_refused_before_anything_is_written(tmp_path):
+    ckpt = _hub(tmp_path, _state(_real()))
+    with pytest.raises(ValueError, match=r"core=True on a model with tensors on the meta device is not supported"):
+        fxlower.export(_meta(), tmp_path / "meta.fxl", (torch.tensor([[1, 2]]),), core=True, weights_from=ckpt)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+
+
 def test_a_meta_model_without_weights_from_names_its_meta_tensors(tmp_path):
     # stored tensors: embed_tokens (lm_head tied to it), 9 per layer (2 norms, q/k/v/o, gate/up/down) x 2, norm
     with pytest.raises(ExportError, match=r"tensor 'embed_tokens.weight' is a meta tensor \(it has no data\), and "
