@@ -219,6 +219,21 @@ def test_example_inputs_that_do_not_run_on_meta_record_nothing_and_warn(tmp_path
     assert _files(tmp_path / "meta.fxl") == _files(tmp_path / "real.fxl")
 
 
+def test_an_artifacts_weights_file_serves_as_checkpoint_even_when_overwriting_that_artifact(tmp_path):
+    real = _real()
+    fxlower.export(real, tmp_path / "real.fxl")
+    fxlower.export(real, tmp_path / "a.fxl")
+    before = _files(tmp_path / "a.fxl")
+    fxlower.export(_meta(), tmp_path / "a.fxl", weights_from=tmp_path / "a.fxl" / "weights.safetensors",
+                   overwrite=True)
+    assert _files(tmp_path / "a.fxl") == before == _files(tmp_path / "real.fxl")
+
+
+def test_weights_from_must_be_a_path(tmp_path):
+    with pytest.raises(TypeError, match=r"weights_from must be a path \(str or os.PathLike\), got dict"):
+        fxlower.export(_meta(), tmp_path / "a.fxl", weights_from={"a": 1})
+
+
 # ------------------------------------------------------------------------------------------------ the copy
 
 def test_copy_file_range_refused_falls_back_to_pread_pwrite(tmp_path, monkeypatch):
