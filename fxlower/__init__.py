@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 from .book import register_module
 from . import _builtin_rules  # noqa: F401,E402  (registers the torch.nn rules; imports the book)
 from .constants import FORMAT_VERSION
-from .errors import (AttributeTypeError, ExportError, FormatError, FxLowerError, LiftError, RegistrationError,
+from .errors import (AttributeTypeError, CheckpointMismatchError, ExportError, FormatError, FxLowerError, LiftError, RegistrationError,
                      UnsupportedModuleError, UnsupportedTargetError, VersionError)
 from .lifting import LoweringRecord, lift
 from .loading import Artifact, load
@@ -40,6 +40,7 @@ __all__ = [
     "AttributeTypeError",
     "ExportError",
     "ArtifactExistsError",
+    "CheckpointMismatchError",
     "UnsupportedTargetError",
     "FormatError",
     "VersionError",

@@ -11,7 +11,8 @@ give the fix.
     │   └── AttributeTypeError   a lowering attribute is not of its declared type (or not declared)
     ├── ExportError              export could not write the artifact (I/O, unsupported tensor kind, bad value,
     │   │                        an nn.Module that does not trace, example inputs the model does not run on)
-    │   └── ArtifactExistsError  (fxlower.writing; also a FileExistsError) the target exists and is not replaced
+    │   ├── ArtifactExistsError  (fxlower.writing; also a FileExistsError) the target exists and is not replaced
+    │   └── CheckpointMismatchError  weights_from: the checkpoint's tensors do not match the model's meta tensors
     ├── UnsupportedTargetError   a call_function target is neither allow-listed nor registered
     └── FormatError              an artifact is malformed; ``code`` is the stable id shared with the C++ reader
         └── VersionError         wrong format identifier or an unsupported format version
@@ -26,6 +27,7 @@ __all__ = [
     "LiftError",
     "AttributeTypeError",
     "ExportError",
+    "CheckpointMismatchError",
     "UnsupportedTargetError",
     "FormatError",
     "VersionError",
@@ -82,6 +84,27 @@ class ExportError(FxLowerError):
     own arguments; the underlying error (an ``OSError``, the tracer's or the model's exception) is chained as
     ``__cause__``.
     """
+
+
+class CheckpointMismatchError(ExportError):
+    """``export(..., weights_from=SRC)``: the checkpoint does not match the model's meta tensors, listed all at
+    once like ``load_state_dict(strict=True)``.
+
+    Attributes:
+        missing: names of meta tensors that no checkpoint file holds (sorted).
+        unexpected: ``(name, file)`` of checkpoint tensors that no tensor of the model uses (sorted).
+        wrong_shape: ``(name, file, expected shape, found shape)`` (sorted).
+        wrong_dtype: ``(name, file, expected dtype code, found dtype code)`` (sorted).
+    """
+
+    def __init__(self, message: str, *, missing: list[str], unexpected: list[tuple[str, str]],
+                 wrong_shape: list[tuple[str, str, tuple[int, ...], tuple[int, ...]]],
+                 wrong_dtype: list[tuple[str, str, str, str]]):
+        super().__init__(message)
+        self.missing = missing
+        self.unexpected = unexpected
+        self.wrong_shape = wrong_shape
+        self.wrong_dtype = wrong_dtype
 
 
 class UnsupportedTargetError(FxLowerError):

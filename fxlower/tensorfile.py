@@ -51,8 +51,9 @@ class StoredTensor:
     end: int
 
 
-def storage_code(t: torch.Tensor, where: str) -> str:
-    """The storage dtype code of a tensor fxlower can store, or ExportError naming what it is."""
+def storage_code(t: torch.Tensor, where: str, *, meta_ok: bool = False) -> str:
+    """The storage dtype code of a tensor fxlower can store, or ExportError naming what it is. ``meta_ok``: a
+    meta tensor is accepted (its bytes come from a checkpoint, ``export(weights_from=)``)."""
     kind = None
     if t.is_sparse or t.layout != torch.strided:
         kind = f"a sparse tensor (layout {t.layout})"
@@ -60,7 +61,7 @@ def storage_code(t: torch.Tensor, where: str) -> str:
         kind = "a quantized tensor"
     elif t.is_nested:
         kind = "a nested tensor"
-    elif t.device.type == "meta":
+    elif t.device.type == "meta" and not meta_ok:
         kind = "a meta tensor (it has no data)"
     elif type(t) not in (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer):
         kind = f"a tensor subclass {type(t).__module__}.{type(t).__qualname__}"

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import stat
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,7 @@ from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, MeshDim, Modu
                      Producer, Signature, TensorEntry, Tolerance, to_obj)
 from .signatures import CATCH_ALL, choose_overload, function_overloads, method_overloads, to_schema
 from .targets import function_name
-from .tensorfile import _write_all, plan_files, storage_code, write_file_plan
+from .tensorfile import _write_all, file_order, plan_files, storage_code, write_file_plan
 from .values import clone_tensors, encode, has_tensor, meta_of
 
 __all__ = ["export", "ExportSummary", "ArtifactExistsError", "pack_manifest", "remove_orphaned_temporaries"]
@@ -104,9 +105,12 @@ def pack_manifest(manifest: Manifest, packed: dict[str, bytes] | None = None) ->
 # ------------------------------------------------------------------------------------------------ tensors
 
 def _alias_key(t: torch.Tensor) -> tuple | None:
-    """Tensors with equal keys view the same bytes; None for tensors without storage bytes."""
-    if t.numel() == 0 or t.device.type == "meta":
+    """Tensors with equal keys view the same bytes; None for tensors without storage bytes. Meta tensors have no
+    storage to compare: the same tensor object under two names (a tied Parameter) is one alias group."""
+    if t.numel() == 0:
         return None
+    if t.device.type == "meta":
+        return ("meta", id(t))
     return (t.untyped_storage().data_ptr(), t.device, t.storage_offset(), tuple(t.shape), tuple(t.stride()),
             t.dtype)
 
@@ -123,7 +127,7 @@ class _TensorTable:
             persistent: bool = True) -> str:
         """Add ``t`` under ``name``; ``kind`` is "parameter", "buffer", "constant" or "golden" (format 1.1)."""
         check_name(name, f"tensor '{name}'")
-        storage_code(t, f"tensor '{name}'")
+        storage_code(t, f"tensor '{name}'", meta_ok=True)  # meta: bytes from weights_from (checked before writing)
         if name in self.tensors:
             if self.tensors[name][0] is not t:
                 raise ExportError(f"two different tensors are both named '{name}'")
@@ -147,7 +151,7 @@ class _TensorTable:
             t, role = self.tensors[name]
             key = keys[name]
             kind, requires_grad, persistent = self.state[name]
-            out.append(TensorEntry(name=name, dtype=storage_code(t, name), shape=[int(s) for s in t.shape],
+            out.append(TensorEntry(name=name, dtype=storage_code(t, name, meta_ok=True), shape=[int(s) for s in t.shape],
                                    file=files[(role, key)], key=key, sha256=hashes[(role, key)], kind=kind,
                                    requires_grad=requires_grad, persistent=persistent,
                                    placement=placements.get(name)))
@@ -168,6 +172,57 @@ class _TensorTable:
     def stored(self, role: str) -> list[tuple[str, torch.Tensor]]:
         keys = self.keys()
         return [(n, t) for n, (t, r) in sorted(self.tensors.items()) if r == role and keys[n] == n]
+
+    def meta_groups(self) -> list[tuple[list[str], str, tuple[int, ...]]]:
+        """Per stored meta tensor: ``(names of its alias group, stored key first; dtype code; shape)``."""
+        keys = self.keys()
+        groups: dict[str, list[str]] = {}
+        for name, (t, _) in sorted(self.tensors.items()):
+            if t.device.type == "meta":
+                groups.setdefault(keys[name], []).append(name)
+        out = []
+        for key, names in sorted(groups.items()):
+            t = self.tensors[key][0]
+            out.append(([key] + [n for n in names if n != key], storage_code(t, key, meta_ok=True),
+                        tuple(int(s) for s in t.shape)))
+        return out
+
+
+def _checkpoint_sources(table: _TensorTable, checkpoint: Any) -> dict[str, Any]:
+    """The checkpoint source of every meta tensor of ``table`` (keyed by stored key), or the error listing every
+    mismatch; without a checkpoint, ExportError naming the meta tensors."""
+    groups = table.meta_groups()
+    if checkpoint is None:
+        if not groups:
+            return {}
+        names = [g[0][0] for g in groups]
+        more = f", and so are {len(names) - 1} more ({', '.join(names[1:4])}{', ...' if len(names) > 4 else ''})" \
+            if len(names) > 1 else ""
+        raise ExportError(f"tensor '{names[0]}' is a meta tensor (it has no data){more}; pass "
+                          f"weights_from=<checkpoint> to take the bytes from a safetensors checkpoint by state-dict "
+                          f"name, or materialise the model (e.g. load_state_dict(..., assign=True)) before export")
+    from .checkpoints import sources_for
+    # symbolic_trace registers every buffer as persistent, so the note cannot tell which ones were not
+    notes = {name: "a buffer: checkpoints do not hold non-persistent buffers; if it is one, assign it a real tensor"
+             for name, (kind, _, _) in table.state.items() if kind == "buffer"}
+    sources = sources_for(checkpoint, groups, set(table.tensors), notes)
+    order = file_order((key, code, shape) for (key, *_), code, shape in groups if key in sources)
+    checkpoint.hash_ahead([sources[key] for key, _, _ in order])  # in the order write_tensor_file copies them
+    return sources
+
+
+def _has_meta(gm: fx.GraphModule | None, ep: Any) -> bool:
+    """Whether the model holds a meta tensor (parameters, buffers, get_attr constants; the program's state)."""
+    tensors: list = []
+    if gm is not None:
+        tensors += list(gm.parameters()) + list(gm.buffers())
+        for path, g in iter_graph_modules(gm):
+            for node in g.graph.find_nodes(op="get_attr"):
+                with contextlib.suppress(AttributeError):
+                    tensors.append(_get_attr(g, node.target))
+    if ep is not None:
+        tensors += list(ep.state_dict.values()) + list(ep.constants.values())
+    return any(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in tensors)
 
 
 def _get_attr(root: torch.nn.Module, dotted: str) -> Any:
@@ -303,6 +358,10 @@ class _Program:
 
     def _run(self) -> None:
         inputs = tuple(self.example_inputs)
+        on_meta = any(t.device.type == "meta" for t, _ in self.table.tensors.values())
+        if on_meta:  # weights_from: shapes and dtypes by meta propagation (golden is refused before)
+            inputs = torch.utils._pytree.tree_map(
+                lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v, inputs)
         self.golden_inputs = clone_tensors(inputs)
         keep_nodes = self.golden_mode == "nodes"
 
@@ -317,6 +376,15 @@ class _Program:
             self.gm.eval()
             with torch.no_grad():
                 out = _Recorder(self.gm, "", sink).run(*clone_tensors(inputs))
+        except ExportError as e:
+            if not on_meta:
+                raise
+            warnings.warn(f"the model has meta tensors, so its example inputs were run on the meta device, which "
+                          f"failed ({e.__cause__ or e}); no output shapes were recorded from example_inputs (only "
+                          f"those earlier passes left in node.meta). Materialise the tensors the failing node uses "
+                          f"on the meta device too, or trace with shape propagation before export", stacklevel=4)
+            self.metas.clear()
+            return
         finally:
             for m, training in flags:
                 m.training = training
@@ -727,7 +795,8 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
            example_inputs: tuple | None = None, *, example_kwargs: dict[str, Any] | None = None,
            core: bool = False, dynamic_shapes: Any = None, module: torch.nn.Module | None = None,
            golden: bool | str = False, overwrite: bool = False, max_shard_bytes: int | None = None,
-           placements: dict[str, tuple] | None = None, progress: bool | None = None) -> ExportSummary:
+           placements: dict[str, tuple] | None = None, weights_from: str | os.PathLike | None = None,
+           progress: bool | None = None) -> ExportSummary:
     """Lift ``gm`` and write it as an fxlower artifact directory at ``path``.
 
     Temporaries that earlier exports to ``path`` left behind when they were killed are removed first and listed
@@ -761,6 +830,13 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
             (``torch.distributed.tensor`` placement objects, one per mesh dimension), optionally with a third item,
             the mesh dimension names. The stored tensor stays whole; the placement tells a multi-device consumer
             how to lay it out (and ``Artifact.tensor(name, shard=(rank, world))`` reads one rank's slice).
+        weights_from: a safetensors checkpoint (one file, a directory of them, or a Hugging Face hub
+            ``*.safetensors.index.json``) that holds the bytes of the model's meta tensors, e.g. of a model built
+            under ``torch.device("meta")``: each is taken by its state-dict name and streamed from the file into
+            the artifact (``copy_file_range``), hashed on the way, with a bounded amount of memory whatever the
+            model's size. Tensors not on the meta device are written from memory. The artifact is byte-identical
+            to the export of the materialised model. Not with ``golden`` (a meta model cannot run) or ``core``;
+            ``example_inputs`` are run on the meta device to record shapes (docs/scale.md).
         progress: a tqdm bar on stderr while the tensor files are written, in bytes and tensors. None (default):
             only when stderr is a terminal and the writing has taken a second; True: at once, on any stderr;
             False: never. The files written are the same either way.
@@ -773,6 +849,9 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
         ArtifactExistsError: ``path`` exists and ``overwrite`` is false, or it is not an artifact directory
             (which ``overwrite`` never replaces); also a ``FileExistsError``.
         UnsupportedModuleError: a leaf module has no lowering rule.
+        CheckpointMismatchError: ``weights_from`` lacks meta tensors, holds tensors the model does not use, or
+            holds them with another shape or dtype (all listed at once).
+        FormatError: a ``weights_from`` file's safetensors header is malformed (the file is named).
         ExportError: tracing an ``nn.Module`` failed; torch.export failed; running the example inputs failed;
             a value, tensor, name, operator or size expression cannot be written; or the file system failed
             (errno and path named).
@@ -828,6 +907,17 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
     if golden and example_inputs is None:
         raise ValueError(f"golden={golden!r} needs example_inputs (golden data is the outputs they produce); pass "
                          f"them, e.g. export(gm, path, (x,), golden={golden!r}), or leave golden=False")
+    if golden and _has_meta(gm, ep):
+        raise ValueError(f"golden={golden!r} needs the model to run on real data, and it has tensors on the meta "
+                         f"device (nothing to run); export without golden, or materialise the model first")
+    if core and _has_meta(gm, ep):
+        # torch.export traces a meta model, but its Core ATen graph is not the materialised model's (decompositions
+        # are chosen per device: 244 against 248 nodes for a small Llama), so the artifact would differ
+        raise ValueError("core=True on a model with tensors on the meta device is not supported: torch.export's core "
+                         "graph depends on the device, so it would not be the materialised model's. Export the "
+                         "module view only (core=False) with weights_from=, or materialise the model first")
+    if weights_from is not None and not isinstance(weights_from, (str, os.PathLike)):
+        raise TypeError(f"weights_from must be a path (str or os.PathLike), got {type(weights_from).__qualname__}")
     if core and ep is None:
         if example_inputs is None:
             raise ValueError("core=True needs example_inputs (torch.export traces the model on them); pass them, "
@@ -840,15 +930,21 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
     if os.path.lexists(target) and (not overwrite or not _is_replaceable(target)):
         raise _exists_error(target, during=False)
     removed = tuple(remove_orphaned_temporaries(target)) if os.path.isdir(parent) else ()
+    checkpoint = None
+    if weights_from is not None:
+        from .checkpoints import open_checkpoint  # headers only; files stay open for the copy
+        checkpoint = open_checkpoint(weights_from)
     try:
         tmp, lock_fd = _make_temporary(parent, base)
     except OSError as e:
+        if checkpoint is not None:
+            checkpoint.close()
         raise ExportError(f"cannot create the temporary directory in {parent}: {e.strerror} "
                           f"(errno {e.errno})") from e
     try:
         summary = _export_into(gm, example_inputs, golden, tmp, target, overwrite, ep=ep, derived=derived,
                                example_kwargs=example_kwargs, max_shard_bytes=max_shard_bytes, placements=placed,
-                               progress=progress)
+                               checkpoint=checkpoint, progress=progress)
         return dataclasses.replace(summary, removed_temporaries=removed)
     except OSError as e:
         if isinstance(e, ArtifactExistsError):
@@ -863,6 +959,8 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
                 _rmtree(tmp)
         finally:
             os.close(lock_fd)  # releases the lock, after the temporary is gone (or published)
+            if checkpoint is not None:
+                checkpoint.close()
 
 
 _MAX_MESH_DEVICES = 65536  # docs/format.md section 2.1 (reading.MAX_MESH_DEVICES)
@@ -1116,7 +1214,7 @@ def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden
                  derived: dict[str, str] | None = None, example_kwargs: dict | None = None,
                  max_shard_bytes: int | None = None,
                  placements: dict[str, tuple[Placement, list[int]]] | None = None,
-                 progress: bool | None = None) -> ExportSummary:
+                 checkpoint: Any = None, progress: bool | None = None) -> ExportSummary:
     golden_mode = "nodes" if golden == "nodes" else ("outputs" if golden else None)
     # the core run comes first: the module view's run may update buffers in place
     core = _Core(ep, example_inputs, example_kwargs, golden_mode) if ep is not None else None
@@ -1162,6 +1260,7 @@ def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden
             core_nodes = {n: encode(v, tensor_name=_golden_namer(table, f"golden/core/{n}"),
                                     where=f"golden core node '{n}'") for n, v in core.node_values.items()}
             golden_obj = dataclasses.replace(golden_obj, core_nodes=core_nodes, tolerances=_tolerances(table))
+    sources = _checkpoint_sources(table, checkpoint)
     advance = program.advance if program is not None else (lambda expected, to: None)
     advance(Phase.ENCODE, Phase.WRITE_TENSORS)
 
@@ -1177,7 +1276,8 @@ def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden
     with _progress_bar("export", sum(t.numel() * t.element_size() for t in work), len(work), progress) as report:
         for role in roles:  # golden, then weights: the file order of format 1.2, kept
             held = stored[role]
-            items = [(k, storage_code(t, f"tensor '{k}'"), tuple(int(s) for s in t.shape)) for k, t in held.items()]
+            items = [(k, storage_code(t, f"tensor '{k}'", meta_ok=k in sources), tuple(int(s) for s in t.shape))
+                     for k, t in held.items()]
             if role == ROLE_WEIGHTS:
                 plans = plan_files(items, WEIGHTS_FILE, max_shard_bytes)
                 weights_files = len(plans)
@@ -1186,7 +1286,7 @@ def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden
             for plan in plans:
                 file_hashes, size = _write_file(
                     tmp, plan.path, lambda fd, plan=plan, held=held: write_file_plan(
-                        fd, plan, lambda slot: held[slot.key], on_progress=report))
+                        fd, plan, lambda slot: sources.get(slot.key, held[slot.key]), on_progress=report))
                 hashes.update({(role, k): h for k, h in file_hashes.items()})
                 files.update({(role, slot.key): plan.path for slot in plan.slots})
                 file_entries.append(FileEntry(path=plan.path, role=role))
