@@ -5,8 +5,8 @@ bytes and tensors on a terminal when the work takes over a second, nothing on a 
 
 The model is five ``nn.Linear(256, 256)``: ten F32 tensors, 5 x (256 x 256 + 256) x 4 = 1,315,840 bytes, which
 tqdm writes as "1.32MB" (1.31584 to three digits). Work over a second comes from a slow disk: the child process
-makes each ``os.write`` / ``os.preadv`` (the calls the writer and the readers use) take 0.12 s. Export writes the
-tensor file in 11 calls (header, ten tensors) and the manifest in one; verify and to_graph_module read one tensor
+makes each ``os.write`` / ``os.pwrite`` / ``os.preadv`` (the calls the writer and the readers use) take 0.12 s.
+Export writes the tensor file in 11 calls (header, ten tensors, with pwrite) and the manifest in one; verify and to_graph_module read one tensor
 per call: 1.2 s or more each, while the same work without the slow disk takes milliseconds.
 """
 
@@ -56,15 +56,18 @@ def make():
 # there is printed last, as "PIPED {name: text}".
 CHILD = r"""
 import json, os, sys, time
-real_write, real_preadv = os.write, os.preadv
+real_write, real_pwrite, real_preadv = os.write, os.pwrite, os.preadv
 slow = 0.0
 def slow_write(fd, data):
     time.sleep(slow)
     return real_write(fd, data)
+def slow_pwrite(fd, data, offset):
+    time.sleep(slow)
+    return real_pwrite(fd, data, offset)
 def slow_preadv(fd, buffers, offset):
     time.sleep(slow)
     return real_preadv(fd, buffers, offset)
-os.write, os.preadv = slow_write, slow_preadv
+os.write, os.pwrite, os.preadv = slow_write, slow_pwrite, slow_preadv
 import fxlower
 from fxlower.cli import main
 piped = {}
