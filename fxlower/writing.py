@@ -437,6 +437,18 @@ class _Program:
         return graphs, signature, golden
 
 
+def _placed(tensors: list[TensorEntry], placements: dict[str, tuple[tuple[int, ...], Any]]) -> list[TensorEntry]:
+    """Minimal ``placements=`` (the collective branch's stand-in; helper "shards" owns the real one)."""
+    from .collective import placement_of
+    known = {t.name: t for t in tensors if t.file != GOLDEN_FILE}
+    unknown = sorted(set(placements) - set(known))
+    if unknown:
+        raise ValueError(f"placements= names {unknown}, which are not weights tensors of the artifact")
+    return [dataclasses.replace(t, placement=placement_of(placements[t.name][0], placements[t.name][1],
+                                                          len(t.shape), f"tensor '{t.name}'"))
+            if t.name in placements else t for t in tensors]
+
+
 def _golden_namer(table: _TensorTable, prefix: str) -> Callable[[torch.Tensor], str]:
     counter = iter(range(1 << 62))
 
@@ -711,7 +723,9 @@ def remove_orphaned_temporaries(path: str | os.PathLike) -> list[str]:
 def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, path: str | os.PathLike,
            example_inputs: tuple | None = None, *, example_kwargs: dict[str, Any] | None = None,
            core: bool = False, dynamic_shapes: Any = None, module: torch.nn.Module | None = None,
-           golden: bool | str = False, overwrite: bool = False) -> ExportSummary:
+           golden: bool | str = False, overwrite: bool = False, max_shard_bytes: int | None = None,
+           placements: dict[str, tuple[tuple[int, ...], Any]] | None = None,
+           timeout: float | None = None) -> ExportSummary:
     """Lift ``gm`` and write it as an fxlower artifact directory at ``path``.
 
     Temporaries that earlier exports to ``path`` left behind when they were killed are removed first and listed
@@ -738,6 +752,12 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
             ``"nodes"`` to store every root node's output too (and every core root node's). Requires
             ``example_inputs`` (an ExportedProgram's own example inputs serve when none are given).
         overwrite: replace an existing artifact at ``path`` (atomically); otherwise an existing path raises.
+        max_shard_bytes: split the weights over several files of at most this many data bytes each (format 1.3).
+        placements: tensor name -> (mesh shape, [Shard(d) / Replicate() per mesh dimension]) to record on the
+            weights (format 1.3), as a collective export records them from DTensors.
+        timeout: seconds each phase of a collective export may wait for the other ranks (default 300). A
+            collective export happens when torch.distributed is initialised and ``gm`` holds DTensor parameters
+            or buffers: then every rank must call export with the same arguments (fxlower.collective).
 
     Returns:
         An :class:`ExportSummary` (path, node and tensor counts of the module view, bytes written, digest,
@@ -760,6 +780,16 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
     """
     if golden not in (False, True, "nodes"):
         raise ValueError(f"golden must be False, True or 'nodes', got {golden!r}")
+    from . import collective
+    if collective.applies(gm):
+        if placements is not None:
+            raise ValueError("placements= is for a single-process export; a collective export records each "
+                             "DTensor's own placements")
+        return collective.export(gm, path, example_inputs, example_kwargs=example_kwargs, core=core,
+                                 golden=golden, overwrite=overwrite, max_shard_bytes=max_shard_bytes,
+                                 timeout=timeout)
+    if max_shard_bytes is not None:
+        raise NotImplementedError("max_shard_bytes in a single-process export comes with the 'shards' branch")
     if example_inputs is not None and not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     if example_kwargs is not None and not isinstance(example_kwargs, dict):
@@ -818,7 +848,7 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
                           f"(errno {e.errno})") from e
     try:
         summary = _export_into(gm, example_inputs, golden, tmp, target, overwrite, ep=ep, derived=derived,
-                               example_kwargs=example_kwargs)
+                               example_kwargs=example_kwargs, placements=placements)
         return dataclasses.replace(summary, removed_temporaries=removed)
     except OSError as e:
         if isinstance(e, ArtifactExistsError):
@@ -996,7 +1026,8 @@ class _Core:
 
 def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden: bool | str, tmp: str,
                  target: str, overwrite: bool, *, ep: torch.export.ExportedProgram | None = None,
-                 derived: dict[str, str] | None = None, example_kwargs: dict | None = None) -> ExportSummary:
+                 derived: dict[str, str] | None = None, example_kwargs: dict | None = None,
+                 placements: dict[str, tuple[tuple[int, ...], Any]] | None = None) -> ExportSummary:
     golden_mode = "nodes" if golden == "nodes" else ("outputs" if golden else None)
     # the core run comes first: the module view's run may update buffers in place
     core = _Core(ep, example_inputs, example_kwargs, golden_mode) if ep is not None else None
@@ -1057,6 +1088,8 @@ def _export_into(gm: fx.GraphModule | None, example_inputs: tuple | None, golden
     advance(Phase.WRITE_TENSORS, Phase.WRITE_MANIFEST)
 
     tensors = table.entries(hashes, files)
+    if placements:
+        tensors = _placed(tensors, placements)
     packed = {"graphs": _pack(to_obj(graphs)), "signature": _pack(to_obj(signature))}
     if core_view is not None:
         packed["core"] = _pack(to_obj(core_view))

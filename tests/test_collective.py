@@ -1,0 +1,351 @@
+"""Collective export over torch.distributed (fxlower.collective): gloo, world size 2 on 127.0.0.1, ranks spawned as
+subprocesses of this test (this file is also the ranks' program: ``python test_collective.py MODE RANK PORT OUT``).
+
+Expected values come from PyTorch (the full model built from the same seed in this process, each rank's
+``DTensor.to_local()``) and from placements written down by hand, never from fxlower.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+
+WORLD = 2
+D, HEADS, FF, VOCAB = 16, 2, 45, 11  # FF and VOCAB are odd: uneven chunks (23/22 and 6/5) on purpose
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(D, D)
+        self.k = nn.Linear(D, D)
+        self.v = nn.Linear(D, D)
+        self.o = nn.Linear(D, D)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, HEADS, D // HEADS).transpose(1, 2)
+        k = self.k(x).view(b, t, HEADS, D // HEADS).transpose(1, 2)
+        v = self.v(x).view(b, t, HEADS, D // HEADS).transpose(1, 2)
+        a = torch.softmax(q @ k.transpose(-1, -2) / (D // HEADS) ** 0.5, dim=-1) @ v
+        return self.o(a.transpose(1, 2).reshape(b, t, D))
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Linear(D, FF)
+        self.down = nn.Linear(FF, D)
+
+    def forward(self, x):
+        return self.down(torch.nn.functional.gelu(self.up(x.to(self.up.weight.dtype)))).float()
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(D)
+        self.attn = Attention()
+        self.norm2 = nn.LayerNorm(D)
+        self.mlp = MLP().to(torch.bfloat16)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Tiny(nn.Module):
+    """Transformer-shaped: embedding, one block (attention, MLP), final norm, head; a plain buffer too."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, D)
+        self.block = Block()
+        self.norm = nn.LayerNorm(D)
+        self.head = nn.Linear(D, VOCAB, bias=False)
+        self.register_buffer("pos", torch.arange(D, dtype=torch.float32) / D)
+
+    def forward(self, ids):
+        return self.head(self.norm(self.block(self.emb(ids) + self.pos)))
+
+
+def full_model() -> Tiny:
+    torch.manual_seed(0)
+    m = Tiny()
+    with torch.no_grad():  # LayerNorm starts at ones/zeros: make every tensor distinct
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, dtype=torch.float32).to(p.dtype) * 0.01)
+    return m
+
+
+# Placements written down by hand: (mesh dim kind, tensor dim) per tensor; None: not placed.
+SHARD0, SHARD1, REPL = ("shard", 0), ("shard", 1), ("replicate", -1)
+EXPECTED = {
+    "emb.weight": SHARD0,  # RowwiseParallel on an Embedding: rows (vocabulary)
+    "block.attn.q.weight": SHARD0, "block.attn.q.bias": SHARD0,
+    "block.attn.k.weight": SHARD0, "block.attn.k.bias": SHARD0,
+    "block.attn.v.weight": SHARD0, "block.attn.v.bias": SHARD0,
+    "block.attn.o.weight": SHARD1, "block.attn.o.bias": REPL,
+    "block.mlp.up.weight": SHARD0, "block.mlp.up.bias": SHARD0,
+    "block.mlp.down.weight": SHARD1, "block.mlp.down.bias": REPL,
+    "block.norm1.weight": REPL, "block.norm1.bias": REPL,
+    "block.norm2.weight": REPL, "block.norm2.bias": REPL,
+    "norm.weight": REPL, "norm.bias": REPL,
+    "head.weight": SHARD0,
+    "pos": None,
+}
+
+
+def tp_plan():
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel
+    return {"emb": RowwiseParallel(), "block.attn.q": ColwiseParallel(), "block.attn.k": ColwiseParallel(),
+            "block.attn.v": ColwiseParallel(), "block.attn.o": RowwiseParallel(),
+            "block.mlp.up": ColwiseParallel(), "block.mlp.down": RowwiseParallel(),
+            "block.norm1": SequenceParallel(), "block.norm2": SequenceParallel(), "norm": SequenceParallel(),
+            "head": ColwiseParallel()}
+
+
+def placements_kwarg():
+    """The single-process way to record the same placements (``export(placements=...)``)."""
+    from torch.distributed.tensor import Replicate, Shard
+    obj = {SHARD0: Shard(0), SHARD1: Shard(1), REPL: Replicate()}
+    return {name: ((WORLD,), [obj[p]]) for name, p in EXPECTED.items() if p is not None}
+
+
+# ------------------------------------------------------------------------------------------------ the ranks
+
+def _rank_main(mode: str, rank: int, port: int, out: str) -> None:
+    import datetime
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    import fxlower
+    import fxlower.collective as collective
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=60))
+    model = full_model()
+    parallelize_module(model, DeviceMesh("cpu", list(range(WORLD))), tp_plan())
+    report: dict = {}
+
+    def save():
+        with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+            json.dump(report, f)
+
+    real_pwrite = collective._pwrite
+    if mode == "kill":
+        def pwrite_then_die(fd, data, offset):
+            real_pwrite(fd, data, offset)
+            if rank == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+        collective._pwrite = pwrite_then_die
+        start = time.monotonic()
+        try:
+            fxlower.export(model, os.path.join(out, "art"), timeout=20)
+            report["result"] = "returned"
+        except fxlower.ExportError as e:
+            report["result"] = "ExportError"
+            report["message"] = str(e)
+        report["seconds"] = time.monotonic() - start
+        save()
+        os._exit(0)  # the process group cannot be torn down cleanly with a dead peer
+
+    s = fxlower.export(model, os.path.join(out, "art"))
+    report["summary"] = [s.path, s.nodes, s.graphs, s.tensors, s.bytes_written, s.digest]
+    s2 = fxlower.export(model, os.path.join(out, "art-sharded"), max_shard_bytes=1000)
+    report["sharded_summary"] = [s2.tensors, s2.bytes_written, s2.digest]
+    dist.barrier()
+
+    # each rank's slice of every placed tensor, read from the artifact, against its own DTensor.to_local()
+    art = fxlower.load(os.path.join(out, "art"))
+    per_rank = "shard" in inspect.signature(type(art).tensor).parameters
+    slices = {}
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if per_rank:
+            got = art.tensor(name, shard=(rank, WORLD))
+        else:  # the spec's rule by hand for a 1-D mesh of 2 (torch.chunk), from the recorded placement
+            got = art.tensor(name)
+            pl = art.tensors[name].placement
+            if pl is not None and pl.dims[0].kind == "shard":
+                got = torch.chunk(got, WORLD, dim=pl.dims[0].dim)[rank]
+        want = t.to_local() if hasattr(t, "to_local") else t
+        slices[name] = [list(got.shape), bool(torch.equal(got, want.detach()))]
+    report["slices"] = slices
+    report["per_rank_reads"] = per_rank
+    art.close()
+
+    # a Python exception on rank 1 (disk full while writing) becomes an ExportError on both ranks
+    def pwrite_fails(fd, data, offset):
+        if rank == 1:
+            raise OSError(28, "No space left on device")
+        real_pwrite(fd, data, offset)
+    collective._pwrite = pwrite_fails
+    try:
+        fxlower.export(model, os.path.join(out, "art-fail"))
+        report["fail"] = "returned"
+    except fxlower.ExportError as e:
+        report["fail"] = str(e)
+    collective._pwrite = real_pwrite
+    dist.barrier()
+    report["fail_left"] = sorted(n for n in os.listdir(out) if n.startswith("art-fail"))
+    save()
+    dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------------ the test side
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(mode: str, out: str, limit: float) -> list[subprocess.CompletedProcess]:
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+               OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), mode, str(r), str(port), out], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(WORLD)]
+    results = []
+    try:
+        deadline = time.monotonic() + limit
+        for p in procs:
+            stdout, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout.decode(errors="replace")))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return results
+
+
+def _files(path: str) -> dict[str, bytes]:
+    return {n: open(os.path.join(path, n), "rb").read() for n in sorted(os.listdir(path))}
+
+
+@pytest.fixture(scope="module")
+def collective_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("collective"))
+    results = _spawn("main", out, limit=150)
+    for r in results:
+        assert r.returncode == 0, r.stdout[-4000:]
+    reports = [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(WORLD)]
+    return out, reports
+
+
+def test_collective_artifact_is_byte_identical_to_single_process_export(collective_run, tmp_path):
+    import fxlower
+    out, reports = collective_run
+    fxlower.export(full_model(), tmp_path / "ref", placements=placements_kwarg())
+    fxlower.export(full_model(), tmp_path / "plain")
+    got = _files(os.path.join(out, "art"))
+    assert sorted(got) == ["manifest.msgpack", "weights.safetensors"]
+    assert got == _files(str(tmp_path / "ref"))
+    assert got["weights.safetensors"] == _files(str(tmp_path / "plain"))["weights.safetensors"]
+    # every rank returned the same summary
+    assert reports[0]["summary"] == reports[1]["summary"]
+    assert reports[0]["summary"][0] == os.path.join(out, "art")
+    assert reports[0]["summary"][4] == sum(len(b) for b in got.values())
+    # nothing else was left beside the artifacts (no temporary directory)
+    assert not [n for n in os.listdir(out) if ".fxlower-tmp-" in n]
+
+
+def test_collective_records_the_dtensor_placements(collective_run):
+    import fxlower
+    out, _ = collective_run
+    art = fxlower.load(os.path.join(out, "art"))
+    entries = art.tensors
+    assert sorted(entries) == sorted(EXPECTED)
+    for name, want in EXPECTED.items():
+        pl = entries[name].placement
+        if want is None:
+            assert pl is None, name
+            continue
+        assert pl.mesh == [2], name
+        assert [(d.kind, d.dim) for d in pl.dims] == [want], name
+        assert pl.mesh_dim_names == [], name
+    # one process reads full tensors: equal to the full model's
+    full = dict(full_model().state_dict())
+    for name, t in full.items():
+        assert torch.equal(art.tensor(name), t), name
+
+
+def test_each_rank_reads_its_own_slice(collective_run):
+    _, reports = collective_run
+    for rank, rep in enumerate(reports):
+        slices = rep["slices"]
+        assert sorted(slices) == sorted(EXPECTED)
+        assert all(ok for _, ok in slices.values()), (rank, slices)
+        # uneven chunks, by hand: vocabulary 11 -> 6 + 5 rows; FF 45 -> 23 + 22
+        assert slices["emb.weight"][0] == [[6, D], [5, D]][rank]
+        assert slices["head.weight"][0] == [[6, D], [5, D]][rank]
+        assert slices["block.mlp.down.weight"][0] == [[D, 23], [D, 22]][rank]
+        assert slices["block.mlp.up.bias"][0] == [[23], [22]][rank]
+        assert slices["block.attn.o.bias"][0] == [D]
+        assert slices["pos"][0] == [D]
+
+
+def test_collective_sharded_export(collective_run):
+    """max_shard_bytes=1000 collectively: the shards follow the rule (file order: item size desc, then key; a
+    tensor opens a new shard when the current one holds data and would pass 1000 bytes), and every stored tensor
+    equals the full model's."""
+    from safetensors import safe_open
+    out, reports = collective_run
+    path = os.path.join(out, "art-sharded")
+    full = {k: v for k, v in full_model().state_dict().items()}
+    # the rule by hand over the full model's tensors
+    order = sorted(full, key=lambda k: (-full[k].element_size(), k))
+    shards, used = [[]], 0
+    for k in order:
+        n = full[k].numel() * full[k].element_size()
+        if shards[-1] and used + n > 1000:
+            shards.append([])
+            used = 0
+        shards[-1].append(k)
+        used += n
+    names = [f"weights-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    assert sorted(os.listdir(path)) == sorted(names + ["manifest.msgpack"])
+    for name, keys in zip(names, shards):
+        with safe_open(os.path.join(path, name), "pt") as f:
+            assert list(f.keys()) == sorted(keys) or sorted(f.keys()) == sorted(keys)
+            for k in keys:
+                assert torch.equal(f.get_tensor(k), full[k]), k
+    assert reports[0]["sharded_summary"] == reports[1]["sharded_summary"]
+
+
+def test_an_exception_on_one_rank_fails_every_rank_naming_it(collective_run):
+    _, reports = collective_run
+    for rep in reports:
+        msg = rep["fail"]
+        assert "phase write" in msg and "rank 1: OSError: [Errno 28] No space left on device" in msg, msg
+        assert "rank 0:" not in msg
+        assert rep["fail_left"] == []
+
+
+def test_killed_rank_leaves_nothing_and_the_other_rank_fails_in_time(tmp_path):
+    out = str(tmp_path)
+    results = _spawn("kill", out, limit=90)
+    assert results[1].returncode == -signal.SIGKILL, results[1].stdout[-3000:]
+    assert results[0].returncode == 0, results[0].stdout[-3000:]
+    rep = json.load(open(os.path.join(out, "rank0.json")))
+    assert rep["result"] == "ExportError"
+    assert "phase write" in rep["message"] and "lost contact" in rep["message"], rep["message"]
+    assert rep["seconds"] < 20 + 5
+    assert sorted(os.listdir(out)) == ["rank0.json"]  # no artifact, no temporary directory
+
+
+if __name__ == "__main__":
+    _rank_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
