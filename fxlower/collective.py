@@ -272,6 +272,29 @@ def _check_timeout(timeout: Any) -> float:
     return float(timeout)
 
 
+@contextlib.contextmanager
+def _original_classes(root: torch.nn.Module):
+    """FSDP2's ``fully_shard`` swaps each module's class for ``FSDP<Name>(FSDPModule, <Name>)``; while tracing and
+    lifting, every such module is its original class again (a leaf stays a leaf with its own rule, and the graph
+    and records are the full model's). Restored on exit."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        yield
+        return
+    swapped = []
+    try:
+        for m in root.modules():
+            cls = type(m)
+            if isinstance(m, FSDPModule) and len(cls.__bases__) == 2 and cls.__bases__[0] is FSDPModule:
+                m.__class__ = cls.__bases__[1]
+                swapped.append((m, cls))
+        yield
+    finally:
+        for m, cls in swapped:
+            m.__class__ = cls
+
+
 def _trace(module: torch.nn.Module) -> fx.GraphModule:
     """The module's graph, traced without running any submodule's hooks: tensor-parallel and FSDP2 hooks
     redistribute values at run time, while the graph is the full model's."""
@@ -411,16 +434,17 @@ def _exchange(group: _Group, phase: str, status: tuple[str, Any], err: BaseExcep
 def _plan(gm: torch.nn.Module, max_shard_bytes: int | None, rank: int) -> dict[str, Any]:
     """Everything this rank needs, computed the same on every rank: the encoded program, the table, the file plan,
     the placements, the hash assignment, and this rank's own pieces."""
-    if not isinstance(gm, fx.GraphModule):
-        gm = _trace(gm)
-    program = _w._Program(gm, None, False)
-    program.table = _PlacedTable()
-    try:
-        program.collect()
-    except UnsupportedModuleError as e:
-        raise UnsupportedModuleError(_w._unsupported_for_export(e.unsupported), e.unsupported) from e
-    graphs, signature, _ = program.encode_program()
-    modules, functions, methods = program.declarations()
+    with _original_classes(gm):
+        if not isinstance(gm, fx.GraphModule):
+            gm = _trace(gm)
+        program = _w._Program(gm, None, False)
+        program.table = _PlacedTable()
+        try:
+            program.collect()
+        except UnsupportedModuleError as e:
+            raise UnsupportedModuleError(_w._unsupported_for_export(e.unsupported), e.unsupported) from e
+        graphs, signature, _ = program.encode_program()
+        modules, functions, methods = program.declarations()
     table: _PlacedTable = program.table
     keys = table.keys()
     placements: dict[str, Placement] = {}

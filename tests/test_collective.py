@@ -186,6 +186,20 @@ def _rank_main(mode: str, rank: int, port: int, out: str) -> None:
     report["per_rank_reads"] = per_rank
     art.close()
 
+    # FSDP2: fully_shard on a block, on a leaf (the head) and on the root: every parameter Shard(0)
+    from torch.distributed.fsdp import fully_shard
+    fsdp = full_model()
+    mesh = DeviceMesh("cpu", list(range(WORLD)))
+    fully_shard(fsdp.block.mlp, mesh=mesh)  # its own group: FSDP wants one dtype per group (the MLP is bf16)
+    fully_shard(fsdp.block, mesh=mesh)
+    fully_shard(fsdp.head, mesh=mesh)
+    fully_shard(fsdp, mesh=mesh)
+    fxlower.export(fsdp, os.path.join(out, "art-fsdp"))
+    report["fsdp_classes"] = [type(m).__name__ for m in (fsdp, fsdp.block, fsdp.block.mlp, fsdp.head)]
+    ids = torch.tensor([[1, 5, 10]])
+    with torch.no_grad():  # the FSDP model still runs after export (its classes were put back)
+        report["fsdp_forward_ok"] = bool(torch.allclose(fsdp(ids), full_model()(ids), atol=1e-5))
+
     # a Python exception on rank 1 (disk full while writing) becomes an ExportError on both ranks
     def pwrite_fails(fd, data, offset):
         if rank == 1:
@@ -261,6 +275,20 @@ def test_collective_artifact_is_byte_identical_to_single_process_export(collecti
     assert reports[0]["summary"][4] == sum(len(b) for b in got.values())
     # nothing else was left beside the artifacts (no temporary directory)
     assert not [n for n in os.listdir(out) if ".fxlower-tmp-" in n]
+
+
+def test_fsdp2_collective_export_is_byte_identical(collective_run, tmp_path):
+    """fully_shard swaps classes (FSDPTiny, FSDPBlock, FSDPMLP, FSDPLinear): the export maps them back to the original
+    classes (the head stays a leaf Linear), records Shard(0) on every parameter, and puts the classes back."""
+    import fxlower
+    from torch.distributed.tensor import Shard
+    out, reports = collective_run
+    full = full_model()
+    fxlower.export(full, tmp_path / "ref", placements={n: ((WORLD,), [Shard(0)]) for n, _ in full.named_parameters()})
+    assert _files(os.path.join(out, "art-fsdp")) == _files(str(tmp_path / "ref"))
+    for rep in reports:
+        assert rep["fsdp_classes"] == ["FSDPTiny", "FSDPBlock", "FSDPMLP", "FSDPLinear"]
+        assert rep["fsdp_forward_ok"] is True
 
 
 def test_collective_records_the_dtensor_placements(collective_run):
