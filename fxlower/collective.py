@@ -36,6 +36,7 @@ import hashlib
 import itertools
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -242,9 +243,8 @@ class _Group:
             torch.distributed.all_gather_object(got, status, group=self.pg)
         except Exception as e:
             raise ExportError(f"collective export, phase {phase}: rank {self.rank} lost contact with the other "
-                              f"ranks ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                              f"); a rank died or did not reach this phase within {self.timeout:g} s. Nothing was "
-                              f"published") from e
+                              f"ranks ({_short(e)}): a rank died, or did not reach this phase within "
+                              f"{self.timeout:g} s (export's timeout=). Nothing was published") from e
         failed = [(r, s[1]) for r, s in enumerate(got) if s[0] != "ok"]
         if failed:
             text = "; ".join(f"rank {r}: {msg}" for r, msg in failed)
@@ -254,6 +254,13 @@ class _Group:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             torch.distributed.destroy_process_group(self.pg)
+
+
+def _short(e: BaseException) -> str:
+    """The first sentence of a transport error, without gloo's source-location prefix."""
+    lines = str(e).strip().splitlines()
+    text = re.sub(r"^\[[^\]]*\] ", "", lines[0]) if lines else ""
+    return text.split(". ")[0] or type(e).__name__
 
 
 def _status(fn: Callable[[], Any]) -> tuple[tuple[str, Any], BaseException | None]:

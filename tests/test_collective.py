@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import torch
 import torch.nn as nn
 
 WORLD = 2
+HANG, HANG_TIMEOUT = 6.0, 2.0  # a rank stuck for HANG seconds; the collective phases wait HANG_TIMEOUT
 D, HEADS, FF, VOCAB = 16, 2, 45, 11  # FF and VOCAB are odd: uneven chunks (23/22 and 6/5) on purpose
 
 
@@ -145,15 +147,18 @@ def _rank_main(mode: str, rank: int, port: int, out: str) -> None:
             json.dump(report, f)
 
     real_pwrite = collective._pwrite
-    if mode == "kill":
+    if mode in ("kill", "hang"):
         def pwrite_then_die(fd, data, offset):
             real_pwrite(fd, data, offset)
-            if rank == 1:
+            if rank == 1 and mode == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if rank == 1 and mode == "hang" and not report:
+                report["hung"] = True
+                time.sleep(HANG)
         collective._pwrite = pwrite_then_die
         start = time.monotonic()
         try:
-            fxlower.export(model, os.path.join(out, "art"), timeout=20)
+            fxlower.export(model, os.path.join(out, "art"), timeout=20 if mode == "kill" else HANG_TIMEOUT)
             report["result"] = "returned"
         except fxlower.ExportError as e:
             report["result"] = "ExportError"
@@ -226,24 +231,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn(mode: str, out: str, limit: float) -> list[subprocess.CompletedProcess]:
+def _start(mode: str, out: str) -> list[subprocess.Popen]:
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), mode, str(r), str(port), out], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(WORLD)]
-    results = []
+    return [subprocess.Popen([sys.executable, os.path.abspath(__file__), mode, str(r), str(port), out], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The three runs ("main", "kill", "hang"), 2 ranks each, started together and bounded in time: mode ->
+    (output directory, [CompletedProcess per rank])."""
+    outs = {mode: str(tmp_path_factory.mktemp(mode)) for mode in ("main", "kill", "hang")}
+    procs = {}
     try:
-        deadline = time.monotonic() + limit
-        for p in procs:
-            stdout, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout.decode(errors="replace")))
+        for mode, out in outs.items():
+            procs[mode] = _start(mode, out)
+        deadline = time.monotonic() + 150
+        done = {}
+        for mode, ps in procs.items():
+            done[mode] = (outs[mode], [])
+            for p in ps:
+                stdout, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                done[mode][1].append(subprocess.CompletedProcess(p.args, p.returncode,
+                                                                 stdout.decode(errors="replace")))
+        return done
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return results
+        for ps in procs.values():
+            for p in ps:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
 
 
 def _files(path: str) -> dict[str, bytes]:
@@ -251,9 +270,8 @@ def _files(path: str) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def collective_run(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("collective"))
-    results = _spawn("main", out, limit=150)
+def collective_run(runs):
+    out, results = runs["main"]
     for r in results:
         assert r.returncode == 0, r.stdout[-4000:]
     reports = [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(WORLD)]
@@ -363,16 +381,33 @@ def test_an_exception_on_one_rank_fails_every_rank_naming_it(collective_run):
         assert rep["fail_left"] == []
 
 
-def test_killed_rank_leaves_nothing_and_the_other_rank_fails_in_time(tmp_path):
-    out = str(tmp_path)
-    results = _spawn("kill", out, limit=90)
+def test_killed_rank_leaves_nothing_and_the_other_rank_fails_in_time(runs):
+    out, results = runs["kill"]
     assert results[1].returncode == -signal.SIGKILL, results[1].stdout[-3000:]
     assert results[0].returncode == 0, results[0].stdout[-3000:]
     rep = json.load(open(os.path.join(out, "rank0.json")))
     assert rep["result"] == "ExportError"
-    assert "phase write" in rep["message"] and "lost contact" in rep["message"], rep["message"]
+    # gloo sees the dead peer at once: its words depend on which socket call noticed it first
+    assert re.fullmatch(r"collective export, phase write: rank 0 lost contact with the other ranks \(.*Connection "
+                        r"(closed|reset) by peer.*\): a rank died, or did not reach this phase within 20 s \(export's "
+                        r"timeout=\)\. Nothing was published", rep["message"]), rep["message"]
     assert rep["seconds"] < 20 + 5
     assert sorted(os.listdir(out)) == ["rank0.json"]  # no artifact, no temporary directory
+
+
+def test_a_stuck_rank_times_out_on_the_others_and_leaves_nothing(runs):
+    """Rank 1 stops for HANG seconds inside its first write; rank 0 gives up after timeout=HANG_TIMEOUT, and rank 1,
+    when it resumes, finds rank 0 gone: both raise, nothing is left."""
+    out, results = runs["hang"]
+    assert [r.returncode for r in results] == [0, 0], results[1].stdout[-3000:]
+    reps = [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(WORLD)]
+    assert reps[0]["result"] == "ExportError"
+    assert reps[0]["message"].startswith("collective export, phase write: rank 0 lost contact with the other "
+                                         "ranks (Timed out"), reps[0]["message"]
+    assert "within 2 s (export's timeout=)" in reps[0]["message"]
+    assert HANG_TIMEOUT <= reps[0]["seconds"] < HANG_TIMEOUT + 3
+    assert reps[1]["result"] == "ExportError" and "phase write: rank 1 lost contact" in reps[1]["message"]
+    assert sorted(os.listdir(out)) == ["rank0.json", "rank1.json"]
 
 
 if __name__ == "__main__":
