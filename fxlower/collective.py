@@ -100,7 +100,7 @@ def placement_of(mesh: Sequence[int], placements: Sequence[Any], ndim: int, wher
     dims = []
     for i, p in enumerate(placements):
         if isinstance(p, Partial):
-            raise ExportError(f"{where} is {p} on mesh dimension {i}: a pending reduction, not a layout of stored "
+            raise ExportError(f"{where} is {p!r} on mesh dimension {i}: a pending reduction, not a layout of stored "
                               f"values; redistribute it first, e.g. t.redistribute(mesh, [Replicate()]) (or export "
                               f"before the step that makes it partial)")
         if type(p) is Shard:

@@ -395,6 +395,74 @@ def test_killed_rank_leaves_nothing_and_the_other_rank_fails_in_time(runs):
     assert sorted(os.listdir(out)) == ["rank0.json"]  # no artifact, no temporary directory
 
 
+@pytest.fixture
+def world_of_one(tmp_path):
+    """A process group of one rank in this process (gloo over a file store), torn down after the test."""
+    import torch.distributed as dist
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        from torch.distributed.device_mesh import DeviceMesh
+        yield DeviceMesh("cpu", [0])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_world_of_one_is_byte_identical_and_restores_nothing_it_should_not(world_of_one, tmp_path):
+    import fxlower
+    from torch.distributed.tensor.parallel import parallelize_module
+    model = full_model()
+    parallelize_module(model, world_of_one, tp_plan())
+    s = fxlower.export(model, tmp_path / "art")
+    ref = {name: ((1,), p) for name, (_, p) in placements_kwarg().items()}
+    fxlower.export(full_model(), tmp_path / "ref", placements=ref)
+    assert _files(str(tmp_path / "art")) == _files(str(tmp_path / "ref"))
+    assert s.tensors == len(EXPECTED)
+    with pytest.raises(fxlower.ArtifactExistsError):
+        fxlower.export(full_model(), tmp_path / "art")  # single-process export: the path exists
+    with pytest.raises(fxlower.ExportError, match=r"phase plan on rank 0: ArtifactExistsError: .*art exists"):
+        fxlower.export(model, tmp_path / "art")
+    assert sorted(os.listdir(tmp_path)) == ["art", "ref", "store"]
+
+
+def test_collective_refuses_what_it_cannot_do(world_of_one, tmp_path):
+    import fxlower
+    from torch.distributed.tensor import DTensor, Partial
+    from torch.distributed.tensor.parallel import parallelize_module
+    model = full_model()
+    parallelize_module(model, world_of_one, tp_plan())
+    ids = torch.tensor([[1, 2]])
+    with pytest.raises(ValueError, match=r"^golden= is not supported by a collective export"):
+        fxlower.export(model, tmp_path / "a", (ids,), golden=True)
+    with pytest.raises(ValueError, match=r"^example_inputs are not supported by a collective export"):
+        fxlower.export(model, tmp_path / "a", (ids,))
+    with pytest.raises(ValueError, match=r"^core=True is not supported by a collective export"):
+        fxlower.export(model, tmp_path / "a", core=True)
+    with pytest.raises(ValueError, match=r"^timeout must be a positive number of seconds or None, got 0"):
+        fxlower.export(model, tmp_path / "a", timeout=0)
+    with pytest.raises(ValueError, match=r"^placements= is for a single-process export"):
+        fxlower.export(model, tmp_path / "a", placements={})
+    # a pending reduction is no layout
+    model.norm.weight = nn.Parameter(DTensor.from_local(torch.ones(D), world_of_one, [Partial()]))
+    with pytest.raises(fxlower.ExportError, match=r"phase plan on rank 0: ExportError: tensor 'norm.weight' is "
+                                                  r"Partial\(sum\) on mesh dimension 0: a pending reduction"):
+        fxlower.export(model, tmp_path / "a")
+    assert sorted(os.listdir(tmp_path)) == ["store"]
+
+
+def test_placements_kwarg_rejects_a_partial_placement_and_unknown_names(tmp_path):
+    import fxlower
+    from torch.distributed.tensor import Partial, Shard
+    with pytest.raises(fxlower.ExportError, match=r"tensor 'head.weight' is Partial\(sum\) on mesh dimension 0"):
+        fxlower.export(full_model(), tmp_path / "a", placements={"head.weight": ((2,), [Partial()])})
+    with pytest.raises(fxlower.ExportError, match=r"tensor 'pos' is Shard\(1\) on mesh dimension 0, but the tensor "
+                                                  r"has 1 dimension\(s\)"):
+        fxlower.export(full_model(), tmp_path / "a", placements={"pos": ((2,), [Shard(1)])})
+    with pytest.raises(ValueError, match=r"placements= names \['nope'\], which are not weights tensors"):
+        fxlower.export(full_model(), tmp_path / "a", placements={"nope": ((2,), [Shard(0)])})
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_stuck_rank_times_out_on_the_others_and_leaves_nothing(runs):
     """Rank 1 stops for HANG seconds inside its first write; rank 0 gives up after timeout=HANG_TIMEOUT, and rank 1,
     when it resumes, finds rank 0 gone: both raise, nothing is left."""
