@@ -239,15 +239,38 @@ def _start(mode: str, out: str) -> list[subprocess.Popen]:
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(WORLD)]
 
 
+def _doc_script() -> str:
+    """The workflow's script in the docs (docs/scale.md, or the fragment docs/scale-collective.md)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for page in ("scale.md", "scale-collective.md"):
+        path = os.path.join(root, "docs", page)
+        if os.path.exists(path):
+            for body in re.findall(r"^```python\n(.*?)^```", open(path).read(), flags=re.S | re.M):
+                if body.startswith("# tp_export.py"):
+                    return body
+    raise AssertionError("the tp_export.py script of the collective workflow is not in docs/")
+
+
+def _start_doc(out: str) -> list[subprocess.Popen]:
+    """torchrun --nproc-per-node 2 tp_export.py, as the docs say."""
+    with open(os.path.join(out, "tp_export.py"), "w") as f:
+        f.write(_doc_script())
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+               OMP_NUM_THREADS="1")
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                              "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "tp_export.py"],
+                             cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The three runs ("main", "kill", "hang"), 2 ranks each, started together and bounded in time: mode ->
     (output directory, [CompletedProcess per rank])."""
-    outs = {mode: str(tmp_path_factory.mktemp(mode)) for mode in ("main", "kill", "hang")}
+    outs = {mode: str(tmp_path_factory.mktemp(mode)) for mode in ("main", "kill", "hang", "doc")}
     procs = {}
     try:
         for mode, out in outs.items():
-            procs[mode] = _start(mode, out)
+            procs[mode] = _start_doc(out) if mode == "doc" else _start(mode, out)
         deadline = time.monotonic() + 150
         done = {}
         for mode, ps in procs.items():
@@ -461,6 +484,21 @@ def test_placements_kwarg_rejects_a_partial_placement_and_unknown_names(tmp_path
     with pytest.raises(ValueError, match=r"placements= names \['nope'\], which are not weights tensors"):
         fxlower.export(full_model(), tmp_path / "a", placements={"nope": ((2,), [Shard(0)])})
     assert os.listdir(tmp_path) == []
+
+
+def test_the_documented_torchrun_script_runs(runs):
+    out, (result,) = runs["doc"]
+    assert result.returncode == 0, result.stdout[-3000:]
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith(("rank ", "layers."))]
+    ranks = sorted(ln for ln in lines if ln.startswith("rank "))
+    assert len(ranks) == 2
+    for r, ln in enumerate(ranks):
+        assert re.fullmatch(rf"rank {r}: 32 tensors, 48\.0 MiB written in [0-9.]+ s; local shards 24\.0 MiB; peak "
+                            rf"RSS during export \+[0-9.]+ MiB", ln), ln
+    assert [ln for ln in lines if ln.startswith("layers.")] == [
+        "layers.0.o.weight [512, 512] [2] [('shard', 1)]", "layers.0.q.weight [('shard', 0)]",
+        "layers.0.norm.weight None"]
+    assert sorted(os.listdir(os.path.join(out, "tp.fxl"))) == ["manifest.msgpack", "weights.safetensors"]
 
 
 def test_a_stuck_rank_times_out_on_the_others_and_leaves_nothing(runs):
