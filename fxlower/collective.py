@@ -350,11 +350,12 @@ def _run(group: _Group, gm: torch.nn.Module, target: str, overwrite: bool,
          max_shard_bytes: int | None) -> _w.ExportSummary:
     rank = group.rank
     state: dict[str, Any] = {"tmp": None, "lock": None}
+    p: dict[str, Any] = {}
     try:
         # --- PLAN
         def plan():
-            nonlocal_plan.update(_plan(gm, max_shard_bytes, rank))
-            out = {"fingerprint": nonlocal_plan["fingerprint"], "tmp": None, "removed": ()}
+            p.update(_plan(gm, max_shard_bytes, rank))
+            out = {"fingerprint": p["fingerprint"], "tmp": None, "removed": ()}
             if rank == 0:
                 parent, base = os.path.split(target)
                 if os.path.lexists(target) and (not overwrite or not _w._is_replaceable(target)):
@@ -367,9 +368,7 @@ def _run(group: _Group, gm: torch.nn.Module, target: str, overwrite: bool,
                                       f"(errno {e.errno})") from e
                 out["tmp"] = state["tmp"]
             return out
-        nonlocal_plan: dict[str, Any] = {}
-        status, err = _status(plan)
-        got = _exchange(group, "plan", status, err)
+        got = _exchange(group, "plan", *_status(plan))
         state["tmp"] = got[0]["tmp"]
         fingerprints = {g["fingerprint"] for g in got}
         if len(fingerprints) != 1:
@@ -379,7 +378,6 @@ def _run(group: _Group, gm: torch.nn.Module, target: str, overwrite: bool,
                               f"export the same model. Nothing was published")
         removed = got[0]["removed"]
         tmp = state["tmp"]
-        p = nonlocal_plan
 
         # --- CREATE
         def create():
@@ -412,12 +410,25 @@ def _run(group: _Group, gm: torch.nn.Module, target: str, overwrite: bool,
         summary_fields = _exchange(group, "manifest", *_status(manifest))[0]
 
         # --- PUBLISH
+        published = False
+
         def publish():
+            nonlocal published
             if rank == 0:
                 _w._publish(tmp, target, overwrite)
+                published = True
                 _w._fsync_dir(os.path.dirname(target))
-        _exchange(group, "publish", *_status(publish))
-        return _w.ExportSummary(path=target, removed_temporaries=removed, **summary_fields)
+        summary = _w.ExportSummary(path=target, removed_temporaries=removed, **summary_fields)
+        try:
+            _exchange(group, "publish", *_status(publish))
+        except ExportError as e:
+            if published:
+                return summary  # complete and in place; only the other ranks' confirmation was lost
+            if rank != 0:
+                raise ExportError(f"{e} by this rank; rank 0 may have published {target} before contact was lost: look "
+                                  f"there, or export again") from e.__cause__
+            raise
+        return summary
     finally:
         try:
             if state["tmp"] is not None:

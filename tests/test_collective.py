@@ -217,8 +217,18 @@ def _rank_main(mode: str, rank: int, port: int, out: str) -> None:
     except fxlower.ExportError as e:
         report["fail"] = str(e)
     collective._pwrite = real_pwrite
+    # ranks holding different models (on rank 1 the head's weight is a plain tensor) are told so, on both ranks
+    other = full_model()
+    parallelize_module(other, DeviceMesh("cpu", list(range(WORLD))), tp_plan())
+    if rank == 1:
+        other.head.weight = nn.Parameter(full_model().head.weight.detach())
+    try:
+        fxlower.export(other, os.path.join(out, "art-differ"))
+        report["differ"] = "returned"
+    except fxlower.ExportError as e:
+        report["differ"] = str(e)
     dist.barrier()
-    report["fail_left"] = sorted(n for n in os.listdir(out) if n.startswith("art-fail"))
+    report["fail_left"] = sorted(n for n in os.listdir(out) if n.startswith(("art-fail", "art-differ")))
     save()
     dist.destroy_process_group()
 
@@ -402,6 +412,9 @@ def test_an_exception_on_one_rank_fails_every_rank_naming_it(collective_run):
         assert "phase write" in msg and "rank 1: OSError: [Errno 28] No space left on device" in msg, msg
         assert "rank 0:" not in msg
         assert rep["fail_left"] == []
+        assert rep["differ"] == ("collective export: ranks [1] traced a different graph or tensor table than rank 0 "
+                                 "(names, shapes, dtypes, placements or tied weights differ); every rank must export "
+                                 "the same model. Nothing was published")
 
 
 def test_killed_rank_leaves_nothing_and_the_other_rank_fails_in_time(runs):
