@@ -90,6 +90,11 @@ def full_model() -> Tiny:
     return m
 
 
+def two_linears() -> nn.Sequential:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 4))
+
+
 # Placements written down by hand: (mesh dim kind, tensor dim) per tensor; None: not placed.
 SHARD0, SHARD1, REPL = ("shard", 0), ("shard", 1), ("replicate", -1)
 EXPECTED = {
@@ -204,6 +209,19 @@ def _rank_main(mode: str, rank: int, port: int, out: str) -> None:
     ids = torch.tensor([[1, 5, 10]])
     with torch.no_grad():  # the FSDP model still runs after export (its classes were put back)
         report["fsdp_forward_ok"] = bool(torch.allclose(fsdp(ids), full_model()(ids), atol=1e-5))
+
+    # a 2-D mesh (2, 1) with names: [Replicate(), Shard(0)] is written by rank 0 alone (rank 1 is at coordinate 1
+    # along the replicated dimension), [Shard(1), Replicate()] by both
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+    mesh2 = init_device_mesh("cpu", (WORLD, 1), mesh_dim_names=("dp", "tp"))
+    seq = two_linears()
+    for mod, pl in ((seq[0], [Replicate(), Shard(0)]), (seq[1], [Shard(1), Replicate()])):
+        for pname in ("weight", "bias"):
+            t = getattr(mod, pname)
+            setattr(mod, pname, nn.Parameter(distribute_tensor(t.detach(), mesh2, pl if t.dim() == 2 else
+                                                               [Replicate(), Replicate()])))
+    fxlower.export(seq, os.path.join(out, "art-2d"))
 
     # a Python exception on rank 1 (disk full while writing) becomes an ExportError on both ranks
     def pwrite_fails(fd, data, offset):
@@ -340,6 +358,25 @@ def test_fsdp2_collective_export_is_byte_identical(collective_run, tmp_path):
     for rep in reports:
         assert rep["fsdp_classes"] == ["FSDPTiny", "FSDPBlock", "FSDPMLP", "FSDPLinear"]
         assert rep["fsdp_forward_ok"] is True
+
+
+def test_two_dimensional_mesh_with_names(collective_run, tmp_path):
+    import fxlower
+    out, _ = collective_run
+    fxlower.export(two_linears(), tmp_path / "plain")
+    got = _files(os.path.join(out, "art-2d"))
+    assert got["weights.safetensors"] == _files(str(tmp_path / "plain"))["weights.safetensors"]
+    art = fxlower.load(os.path.join(out, "art-2d"))
+    placed = {n: (e.placement.mesh, [(d.kind, d.dim) for d in e.placement.dims], e.placement.mesh_dim_names)
+              for n, e in art.tensors.items()}
+    assert placed == {
+        "0.weight": ([2, 1], [REPL, SHARD0], ["dp", "tp"]),
+        "0.bias": ([2, 1], [REPL, REPL], ["dp", "tp"]),
+        "1.weight": ([2, 1], [SHARD1, REPL], ["dp", "tp"]),
+        "1.bias": ([2, 1], [REPL, REPL], ["dp", "tp"]),
+    }
+    for name, t in two_linears().state_dict().items():
+        assert torch.equal(art.tensor(name), t), name
 
 
 def test_collective_records_the_dtensor_placements(collective_run):
