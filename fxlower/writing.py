@@ -796,7 +796,7 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
            core: bool = False, dynamic_shapes: Any = None, module: torch.nn.Module | None = None,
            golden: bool | str = False, overwrite: bool = False, max_shard_bytes: int | None = None,
            placements: dict[str, tuple] | None = None, weights_from: str | os.PathLike | None = None,
-           progress: bool | None = None) -> ExportSummary:
+           timeout: float | None = None, progress: bool | None = None) -> ExportSummary:
     """Lift ``gm`` and write it as an fxlower artifact directory at ``path``.
 
     Temporaries that earlier exports to ``path`` left behind when they were killed are removed first and listed
@@ -837,6 +837,9 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
             model's size. Tensors not on the meta device are written from memory. The artifact is byte-identical
             to the export of the materialised model. Not with ``golden`` (a meta model cannot run) or ``core``;
             ``example_inputs`` are run on the meta device to record shapes (docs/scale.md).
+        timeout: seconds each phase of a collective export may wait for the other ranks (default 300). A
+            collective export happens when torch.distributed is initialised and ``gm`` holds DTensor parameters
+            or buffers: then every rank must call export with the same arguments (fxlower.collective).
         progress: a tqdm bar on stderr while the tensor files are written, in bytes and tensors. None (default):
             only when stderr is a terminal and the writing has taken a second; True: at once, on any stderr;
             False: never. The files written are the same either way.
@@ -868,6 +871,14 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
     check_progress(progress)
     plan_files([], WEIGHTS_FILE, max_shard_bytes)  # ValueError for a limit that is not a positive int
     placed = _placements(placements)
+    from . import collective
+    if collective.applies(gm):
+        if placements is not None or weights_from is not None:
+            raise ValueError("placements= and weights_from= are for a single-process export; a collective export "
+                             "records each DTensor's own placements and writes each rank's own shards")
+        return collective.export(gm, path, example_inputs, example_kwargs=example_kwargs, core=core,
+                                 golden=golden, overwrite=overwrite, max_shard_bytes=max_shard_bytes,
+                                 timeout=timeout)
     if example_inputs is not None and not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     if example_kwargs is not None and not isinstance(example_kwargs, dict):
