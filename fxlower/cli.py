@@ -10,7 +10,8 @@
     fxlower clean PATH            remove the temporaries that killed exports to PATH left behind (never a running
                                   export's) and list them
     fxlower export TARGET -o PATH [--input SHAPE[:DTYPE] ... | --inputs FILE] [--golden [outputs|nodes]]
-                   [--overwrite] [--leaf CLASS ...] [--core] [--[no-]progress]
+                   [--overwrite] [--leaf CLASS ...] [--core [--dynamic INPUT:DIM[:MIN:MAX] ...]]
+                   [--max-shard-bytes N] [--weights-from SRC] [--[no-]progress]
                                   load a model (MODULE:ATTR or FILE.py:ATTR), trace, lift, export, summarise
     fxlower diff A B [--values] [--json]
                                   compare two artifacts; exit 0 equal, 1 different, 2 error
@@ -242,6 +243,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--core", action="store_true",
                    help="also write the core view (the program as Core ATen ops through torch.export, format "
                         "1.2): fxlower.export(..., core=True)")
+    p.add_argument("--dynamic", action="append", default=[], metavar="INPUT:DIM[:MIN:MAX]",
+                   help="with --core: dimension DIM of input INPUT (0-based positions) is a symbolic size, in "
+                        "[MIN, MAX] when given (torch.export.Dim); repeatable")
+    p.add_argument("--max-shard-bytes", type=_byte_count, metavar="N",
+                   help="split the weights over files of at most N bytes of tensor data each (format 1.3); N is "
+                        "bytes, or a number with K, M or G (binary: 4G = 4 << 30)")
+    p.add_argument("--weights-from", metavar="SRC",
+                   help="take the bytes of the model's meta tensors from a safetensors checkpoint: a file, a "
+                        "directory of them or a *.safetensors.index.json (docs/scale.md)")
     _add_progress(p, "the tensor files are written")
     p = sub.add_parser("diff", help="compare two artifacts structurally",
                        description="Compare two artifacts: header fields, nodes per graph (op, target, args, kwargs, "
@@ -261,6 +271,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_BYTE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _byte_count(text: str) -> int:
+    """``--max-shard-bytes``: a positive count of bytes, optionally with a binary unit K, M, G or T."""
+    digits, unit = (text[:-1], text[-1].upper()) if text[-1:].isalpha() else (text, "")
+    if unit not in _BYTE_UNITS or not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive byte count (e.g. 1048576, 512M, 4G)")
+    return int(digits) * _BYTE_UNITS[unit]
+
+
 def _export_cmd(args: argparse.Namespace) -> int:
     import inspect
 
@@ -278,6 +299,15 @@ def _export_cmd(args: argparse.Namespace) -> int:
         extra["core"] = True
     inputs = cli_export.read_inputs(args.inputs) if args.inputs else (
         cli_export.make_inputs(args.input) if args.input else None)
+    if args.dynamic:
+        if not args.core:
+            raise cli_export.CommandError("--dynamic needs --core (symbolic sizes are torch.export's, which only "
+                                          "the core view runs)", code=2)
+        extra["dynamic_shapes"] = cli_export.dynamic_shapes(args.dynamic, inputs)
+    if args.max_shard_bytes is not None:
+        extra["max_shard_bytes"] = args.max_shard_bytes
+    if args.weights_from is not None:
+        extra["weights_from"] = args.weights_from
     model, home = cli_export.load_target(args.target)
     leaves = tuple(cli_export.resolve_class(c, home) for c in args.leaf)
     gm = model if args.core and not leaves else cli_export.trace(model, leaves)

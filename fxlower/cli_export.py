@@ -157,6 +157,30 @@ def make_inputs(specs: list[str]) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
+def dynamic_shapes(specs: list[str], inputs: tuple | None) -> tuple:
+    """``--dynamic INPUT:DIM[:MIN:MAX]`` specs as torch.export ``dynamic_shapes``: one entry per input (None for a
+    static one), each a ``{dim: torch.export.Dim}``; the Dim of input i, dimension d is named ``in{i}_d{d}``."""
+    if inputs is None:
+        raise CommandError("--dynamic needs inputs: give --input SHAPE[:DTYPE] or --inputs FILE", code=2)
+    shapes: list[dict | None] = [None] * len(inputs)
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) not in (2, 4) or not all(p.isdigit() for p in parts):
+            raise CommandError(f"--dynamic {spec!r}: expected INPUT:DIM or INPUT:DIM:MIN:MAX with non-negative "
+                               f"integers, e.g. 0:0 or 0:1:1:512", code=2)
+        i, d = int(parts[0]), int(parts[1])
+        if i >= len(inputs) or not isinstance(inputs[i], torch.Tensor) or d >= inputs[i].dim():
+            raise CommandError(f"--dynamic {spec!r}: input {i} has no dimension {d} (the inputs' shapes: "
+                               f"{[list(x.shape) for x in inputs]})", code=2)
+        bounds = {} if len(parts) == 2 else {"min": int(parts[2]), "max": int(parts[3])}
+        if bounds and not bounds["min"] <= inputs[i].shape[d] <= bounds["max"]:
+            raise CommandError(f"--dynamic {spec!r}: the example size {inputs[i].shape[d]} of input {i} dimension "
+                               f"{d} is outside [{bounds['min']}, {bounds['max']}]", code=2)
+        shapes[i] = dict(shapes[i] or {})
+        shapes[i][d] = torch.export.Dim(f"in{i}_d{d}", **bounds)
+    return tuple(shapes)
+
+
 def read_inputs(path: str) -> tuple[torch.Tensor, ...]:
     """The tensors of a safetensors file whose keys are exactly ``0``, ``1``, ... (the input positions)."""
     from safetensors import SafetensorError

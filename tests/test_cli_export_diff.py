@@ -338,3 +338,53 @@ def test_leaf_keeps_a_user_class_as_a_call_module_node(tmp_path, capsys):
         assert [(n.op, n.target) for n in art.manifest.graphs[0].nodes] == [
             ("placeholder", "x"), ("call_function", "operator.mul"), ("call_function", "torch.relu"),
             ("output", "output")]
+
+
+# ------------------------------------------------------------------------------------------------ scale and core flags
+
+def test_export_max_shard_bytes_is_byte_identical_to_the_api(model_file, tmp_path, capsys):
+    out = str(tmp_path / "cli.fxl")
+    # 488 bytes of weights: conv.weight (432) alone, then the rest
+    assert main(["export", f"{model_file}:make_model", "-o", out, "--max-shard-bytes", "200"]) == 0
+    api = str(tmp_path / "api.fxl")
+    fxlower.export(torch.fx.symbolic_trace(_load_module(model_file).make_model()), api, max_shard_bytes=200)
+    got = _files(out)
+    assert got == _files(api)
+    assert "weights-00001-of-" in " ".join(got)
+
+
+def test_export_max_shard_bytes_rejects_a_bad_count(model_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["export", f"{model_file}:make_model", "-o", str(tmp_path / "x"), "--max-shard-bytes", "12Q"])
+    assert e.value.code == 2
+    assert "'12Q' is not a positive byte count" in capsys.readouterr().err
+    from fxlower.cli import _byte_count
+    assert (_byte_count("4G"), _byte_count("512m"), _byte_count("1000")) == (4 << 30, 512 << 20, 1000)
+
+
+def test_export_dynamic_core_is_byte_identical_to_the_api(model_file, tmp_path, capsys):
+    out = str(tmp_path / "cli.fxl")
+    rc = main(["export", f"{model_file}:make_model", "--input", "2x3x8x8", "--input", "2:int64", "--core",
+               "--dynamic", "0:0:1:16", "-o", out])
+    assert rc == 0, capsys.readouterr()
+    api = str(tmp_path / "api.fxl")
+    batch = torch.export.Dim("in0_d0", min=1, max=16)
+    model = _load_module(model_file).make_model()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    s = torch.randint(0, 10, (2,), generator=torch.Generator().manual_seed(1))
+    fxlower.export(model, api, (x, s), core=True, dynamic_shapes=({0: batch}, None))
+    assert _files(out) == _files(api)
+    with fxlower.load(out) as art:
+        (sym,) = art.manifest.core.symbols.values()
+        assert (sym.min, sym.max) == (1, 16)
+
+
+def test_export_dynamic_needs_core_and_a_real_dimension(model_file, tmp_path, capsys):
+    out = str(tmp_path / "x.fxl")
+    assert main(["export", f"{model_file}:make_model", "--input", "2x3x8x8", "--input", "2:int64",
+                 "--dynamic", "0:0", "-o", out]) == 2
+    assert "--dynamic needs --core" in capsys.readouterr().err
+    assert main(["export", f"{model_file}:make_model", "--input", "2x3x8x8", "--input", "2:int64", "--core",
+                 "--dynamic", "0:7", "-o", out]) == 2
+    assert "input 0 has no dimension 7" in capsys.readouterr().err
+    assert not os.path.exists(out)

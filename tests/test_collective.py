@@ -268,9 +268,9 @@ def _start(mode: str, out: str) -> list[subprocess.Popen]:
 
 
 def _doc_script() -> str:
-    """The workflow's script in the docs (docs/scale.md, or the fragment docs/scale-collective.md)."""
+    """The workflow's script in docs/scale.md (section 3)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for page in ("scale.md", "scale-collective.md"):
+    for page in ("scale.md",):
         path = os.path.join(root, "docs", page)
         if os.path.exists(path):
             for body in re.findall(r"^```python\n(.*?)^```", open(path).read(), flags=re.S | re.M):
