@@ -437,7 +437,7 @@ def _raw_read(path: str, buf: torch.Tensor) -> None:
 
 
 def run_load_variant(variant: str, paths: dict[str, str], buf: torch.Tensor) -> None:
-    from fxlower import mapping
+    from fxlower.io import mapping
     if variant == "raw read":
         _raw_read(paths["weights file"], buf)
     elif variant.startswith("fxlower"):
@@ -800,7 +800,7 @@ def weights_timeline(args, gm: fx.GraphModule, out: str) -> None:
     write, hash and fsync calls to time them, and compares with the raw write split into write() and fsync()."""
     import hashlib
 
-    from fxlower import tensorfile, writing
+    from fxlower.io import tensorfile, writing
     sd = state_dict_of(gm)
     total = tensor_nbytes(sd)[0]
     base = out

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_export import BlockStack  # noqa: E402
 
 import fxlower  # noqa: E402
-from fxlower.viewer import write_html  # noqa: E402
+from fxlower.tools.viewer import write_html  # noqa: E402
 
 
 def _browser():

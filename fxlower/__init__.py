@@ -12,15 +12,15 @@ The verbs::
 
 __version__ = "0.1.0"
 
-from .book import register_module
-from . import _builtin_rules  # noqa: F401,E402  (registers the torch.nn rules; imports the book)
-from .constants import FORMAT_VERSION
+from .lowering.book import register_module
+from .lowering import _builtin_rules  # noqa: F401,E402  (registers the torch.nn rules; imports the book)
+from .format.constants import FORMAT_VERSION
 from .errors import (AttributeTypeError, CheckpointMismatchError, ExportError, FormatError, FxLowerError, LiftError, RegistrationError,
                      UnsupportedModuleError, UnsupportedTargetError, VersionError)
-from .lifting import LoweringRecord, lift
-from .loading import Artifact, load
-from .targets import register_function
-from .writing import ArtifactExistsError, ExportSummary, export
+from .lowering.lifting import LoweringRecord, lift
+from .io.loading import Artifact, load
+from .lowering.targets import register_function
+from .io.writing import ArtifactExistsError, ExportSummary, export
 
 __all__ = [
     "__version__",

@@ -11,7 +11,7 @@ give the fix.
     │   └── AttributeTypeError   a lowering attribute is not of its declared type (or not declared)
     ├── ExportError              export could not write the artifact (I/O, unsupported tensor kind, bad value,
     │   │                        an nn.Module that does not trace, example inputs the model does not run on)
-    │   ├── ArtifactExistsError  (fxlower.writing; also a FileExistsError) the target exists and is not replaced
+    │   ├── ArtifactExistsError  (fxlower.io.writing; also a FileExistsError) the target exists and is not replaced
     │   └── CheckpointMismatchError  weights_from: the checkpoint's tensors do not match the model's meta tensors
     ├── UnsupportedTargetError   a call_function target is neither allow-listed nor registered
     └── FormatError              an artifact is malformed; ``code`` is the stable id shared with the C++ reader

@@ -3,7 +3,7 @@
     PYTHONPATH=. python3 scripts/gen_cli_doc.py           # rewrite docs/cli.md
     PYTHONPATH=. python3 scripts/gen_cli_doc.py --check   # exit 1 if docs/cli.md differs (tests/test_cli_doc.py)
 
-The commands run in a temporary directory, in-process through ``fxlower.cli.main``, with relative paths, so the
+The commands run in a temporary directory, in-process through ``fxlower.tools.cli.main``, with relative paths, so the
 output is the same on every machine with the same torch.
 """
 
@@ -54,7 +54,7 @@ MODELS_PY = textwrap.dedent('''\
 
 
 def _run(argv: list[str], limit: int | None = None) -> tuple[str, int]:
-    from fxlower.cli import main
+    from fxlower.tools.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -191,7 +191,7 @@ def _document() -> str:
     parts.append(textwrap.dedent('''
         ## `fxlower view`
 
-        Writes ONE HTML file that needs no network: the data, the script (fxlower/viewer_assets/viewer.js,
+        Writes ONE HTML file that needs no network: the data, the script (fxlower/tools/viewer_assets/viewer.js,
         hand-written) and the style are inlined. The layout is computed by fxlower when the page is written (a
         layered layout: longest-path layers, barycentric ordering sweeps, x pulled towards each node's
         predecessors); the page draws on a canvas only what is in view, so a 6,000-node graph is interactive in
@@ -236,7 +236,7 @@ def _document() -> str:
 def _progress_block(argv: list[str]) -> str:
     """The command's stdout, then the last state of its bar (tqdm rewrites the line with a carriage return),
     its times named."""
-    from fxlower.cli import main
+    from fxlower.tools.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -23,7 +23,7 @@ TARGET = ROOT / "docs" / "core-ops.md"
 #: The same list for the C++ reader, which accepts exactly these aten targets in core graphs.
 HEADER = ROOT / "cpp" / "include" / "fxlower" / "core_aten_ops.hpp"
 
-from fxlower.targets import CORE_EXTRA_OPS  # noqa: E402  (the non-core operators readers also accept)
+from fxlower.lowering.targets import CORE_EXTRA_OPS  # noqa: E402  (the non-core operators readers also accept)
 
 #: name.overload -> one line of meaning. "self" and the other names are the schema's argument names.
 MEANINGS = {

@@ -152,8 +152,8 @@ def parse(listing: str) -> dict[str, list[str]]:
 
 
 def _builtin_rule_types() -> list[str]:
-    from fxlower import book
-    from fxlower._builtin_rules import BUILTIN_TYPES
+    from fxlower.lowering import book
+    from fxlower.lowering._builtin_rules import BUILTIN_TYPES
     return sorted(book.type_name(c) for c in BUILTIN_TYPES)
 
 

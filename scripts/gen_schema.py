@@ -1,4 +1,4 @@
-"""Render docs/schema.json (the manifest's JSON Schema) from fxlower/schema.py.
+"""Render docs/schema.json (the manifest's JSON Schema) from fxlower/format/schema.py.
 
     python3 scripts/gen_schema.py           # write docs/schema.json
     python3 scripts/gen_schema.py --check   # exit 1 if docs/schema.json is stale
@@ -13,7 +13,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fxlower.schema import json_schema  # noqa: E402
+from fxlower.format.schema import json_schema  # noqa: E402
 
 TARGET = ROOT / "docs" / "schema.json"
 

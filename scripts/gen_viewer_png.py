@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import fxlower  # noqa: E402
-from fxlower.viewer import write_html  # noqa: E402
+from fxlower.tools.viewer import write_html  # noqa: E402
 from models import MODELS, trace  # noqa: E402
 
 

@@ -61,11 +61,11 @@ import torch.fx as fx  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 import fxlower  # noqa: E402
-import fxlower.book  # noqa: E402
-import fxlower.targets  # noqa: E402
-import fxlower.values  # noqa: E402
-from fxlower.constants import DTYPE_CODES, LAYOUTS, MEMORY_FORMATS, STORAGE_DTYPES  # noqa: E402
-from fxlower.schema import CoreView, Graph, Meta, Signature, TensorEntry, Value  # noqa: E402
+import fxlower.lowering.book  # noqa: E402
+import fxlower.lowering.targets  # noqa: E402
+import fxlower.format.values  # noqa: E402
+from fxlower.format.constants import DTYPE_CODES, LAYOUTS, MEMORY_FORMATS, STORAGE_DTYPES  # noqa: E402
+from fxlower.format.schema import CoreView, Graph, Meta, Signature, TensorEntry, Value  # noqa: E402
 
 DEFAULT_OUT = ROOT / "tests" / "conformance" / "v1.3"
 MANIFEST = "manifest.msgpack"
@@ -393,7 +393,7 @@ def _params(sig: inspect.Signature, skip_self: bool = False) -> list[dict]:
             continue
         required = p.default is inspect.Parameter.empty and p.kind not in (
             inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        default = None if p.default is inspect.Parameter.empty else fxlower.values.encode(p.default)
+        default = None if p.default is inspect.Parameter.empty else fxlower.format.values.encode(p.default)
         out.append({"name": p.name, "kind": _PARAM_KINDS[p.kind], "default": default, "required": required})
     return out
 
@@ -589,13 +589,13 @@ def _lowering_values(record: dict, module: nn.Module) -> None:
         obj = _attr_object(module, name)
         if isinstance(obj, nn.Module):
             try:
-                rule = fxlower.book.rule_for(obj)
+                rule = fxlower.lowering.book.rule_for(obj)
             except fxlower.UnsupportedModuleError:  # a container (the ModuleList of layers.*) has no rule
                 del record["attrs"][name]
                 continue
             record["attrs"][name] = {"t": "module", "v": rule.type_name}
         elif isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
-            record["attrs"][name] = {"t": "function", "v": fxlower.targets.function_name(obj)}
+            record["attrs"][name] = {"t": "function", "v": fxlower.lowering.targets.function_name(obj)}
 
 
 def _module_types(record: dict):
@@ -641,7 +641,7 @@ def complete_1_1(m: dict, gm: fx.GraphModule, inputs: tuple) -> None:
             args = tuple(_materialize(a, env) for a in n["args"])
             kwargs = {k: _materialize(v, env) for k, v in n["kwargs"].items()}
             if n["op"] == "call_function":
-                table, ovs = functions, function_overloads(fxlower.targets.resolve_function(n["target"]))
+                table, ovs = functions, function_overloads(fxlower.lowering.targets.resolve_function(n["target"]))
             else:
                 table, ovs = methods, method_overloads(n["target"])
             table[n["target"]] = [o for _, o in ovs]

@@ -8,12 +8,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fxlower import attrtypes
-from fxlower.attrtypes import RecordProblem, check, check_record, matches, parse, widen
-from fxlower.book import rule_named
-from fxlower.loading import TensorRef
-from fxlower.schema import AttrDecl
-from fxlower.values import FunctionRef, ModuleTypeRef
+from fxlower.format import attrtypes
+from fxlower.format.attrtypes import RecordProblem, check, check_record, matches, parse, widen
+from fxlower.lowering.book import rule_named
+from fxlower.io.loading import TensorRef
+from fxlower.format.schema import AttrDecl
+from fxlower.format.values import FunctionRef, ModuleTypeRef
 
 
 def test_parse_splits_alternatives():
@@ -175,7 +175,7 @@ def test_a_record_of_an_undeclared_module_type():
 def test_lifted_builtin_records_check_against_the_book():
     enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, activation=nn.GELU()), 2,
                                 norm=nn.LayerNorm(8), enable_nested_tensor=False)
-    import fxlower.lifting as lifting  # noqa: F401  (the book's rules are registered by the package)
+    import fxlower.lowering.lifting as lifting  # noqa: F401  (the book's rules are registered by the package)
     from test_lifting import _lift_leaf
 
     rec = _lift_leaf(enc)

@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 import fxlower
-from fxlower import AttributeTypeError, RegistrationError, UnsupportedModuleError, attrtypes
-from fxlower.book import (LoweringRule, find_rule, register_module, rule_for, rule_named, rules, type_name,
+from fxlower import AttributeTypeError, RegistrationError, UnsupportedModuleError
+from fxlower.format import attrtypes
+from fxlower.lowering.book import (LoweringRule, find_rule, register_module, rule_for, rule_named, rules, type_name,
                           unregister_module)
-from fxlower.schema import AttrDecl, ModuleDecl, Param
-from fxlower._builtin_rules import BUILTIN_TYPES
+from fxlower.format.schema import AttrDecl, ModuleDecl, Param
+from fxlower.lowering._builtin_rules import BUILTIN_TYPES
 
 # ----------------------------------------------------------------------------------------------------------------
 # torch.nn classes deliberately without a rule.
@@ -296,7 +297,7 @@ def test_builtin_rule_metadata(cls):
 
 
 def test_book_version_and_rule_count():
-    assert fxlower.book.BOOK_VERSION == 2
+    assert fxlower.lowering.book.BOOK_VERSION == 2
     assert len(BUILTIN_TYPES) == 116
 
 
@@ -454,7 +455,7 @@ def test_declaration_is_the_manifest_module_decl():
         AttrDecl("weight", "tensor", "weight, shape (out_features, in_features)"),
         AttrDecl("bias", "tensor|none", "learnable bias, None when the module has none"),
     ], forward=[Param("input", "positional_or_keyword", None, True)])
-    assert fxlower.schema.from_obj(ModuleDecl, fxlower.schema.to_obj(decl), "decl") == decl
+    assert fxlower.format.schema.from_obj(ModuleDecl, fxlower.format.schema.to_obj(decl), "decl") == decl
 
 
 def test_forward_parameters():
@@ -787,11 +788,11 @@ def test_the_book_does_not_import_the_builtin_rules():
     import ast
     import pathlib
 
-    source = pathlib.Path(fxlower.book.__file__).read_text()
+    source = pathlib.Path(fxlower.lowering.book.__file__).read_text()
     imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert "_builtin_rules" not in imported
-    out = subprocess.run([sys.executable, "-c", "import fxlower.book as b; print(len(b.rules()))"],
+    out = subprocess.run([sys.executable, "-c", "import fxlower.lowering.book as b; print(len(b.rules()))"],
                          capture_output=True, text=True, cwd=pathlib.Path(__file__).resolve().parent.parent)
     assert out.returncode == 0 and out.stdout.strip() == "116", out.stderr
 

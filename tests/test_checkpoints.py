@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 import fxlower
 from fxlower import CheckpointMismatchError, ExportError, FormatError
-from fxlower import checkpoints
+from fxlower.io import checkpoints
 
 VOCAB, DIM, HEADS, HIDDEN, LAYERS = 96, 32, 4, 48, 2
 

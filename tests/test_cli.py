@@ -1,6 +1,6 @@
 """The ``fxlower`` command line: every command, its output and every error path with its exit code.
 
-Exit codes (fxlower/cli.py): 0 success, 1 invalid artifact / failed check / file-system error, 2 usage error.
+Exit codes (fxlower/tools/cli.py): 0 success, 1 invalid artifact / failed check / file-system error, 2 usage error.
 Expected texts are written out by hand from the model's definition; the digest and versions come from the
 manifest read with msgpack directly.
 """
@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 import fxlower
-from fxlower import cli
+from fxlower.tools import cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -182,7 +182,7 @@ def test_lenient_is_now_non_strict(tied, capsys):
 # ------------------------------------------------------------------------------------------------ dump
 
 def test_dump_prints_the_canonical_dump(tied, capsys):
-    from fxlower.dump import dump
+    from fxlower.tools.dump import dump
     code, out, err = _run(capsys, "dump", tied)
     assert (code, err) == (0, "")
     assert out == dump(fxlower.load(tied))
@@ -255,7 +255,7 @@ def test_clean_unlistable_parent(tmp_path, capsys):
 def test_clean_unremovable_orphan(tmp_path, capsys, monkeypatch):
     import errno
 
-    from fxlower import writing
+    from fxlower.io import writing
     orphan = tmp_path / "m.fxlower-tmp-0000000000000001"
     orphan.mkdir()
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import fxlower
-from fxlower.cli import main
+from fxlower.tools.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -314,7 +314,7 @@ LEAF_PY = textwrap.dedent('''
 
 
 def test_leaf_keeps_a_user_class_as_a_call_module_node(tmp_path, capsys):
-    from fxlower.book import unregister_module
+    from fxlower.lowering.book import unregister_module
 
     path = tmp_path / "leafmod.py"
     path.write_text(LEAF_PY)
@@ -358,7 +358,7 @@ def test_export_max_shard_bytes_rejects_a_bad_count(model_file, tmp_path, capsys
         main(["export", f"{model_file}:make_model", "-o", str(tmp_path / "x"), "--max-shard-bytes", "12Q"])
     assert e.value.code == 2
     assert "'12Q' is not a positive byte count" in capsys.readouterr().err
-    from fxlower.cli import _byte_count
+    from fxlower.tools.cli import _byte_count
     assert (_byte_count("4G"), _byte_count("512m"), _byte_count("1000")) == (4 << 30, 512 << 20, 1000)
 
 

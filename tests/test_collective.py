@@ -1,4 +1,4 @@
-"""Collective export over torch.distributed (fxlower.collective): gloo, world size 2 on 127.0.0.1, ranks spawned as
+"""Collective export over torch.distributed (fxlower.io.collective): gloo, world size 2 on 127.0.0.1, ranks spawned as
 subprocesses of this test (this file is also the ranks' program: ``python test_collective.py MODE RANK PORT OUT``).
 
 Expected values come from PyTorch (the full model built from the same seed in this process, each rank's
@@ -139,7 +139,7 @@ def _rank_main(mode: str, rank: int, port: int, out: str) -> None:
     from torch.distributed.tensor.parallel import parallelize_module
 
     import fxlower
-    import fxlower.collective as collective
+    import fxlower.io.collective as collective
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=60))

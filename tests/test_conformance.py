@@ -26,8 +26,8 @@ import torch
 import torch.fx as fx
 
 import fxlower
-from fxlower.constants import STORAGE_DTYPES
-from fxlower.tensorfile import tensor_bytes
+from fxlower.format.constants import STORAGE_DTYPES
+from fxlower.io.tensorfile import tensor_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {version: Path(__file__).resolve().parent / "conformance" / version
@@ -278,7 +278,7 @@ def test_check_mode_names_a_stale_file(generator, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ digest
 
-# docs/format.md section 7, written out from the spec's field tables (independently of fxlower/schema.py):
+# docs/format.md section 7, written out from the spec's field tables (independently of fxlower/format/schema.py):
 # the fields of each object in order, with the default a 1.0 file may omit.
 _FIELDS = {
     "Graph": [("name", None), ("nodes", None), ("training", False)],

@@ -24,7 +24,7 @@ from torch.utils._sympy.functions import FloorDiv, Max, Min, PythonMod
 
 import fxlower
 from fxlower import ExportError
-from fxlower.symbols import UnprintableExpr, print_expr
+from fxlower.format.symbols import UnprintableExpr, print_expr
 from models import MODELS, trace
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -564,17 +564,17 @@ def test_torch_export_failure_is_an_export_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ derived views
-# These need fxlower.derive (another part of 1.2); they skip, saying so, until it is merged.
+# These need fxlower.views.derive (another part of 1.2); they skip, saying so, until it is merged.
 
 def _derive_available() -> bool:
     try:
-        from fxlower.derive import derive_module_view  # noqa: F401
+        from fxlower.views.derive import derive_module_view  # noqa: F401
     except ImportError:
         return False
     return True
 
 
-needs_derive = pytest.mark.skipif(not _derive_available(), reason="fxlower.derive is not merged in this branch")
+needs_derive = pytest.mark.skipif(not _derive_available(), reason="fxlower.views.derive is not merged in this branch")
 
 
 @needs_derive

@@ -23,10 +23,10 @@ import torch.nn as nn
 
 import fxlower
 from fxlower import UnsupportedTargetError
-from fxlower.schema import CoreInput, CoreOutput, CoreView, Graph, Node, NodeLink, OpArg, OpSchema, Symbol, to_obj
-from fxlower.symbolic import ExprError, evaluate, parse, symbols_of
-from fxlower.loading import NodeRef
-from fxlower.targets import CORE_EXTRA_OPS, core_op_names, function_name, register_function, resolve_function
+from fxlower.format.schema import CoreInput, CoreOutput, CoreView, Graph, Node, NodeLink, OpArg, OpSchema, Symbol, to_obj
+from fxlower.format.symbolic import ExprError, evaluate, parse, symbols_of
+from fxlower.io.loading import NodeRef
+from fxlower.lowering.targets import CORE_EXTRA_OPS, core_op_names, function_name, register_function, resolve_function
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = "manifest.msgpack"

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import fxlower
-from fxlower.dump import dump
+from fxlower.tools.dump import dump
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import fxlower
-from fxlower.dump import dump
+from fxlower.tools.dump import dump
 from models import MODELS, trace
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def test_cpp_and_python_readers_agree_on_every_valid_conformance_vector(path):
 
 
 def test_the_worked_consumer_example_reports_strides_and_weight_sums_of_a_real_model(tmp_path):
-    from fxlower.examples import example
+    from fxlower.tools.examples import example
 
     gm, inputs = example()
     fxlower.export(gm, tmp_path / "example.fxl", inputs)

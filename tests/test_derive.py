@@ -1,7 +1,7 @@
 """derive_module_view: the module view of a model symbolic_trace cannot trace, rebuilt from its Core ATen program.
 
 Expected values come from PyTorch (ep.module(), the eager model, nn_module_stack read here) and from the hand-written
-lists in hf_models.py, never from fxlower.derive itself.
+lists in hf_models.py, never from fxlower.views.derive itself.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxlower
-from fxlower.derive import META_KEY, derive_module_view
+from fxlower.views.derive import META_KEY, derive_module_view
 
 sys.path.insert(0, os.path.dirname(__file__))
 from hf_models import HF_MODELS, llama  # noqa: E402

@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_flatten
 
 import fxlower
 from fxlower import ArtifactExistsError, ExportError
-from fxlower.constants import STORAGE_DTYPES
+from fxlower.format.constants import STORAGE_DTYPES
 from models import MODELS, trace
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -309,7 +309,7 @@ def test_a_failure_half_way_through_writing_tensors_leaves_the_old_artifact_or_n
     if existing:
         fxlower.export(_small(), tmp_path / "m")
     before = _files(tmp_path / "m") if existing else None
-    import fxlower.tensorfile as tf
+    import fxlower.io.tensorfile as tf
     real = tf._pwrite_all
     calls = []
 
@@ -333,7 +333,7 @@ def test_a_failure_half_way_through_writing_tensors_leaves_the_old_artifact_or_n
 
 
 def test_a_missing_parent_fails_before_any_work(tmp_path, monkeypatch):
-    import fxlower.writing as w
+    import fxlower.io.writing as w
     monkeypatch.setattr(w._Program, "collect", lambda self: pytest.fail("did heavy work"))
     with pytest.raises(ExportError, match="cannot create the temporary directory") as info:
         fxlower.export(_small(), tmp_path / "nope" / "m")
@@ -428,7 +428,7 @@ def test_concurrent_first_exports_with_overwrite_all_succeed(tmp_path):
 _STALLING_EXPORT = r"""
 import sys, time
 import torch, torch.nn as nn
-import fxlower, fxlower.tensorfile as tf
+import fxlower, fxlower.io.tensorfile as tf
 
 target, marker = sys.argv[1], sys.argv[2]
 real = tf._start_writeback
@@ -498,7 +498,7 @@ def test_a_killed_export_leaves_an_orphan_that_the_next_export_removes_sparing_a
         assert fxlower.load(target, verify=True).manifest.digest == new.digest
         live.send_signal(signal.SIGKILL)
         live.wait(60)
-        from fxlower.writing import remove_orphaned_temporaries
+        from fxlower.io.writing import remove_orphaned_temporaries
         assert remove_orphaned_temporaries(target) == [str(live_tmp)]
         assert sorted(p.name for p in target.parent.iterdir()) == ["m"]
     finally:
@@ -655,7 +655,7 @@ def test_tensors_and_stored_bytes_match_the_library_reader(tmp_path, monkeypatch
     mapping (other systems)."""
     import safetensors.torch
 
-    import fxlower.mapping as mapping
+    import fxlower.io.mapping as mapping
     if not through_library:
         monkeypatch.setattr(mapping, "_FD_PATH", None)
     torch.manual_seed(0)
@@ -676,7 +676,7 @@ def test_tensors_and_stored_bytes_match_the_library_reader(tmp_path, monkeypatch
 def test_without_directory_locks_exports_work_and_nothing_is_judged_orphaned(tmp_path, monkeypatch):
     """Where flock on a directory fails (e.g. NFS: EBADF/ENOLCK), export still works, and the cleaner never
     removes a temporary it cannot judge."""
-    from fxlower import writing
+    from fxlower.io import writing
 
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
@@ -690,7 +690,7 @@ def test_without_directory_locks_exports_work_and_nothing_is_judged_orphaned(tmp
 
 
 def test_an_unexpected_lock_error_fails_the_export_naming_it(tmp_path, monkeypatch):
-    from fxlower import writing
+    from fxlower.io import writing
 
     def broken(fd, op):
         raise OSError(errno.EIO, "Input/output error")

@@ -14,14 +14,14 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 import fxlower
 from fxlower import AttributeTypeError, LiftError, UnsupportedModuleError
-from fxlower.book import rules, type_name, unregister_module
-from fxlower.lifting import LoweringRecord
+from fxlower.lowering.book import rules, type_name, unregister_module
+from fxlower.lowering.lifting import LoweringRecord
 from models import MODELS, trace
 from test_book import CTOR, NOT_NEEDED, VARIANTS
 
 
 def _leaf_nodes(gm: fx.GraphModule):
-    for path, g in fxlower.lifting.iter_graph_modules(gm):
+    for path, g in fxlower.lowering.lifting.iter_graph_modules(gm):
         for node in g.graph.nodes:
             if node.op == "call_module" and not isinstance(g.get_submodule(node.target), fx.GraphModule):
                 yield g, node
@@ -417,7 +417,7 @@ def test_a_mistyped_child_attribute_names_the_child_module_type():
 # ------------------------------------------------------------------------------------------------ compat
 
 def test_compat_works_by_changing_one_import():
-    from fxlower.compat import lift_lowering_attrs_to_nodes  # was torch.fx.passes.param_fetch
+    from fxlower.lowering.compat import lift_lowering_attrs_to_nodes  # was torch.fx.passes.param_fetch
 
     gm = fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.AdaptiveAvgPool1d(2)))
     lift_lowering_attrs_to_nodes(gm)
@@ -430,7 +430,7 @@ def test_compat_works_by_changing_one_import():
 
 
 def test_compat_module_fetch_book_has_the_seed_shape():
-    from fxlower.compat import default_matching, module_fetch_book
+    from fxlower.lowering.compat import default_matching, module_fetch_book
 
     version, attrs, match = module_fetch_book[nn.BatchNorm2d]
     assert version == 2 and match is default_matching
@@ -441,7 +441,7 @@ def test_compat_module_fetch_book_has_the_seed_shape():
 
 
 def test_compat_unknown_module_raises_a_runtime_error_without_sending_users_to_a_person():
-    from fxlower.compat import CompatUnsupportedModuleError, extract_attrs_for_lowering
+    from fxlower.lowering.compat import CompatUnsupportedModuleError, extract_attrs_for_lowering
 
     with pytest.raises(RuntimeError) as info:
         extract_attrs_for_lowering(OtherLeaf())
@@ -457,10 +457,10 @@ def test_module_declarations_cover_record_types_and_child_module_types():
                          UserLeaf())
     gm = fxlower.lift(fx.symbolic_trace(root), strict=False)
     records = [n.meta["lowering"] for n in gm.graph.find_nodes(op="call_module")]
-    table = fxlower.lifting.module_declarations(records)
+    table = fxlower.lowering.lifting.module_declarations(records)
     assert list(table) == ["torch.nn.Dropout", "torch.nn.GELU", "torch.nn.LayerNorm", "torch.nn.Linear",
                            "torch.nn.MultiheadAttention", "torch.nn.TransformerEncoder",
                            "torch.nn.TransformerEncoderLayer"]  # not the unsupported UserLeaf
-    assert table["torch.nn.Linear"] == fxlower.book.rule_named("torch.nn.Linear").declaration()
+    assert table["torch.nn.Linear"] == fxlower.lowering.book.rule_named("torch.nn.Linear").declaration()
     assert table["torch.nn.TransformerEncoder"].version == 2
     assert [a.name for a in table["torch.nn.GELU"].attrs] == ["approximate"]

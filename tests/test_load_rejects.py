@@ -30,7 +30,7 @@ import torch.nn as nn
 
 import fxlower
 from fxlower import FormatError, UnsupportedTargetError, VersionError
-from fxlower.values import FunctionRef
+from fxlower.format.values import FunctionRef
 
 MANIFEST = "manifest.msgpack"
 WEIGHTS = "weights.safetensors"
@@ -1717,7 +1717,7 @@ class _Moded(nn.Module):
 def moded_rule():
     fxlower.register_module(_Moded, attrs={"mode": "str", "fn": "function", "act": "module"}, version=1)
     yield
-    fxlower.book.unregister_module(_Moded)
+    fxlower.lowering.book.unregister_module(_Moded)
 
 
 def test_a_str_is_always_a_str_and_a_function_a_function_in_1_1(tmp_path, moded_rule):
@@ -1892,7 +1892,7 @@ def test_an_int_over_int64_in_a_value_is_a_schema_error_before_later_faults(art)
 
 
 # ------------------------------------------------------------------------------------------------ 1.2 core view
-# One test per rejection path of the core view (fxlower/reading.py, _Validator.core, in its order). The valid
+# One test per rejection path of the core view (fxlower/io/reading.py, _Validator.core, in its order). The valid
 # starting point is the hand-built core view of the base model (tests/test_core_load.py, small_core); each case
 # breaks one thing.
 

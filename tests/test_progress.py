@@ -1,4 +1,4 @@
-"""Progress bars (fxlower/progress.py): export, verify, to_graph_module and the command line draw a tqdm bar in
+"""Progress bars (fxlower/io/progress.py): export, verify, to_graph_module and the command line draw a tqdm bar in
 bytes and tensors on a terminal when the work takes over a second, nothing on a pipe, nothing for short work; with
 ``progress=True`` at once on any stream, with ``progress=False`` never; and the C++ ``fxlower-inspect --verify
 --progress``.
@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 
 import fxlower
-from fxlower import cli, progress
+from fxlower.tools import cli
+from fxlower.io import progress
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INSPECT = ROOT / "cpp" / "build" / "fxlower-inspect"
@@ -69,7 +70,7 @@ def slow_preadv(fd, buffers, offset):
     return real_preadv(fd, buffers, offset)
 os.write, os.pwrite, os.preadv = slow_write, slow_pwrite, slow_preadv
 import fxlower
-from fxlower.cli import main
+from fxlower.tools.cli import main
 piped = {}
 for name, slow, where, statement in json.loads(sys.argv[1]):
     if where == "pipe":

@@ -28,8 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxlower
-from fxlower.book import type_name
-from fxlower.targets import function_name
+from fxlower.lowering.book import type_name
+from fxlower.lowering.targets import function_name
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import reference  # noqa: E402

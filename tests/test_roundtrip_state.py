@@ -247,7 +247,7 @@ def layer_norm_cf_rule():
                                                 "weight": "tensor|none", "bias": "tensor|none"},
                             version=1)
     yield
-    fxlower.book.unregister_module(LayerNormCF)
+    fxlower.lowering.book.unregister_module(LayerNormCF)
 
 
 class EdgeStyle(nn.Module):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fxlower._builtin_rules import BUILTIN_TYPES
+from fxlower.lowering._builtin_rules import BUILTIN_TYPES
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -238,7 +238,7 @@ def test_unsupported_module_names_node_and_type(fxrun, tmp_path):
         art = tmp_path / "unsupported-module.fxl"
         fxlower.export(gm, art, (torch.randn(2, 4),), golden=True)
     finally:
-        fxlower.book.unregister_module(_ScaleShift)
+        fxlower.lowering.book.unregister_module(_ScaleShift)
     module_type = manifest(art)["graphs"][0]["nodes"][1]["lowering"]["module_type"]
     assert module_type.endswith("_ScaleShift")
     proc = run(fxrun, art)
@@ -898,7 +898,7 @@ def test_core_view_runs_what_the_module_view_cannot(fxrun, tmp_path):
         art = tmp_path / "a"
         fxlower.export(gm, art, (x,), golden=True, core=True)
     finally:
-        fxlower.book.unregister_module(_UserLeaf)
+        fxlower.lowering.book.unregister_module(_UserLeaf)
     nodes = {n["name"]: n for n in manifest(art)["graphs"][0]["nodes"]}
     assert nodes["leaf"]["op"] == "call_module" and nodes["leaf"]["lowering"]["module_type"].endswith("_UserLeaf")
     wrapped = nodes["fxl_test_scaled_tanh"]["target"]

@@ -1,7 +1,7 @@
 """The schema contract, against expectations written out by hand: the objects and fields of docs/format.md (in
 order, with which fields are required), the version rule (fields of 1.0 required, fields added in 1.1 and 1.2
 optional with defaults), exact MessagePack bytes of an encoded object, and the checked decoding's errors.
-docs/schema.json is rendered from fxlower/schema.py by scripts/gen_schema.py and must be current."""
+docs/schema.json is rendered from fxlower/format/schema.py by scripts/gen_schema.py and must be current."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 from fxlower.errors import FormatError
-from fxlower.schema import (SCHEMA_VERSION, CoreInput, CoreOutput, CoreView, FileEntry, Golden, Graph, Lowering,
+from fxlower.format.schema import (SCHEMA_VERSION, CoreInput, CoreOutput, CoreView, FileEntry, Golden, Graph, Lowering,
                             Manifest, Node, NodeLink, OpArg, OpSchema, Symbol, TensorEntry, from_obj, json_schema,
                             to_obj)
 

@@ -24,9 +24,9 @@ from safetensors.torch import load_file
 from torch.distributed.tensor import Partial, Replicate, Shard
 
 import fxlower
-from fxlower.mapping import shard_ranges
-from fxlower.schema import MeshDim, Placement
-from fxlower.tensorfile import plan_files, write_file_plan
+from fxlower.io.mapping import shard_ranges
+from fxlower.format.schema import MeshDim, Placement
+from fxlower.io.tensorfile import plan_files, write_file_plan
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = Path(os.environ.get("FXLOWER_RUN", str(REPO / "cpp" / "build" / "fxlower-run")))

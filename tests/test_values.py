@@ -11,9 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fxlower.constants import DTYPE_CODES, LAYOUTS, MEMORY_FORMATS
+from fxlower.format.constants import DTYPE_CODES, LAYOUTS, MEMORY_FORMATS
 from fxlower.errors import ExportError, FormatError
-from fxlower.values import INT64_MAX, INT64_MIN, decode, encode
+from fxlower.format.values import INT64_MAX, INT64_MIN, decode, encode
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(INT64_MIN, INT64_MAX), st.floats(allow_nan=True, allow_infinity=True),
@@ -114,7 +114,7 @@ def test_nesting_past_the_cap_is_refused():
 # ------------------------------------------------------------------------------------------------ the walker
 
 def test_walk_rebuilds_every_container_kind_around_mapped_leaves():
-    from fxlower.values import walk
+    from fxlower.format.values import walk
     value = [1, (2, {"a": 3, 4: slice(5, None, 6)}), "s"]
     got = walk(value, lambda v, w: v * 10 if type(v) is int else v)
     assert got == [10, (20, {"a": 30, 4: slice(50, None, 60)}), "s"]
@@ -122,18 +122,18 @@ def test_walk_rebuilds_every_container_kind_around_mapped_leaves():
 
 
 def test_walk_reports_each_leaf_where_it_is():
-    from fxlower.values import leaves
+    from fxlower.format.values import leaves
     assert leaves({"k": [None, (1,)]}, where="v") == [(None, "v['k'][0]"), (1, "v['k'][1][0]")]
 
 
 def test_node_refs_are_distinct_in_order_of_first_reference():
-    from fxlower.values import NodeRef, node_refs
+    from fxlower.format.values import NodeRef, node_refs
     a, b = NodeRef("a"), NodeRef("b")
     assert node_refs(((b, [a, b]), {"k": slice(a, None, None)})) == ["b", "a"]
 
 
 def test_walk_limits_depth_only_when_asked():
-    from fxlower.values import walk
+    from fxlower.format.values import walk
     deep = None
     for _ in range(70):
         deep = (deep,)

@@ -16,7 +16,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 import fxlower
-from fxlower.viewer import write_html
+from fxlower.tools.viewer import write_html
 from models import MODELS, trace
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -168,7 +168,7 @@ def test_page_needs_no_network(tmp_path):
 def test_layout_layers_by_longest_path_and_keeps_slots_apart():
     from types import SimpleNamespace as N
 
-    from fxlower.viewer import layout
+    from fxlower.tools.viewer import layout
 
     # x -> a, x -> b, (a, b) -> c, x -> d (a skip edge), (c, d) -> out
     nodes = [N(name="x", inputs=[]), N(name="a", inputs=["x"]), N(name="b", inputs=["x"]),
@@ -183,7 +183,7 @@ def test_layout_layers_by_longest_path_and_keeps_slots_apart():
 def test_layout_puts_a_constant_just_above_its_first_user():
     from types import SimpleNamespace as N
 
-    from fxlower.viewer import layout
+    from fxlower.tools.viewer import layout
 
     nodes = [N(name="x", op="placeholder", inputs=[]), N(name="w", op="get_attr", inputs=[]),
              N(name="a", op="call_function", inputs=["x"]), N(name="b", op="call_function", inputs=["a"]),

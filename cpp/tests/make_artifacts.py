@@ -1175,7 +1175,7 @@ def unreferenced_tensor(p):
     a.write(p)
 
 
-# --- rules of the Python loader (fxlower/loading.py) beyond the letter of the spec
+# --- rules of the Python loader (fxlower/io/loading.py) beyond the letter of the spec
 @invalid("graph.structure")
 def placeholder_two_args(p):
     base(p, lambda m: graph0(m)[0].update(args=[1, 2]))

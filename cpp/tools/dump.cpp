@@ -1,5 +1,5 @@
 // fxlower-dump DIR: a canonical text dump of an artifact, to compare the C++ reader with the Python loader
-// (fxlower/dump.py writes the same bytes). The grammar is also in cpp/DUMP.md; keep the two in sync.
+// (fxlower/tools/dump.py writes the same bytes). The grammar is also in cpp/DUMP.md; keep the two in sync.
 //
 // Output: UTF-8 lines, each ended by "\n", fields separated by one space, the whole output sorted by the bytes
 // of each line (Python: sorted() of the str lines, code point order = UTF-8 byte order). One line per fact:
@@ -223,7 +223,7 @@ const char* const kHelp =
     "\n"
     "Loads the artifact in DIR with the C++ reader and prints its canonical dump: one line per fact (format,\n"
     "producer, files, graphs, nodes, lowering records, signature, golden data, tensors with the SHA-256 of their\n"
-    "stored bytes, module declarations and overloads), sorted by bytes. fxlower/dump.py prints the same bytes from\n"
+    "stored bytes, module declarations and overloads), sorted by bytes. fxlower/tools/dump.py prints the same bytes from\n"
     "the Python loader; cpp/DUMP.md is the grammar.\n"
     "\n"
     "options:\n"

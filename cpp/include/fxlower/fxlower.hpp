@@ -84,7 +84,7 @@ inline constexpr std::int64_t kFormatMinor = 3;
 inline constexpr const char* kFormatId = "fxlower";
 inline constexpr const char* kManifestFile = "manifest.msgpack";
 
-/// Caps of docs/format.md (fxlower/constants.py).
+/// Caps of docs/format.md (fxlower/format/constants.py).
 namespace limits {
 inline constexpr std::uint64_t kMaxManifestBytes = std::uint64_t{1} << 30;
 inline constexpr int kMaxMsgpackDepth = 1024;  // containers open at once, empty ones included
@@ -1652,7 +1652,7 @@ inline bool is_python_keyword(std::string_view s) {
   return false;
 }
 
-/// [A-Za-z_][A-Za-z0-9_]* (ASCII identifiers, as fxlower/names.py).
+/// [A-Za-z_][A-Za-z0-9_]* (ASCII identifiers, as fxlower/format/names.py).
 inline bool is_ident(std::string_view s) {
   if (s.empty()) return false;
   const auto c0 = static_cast<unsigned char>(s[0]);
@@ -1797,7 +1797,7 @@ struct MpDoc {
   }
 };
 
-/// Python-style article + kind, as fxlower.values._kind: "nil", "a bool", "an int", ...
+/// Python-style article + kind, as fxlower.format.values._kind: "nil", "a bool", "an int", ...
 inline std::string mp_kind(const MpDoc& d, std::uint32_t i) {
   switch (d.type(i)) {
     case kNil: return "nil";
@@ -2288,7 +2288,7 @@ struct JsonInt {
 };
 
 /// What the SAX pass records of one top-level key of a safetensors header: just enough to run the checks of
-/// fxlower/tensorfile.py in its order, whatever JSON the value holds. Memory grows with the entries present.
+/// fxlower/io/tensorfile.py in its order, whatever JSON the value holds. Memory grows with the entries present.
 struct StRaw {
   std::string key;
   bool is_object = false;   // the value is a JSON object
@@ -2432,7 +2432,7 @@ struct StFile {
   std::vector<StEntry> entries;  // header order
 };
 
-/// Checks a tensor shape as fxlower.values.check_shape: rank <= 64, dims in [0, INT64_MAX], and
+/// Checks a tensor shape as fxlower.format.values.check_shape: rank <= 64, dims in [0, INT64_MAX], and
 /// elements * itemsize <= INT64_MAX, with checked arithmetic ("tensor.shape"). Returns the element count.
 inline std::int64_t check_shape_dims(const std::vector<std::int64_t>& shape, std::size_t itemsize,
                                      const std::function<void(const std::string&)>& bad) {
@@ -2453,7 +2453,7 @@ inline std::int64_t check_shape_dims(const std::vector<std::int64_t>& shape, std
   return count;
 }
 
-/// Checks a safetensors file (docs/format.md section 5) in the order of fxlower/tensorfile.py read_header:
+/// Checks a safetensors file (docs/format.md section 5) in the order of fxlower/io/tensorfile.py read_header:
 /// the header bytes and JSON (safetensors.header), the data section's alignment (safetensors.layout), then each
 /// entry in header order: __metadata__ (header), the key as a name (schema.name), exactly dtype/shape/
 /// data_offsets (header), dtype (tensor.dtype), shape (tensor.shape), offsets (header), byte size (layout);
@@ -2546,7 +2546,7 @@ inline StFile check_safetensors(const std::byte* data, std::uint64_t size, const
 
 // ------------------------------------------------------------------------------------------------ the loader
 
-/// The fields of one schema object, checked like fxlower.schema.from_obj: a map, no unknown key (but x-*);
+/// The fields of one schema object, checked like fxlower.format.schema.from_obj: a map, no unknown key (but x-*);
 /// get(i) raises schema.missing_field when the i-th declared field is absent.
 class Fields {
  public:
@@ -2588,7 +2588,7 @@ class Fields {
 };
 
 /// Loads an artifact. The steps and their order follow docs/format.md section 10 as the Python loader
-/// (fxlower/loading.py) implements it, so that both report the same first failure; docs/cpp.md lists them.
+/// (fxlower/io/loading.py) implements it, so that both report the same first failure; docs/cpp.md lists them.
 class Loader {
  public:
   Loader(std::string dir, LoadOptions opts) : opts_(opts), a_(std::make_shared<ArtifactData>()) {
@@ -2823,7 +2823,7 @@ class Loader {
     }
   }
 
-  /// The schema (section 2.1) as fxlower.schema.from_obj checks it: per object, its type, its unknown keys,
+  /// The schema (section 2.1) as fxlower.format.schema.from_obj checks it: per object, its type, its unknown keys,
   /// then each field in declared order (missing, then its type, recursively). Values and Meta stay raw.
   void schema() {
     const Path& root = root_;
@@ -3476,7 +3476,7 @@ class Loader {
                                       std::string(file_role_name(s.role)) + " file)");
   }
 
-  /// Output metadata as fxlower.values.check_meta.
+  /// Output metadata as fxlower.format.values.check_meta.
   Meta decode_meta(std::uint32_t i, const Path& p, int depth, bool sym = false) const {
     if (depth > limits::kMaxValueDepth) fail("schema.depth", p, "metadata nests deeper than 64 levels");
     const std::uint32_t t = doc_.type(i) == kMap ? doc_.get(i, "t") : UINT32_MAX;
@@ -3586,7 +3586,7 @@ class Loader {
   }
 
   // ---------------------------------------------------------------------------------------------- graphs
-  /// Targets by op (section 2.1), as fxlower/loading.py _target.
+  /// Targets by op (section 2.1), as fxlower/io/loading.py _target.
   void check_target(const Graph& g, const Node& n, const Path& r) const {
     const Path tp = r.field("target");
     const std::string& t = n.target;
@@ -3707,7 +3707,7 @@ class Loader {
             n.kwargs.emplace_back(std::string(doc_.str(kw[a])), decode_value(kw[a + 1], vp, s, 0));
           }
         }
-        // Argument rules by op (fxlower/loading.py _op_args).
+        // Argument rules by op (fxlower/io/loading.py _op_args).
         if (n.op == Op::placeholder && n.args.size() > 1)
           fail("graph.structure", r, "a placeholder has at most one arg (its default)");
         if (n.op == Op::output && n.args.size() != 1)

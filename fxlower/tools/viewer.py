@@ -2,7 +2,7 @@
 
 The layout is computed here, at export time, by a small layered (Sugiyama-style) layout: longest-path layering,
 a few barycentric ordering sweeps, and x positions pulled towards the mean of each node's predecessors. The page
-(fxlower/viewer_assets/viewer.js, hand-written) draws the nodes on a canvas, culled to the viewport, so that a
+(fxlower/tools/viewer_assets/viewer.js, hand-written) draws the nodes on a canvas, culled to the viewport, so that a
 graph of thousands of nodes stays interactive; a nested graph (a ``call_module`` node whose module is a graph) is
 drawn inside its node when expanded.
 
@@ -17,9 +17,9 @@ import os
 import re
 from typing import Any
 
-from .constants import STORAGE_DTYPES
+from ..format.constants import STORAGE_DTYPES
 from .diff import show_value
-from .loading import Artifact
+from ..io.loading import Artifact
 
 __all__ = ["build_model", "layout", "render_html", "write_html"]
 

@@ -1,6 +1,6 @@
 """Tensor access for a loaded artifact: the validated tensor files, by the descriptors that were validated.
 
-A :class:`TensorFiles` owns one open descriptor per tensor file: the very descriptors :mod:`fxlower.reading`
+A :class:`TensorFiles` owns one open descriptor per tensor file: the very descriptors :mod:`fxlower.io.reading`
 opened (through the artifact's directory descriptor, refusing symlinks) and read the headers from. Everything is
 read from them — a copy-on-write mapping for in-place views, ``pread`` for owned copies — and a file is never
 reopened by path, so what a loaded artifact reads is what it validated, even after the artifact directory was
@@ -31,8 +31,8 @@ from typing import Any
 import safetensors
 import torch
 
-from .constants import STORAGE_DTYPES
-from .schema import Placement, TensorEntry
+from ..format.constants import STORAGE_DTYPES
+from ..format.schema import Placement, TensorEntry
 from .tensorfile import StoredTensor
 
 __all__ = ["TensorFiles", "shard_ranges"]
@@ -146,7 +146,7 @@ class TensorFiles:
     def read_into(self, entry: TensorEntry, on_bytes: Callable[[int], None] | None = None) -> torch.Tensor:
         """A new tensor that owns its memory, filled with ``pread`` from the validated descriptor.
 
-        ``on_bytes(n)`` is called after each read of ``n`` bytes (fxlower.progress).
+        ``on_bytes(n)`` is called after each read of ``n`` bytes (fxlower.io.progress).
 
         Raises:
             OSError: the file ended early (it was truncated after validation), naming the file.
@@ -217,7 +217,7 @@ class TensorFiles:
 
     def sha256(self, entry: TensorEntry, on_bytes: Callable[[int], None] | None = None) -> str:
         """SHA-256 of the stored bytes, read with ``pread`` in chunks (no page of the file is mapped);
-        ``on_bytes(n)`` is called after each chunk of ``n`` bytes is hashed (fxlower.progress).
+        ``on_bytes(n)`` is called after each chunk of ``n`` bytes is hashed (fxlower.io.progress).
 
         Raises:
             OSError: the file ended early (it was truncated after validation).

@@ -5,7 +5,7 @@ Core ATen ``ExportedProgram`` as an ordinary ``torch.fx.GraphModule`` over the m
 Grouping (what becomes a ``call_module`` node):
 
 * A core ``call_function`` node belongs to the *outermost* module on its ``nn_module_stack`` that has a lowering
-  rule (:func:`fxlower.book.rule_for`), other than the root. Outermost, as ``symbolic_trace`` does: a
+  rule (:func:`fxlower.lowering.book.rule_for`), other than the root. Outermost, as ``symbolic_trace`` does: a
   ``torch.nn`` module is a leaf there, so a rule-bearing ``nn.TransformerEncoderLayer`` stays one node even
   though its ``Linear`` children have rules too.
 * The group is one *call* of that module: torch.export gives each call its own stack key (``L__self__lin``,
@@ -21,7 +21,7 @@ Grouping (what becomes a ``call_module`` node):
   group output must equal, bit for bit, one leaf of the module's result (reached by ``operator.getitem`` from the
   call). A group that fails the check (its ``forward`` needs other arguments, computes different bits than its
   decomposition, mutates its inputs, or its output leaf is ambiguous), or is not convex, is *kept as ops*,
-  listed with the reason in ``gm.meta["fxlower.derive"].kept_as_ops``: its core nodes are grouped again by the
+  listed with the reason in ``gm.meta["fxlower.views.derive"].kept_as_ops``: its core nodes are grouped again by the
   next rule-bearing module inside it on their stacks, and those not in any passing group stay ``call_function``
   nodes. This is what makes the module view bit-identical to ``ep.module()`` on the example inputs.
 
@@ -49,13 +49,13 @@ import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
-from .book import rule_for, type_name
-from .errors import ExportError, UnsupportedModuleError
+from ..lowering.book import rule_for, type_name
+from ..errors import ExportError, UnsupportedModuleError
 
 __all__ = ["derive_module_view", "DeriveInfo", "KeptGroup", "META_KEY"]
 
 #: Key of ``GraphModule.meta`` under which :func:`derive_module_view` leaves its :class:`DeriveInfo`.
-META_KEY = "fxlower.derive"
+META_KEY = "fxlower.views.derive"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +150,7 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
     Returns:
         ``(gm, links)``: ``gm`` is a GraphModule whose placeholders are ``ep``'s user inputs (flattened, same
         names), whose output is ``ep``'s user output structure (a pytree class such as a dataclass or a
-        ``ModelOutput`` becomes a dict of its fields, in order; ``gm.meta["fxlower.derive"].output_classes``
+        ``ModelOutput`` becomes a dict of its fields, in order; ``gm.meta["fxlower.views.derive"].output_classes``
         names the class), with one ``call_module`` node per call of a rule-bearing module. ``links`` maps every
         core node name to the module-view node it became: the ``call_module`` node for a grouped node, the
         same-named node for the other ``call_function`` and user-input placeholder nodes, the ``get_attr`` node
@@ -164,7 +164,7 @@ def derive_module_view(ep: ExportedProgram, model: nn.Module) -> tuple[fx.GraphM
 
     Example:
         >>> import torch, torch.nn as nn
-        >>> from fxlower.derive import derive_module_view
+        >>> from fxlower.views.derive import derive_module_view
         >>> model = nn.Sequential(nn.Linear(4, 4), nn.ReLU()).eval()
         >>> ep = torch.export.export(model, (torch.randn(2, 4),)).run_decompositions()
         >>> gm, links = derive_module_view(ep, model)

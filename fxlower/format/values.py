@@ -29,7 +29,7 @@ Output metadata ("Meta") describes what a node produces::
     {"t": "device" | "dtype" | "memory_format" | "layout"}       1.1
     {"t": "symint", "v": "s0*2"}                                  1.2, core graphs only: a SymInt and its expression
 
-In core graphs (1.2) a tensor shape entry may also be a str: a symbol expression (:mod:`fxlower.symbolic`).
+In core graphs (1.2) a tensor shape entry may also be a str: a symbol expression (:mod:`fxlower.format.symbolic`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import torch.fx as fx
 
 from .constants import (CODE_OF_DTYPE, DTYPE_CODES, LAYOUTS, MAX_NAME_BYTES, MAX_RANK, MAX_VALUE_DEPTH,
                         MEMORY_FORMATS, STORAGE_DTYPES)
-from .errors import ExportError, FormatError
+from ..errors import ExportError, FormatError
 
 __all__ = ["encode", "decode", "check_meta", "check_shape", "meta_of", "kind_name", "FunctionRef", "ModuleTypeRef",
            "NodeRef", "TensorRef", "GraphRef", "walk", "split_python", "join_python", "split_tagged", "leaves", "node_refs",
@@ -273,10 +273,10 @@ def _encode_leaf(value: Any, where: str, tensor_name: Callable[[torch.Tensor], s
     if isinstance(value, GraphRef):
         return _tagged("graph", value.index)
     if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.BuiltinMethodType)):
-        from .targets import function_name  # targets imports this module
+        from ..lowering.targets import function_name  # targets imports this module
         return _tagged("function", function_name(value))
     if isinstance(value, type) and issubclass(value, torch.nn.Module):
-        from .book import type_name  # book imports this module's users
+        from ..lowering.book import type_name  # book imports this module's users
         return _tagged("module", type_name(value))
     raise ExportError(f"{where} is a {t.__module__}.{t.__qualname__} ({value!r:.80}), which the format cannot "
                       f"encode; expected None, bool, int, float, str, list, tuple, dict, slice, Ellipsis, complex, "

@@ -44,11 +44,11 @@ import torch
 import torch.fx as fx
 
 from . import writing as _w
-from .constants import CODE_OF_DTYPE, FORMAT_ID, FORMAT_VERSION, MANIFEST_FILE, MAX_MANIFEST_BYTES, ROLE_WEIGHTS, \
+from ..format.constants import CODE_OF_DTYPE, FORMAT_ID, FORMAT_VERSION, MANIFEST_FILE, MAX_MANIFEST_BYTES, ROLE_WEIGHTS, \
     STORAGE_DTYPES, WEIGHTS_FILE
-from .errors import ExportError, UnsupportedModuleError
-from .names import check_name
-from .schema import FileEntry, Manifest, MeshDim, Placement, Producer, TensorEntry, to_obj
+from ..errors import ExportError, UnsupportedModuleError
+from ..format.names import check_name
+from ..format.schema import FileEntry, Manifest, MeshDim, Placement, Producer, TensorEntry, to_obj
 from .tensorfile import FilePlan, plan_files, storage_code, tensor_bytes
 
 __all__ = ["applies", "export", "placement_of", "DEFAULT_TIMEOUT"]
@@ -567,7 +567,7 @@ def _hash_range(path: str, offset: int, nbytes: int) -> str:
 
 def _write_manifest(tmp: str, p: dict[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
     """Rank 0: the manifest, as the single-process writer builds it; returns the summary's fields."""
-    from . import __version__
+    from .. import __version__
     table: _PlacedTable = p["table"]
     tensors = table.placed_entries(hashes, p["slot_file"], p["placements"])
     packed = p["packed"]

@@ -1,6 +1,6 @@
 """Rebuilding an executable ``torch.fx.GraphModule`` from a validated artifact (:meth:`Artifact.to_graph_module`).
 
-Targets resolve only through :mod:`fxlower.targets` (``call_function``: allow-list plus registrations;
+Targets resolve only through :mod:`fxlower.lowering.targets` (``call_function``: allow-list plus registrations;
 ``call_method``: public ``torch.Tensor`` methods) and leaf modules only through the book's registered classes.
 
 State (format 1.1, design C and D): every parameter, buffer and constant of the tensor table is placed at its
@@ -28,14 +28,14 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from . import book
-from .errors import AttributeTypeError, UnsupportedModuleError, UnsupportedTargetError
-from .lifting import LoweringRecord
-from .mapping import TensorFiles
-from .reading import LoadedCore, LoadedGraph, LoadedNode
-from .schema import TensorEntry
-from .targets import allowed_names, is_allowed_method, resolve_function
-from .values import FunctionRef, GraphRef, ModuleTypeRef, NodeRef, TensorRef, walk
+from ..lowering import book
+from ..errors import AttributeTypeError, UnsupportedModuleError, UnsupportedTargetError
+from ..lowering.lifting import LoweringRecord
+from ..io.mapping import TensorFiles
+from ..io.reading import LoadedCore, LoadedGraph, LoadedNode
+from ..format.schema import TensorEntry
+from ..lowering.targets import allowed_names, is_allowed_method, resolve_function
+from ..format.values import FunctionRef, GraphRef, ModuleTypeRef, NodeRef, TensorRef, walk
 
 __all__ = ["build", "build_core"]
 
@@ -51,7 +51,7 @@ class _State:
         self.tensors = tensors
         self.files = files
         self.copy = copy
-        self.on_progress = on_progress  # fxlower.progress: (bytes, tensors) read
+        self.on_progress = on_progress  # fxlower.io.progress: (bytes, tensors) read
         self.legacy = legacy  # a 1.0 file: kinds come from the 1.0 rule
         self._raw: dict[tuple[str, str], torch.Tensor] = {}
         self._maps: dict = {}  # copy=False: this module's own private mappings (its writes stay its own)

@@ -29,9 +29,9 @@ import torch
 import torch.fx as fx
 from torch.fx.operator_schemas import get_signature_for_torch_op
 
-from .errors import ExportError
-from .schema import Overload, Param
-from .values import encode
+from ..errors import ExportError
+from ..format.schema import Overload, Param
+from ..format.values import encode
 
 __all__ = ["function_overloads", "method_overloads", "choose_overload", "to_schema", "CATCH_ALL", "PARAM_KINDS"]
 

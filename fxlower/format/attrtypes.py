@@ -1,6 +1,6 @@
 """Types of lowering attributes: the type grammar of docs/format.md, one parser and one checker.
 
-A lowering rule declares each attribute it records with a type string (``fxlower.schema.AttrDecl.type``)::
+A lowering rule declares each attribute it records with a type string (``fxlower.format.schema.AttrDecl.type``)::
 
     type   := alt ('|' alt)*
     alt    := 'tensor' | 'int' | 'float' | 'bool' | 'str' | 'none' | 'function' | 'module' | 'dtype' | 'device'
@@ -16,8 +16,8 @@ No spaces. Examples: ``int[2]|enum(same,valid)`` (Conv2d.padding), ``tensor|none
 ``int|(int|none)[2]`` (AdaptiveAvgPool2d.output_size).
 
 :func:`check` works on the values lifting stores (``torch.Tensor``, function objects, ``nn.Module`` classes) and on
-the values the loader decodes (``fxlower.loading.TensorRef``, :class:`fxlower.values.FunctionRef`,
-:class:`fxlower.values.ModuleTypeRef`); tuples are tuples either way. An ``int`` is an int and never a bool; a
+the values the loader decodes (``fxlower.io.loading.TensorRef``, :class:`fxlower.format.values.FunctionRef`,
+:class:`fxlower.format.values.ModuleTypeRef`); tuples are tuples either way. An ``int`` is an int and never a bool; a
 ``float`` is a float and never an int (lifting widens an int declared ``float`` with :func:`widen` first).
 
 Attribute names in a declaration may contain ``*``, which stands for one decimal index (``0`` or ``[1-9][0-9]*``):
@@ -180,7 +180,7 @@ def _is_kind(kind: str, value: Any) -> bool:
 
 
 def _is_tensor_ref(value: Any) -> bool:
-    from .loading import TensorRef  # the loaded representation (loading imports the book, which imports this)
+    from ..io.loading import TensorRef  # the loaded representation (loading imports the book, which imports this)
     return isinstance(value, TensorRef)
 
 
@@ -238,7 +238,7 @@ def describe(value: Any) -> str:
 
 def type_name(cls: type) -> str:
     """The qualified name recorded for a module class: ``torch.nn.Conv2d`` for public ``torch.nn`` classes,
-    ``module.QualName`` otherwise (also ``fxlower.book.type_name``)."""
+    ``module.QualName`` otherwise (also ``fxlower.lowering.book.type_name``)."""
     if getattr(nn, cls.__name__, None) is cls:
         return f"torch.nn.{cls.__name__}"
     return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,4 +1,4 @@
-// fxlower viewer: draws the graphs laid out by fxlower/viewer.py on canvases (only what is in view), with a side
+// fxlower viewer: draws the graphs laid out by fxlower/tools/viewer.py on canvases (only what is in view), with a side
 // panel for the selected node, search, collapsible nested graphs and, with a core view, links between the views.
 (function () {
   "use strict";

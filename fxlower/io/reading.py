@@ -2,7 +2,7 @@
 
 :func:`read` opens the artifact directory once and every member through that directory's descriptor (refusing
 symlinks and non-regular files), validates everything, and returns a :class:`Reading`: the manifest, the decoded
-graphs and golden data, and the tensor files as a :class:`fxlower.mapping.TensorFiles` that holds the very
+graphs and golden data, and the tensor files as a :class:`fxlower.io.mapping.TensorFiles` that holds the very
 descriptors whose headers were validated. Every rejection is a :class:`fxlower.FormatError` (or
 :class:`fxlower.VersionError`) with the spec's stable code, naming the file and field.
 
@@ -27,19 +27,19 @@ from typing import Any
 
 import msgpack
 
-from .constants import (FILE_ROLES, FORMAT_ID, FORMAT_VERSION, GOLDEN_MODES, MANIFEST_FILE, MAX_MANIFEST_BYTES,
+from ..format.constants import (FILE_ROLES, FORMAT_ID, FORMAT_VERSION, GOLDEN_MODES, MANIFEST_FILE, MAX_MANIFEST_BYTES,
                         MESH_DIM_KINDS, OPS, ROLE_GOLDEN, ROLE_WEIGHTS, STORAGE_DTYPES)
 from .declarations import Declarations, check_declarations, check_record
-from .errors import FormatError, VersionError
-from .lifting import LoweringRecord
+from ..errors import FormatError, VersionError
+from ..lowering.lifting import LoweringRecord
 from .mapping import TensorFiles
-from .names import (check_dotted_target, check_file_path, check_function_name, check_identifier,
+from ..format.names import (check_dotted_target, check_file_path, check_function_name, check_identifier,
                     check_method_name, check_name, component_problem)
-from .schema import CoreInput, CoreOutput, Manifest, NodeLink, OpSchema, Symbol, from_obj
-from .symbolic import ExprError, parse as parse_expr
-from .targets import CORE_HIGHER_ORDER, CORE_PYTHON_FUNCTIONS, core_op_names
+from ..format.schema import CoreInput, CoreOutput, Manifest, NodeLink, OpSchema, Symbol, from_obj
+from ..format.symbolic import ExprError, parse as parse_expr
+from ..lowering.targets import CORE_HIGHER_ORDER, CORE_PYTHON_FUNCTIONS, core_op_names
 from .tensorfile import StoredTensor, read_header
-from .values import GraphRef, NodeRef, TensorRef, check_meta, check_shape, decode, kind_name, leaves, node_refs
+from ..format.values import GraphRef, NodeRef, TensorRef, check_meta, check_shape, decode, kind_name, leaves, node_refs
 
 __all__ = ["read", "Reading", "loads_manifest", "LoadedNode", "LoadedGraph", "LoadedCore", "NodeRef", "TensorRef",
            "GraphRef", "TENSOR_KINDS", "CORE_INPUT_KINDS", "CORE_OUTPUT_KINDS", "CORE_OPS"]

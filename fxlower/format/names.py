@@ -9,7 +9,7 @@ import keyword
 import re
 
 from .constants import MANIFEST_FILE, MAX_NAME_BYTES
-from .errors import FormatError
+from ..errors import FormatError
 
 __all__ = ["check_name", "check_file_path", "check_dotted_target", "component_problem", "check_method_name", "check_function_name",
            "check_identifier"]

@@ -9,7 +9,7 @@ function object, and a module-valued one becomes the class of the rule that appl
 (``rule_for(child).module_type``, e.g. ``nn.Linear`` for ``NonDynamicallyQuantizableLinear``), its own attributes
 recorded under ``<name>.`` by that rule.
 
-Every value is then checked against the type its rule declares (:mod:`fxlower.attrtypes`), after widening an int
+Every value is then checked against the type its rule declares (:mod:`fxlower.format.attrtypes`), after widening an int
 declared ``float`` to a float; a mismatch raises :class:`fxlower.AttributeTypeError` naming the node, the module
 type, the attribute, the declared type and the value found.
 """
@@ -25,10 +25,10 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from . import attrtypes
+from ..format import attrtypes
 from .book import LoweringRule, rule_for, rule_named, type_name
-from .errors import AttributeTypeError, LiftError, UnsupportedModuleError
-from .schema import ModuleDecl
+from ..errors import AttributeTypeError, LiftError, UnsupportedModuleError
+from ..format.schema import ModuleDecl
 
 __all__ = ["LoweringRecord", "lift", "META_KEY", "iter_graph_modules", "module_declarations"]
 

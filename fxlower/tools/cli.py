@@ -37,9 +37,9 @@ from typing import Any
 
 import torch
 
-from .constants import STORAGE_DTYPES
-from .errors import FxLowerError
-from .loading import Artifact, NodeRef, TensorRef, load
+from ..format.constants import STORAGE_DTYPES
+from ..errors import FxLowerError
+from ..io.loading import Artifact, NodeRef, TensorRef, load
 
 __all__ = ["main", "summary"]
 
@@ -132,8 +132,8 @@ def _render(v: Any) -> str:
 
 def _demo(path: str) -> int:
     from .examples import example
-    from .lifting import lift
-    from .writing import export
+    from ..lowering.lifting import lift
+    from ..io.writing import export
 
     gm, inputs = example()
     print("== 1. lift: lowering attributes on every leaf call_module node")
@@ -169,7 +169,8 @@ def _demo(path: str) -> int:
 
 def _runner() -> str:
     """Where a build of the C++ side puts ``fxlower-run`` (cpp/build of the source tree)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cpp", "build", "fxlower-run")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "cpp", "build",
+                        "fxlower-run")
 
 
 def _attr(v: Any) -> str:
@@ -179,7 +180,7 @@ def _attr(v: Any) -> str:
 
 
 def _clean(path: str) -> int:
-    from .writing import remove_orphaned_temporaries
+    from ..io.writing import remove_orphaned_temporaries
 
     removed = remove_orphaned_temporaries(path)
     for tmp in removed:
@@ -286,8 +287,8 @@ def _export_cmd(args: argparse.Namespace) -> int:
     import inspect
 
     from . import cli_export
-    from .errors import UnsupportedModuleError
-    from .writing import export
+    from ..errors import UnsupportedModuleError
+    from ..io.writing import export
 
     if args.golden and not (args.input or args.inputs):
         raise cli_export.CommandError("--golden needs inputs: give --input SHAPE[:DTYPE] or --inputs FILE", code=2)

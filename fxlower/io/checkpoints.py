@@ -27,7 +27,7 @@ import json
 import os
 import threading
 
-from .errors import CheckpointMismatchError, ExportError
+from ..errors import CheckpointMismatchError, ExportError
 from .tensorfile import StoredTensor, _start_writeback, read_header
 
 __all__ = ["CheckpointTensor", "Checkpoint", "CheckpointSource", "open_checkpoint", "INDEX_SUFFIX"]
@@ -214,7 +214,7 @@ def open_checkpoint(src: str | os.PathLike) -> Checkpoint:
     """Index the tensors of ``src``: a ``.safetensors`` file, a directory (its ``*.safetensors.index.json`` if it
     holds one, else every ``*.safetensors`` file in it), or a ``*.safetensors.index.json``.
 
-    Headers are read with fxlower's strict :func:`fxlower.tensorfile.read_header`, not ``safetensors.safe_open``:
+    Headers are read with fxlower's strict :func:`fxlower.io.tensorfile.read_header`, not ``safetensors.safe_open``:
     the library does not expose a tensor's byte offsets, which the copy needs, and accepts headers the format
     refuses (duplicate keys, gaps, unaligned data).
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from .loading import Artifact
-from .schema import to_obj
+from ..io.loading import Artifact
+from ..format.schema import to_obj
 
 __all__ = ["diff", "Diff", "format_text", "show_value"]
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .errors import RegistrationError, UnsupportedTargetError
+from ..errors import RegistrationError, UnsupportedTargetError
 
 __all__ = ["function_name", "resolve_function", "register_function", "allowed_names", "is_allowed_method",
            "core_op_names", "is_core_target", "CORE_EXTRA_OPS", "CORE_HIGHER_ORDER", "CORE_PYTHON_FUNCTIONS"]

@@ -6,8 +6,8 @@ MUST have a default (a reader of the new minor then accepts files of the older o
 fails with "bump to X.Y" otherwise.
 
 Field types: ``str``, ``int`` (int64), ``float`` (float64), ``bool``, ``list[T]``, ``dict[str, T]``,
-``T | None``, a nested dataclass, ``Value`` (see :mod:`fxlower.values`) and ``Meta`` (output metadata). Value
-and Meta fields are kept as their raw msgpack objects here; :mod:`fxlower.loading` decodes them in graph context.
+``T | None``, a nested dataclass, ``Value`` (see :mod:`fxlower.format.values`) and ``Meta`` (output metadata). Value
+and Meta fields are kept as their raw msgpack objects here; :mod:`fxlower.io.loading` decodes them in graph context.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import typing
 from typing import Any, NewType, Union
 
 from .constants import FORMAT_VERSION
-from .errors import FormatError
+from ..errors import FormatError
 from .values import INT64_MAX, INT64_MIN, kind_name as _kind
 
 __all__ = [
@@ -352,7 +352,7 @@ def from_obj(cls: type, obj: Any, where: str) -> Any:
 def _check(hint: Any, obj: Any, where: str) -> Any:
     if hint is Value or hint is Meta:
         _check_ints(obj, where)
-        return obj  # decoded in context by fxlower.reading
+        return obj  # decoded in context by fxlower.io.reading
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]

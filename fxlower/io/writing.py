@@ -34,20 +34,20 @@ import msgpack
 import torch
 import torch.fx as fx
 
-from . import __version__
-from .constants import (FORMAT_ID, FORMAT_VERSION, GOLDEN_FILE, MANIFEST_FILE, MAX_MANIFEST_BYTES, ROLE_GOLDEN,
+from .. import __version__
+from ..format.constants import (FORMAT_ID, FORMAT_VERSION, GOLDEN_FILE, MANIFEST_FILE, MAX_MANIFEST_BYTES, ROLE_GOLDEN,
                         ROLE_WEIGHTS, TOLERANCES, WEIGHTS_FILE, WEIGHTS_SHARD_FILE)
-from .core import encode_core, origin_links, run_core, to_core, user_output_structure
-from .errors import ExportError, FormatError, UnsupportedModuleError
-from .lifting import META_KEY, iter_graph_modules, lift, module_declarations
-from .names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
+from ..views.core import encode_core, origin_links, run_core, to_core, user_output_structure
+from ..errors import ExportError, FormatError, UnsupportedModuleError
+from ..lowering.lifting import META_KEY, iter_graph_modules, lift, module_declarations
+from ..format.names import check_dotted_target, check_function_name, check_identifier, check_method_name, check_name
 from .progress import bar as _progress_bar, check_progress
-from .schema import (FileEntry, Golden, Graph, Lowering, Manifest, MeshDim, ModuleDecl, Node, NodeLink, Placement,
+from ..format.schema import (FileEntry, Golden, Graph, Lowering, Manifest, MeshDim, ModuleDecl, Node, NodeLink, Placement,
                      Producer, Signature, TensorEntry, Tolerance, to_obj)
-from .signatures import CATCH_ALL, choose_overload, function_overloads, method_overloads, to_schema
-from .targets import function_name
+from ..lowering.signatures import CATCH_ALL, choose_overload, function_overloads, method_overloads, to_schema
+from ..lowering.targets import function_name
 from .tensorfile import _write_all, file_order, plan_files, storage_code, write_file_plan
-from .values import clone_tensors, encode, has_tensor, meta_of
+from ..format.values import clone_tensors, encode, has_tensor, meta_of
 
 __all__ = ["export", "ExportSummary", "ArtifactExistsError", "pack_manifest", "remove_orphaned_temporaries"]
 
@@ -839,7 +839,7 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
             ``example_inputs`` are run on the meta device to record shapes (docs/scale.md).
         timeout: seconds each phase of a collective export may wait for the other ranks (default 300). A
             collective export happens when torch.distributed is initialised and ``gm`` holds DTensor parameters
-            or buffers: then every rank must call export with the same arguments (fxlower.collective).
+            or buffers: then every rank must call export with the same arguments (fxlower.io.collective).
         progress: a tqdm bar on stderr while the tensor files are written, in bytes and tensors. None (default):
             only when stderr is a terminal and the writing has taken a second; True: at once, on any stderr;
             False: never. The files written are the same either way.
@@ -1089,8 +1089,8 @@ def _torch_export(model: torch.nn.Module, args: tuple | None, kwargs: dict | Non
 
 
 def _derive(ep: torch.export.ExportedProgram, model: torch.nn.Module) -> tuple[fx.GraphModule, dict[str, str]]:
-    """The module view derived from the core view over ``model``'s submodules (fxlower.derive)."""
-    from .derive import derive_module_view  # imported when needed: the module view of a core-only export
+    """The module view derived from the core view over ``model``'s submodules (fxlower.views.derive)."""
+    from ..views.derive import derive_module_view  # imported when needed: the module view of a core-only export
     return derive_module_view(ep, model)
 
 

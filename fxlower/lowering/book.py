@@ -1,10 +1,10 @@
 """The book of lowering rules: which attributes of each leaf module a lowering needs, and how to rebuild it.
 
 A :class:`LoweringRule` says, for one ``nn.Module`` class, which attributes to record, each with a type (the
-grammar of :mod:`fxlower.attrtypes`) and a one-line meaning; the rule's own version; the ``_version`` of the module
+grammar of :mod:`fxlower.format.attrtypes`) and a one-line meaning; the rule's own version; the ``_version`` of the module
 class it was written against; the module's ``forward`` parameters; and how to rebuild a module from recorded
 attributes (:meth:`LoweringRule.rebuild`). Rules live in one registry keyed by class. The built-in rules covering
-``torch.nn`` are in :mod:`fxlower._builtin_rules` (imported by the package); users add theirs with
+``torch.nn`` are in :mod:`fxlower.lowering._builtin_rules` (imported by the package); users add theirs with
 :func:`register_module`.
 
 Composite modules declare their children as ``module``-typed attributes (``out_proj: module``); a child's own
@@ -31,12 +31,12 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from . import attrtypes
-from .attrtypes import type_name
-from .errors import AttributeTypeError, ExportError, RegistrationError, UnsupportedModuleError
-from .schema import AttrDecl, ModuleDecl, Param
+from ..format import attrtypes
+from ..format.attrtypes import type_name
+from ..errors import AttributeTypeError, ExportError, RegistrationError, UnsupportedModuleError
+from ..format.schema import AttrDecl, ModuleDecl, Param
 from .signatures import PARAM_KINDS
-from .values import encode
+from ..format.values import encode
 
 __all__ = [
     "BOOK_VERSION",

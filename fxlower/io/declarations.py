@@ -9,7 +9,7 @@ Two jobs, both pure functions of decoded data:
   every attribute is declared (directly, with ``*`` matching one decimal index, or as ``P.rest`` below a
   module-valued attribute ``P``) and holds a value of the declared type. Failures are ``lowering.attr``.
 
-The attribute type grammar and the record-checking algorithm are :mod:`fxlower.attrtypes`'s, the same code the
+The attribute type grammar and the record-checking algorithm are :mod:`fxlower.format.attrtypes`'s, the same code the
 book uses when lifting, so the writer never writes what this reader refuses.
 """
 
@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import attrtypes, signatures
-from .errors import FormatError
-from .names import check_function_name, check_method_name, check_name
-from .values import ModuleTypeRef, decode
+from ..format import attrtypes
+
+from ..lowering import signatures
+from ..errors import FormatError
+from ..format.names import check_function_name, check_method_name, check_name
+from ..format.values import ModuleTypeRef, decode
 
 __all__ = ["PARAM_KINDS", "Declarations", "check_declarations", "check_record"]
 

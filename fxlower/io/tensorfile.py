@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .constants import (CODE_OF_DTYPE, MAX_SAFETENSORS_HEADER, SAFETENSORS_ALIGN, STORAGE_DTYPES,
+from ..format.constants import (CODE_OF_DTYPE, MAX_SAFETENSORS_HEADER, SAFETENSORS_ALIGN, STORAGE_DTYPES,
                         WEIGHTS_SHARD_FILE)
-from .errors import ExportError, FormatError
-from .names import check_name
-from .values import INT64_MAX, check_shape
+from ..errors import ExportError, FormatError
+from ..format.names import check_name
+from ..format.values import INT64_MAX, check_shape
 
 __all__ = ["StoredTensor", "Slot", "FilePlan", "plan_files", "TensorSource", "write_file_plan", "write_tensor_file",
            "read_header", "tensor_bytes", "storage_code"]
@@ -253,7 +253,7 @@ def write_file_plan(fd: int, plan: FilePlan, fetch: Callable[[Slot], "torch.Tens
     copy's hash, so at most one host copy exists at a time. Writeback to disk is started after every 64 MiB written
     (``sync_file_range``), and the fsync comes as soon as the last byte is written, while hashes may still run.
     ``on_progress`` is called as ``on_progress(nbytes, 0)`` after each piece of at most 64 MiB is written and
-    ``on_progress(0, 1)`` after each tensor (fxlower.progress); it does not change what is written.
+    ``on_progress(0, 1)`` after each tensor (fxlower.io.progress); it does not change what is written.
 
     Raises:
         ExportError: a value does not match its slot (dtype, shape or size) or cannot be stored; OSError from

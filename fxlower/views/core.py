@@ -30,12 +30,12 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .constants import CODE_OF_DTYPE
-from .errors import ExportError, FormatError
-from .names import check_identifier, check_name
-from .schema import CoreInput, CoreOutput, CoreView, Graph, Node, NodeLink, OpArg, OpSchema, Symbol
-from .symbols import SYMBOL_NAME, UnprintableExpr, print_expr
-from .values import GraphRef, encode
+from ..format.constants import CODE_OF_DTYPE
+from ..errors import ExportError, FormatError
+from ..format.names import check_identifier, check_name
+from ..format.schema import CoreInput, CoreOutput, CoreView, Graph, Node, NodeLink, OpArg, OpSchema, Symbol
+from ..format.symbols import SYMBOL_NAME, UnprintableExpr, print_expr
+from ..format.values import GraphRef, encode
 
 __all__ = ["PYTHON_OPS", "HIGHER_ORDER_OPS", "to_core", "op_name", "op_schema", "encode_core", "core_meta",
            "user_output_structure"]

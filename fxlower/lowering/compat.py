@@ -2,7 +2,7 @@
 
 Code written against the seed works by changing one import::
 
-    from fxlower.compat import lift_lowering_attrs_to_nodes   # was: from torch.fx.passes.param_fetch import ...
+    from fxlower.lowering.compat import lift_lowering_attrs_to_nodes   # was: from torch.fx.passes.param_fetch import ...
 
 Behaviour kept from the seed: ``extract_attrs_for_lowering`` returns a dict whose ``"name"`` key is
 ``torch.typename(mod)`` followed by the raw attribute values; ``lift_lowering_attrs_to_nodes`` stores it as
@@ -23,7 +23,7 @@ from torch.fx.graph_module import GraphModule
 
 from . import book
 from .book import default_matching
-from .errors import UnsupportedModuleError
+from ..errors import UnsupportedModuleError
 
 __all__ = [
     "default_matching",

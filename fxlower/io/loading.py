@@ -2,13 +2,13 @@
 
 The work is split by job:
 
-- :mod:`fxlower.reading` — decode and validate (docs/format.md section 10, in order): manifest bytes ->
+- :mod:`fxlower.io.reading` — decode and validate (docs/format.md section 10, in order): manifest bytes ->
   validated, decoded graphs; every rejection a :class:`fxlower.FormatError` with the spec's code.
-- :mod:`fxlower.mapping` — tensor access through the descriptors that were validated (never reopened by path).
-- :mod:`fxlower.rebuild` — :meth:`Artifact.to_graph_module`.
+- :mod:`fxlower.io.mapping` — tensor access through the descriptors that were validated (never reopened by path).
+- :mod:`fxlower.views.rebuild` — :meth:`Artifact.to_graph_module`.
 
 Safety: no pickle, no ``eval``, no import of any module named in a file. ``call_function`` targets resolve only
-through :mod:`fxlower.targets` (allow-list plus user registrations), leaf modules only through the book's
+through :mod:`fxlower.lowering.targets` (allow-list plus user registrations), leaf modules only through the book's
 registered classes, and every name that reaches ``torch.fx`` code generation is checked first.
 """
 
@@ -22,12 +22,12 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .errors import FormatError
+from ..errors import FormatError
 from .progress import bar as _progress_bar, check_progress
 from .reading import LoadedCore, LoadedGraph, LoadedNode, Reading, loads_manifest, read
 from .mapping import shard_ranges
-from .rebuild import build, build_core
-from .values import GraphRef, NodeRef, TensorRef, decode, walk
+from ..views.rebuild import build, build_core
+from ..format.values import GraphRef, NodeRef, TensorRef, decode, walk
 
 __all__ = ["load", "loads_manifest", "Artifact", "LoadedNode", "LoadedGraph", "LoadedCore", "NodeRef", "TensorRef",
            "GraphRef"]
@@ -41,11 +41,11 @@ class Artifact:
 
     Attributes:
         path: the directory.
-        manifest: the decoded :class:`fxlower.schema.Manifest`.
+        manifest: the decoded :class:`fxlower.format.schema.Manifest`.
         format_version: ``(major, minor)`` of the file.
         graphs: the graphs, ``graphs[0]`` the root, nodes decoded (references as :class:`NodeRef` /
             :class:`TensorRef`, lowering records with tensor attributes as :class:`TensorRef`).
-        tensors: name -> :class:`fxlower.schema.TensorEntry`.
+        tensors: name -> :class:`fxlower.format.schema.TensorEntry`.
         core: 1.2: the core view (:class:`LoadedCore`: ``graphs`` with ``graphs[0]`` the core root, ``inputs``,
             ``outputs``, ``ops``, ``symbols``), or None when the artifact has none.
     """

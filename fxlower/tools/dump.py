@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from .loading import Artifact
+from ..io.loading import Artifact
 
 __all__ = ["dump", "render_value", "render_meta"]
 
