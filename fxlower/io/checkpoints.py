@@ -28,7 +28,7 @@ import os
 import threading
 
 from ..errors import CheckpointMismatchError, ExportError
-from .tensorfile import StoredTensor, _start_writeback, read_header
+from .tensorfile import StoredTensor, _start_writeback, read_header, unique_keys
 
 __all__ = ["CheckpointTensor", "Checkpoint", "CheckpointSource", "open_checkpoint", "INDEX_SUFFIX"]
 
@@ -297,14 +297,7 @@ def _from_index(index: str) -> Checkpoint:
     if len(raw) > _MAX_INDEX_BYTES:
         raise bad(f"it is larger than {_MAX_INDEX_BYTES} bytes")
 
-    def no_dups(pairs):
-        out = {}
-        for k, v in pairs:
-            if k in out:
-                raise bad(f"the key {k!r:.80} appears twice")
-            out[k] = v
-        return out
-
+    no_dups = unique_keys(lambda k: bad(f"the key {k!r:.80} appears twice"))
     try:
         obj = json.loads(raw.decode("utf-8"), object_pairs_hook=no_dups)
     except ExportError:
@@ -414,22 +407,24 @@ def sources_for(checkpoint: Checkpoint, groups: list[tuple[list[str], str, tuple
 
 def _prefix_hint(missing: list[str], unexpected: list[str]) -> str:
     """A line naming a prefix that the checkpoint's names have and the model's lack (or the reverse)."""
-    ends = {}
-    for u in unexpected:
-        for i, c in enumerate(u):
-            if c == ".":
-                ends.setdefault(u[i + 1:], u[:i + 1])
+    ends = _prefixes(unexpected)
     for m in missing:
         if m in ends:
             return (f"  hint: the checkpoint's names carry the prefix '{ends[m]}' (e.g. '{ends[m]}{m}'); strip it "
                     f"from the checkpoint's keys, or export the submodule the checkpoint was saved from")
-    miss = {}
-    for m in missing:
-        for i, c in enumerate(m):
-            if c == ".":
-                miss.setdefault(m[i + 1:], m[:i + 1])
+    miss = _prefixes(missing)
     for u in unexpected:
         if u in miss:
             return (f"  hint: the model's names carry the prefix '{miss[u]}' that the checkpoint's lack (e.g. "
                     f"'{u}'); export the module the checkpoint was saved from, or add the prefix to its keys")
     return ""
+
+
+def _prefixes(names: list[str]) -> dict[str, str]:
+    """Each name's tail after one of its dots -> the prefix before it (up to the dot, included); the first wins."""
+    out: dict[str, str] = {}
+    for name in names:
+        for i, c in enumerate(name):
+            if c == ".":
+                out.setdefault(name[i + 1:], name[:i + 1])
+    return out

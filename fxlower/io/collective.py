@@ -48,10 +48,10 @@ from ..format.constants import CODE_OF_DTYPE, FORMAT_ID, FORMAT_VERSION, MANIFES
     STORAGE_DTYPES, WEIGHTS_FILE
 from ..errors import ExportError, UnsupportedModuleError
 from ..format.names import check_name
-from ..format.schema import FileEntry, Manifest, MeshDim, Placement, Producer, TensorEntry, to_obj
+from ..format.schema import FileEntry, Manifest, Placement, Producer, TensorEntry, to_obj
 from .tensorfile import FilePlan, plan_files, storage_code, tensor_bytes
 
-__all__ = ["applies", "export", "placement_of", "DEFAULT_TIMEOUT"]
+__all__ = ["applies", "export", "DEFAULT_TIMEOUT"]
 
 #: Seconds a collective phase may wait for the other ranks (``export(timeout=...)``).
 DEFAULT_TIMEOUT = 300.0
@@ -82,42 +82,6 @@ def applies(gm: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ placements
-
-def placement_of(mesh: Sequence[int], placements: Sequence[Any], ndim: int, where: str,
-                 mesh_dim_names: Sequence[str] | None = None) -> Placement:
-    """The format's Placement of a tensor of rank ``ndim`` laid out as ``placements`` (``Shard(d)`` /
-    ``Replicate()`` of ``torch.distributed.tensor``, one per mesh dimension) over a mesh of shape ``mesh``.
-
-    Raises:
-        ExportError: a ``Partial`` placement (a pending reduction, not a layout), a strided shard (FSDP2 over
-            tensor parallelism), another placement type, a shard dimension out of range, or a count mismatch.
-    """
-    from torch.distributed.tensor import Partial, Replicate, Shard
-    mesh = [int(m) for m in mesh]
-    if len(placements) != len(mesh):
-        raise ExportError(f"{where} has {len(placements)} placements for a mesh of {len(mesh)} dimensions "
-                          f"{tuple(mesh)}; give one Shard(d) or Replicate() per mesh dimension")
-    dims = []
-    for i, p in enumerate(placements):
-        if isinstance(p, Partial):
-            raise ExportError(f"{where} is {p!r} on mesh dimension {i}: a pending reduction, not a layout of stored "
-                              f"values; redistribute it first, e.g. t.redistribute(mesh, [Replicate()]) (or export "
-                              f"before the step that makes it partial)")
-        if type(p) is Shard:
-            d = p.dim + ndim if p.dim < 0 else p.dim
-            if not 0 <= d < ndim:
-                raise ExportError(f"{where} is Shard({p.dim}) on mesh dimension {i}, but the tensor has {ndim} "
-                                  f"dimension(s)")
-            dims.append(MeshDim("shard", d))
-        elif isinstance(p, Replicate):
-            dims.append(MeshDim("replicate", -1))
-        else:
-            raise ExportError(f"{where} has the placement {p!r} on mesh dimension {i}; format 1.3 records Shard(d) "
-                              f"and Replicate() only (a strided shard comes from FSDP2 over tensor parallelism: "
-                              f"export the tensor-parallel model alone, or redistribute)")
-    names = [str(n) for n in mesh_dim_names] if mesh_dim_names else []
-    return Placement(mesh=mesh, dims=dims, mesh_dim_names=names)
-
 
 def _slice(shape: Sequence[int], placement: Placement, coord: Sequence[int]) -> list[tuple[int, int]]:
     """Index range per tensor dimension of mesh coordinate ``coord`` (docs/format.md, placement rule)."""
@@ -166,39 +130,11 @@ class _PlacedTable(_w._TensorTable):
     """The writer's tensor table over DTensors: dtype and shape are global, a DTensor's alias group is the DTensor
     object (tied weights are one Parameter), and each placed name carries its Placement."""
 
-    def add(self, name: str, t: torch.Tensor, role: str, kind: str, requires_grad: bool = False,
-            persistent: bool = True) -> str:
-        check_name(name, f"tensor '{name}'")
-        _code(t, f"tensor '{name}'")
-        if name in self.tensors:
-            if self.tensors[name][0] is not t:
-                raise ExportError(f"two different tensors are both named '{name}'")
-            return name
-        self.tensors[name] = (t, role)
-        self.state[name] = (kind, requires_grad, persistent)
-        self._by_id.setdefault(id(t), name)
-        return name
+    def code(self, t: torch.Tensor, where: str) -> str:
+        return _code(t, where)
 
-    def keys(self) -> dict[str, str]:
-        groups: dict[tuple, list[str]] = {}
-        for name, (t, role) in self.tensors.items():
-            k = ("dtensor", id(t)) if _is_dtensor(t) else _w._alias_key(t)
-            groups.setdefault((role, k) if k is not None else (role, "name", name), []).append(name)
-        return {n: min(names) for names in groups.values() for n in names}
-
-    def placed_entries(self, hashes: dict[str, str], file_of: dict[str, str],
-                       placements: dict[str, Placement]) -> list[TensorEntry]:
-        out = []
-        keys = self.keys()
-        for name in sorted(self.tensors):
-            t, _ = self.tensors[name]
-            kind, requires_grad, persistent = self.state[name]
-            key = keys[name]
-            out.append(TensorEntry(name=name, dtype=_code(t, name), shape=[int(s) for s in t.shape],
-                                   file=file_of[key], key=key, sha256=hashes[key], kind=kind,
-                                   requires_grad=requires_grad, persistent=persistent,
-                                   placement=placements.get(name)))
-        return out
+    def alias_key(self, t: torch.Tensor) -> tuple | None:
+        return ("dtensor", id(t)) if _is_dtensor(t) else _w._alias_key(t)
 
 
 def _code(t: torch.Tensor, where: str) -> str:
@@ -469,8 +405,8 @@ def _plan(gm: torch.nn.Module, max_shard_bytes: int | None, rank: int) -> dict[s
     for name, (t, _) in table.tensors.items():
         if _is_dtensor(t):
             mesh = t.device_mesh
-            placements[name] = placement_of(mesh.shape, t.placements, t.dim(), f"tensor '{name}'",
-                                            mesh.mesh_dim_names)
+            placements[name] = _w.placement_of(tuple(mesh.shape), tuple(t.placements), f"tensor '{name}'",
+                                               names=mesh.mesh_dim_names, shape=t.shape, error=ExportError)
     stored = {n: t for n, (t, role) in table.tensors.items() if keys[n] == n}
     items = [(n, _code(t, n), tuple(int(s) for s in t.shape)) for n, t in stored.items()]
     plans = plan_files(items, WEIGHTS_FILE, max_shard_bytes)
@@ -569,7 +505,9 @@ def _write_manifest(tmp: str, p: dict[str, Any], hashes: dict[str, str]) -> dict
     """Rank 0: the manifest, as the single-process writer builds it; returns the summary's fields."""
     from .. import __version__
     table: _PlacedTable = p["table"]
-    tensors = table.placed_entries(hashes, p["slot_file"], p["placements"])
+    role_of = {n: role for n, (_, role) in table.tensors.items()}  # a stored key is the name of a tensor
+    tensors = table.entries({(role_of[k], k): h for k, h in hashes.items()},
+                            {(role_of[k], k): f for k, f in p["slot_file"].items()}, p["placements"])
     packed = p["packed"]
     manifest = Manifest(
         format=FORMAT_ID,

@@ -353,6 +353,19 @@ def _json_depth_ok(raw: bytes) -> bool:
 
 
 # Not the library's parser: it accepts duplicate keys, leading whitespace, unaligned data, any key (RELIABILITY.md).
+def unique_keys(error: Callable[[str], BaseException]) -> Callable[[list], dict]:
+    """A ``json.loads`` ``object_pairs_hook`` that builds each object and raises ``error(key)`` for a key that one
+    object holds twice."""
+    def hook(pairs: list) -> dict:
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise error(k)
+            out[k] = v
+        return out
+    return hook
+
+
 def read_header(f, file_size: int, where: str) -> dict[str, StoredTensor]:
     """Read and validate a safetensors header (docs/format.md section 5).
 
@@ -386,14 +399,7 @@ def read_header(f, file_size: int, where: str) -> dict[str, StoredTensor]:
     if not _json_depth_ok(body):
         raise bad(f"header JSON nests deeper than {_MAX_JSON_DEPTH}")
 
-    def no_dups(pairs):
-        out = {}
-        for k, v in pairs:
-            if k in out:
-                raise bad(f"header has the key {k!r:.80} twice")
-            out[k] = v
-        return out
-
+    no_dups = unique_keys(lambda k: bad(f"header has the key {k!r:.80} twice"))
     try:
         text = body.decode("utf-8")
         obj = json.loads(text, object_pairs_hook=no_dups, parse_constant=lambda c: _reject_constant(c, where))

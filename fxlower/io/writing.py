@@ -20,6 +20,7 @@ import enum
 import errno
 import fcntl
 import hashlib
+import math
 import os
 import re
 import secrets
@@ -27,7 +28,7 @@ import shutil
 import stat
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -127,7 +128,7 @@ class _TensorTable:
             persistent: bool = True) -> str:
         """Add ``t`` under ``name``; ``kind`` is "parameter", "buffer", "constant" or "golden" (format 1.1)."""
         check_name(name, f"tensor '{name}'")
-        storage_code(t, f"tensor '{name}'", meta_ok=True)  # meta: bytes from weights_from (checked before writing)
+        self.code(t, f"tensor '{name}'")
         if name in self.tensors:
             if self.tensors[name][0] is not t:
                 raise ExportError(f"two different tensors are both named '{name}'")
@@ -136,6 +137,14 @@ class _TensorTable:
         self.state[name] = (kind, requires_grad, persistent)
         self._by_id.setdefault(id(t), name)
         return name
+
+    def code(self, t: torch.Tensor, where: str) -> str:
+        """The storage dtype code of ``t``; ExportError if the format cannot store it (``where`` names it)."""
+        return storage_code(t, where, meta_ok=True)  # meta: bytes from weights_from (checked before writing)
+
+    def alias_key(self, t: torch.Tensor) -> tuple | None:
+        """Tensors with equal keys (and role) are one alias group; None: a group of its own (:func:`_alias_key`)."""
+        return _alias_key(t)
 
     def name_of(self, t: torch.Tensor) -> str | None:
         return self._by_id.get(id(t))
@@ -151,7 +160,7 @@ class _TensorTable:
             t, role = self.tensors[name]
             key = keys[name]
             kind, requires_grad, persistent = self.state[name]
-            out.append(TensorEntry(name=name, dtype=storage_code(t, name, meta_ok=True), shape=[int(s) for s in t.shape],
+            out.append(TensorEntry(name=name, dtype=self.code(t, name), shape=[int(s) for s in t.shape],
                                    file=files[(role, key)], key=key, sha256=hashes[(role, key)], kind=kind,
                                    requires_grad=requires_grad, persistent=persistent,
                                    placement=placements.get(name)))
@@ -161,7 +170,7 @@ class _TensorTable:
         """name -> stored key: the smallest name of its alias group."""
         groups: dict[tuple, list[str]] = {}
         for name, (t, role) in self.tensors.items():
-            k = _alias_key(t)
+            k = self.alias_key(t)
             groups.setdefault((role, k) if k is not None else (role, "name", name), []).append(name)
         keys = {}
         for names in groups.values():
@@ -977,88 +986,98 @@ def export(gm: fx.GraphModule | torch.nn.Module | torch.export.ExportedProgram, 
 _MAX_MESH_DEVICES = 65536  # docs/format.md section 2.1 (reading.MAX_MESH_DEVICES)
 
 
-def _placements(placements: dict[str, tuple] | None) -> dict[str, tuple[Placement, list[int]]]:
-    """``export``'s ``placements=`` checked and converted: name -> (Placement with shard dims as given, the shard
-    dims as given, which may be negative; resolved against the tensor's rank once it is known).
+def placement_of(mesh: Any, placements: Any, where: str, *, names: Any = None, shape: Sequence[int] | None = None,
+                 error: type[Exception] = ValueError) -> Placement:
+    """The format's Placement of a tensor laid out as ``placements`` (``Shard(d)`` / ``Replicate()`` of
+    ``torch.distributed.tensor``, one per mesh dimension) over a mesh of shape ``mesh`` with the mesh dimensions'
+    ``names`` (None: none). With the tensor's ``shape``, shard dims are resolved against its rank (a negative dim
+    counts from the end, as in torch); without it they are kept as given. The one conversion of ``export``'s
+    ``placements=`` and of a collective export's DTensor placements; ``where`` names the tensor in messages.
 
     Raises:
-        ValueError: not a dict of (mesh shape, placements[, mesh dim names]); a mesh size below 1 or over
-            65536 devices; a placement count that differs from the mesh's rank; a placement other than
-            Shard/Replicate (Partial has no stored form: reduce it first); bad or repeated mesh dim names.
+        error: a mesh shape that is not a non-empty tuple of positive ints, or has over 65536 devices; a placement
+            count that differs from the mesh's rank; a ``Partial`` placement (a pending reduction, not a layout);
+            a strided shard (FSDP2 over tensor parallelism) or another placement type; a shard dim out of range;
+            bad or repeated mesh dim names.
+    """
+    from torch.distributed.tensor import Partial, Replicate, Shard  # imported when used: torch.distributed is optional
+    if (not isinstance(mesh, (tuple, list)) or not mesh
+            or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mesh)):
+        raise error(f"{where}: the mesh shape must be a non-empty tuple of positive ints, got {mesh!r:.80}")
+    mesh = [int(m) for m in mesh]
+    devices = math.prod(mesh)
+    if devices > _MAX_MESH_DEVICES:
+        raise error(f"{where}: the mesh {tuple(mesh)} has {devices} devices; the format allows at most "
+                    f"{_MAX_MESH_DEVICES}")
+    if not isinstance(placements, (tuple, list)) or len(placements) != len(mesh):
+        raise error(f"{where}: give one placement per mesh dimension ({len(mesh)} for the mesh {tuple(mesh)}), got "
+                    f"{placements!r:.80}")
+    dims = []
+    for i, p in enumerate(placements):
+        if isinstance(p, Partial):
+            raise error(f"{where} is {p!r} on mesh dimension {i}: a pending reduction, not a layout of stored "
+                        f"values; redistribute it first, e.g. t.redistribute(mesh, [Replicate()]) (or export "
+                        f"before the step that makes it partial)")
+        if type(p) is Shard:
+            d = int(p.dim)
+            if shape is not None:
+                rank = len(shape)
+                if not -rank <= d < rank:
+                    raise error(f"{where}: Shard({d}) on mesh dimension {i} is out of range for a tensor of rank "
+                                f"{rank} (shape {[int(s) for s in shape]})")
+                d %= rank
+            dims.append(MeshDim(kind="shard", dim=d))
+        elif isinstance(p, Replicate):
+            dims.append(MeshDim(kind="replicate", dim=-1))
+        else:
+            raise error(f"{where} is {p!r:.60} on mesh dimension {i}; the format records Shard(d) and Replicate() "
+                        f"only (a strided shard comes from FSDP2 over tensor parallelism: export the "
+                        f"tensor-parallel model alone, or redistribute)")
+    names = list(names) if names is not None else []
+    if names and (len(names) != len(mesh) or len(set(names)) != len(names)
+                  or any(not isinstance(n, str) or not n.isascii() or not n.isidentifier() for n in names)):
+        raise error(f"{where}: mesh_dim_names must be {len(mesh)} distinct identifiers, got {names!r:.80}")
+    return Placement(mesh=mesh, dims=dims, mesh_dim_names=[str(n) for n in names])
+
+
+def _placements(placements: dict[str, tuple] | None) -> dict[str, tuple]:
+    """``export``'s ``placements=`` checked (:func:`placement_of` without the tensors' shapes, known later): name
+    -> (mesh shape, placements, mesh dim names or None).
+
+    Raises:
+        ValueError: not a dict of (mesh shape, placements[, mesh dim names]); what :func:`placement_of` raises.
     """
     if placements is None:
         return {}
     if not isinstance(placements, dict):
         raise ValueError(f"placements must be a dict of tensor name -> (mesh_shape, [Shard(d) | Replicate()]), got "
                          f"{type(placements).__qualname__}")
-    from torch.distributed.tensor import Replicate, Shard  # imported when used: torch.distributed is optional
-
     out = {}
     for name, spec in placements.items():
         where = f"placements['{name}']"
         if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
             raise ValueError(f"{where} must be (mesh_shape, [Shard(d) | Replicate(), ...]) or (mesh_shape, "
                              f"placements, mesh_dim_names), got {spec!r:.80}")
-        mesh, kinds = spec[0], spec[1]
-        names = list(spec[2]) if len(spec) == 3 and spec[2] is not None else []
-        if (not isinstance(mesh, (tuple, list)) or not mesh
-                or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mesh)):
-            raise ValueError(f"{where}: the mesh shape must be a non-empty tuple of positive ints, got {mesh!r:.80}")
-        devices = 1
-        for m in mesh:
-            devices *= m
-        if devices > _MAX_MESH_DEVICES:
-            raise ValueError(f"{where}: the mesh {tuple(mesh)} has {devices} devices; the format allows at most "
-                             f"{_MAX_MESH_DEVICES}")
-        if not isinstance(kinds, (tuple, list)) or len(kinds) != len(mesh):
-            raise ValueError(f"{where}: give one placement per mesh dimension ({len(mesh)} for the mesh "
-                             f"{tuple(mesh)}), got {kinds!r:.80}")
-        dims = []
-        raw = []
-        for i, p in enumerate(kinds):
-            if isinstance(p, Shard) and type(p) is Shard:
-                dims.append(MeshDim(kind="shard", dim=int(p.dim)))
-                raw.append(int(p.dim))
-            elif isinstance(p, Replicate):
-                dims.append(MeshDim(kind="replicate", dim=-1))
-                raw.append(-1)
-            else:
-                raise ValueError(f"{where}: placement {i} is {p!r:.60}; the format records Shard(dim) and "
-                                 f"Replicate() only (a Partial tensor has no stored form: reduce it first, e.g. "
-                                 f"DTensor.redistribute to Replicate())")
-        if names and (len(names) != len(mesh) or len(set(names)) != len(names)
-                      or any(not isinstance(n, str) or not n.isascii() or not n.isidentifier() for n in names)):
-            raise ValueError(f"{where}: mesh_dim_names must be {len(mesh)} distinct identifiers, got {names!r:.80}")
-        out[name] = (Placement(mesh=[int(m) for m in mesh], dims=dims, mesh_dim_names=[str(n) for n in names]), raw)
+        spec = (spec[0], spec[1], spec[2] if len(spec) == 3 else None)
+        placement_of(*spec[:2], where, names=spec[2])
+        out[name] = spec
     return out
 
 
-def _check_placements(placements: dict[str, tuple[Placement, list[int]]],
-                      table: "_TensorTable") -> dict[str, Placement]:
-    """Placements whose names are weights tensors of ``table``, with shard dims resolved against each tensor's rank
-    (a negative dim counts from the end, as in torch).
+def _check_placements(placements: dict[str, tuple], table: "_TensorTable") -> dict[str, Placement]:
+    """Placements (of :func:`_placements`) whose names are weights tensors of ``table``, with shard dims resolved
+    against each tensor's rank.
 
     Raises:
         ValueError: a name that is not a parameter, buffer or constant of the export; a shard dim out of range.
     """
-    out = {}
     unknown = sorted(n for n in placements if n not in table.tensors or table.tensors[n][1] != ROLE_WEIGHTS)
     if unknown:
         known = sorted(n for n, (_, r) in table.tensors.items() if r == ROLE_WEIGHTS)
         raise ValueError(f"placements name {unknown}, which are not tensors of the exported module (its tensors: "
                          f"{known[:8]}{', ...' if len(known) > 8 else ''})")
-    for name, (p, raw) in sorted(placements.items()):
-        rank = table.tensors[name][0].dim()
-        dims = []
-        for i, (d, dim) in enumerate(zip(p.dims, raw)):
-            if d.kind == "shard":
-                if not -rank <= dim < rank:
-                    raise ValueError(f"placements['{name}']: Shard({dim}) on mesh dimension {i} is out of range for "
-                                     f"a tensor of rank {rank} (shape {list(table.tensors[name][0].shape)})")
-                d = MeshDim(kind="shard", dim=dim % rank)
-            dims.append(d)
-        out[name] = dataclasses.replace(p, dims=dims)
-    return out
+    return {name: placement_of(mesh, kinds, f"placements['{name}']", names=names, shape=table.tensors[name][0].shape)
+            for name, (mesh, kinds, names) in sorted(placements.items())}
 
 
 def _to_core(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
