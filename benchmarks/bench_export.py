@@ -53,9 +53,10 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from _common import REPO as _ROOT, on_path, reset_peak_rss, status_kib  # noqa: E402
+
+REPO = str(_ROOT)
+on_path(REPO)
 
 import fxlower  # noqa: E402
 
@@ -118,24 +119,6 @@ def fsync_path(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _cpu_busy() -> tuple[float, float]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -37,16 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-for p in (REPO, REPO / "tests"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from _common import REPO, on_path, time_fxlower, time_torch
 
+on_path(REPO, REPO / "tests")
 import fxlower  # noqa: E402
 from models import GPTSmall, ResNet18Small, _randomize_bn  # noqa: E402
 
 BUILD = REPO / "cpp" / "build"
-MEDIAN = re.compile(r"^time: \d+ run\(s\), \d+ thread\(s\): median ([0-9.]+) ms", re.M)
 FLAGS = ["--iree-input-type=torch", "--iree-hal-target-device=local",
          "--iree-hal-local-target-device-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host"]
 ELEM = {torch.float32: "f32", torch.int64: "i64"}
@@ -59,27 +55,6 @@ def make_models() -> dict:
     tokens = torch.randint(0, 512, (1, 128), generator=torch.Generator().manual_seed(1))
     return {"resnet": (resnet.eval(), (torch.randn(1, 3, 128, 128),)),
             "gpt": (GPTSmall(vocab=512, block_size=128, dim=128, heads=4, depth=2, use_sdpa=True).eval(), (tokens,))}
-
-
-def time_torch(module, inputs, repeat: int, warmup: int = 3) -> float:
-    with torch.no_grad():
-        for _ in range(warmup):
-            module(*inputs)
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            module(*inputs)
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
-def time_fxlower(binary: Path, art: Path, threads: int, repeat: int) -> float:
-    proc = subprocess.run([str(binary), str(art), "--view", "core", "--threads", str(threads), "--repeat",
-                           str(repeat), "--quiet"], capture_output=True, text=True, check=False)
-    m = MEDIAN.search(proc.stdout)
-    if proc.returncode != 0 or not m:
-        raise RuntimeError(f"fxlower-run failed: {proc.stdout}{proc.stderr}")
-    return float(m.group(1))
 
 
 def iree_inputs(inputs, work: Path) -> list[str]:
@@ -146,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             err = float((got - want).abs().max())
             ok = bool(torch.allclose(got, want, rtol=1e-3, atol=1e-4))
             t_torch = time_torch(module, inputs, args.repeat)
-            t_fx = time_fxlower(args.fxlower_run, art, args.threads, args.repeat)
+            t_fx = time_fxlower(args.fxlower_run, art, args.threads, args.repeat, "core")
             t_iree = time_iree(work / "m.vmfb", params, ins, args.threads, args.repeat)
             print(f"{name:8} {t_torch:11.2f} {t_fx:20.2f} {t_iree:9.2f} {t_emit:15.2f} {t_compile:15.1f}  "
                   f"{'ok' if ok else 'MISMATCH'} (max |iree - torch| {err:.1e})", flush=True)

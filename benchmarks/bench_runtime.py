@@ -23,26 +23,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-for p in (REPO, REPO / "tests"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from _common import REPO, on_path, time_fxlower, time_torch
 
+on_path(REPO, REPO / "tests")
 import fxlower  # noqa: E402
 from models import GPTSmall, ResNet18Small, _randomize_bn  # noqa: E402
 
 DEFAULT_BINARY = REPO / "cpp" / "build" / "fxlower-run"
-MEDIAN = re.compile(r"^time: \d+ run\(s\), \d+ thread\(s\): median ([0-9.]+) ms", re.M)
 
 
 def make_models(gpt_masked: bool) -> dict:
@@ -57,29 +52,6 @@ def make_models(gpt_masked: bool) -> dict:
         models["gpt-masked"] = (GPTSmall(vocab=1024, block_size=256, dim=256, heads=4, depth=4,
                                          use_sdpa=False).eval(), (tokens,))
     return models
-
-
-def time_torch(module, inputs, repeat: int, warmup: int = 3) -> float:
-    with torch.no_grad():
-        for _ in range(warmup):
-            module(*inputs)
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            module(*inputs)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def time_fxlower(binary: Path, art: Path, threads: int, repeat: int, view: str = "module") -> float:
-    proc = subprocess.run([str(binary), str(art), "--view", view, "--threads", str(threads), "--repeat", str(repeat),
-                           "--quiet"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"fxlower-run failed (exit {proc.returncode}): {proc.stderr.strip()}")
-    m = MEDIAN.search(proc.stdout)
-    if not m:
-        raise RuntimeError(f"no timing in fxlower-run's output:\n{proc.stdout}")
-    return float(m.group(1))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,9 +38,10 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from _common import REPO as _ROOT, on_path, reset_peak_rss, status_kib, write_proc  # noqa: E402
+
+REPO = str(_ROOT)
+on_path(REPO)
 
 GB = 10 ** 9
 MIB = 1 << 20
@@ -206,11 +207,7 @@ def write_checkpoint(d: str, cfg: dict, shard_bytes: int) -> tuple[list[str], in
 # ------------------------------------------------------------------------------------------------ children
 
 def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {key} in /proc/self/status")
+    return status_kib(key) * 1024
 
 
 def _cpu_self() -> float:
@@ -218,21 +215,12 @@ def _cpu_self() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def child_fxlower(args) -> None:
     import torch  # noqa: F401
     import torch.fx as fx
     import fxlower
     gm = fx.symbolic_trace(build_meta_model(json.loads(args.cfg)))
-    reset = _reset_peak()
+    reset = reset_peak_rss()
     base = _status("VmRSS")
     cpu0 = _cpu_self()
     t0 = time.perf_counter()
@@ -246,7 +234,7 @@ def child_safetensors(args) -> None:
     import torch  # noqa: F401
     from safetensors.torch import load_file, save_file
     os.mkdir(args.out)
-    reset = _reset_peak()
+    reset = reset_peak_rss()
     base = _status("VmRSS")
     cpu0 = _cpu_self()
     t0 = time.perf_counter()
@@ -287,12 +275,7 @@ def measured(fn):
 
 def drop_caches() -> bool:
     os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3")
-        return True
-    except OSError:
-        return False
+    return write_proc("/proc/sys/vm/drop_caches", "3")
 
 
 def run_child(kind: str, ckpt: str, out: str, cfg: dict) -> dict:
