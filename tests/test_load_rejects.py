@@ -32,6 +32,8 @@ import fxlower
 from fxlower import FormatError, UnsupportedTargetError, VersionError
 from fxlower.format.values import FunctionRef
 
+from downgrade import to_1_0, to_1_1, to_1_2
+
 MANIFEST = "manifest.msgpack"
 WEIGHTS = "weights.safetensors"
 GOLDEN = "golden.safetensors"
@@ -507,42 +509,6 @@ def test_accepts_every_minor_of_major_1(art):
     assert fxlower.load(art).format_version == (1, 1)
     edit(art, to_1_0)
     assert fxlower.load(art).format_version == (1, 0)
-
-
-def to_1_2(m: dict) -> None:
-    """Turn a 1.3 manifest into the 1.2 file a 1.2 writer wrote: version [1, 2], no 1.3 field (placement)."""
-    m["format_version"] = [1, 2]
-    for t in m["tensors"]:
-        t.pop("placement", None)
-
-
-def to_1_1(m: dict) -> None:
-    """Turn a 1.2 manifest without a core view into the 1.1 file a 1.1 writer wrote: version [1, 1], no 1.2 field."""
-    to_1_2(m)
-    m["format_version"] = [1, 1]
-    m.pop("core", None)
-    if m["golden"] is not None:
-        m["golden"].pop("core_nodes", None)
-    for g in m["graphs"]:
-        for n in g["nodes"]:
-            n.pop("origin", None)
-
-
-def to_1_0(m: dict) -> None:
-    """Turn a 1.1 (or 1.2) manifest into the 1.0 file a 1.0 writer wrote: version [1, 0], no 1.1 field."""
-    to_1_1(m)
-    m["format_version"] = [1, 0]
-    for key in ("modules", "functions", "methods"):
-        m.pop(key, None)
-    for t in m["tensors"]:
-        for key in ("kind", "requires_grad", "persistent"):
-            t.pop(key, None)
-    for g in m["graphs"]:
-        g.pop("training", None)
-        for n in g["nodes"]:
-            n.pop("overload", None)
-            if n["lowering"] is not None:
-                n["lowering"].pop("training", None)
 
 
 # ------------------------------------------------------------------------------------------------ schema

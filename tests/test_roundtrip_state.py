@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxlower
+from downgrade import rewrite, to_1_0
 
 MANIFEST = "manifest.msgpack"
 
@@ -45,27 +46,6 @@ def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Same dtype, shape and bytes (NaN and -0.0 included)."""
     return (a.dtype == b.dtype and a.shape == b.shape
             and torch.equal(a.detach().reshape(-1).view(torch.uint8), b.detach().reshape(-1).view(torch.uint8)))
-
-
-def make_1_0(p: Path) -> Path:
-    """Rewrite the artifact as a 1.0 writer wrote it: version [1, 0], none of the 1.1 fields."""
-    m = read_m(p)
-    m["format_version"] = [1, 0]
-    for key in ("modules", "functions", "methods"):
-        del m[key]
-    for t in m["tensors"]:
-        del t["kind"], t["requires_grad"], t["persistent"]
-    for g in m["graphs"]:
-        del g["training"]
-        for n in g["nodes"]:
-            del n["overload"]
-            if n["lowering"] is not None:
-                del n["lowering"]["training"]
-                for k, v in n["lowering"]["attrs"].items():  # 1.0 wrote function and module values as str
-                    if isinstance(v, dict) and v["t"] in ("function", "module"):
-                        n["lowering"]["attrs"][k] = v["v"]
-    write_m(p, m)
-    return p
 
 
 def assert_same_state(rebuilt: nn.Module, original: nn.Module) -> None:
@@ -220,7 +200,7 @@ def test_a_1_0_file_keeps_the_1_0_rule(tmp_path):
     """1.0: floating leaf tensors are frozen parameters, other tensors buffers, only what the graph uses is
     placed, and the module is in eval mode."""
     gm = stateful()
-    p = make_1_0(export(gm, tmp_path / "old.fxl"))
+    p = rewrite(export(gm, tmp_path / "old.fxl"), to_1_0)
     rebuilt = fxlower.load(p).to_graph_module()
     params = dict(rebuilt.named_parameters())
     assert "unused" not in params and "table" not in dict(rebuilt.named_buffers())  # no graph node uses them
@@ -274,7 +254,7 @@ def test_a_module_that_is_a_leaf_and_has_get_attr_parameters_reloads_bit_exactly
     model = EdgeStyle().eval()
     gm = fx.GraphModule(model, _LeafNorm().trace(model))
     x = torch.randn(2, 4)
-    rebuilt = fxlower.load(make_1_0(export(gm, tmp_path / "e10.fxl", (x,)))).to_graph_module()
+    rebuilt = fxlower.load(rewrite(export(gm, tmp_path / "e10.fxl", (x,)), to_1_0)).to_graph_module()
     with torch.no_grad():
         assert same_tensor(rebuilt(x), gm(x))
     assert rebuilt.norm.weight.requires_grad is False  # 1.0 rule: a frozen parameter

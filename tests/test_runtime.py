@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils._pytree import tree_flatten
 
 import fxlower
+from downgrade import rewrite, to_1_0
 
 try:
     from models import MODELS, trace
@@ -315,27 +316,6 @@ def test_transformer_activation_and_final_norm_children(fxrun, tmp_path, activat
     _outputs_match_pytorch(gm, (x,), art, tmp_path / "out.safetensors")
 
 
-def _rewrite_as_format_1_0(art: Path) -> None:
-    """Rewrites an exported artifact as a 1.0 writer wrote it: no 1.1 fields, function and module Values in lowering
-    attributes as the plain strs of 1.0 (the legacy rule of docs/format.md 6.1)."""
-    m = manifest(art)
-    m["format_version"] = [1, 0]
-    for t in m["tensors"]:
-        for f in ("kind", "requires_grad", "persistent"):
-            t.pop(f, None)
-    for f in ("modules", "functions", "methods"):
-        m.pop(f, None)
-    for g in m["graphs"]:
-        g.pop("training", None)
-        for n in g["nodes"]:
-            n.pop("overload", None)
-            if n["lowering"] is not None:
-                n["lowering"].pop("training", None)
-                n["lowering"]["attrs"] = {k: v["v"] if isinstance(v, dict) and v.get("t") in ("function", "module")
-                                          else v for k, v in n["lowering"]["attrs"].items()}
-    (art / "manifest.msgpack").write_bytes(msgpack.packb(m))
-
-
 @pytest.mark.parametrize("activation", [nn.GELU(approximate="tanh"), F.relu], ids=["GELU_tanh", "F_relu"])
 def test_format_1_0_artifacts_still_run(fxrun, tmp_path, activation):
     """A 1.0 artifact (activation and children written as strs) runs as its 1.1 twin does."""
@@ -346,7 +326,7 @@ def test_format_1_0_artifacts_still_run(fxrun, tmp_path, activation):
     x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
     art = tmp_path / "enc.fxl"
     fxlower.export(gm, art, (x,), golden=True)
-    _rewrite_as_format_1_0(art)
+    rewrite(art, to_1_0)
     assert manifest(art)["format_version"] == [1, 0]
     proc = run(fxrun, art, "--check", "--out", tmp_path / "out.safetensors")
     assert proc.returncode == 0, proc.stdout + proc.stderr
