@@ -3,7 +3,8 @@
 The binary is cpp/build/fxlower-mlir (or $FXLOWER_MLIR), built by scripts/test.sh like fxlower-run; iree-compile and
 iree-run-module come from the test extras (iree-base-compiler, iree-base-runtime; CPU, llvm-cpu target). Missing
 tools fail these tests: they never skip. IREE reads the weights from the artifact's own safetensors files, passed
-as they are (--parameters=model=DIR/weights.safetensors): nothing is converted or copied.
+as they are (--parameters=model=DIR/weights.safetensors, or one such flag per shard of a sharded artifact): nothing
+is converted or copied.
 """
 
 from __future__ import annotations
@@ -177,6 +178,51 @@ def test_parameters_are_the_artifact_safetensors_keys_and_tied_weights_are_one_g
     assert named.count("lm_head.weight") == 1
     assert re.search(r"torch\.aten\.embedding %p_lm_head_weight, ", text)
     assert re.search(r"torch\.aten\.permute %p_lm_head_weight, ", text)
+
+
+def test_sharded_artifact_binds_every_key_and_runs_with_one_parameters_flag_per_shard(tools, tmp_path):
+    """max_shard_bytes splits the weights over several files; IREE reads each global from whichever shard holds its
+    key, given exactly the artifact's weights files, one --parameters=model=DIR/FILE each."""
+    case = MODELS["gpt_masked"]()  # the LM head is tied to the token embedding: one key, two state inputs
+    art = tmp_path / "a"
+    fxlower.export(trace(case), art, case.inputs, golden=True, core=True, max_shard_bytes=40_000)
+    shards = weights_files(art)
+    n = len(shards)
+    assert n >= 3
+    assert [p.name for p in shards] == [f"weights-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    before = {p.name: sha256(p) for p in art.iterdir()}
+    out = tmp_path / "m.mlir"
+    proc = run(tools["mlir"], art, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    # The tool names every shard, in the manifest's order, as the run below passes them.
+    assert proc.stdout.splitlines()[1:] == [f"parameters: --parameters=model={art}/{p.name}" for p in shards]
+    text = out.read_text()
+    named = re.findall(r'#stream\.parameter\.named<"model"::"([^"]*)">', text)
+    assert len(named) == len(set(named))
+    holder = {}  # key -> the shard whose safetensors header has it
+    for f in shards:
+        with safe_open(str(f), "pt") as h:
+            for k in h.keys():
+                assert k not in holder, k
+                holder[k] = f.name
+    m = manifest(art)
+    state = {i["target"] for i in m["core"]["inputs"] if i["kind"] != "user_input"}
+    file_of = {t["key"]: t["file"] for t in m["tensors"] if t["name"] in state}
+    assert set(named) == set(file_of) and all(holder[k] == file_of[k] for k in named)
+    assert set(file_of.values()) == {p.name for p in shards}  # every shard holds a global: none is passed idly
+    # The tied matrix is one global bound to its one key, read by the lookup and by the head.
+    assert named.count("lm_head.weight") == 1 and "wte.weight" not in named
+    assert re.search(r"torch\.aten\.embedding %p_lm_head_weight, ", text)
+    assert re.search(r"torch\.aten\.permute %p_lm_head_weight, ", text)
+    comp = run(tools["iree-compile"], *COMPILE_FLAGS, out, "-o", tmp_path / "m.vmfb")
+    assert comp.returncode == 0, comp.stderr[-4000:]
+    ins, outs = golden(art)
+    got = iree_run(tools, art, tmp_path / "m.vmfb", ins, len(outs), tmp_path)
+    tols = m["golden"]["tolerances"]
+    assert len(got) == len(outs) == 1
+    for j, (raw, want) in enumerate(zip(got, outs)):
+        assert_matches(as_tensor(raw, want), want, tols[CODE[want.dtype]], f"sharded gpt output {j}")
+    assert {p.name: sha256(p) for p in art.iterdir()} == before
 
 
 def test_dynamic_batch_runs_in_iree_at_two_sizes(tools, tmp_path):

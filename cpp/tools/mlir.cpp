@@ -1,7 +1,8 @@
 // fxlower-mlir: the core view of an fxlower artifact as torch-dialect MLIR, for MLIR compilers such as IREE
 // (docs/iree.md). The weights stay in the artifact's safetensors files: every parameter, buffer and constant is a
 // util.global bound to #stream.parameter.named<"SCOPE"::"KEY">, and the compiled module reads them at run time
-// (iree-run-module --parameters=SCOPE=DIR/weights.safetensors).
+// (iree-run-module --parameters=SCOPE=DIR/weights.safetensors; a sharded artifact takes one such flag per shard,
+// printed in manifest order).
 //
 //   fxlower-mlir DIR -o OUT.mlir [--scope model] [--function main] [--non-strict]
 //

@@ -284,7 +284,8 @@ class Emitter {
     if (!results.empty()) t += " :";
     for (std::size_t i = 0; i < results.size(); ++i) t += (i ? ", " : " ") + results[i].type;
     t += "\n  }\n}\n";
-    r.parameter_files = files_;
+    for (const auto& f : a_.files())  // manifest order (a sharded artifact: the shards in order)
+      if (std::find(files_.begin(), files_.end(), f.path) != files_.end()) r.parameter_files.push_back(f.path);
     r.globals = globals_;
     r.ops = ops_;
     return r;

@@ -2676,6 +2676,31 @@ class Loader {
   void need_map(std::uint32_t i, const Path& p) const {
     if (doc_.type(i) != kMap) fail("schema.type", p, "expected a map, found " + mp_kind(doc_, i));
   }
+  /// Each element of the array at `i` as an object of class `cls`: fn(its Fields, its path), in order.
+  template <class F>
+  void each_object(std::uint32_t i, const Path& p, const char* cls, std::initializer_list<const char*> names,
+                   F&& fn) const {
+    const auto k = get_array(i, p);
+    for (std::size_t j = 0; j < k.size(); ++j) {
+      const Path q = p.item(j);
+      Fields f(doc_, k[j], q, cls, names);
+      fn(f, q);
+    }
+  }
+  /// Each entry of the map at `i`, in stored order: fn(its key, its value's node, the value's path).
+  template <class F>
+  void each_entry(std::uint32_t i, const Path& p, F&& fn) const {
+    need_map(i, p);
+    const auto k = doc_.kids(i);
+    for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
+      const std::string_view key = doc_.str(k[a]);
+      fn(key, k[a + 1], p.field(key));
+    }
+  }
+  /// Every value of a map of raw Values (golden nodes, core_nodes), checked by raw_value.
+  void raw_value_map(std::uint32_t i, const Path& p) const {
+    each_entry(i, p, [&](std::string_view, std::uint32_t v, const Path& q) { raw_value(v, q); });
+  }
   std::vector<std::string> get_str_list(std::uint32_t i, const Path& p) const {
     std::vector<std::string> out;
     const auto k = get_array(i, p);
@@ -2874,16 +2899,12 @@ class Loader {
           Fields pf(doc_, pl, pp, "Placement", {"mesh", "dims", "mesh_dim_names"});
           Placement placement;
           placement.mesh = get_int_list(pf.get(0), pp.field("mesh"));
-          const Path dp = pp.field("dims");
-          const auto dk = get_array(pf.get(1), dp);
-          for (std::size_t x = 0; x < dk.size(); ++x) {
-            const Path mp = dp.item(x);
-            Fields mf(doc_, dk[x], mp, "MeshDim", {"kind", "dim"});
+          each_object(pf.get(1), pp.field("dims"), "MeshDim", {"kind", "dim"}, [&](const Fields& mf, const Path& mp) {
             kinds.push_back(get_str(mf.get(0), mp.field("kind")));
             MeshDim md;
             md.dim = get_int(mf.get(1), mp.field("dim"));
             placement.dims.push_back(md);
-          }
+          });
           if (opt(pf, 2) != UINT32_MAX) placement.mesh_dim_names = get_str_list(pf.get(2), pp.field("mesh_dim_names"));
           t.placement = std::move(placement);
         }
@@ -2914,60 +2935,37 @@ class Loader {
         }
         golden_outputs_ = raw_value(f.get(3), p.field("outputs"));
         golden_nodes_ = f.get(4);
-        {
-          const Path np = p.field("nodes");
-          need_map(golden_nodes_, np);
-          const auto nk = doc_.kids(golden_nodes_);
-          for (std::size_t a = 0; a + 1 < nk.size(); a += 2) raw_value(nk[a + 1], np.field(doc_.str(nk[a])));
-        }
-        const Path tp = p.field("tolerances");
-        const std::uint32_t tol = f.get(5);
-        need_map(tol, tp);
-        const auto k = doc_.kids(tol);
-        for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
-          const Path q = tp.field(doc_.str(k[a]));
-          Fields tf(doc_, k[a + 1], q, "Tolerance", {"rtol", "atol"});
+        raw_value_map(golden_nodes_, p.field("nodes"));
+        each_entry(f.get(5), p.field("tolerances"), [&](std::string_view key, std::uint32_t v, const Path& q) {
+          Fields tf(doc_, v, q, "Tolerance", {"rtol", "atol"});
           Tolerance t;
           t.rtol = get_float(tf.get(0), q.field("rtol"));
           t.atol = get_float(tf.get(1), q.field("atol"));
-          tolerance_raw_.emplace_back(std::string(doc_.str(k[a])), t);
-        }
+          tolerance_raw_.emplace_back(std::string(key), t);
+        });
         golden_core_nodes_ = opt(f, 6);
-        if (golden_core_nodes_ != UINT32_MAX) {
-          const Path np = p.field("core_nodes");
-          need_map(golden_core_nodes_, np);
-          const auto nk = doc_.kids(golden_core_nodes_);
-          for (std::size_t a = 0; a + 1 < nk.size(); a += 2) raw_value(nk[a + 1], np.field(doc_.str(nk[a])));
-        }
+        if (golden_core_nodes_ != UINT32_MAX) raw_value_map(golden_core_nodes_, p.field("core_nodes"));
         a_->golden = std::move(g);
       }
     }
     a_->digest = get_str(m.get(8), root.field("digest"));
     // 1.1 declarations (absent: empty).
     if (opt(m, 9) != UINT32_MAX) {
-      const Path p = root.field("modules");
-      const std::uint32_t mi = m.get(9);
-      need_map(mi, p);
-      const auto k = doc_.kids(mi);
-      for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
-        const Path q = p.field(doc_.str(k[a]));
-        Fields f(doc_, k[a + 1], q, "ModuleDecl", {"version", "attrs", "forward"});
+      each_entry(m.get(9), root.field("modules"), [&](std::string_view key, std::uint32_t v, const Path& q) {
+        Fields f(doc_, v, q, "ModuleDecl", {"version", "attrs", "forward"});
         ModuleDecl d;
         d.version = get_int(f.get(0), q.field("version"));
-        const Path ap = q.field("attrs");
-        const auto ak = get_array(f.get(1), ap);
-        for (std::size_t j = 0; j < ak.size(); ++j) {
-          const Path r = ap.item(j);
-          Fields af(doc_, ak[j], r, "AttrDecl", {"name", "type", "doc"});
+        each_object(f.get(1), q.field("attrs"), "AttrDecl", {"name", "type", "doc"},
+                    [&](const Fields& af, const Path& r) {
           AttrDecl ad;
           ad.name = get_str(af.get(0), r.field("name"));
           ad.type = get_str(af.get(1), r.field("type"));
           ad.doc = get_str(af.get(2), r.field("doc"));
           d.attrs.push_back(std::move(ad));
-        }
+        });
         d.forward = params(f.get(2), q.field("forward"), module_defaults_);
-        a_->modules.emplace_back(std::string(doc_.str(k[a])), std::move(d));
-      }
+        a_->modules.emplace_back(std::string(key), std::move(d));
+      });
     }
     if (opt(m, 10) != UINT32_MAX) a_->functions = overload_map(m.get(10), root.field("functions"), function_defaults_);
     if (opt(m, 11) != UINT32_MAX) a_->methods = overload_map(m.get(11), root.field("methods"), method_defaults_);
@@ -2986,73 +2984,47 @@ class Loader {
     a.mutates = get_bool(f.get(5), p.field("mutates"));
     return a;
   }
+  /// CoreInput or CoreOutput entries ({name, kind, target}); the kinds are kept as strings for step 6.
+  template <class End>
+  void core_ends(std::uint32_t i, const Path& p, const char* cls, std::vector<std::string>& kinds,
+                 std::vector<End>& ends) {
+    each_object(i, p, cls, {"name", "kind", "target"}, [&](const Fields& g, const Path& q) {
+      End e;
+      e.name = get_str(g.get(0), q.field("name"));
+      kinds.push_back(get_str(g.get(1), q.field("kind")));
+      e.target = get_str(g.get(2), q.field("target"));
+      ends.push_back(std::move(e));
+    });
+  }
   void core_schema(std::uint32_t ci, const Path& p) {
     Fields f(doc_, ci, p, "CoreView", {"graphs", "inputs", "outputs", "ops", "symbols"});
     CoreView cv;
     parse_graphs(f.get(0), p.field("graphs"), cv.graphs, core_raw_);
-    {
-      const Path ip = p.field("inputs");
-      const auto k = get_array(f.get(1), ip);
-      for (std::size_t j = 0; j < k.size(); ++j) {
-        const Path q = ip.item(j);
-        Fields g(doc_, k[j], q, "CoreInput", {"name", "kind", "target"});
-        CoreInput in;
-        in.name = get_str(g.get(0), q.field("name"));
-        core_input_kinds_.push_back(get_str(g.get(1), q.field("kind")));
-        in.target = get_str(g.get(2), q.field("target"));
-        cv.inputs.push_back(std::move(in));
+    core_ends(f.get(1), p.field("inputs"), "CoreInput", core_input_kinds_, cv.inputs);
+    core_ends(f.get(2), p.field("outputs"), "CoreOutput", core_output_kinds_, cv.outputs);
+    each_entry(f.get(3), p.field("ops"), [&](std::string_view key, std::uint32_t v, const Path& q) {
+      Fields g(doc_, v, q, "OpSchema", {"name", "overload", "arguments", "returns"});
+      OpSchema s;
+      s.name = get_str(g.get(0), q.field("name"));
+      s.overload = get_str(g.get(1), q.field("overload"));
+      for (int which = 0; which < 2; ++which) {
+        const Path ap = q.field(which == 0 ? "arguments" : "returns");
+        const auto ak = get_array(g.get(2 + static_cast<std::size_t>(which)), ap);
+        for (std::size_t j = 0; j < ak.size(); ++j)
+          (which == 0 ? s.arguments : s.returns).push_back(op_arg(ak[j], ap.item(j), op_defaults_));
       }
-    }
-    {
-      const Path op = p.field("outputs");
-      const auto k = get_array(f.get(2), op);
-      for (std::size_t j = 0; j < k.size(); ++j) {
-        const Path q = op.item(j);
-        Fields g(doc_, k[j], q, "CoreOutput", {"name", "kind", "target"});
-        CoreOutput out;
-        out.name = get_str(g.get(0), q.field("name"));
-        core_output_kinds_.push_back(get_str(g.get(1), q.field("kind")));
-        out.target = get_str(g.get(2), q.field("target"));
-        cv.outputs.push_back(std::move(out));
-      }
-    }
-    {
-      const Path op = p.field("ops");
-      const std::uint32_t mi = f.get(3);
-      need_map(mi, op);
-      const auto k = doc_.kids(mi);
-      for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
-        const Path q = op.field(doc_.str(k[a]));
-        Fields g(doc_, k[a + 1], q, "OpSchema", {"name", "overload", "arguments", "returns"});
-        OpSchema s;
-        s.name = get_str(g.get(0), q.field("name"));
-        s.overload = get_str(g.get(1), q.field("overload"));
-        for (int which = 0; which < 2; ++which) {
-          const Path ap = q.field(which == 0 ? "arguments" : "returns");
-          const auto ak = get_array(g.get(2 + static_cast<std::size_t>(which)), ap);
-          for (std::size_t j = 0; j < ak.size(); ++j)
-            (which == 0 ? s.arguments : s.returns).push_back(op_arg(ak[j], ap.item(j), op_defaults_));
-        }
-        cv.ops.emplace_back(std::string(doc_.str(k[a])), std::move(s));
-      }
-    }
-    {
-      const Path sp = p.field("symbols");
-      const std::uint32_t mi = f.get(4);
-      need_map(mi, sp);
-      const auto k = doc_.kids(mi);
-      for (std::size_t a = 0; a + 1 < k.size(); a += 2) {
-        const Path q = sp.field(doc_.str(k[a]));
-        Fields g(doc_, k[a + 1], q, "Symbol", {"min", "max", "input", "dim"});
-        Symbol sym;
-        sym.min = get_int(g.get(0), q.field("min"));
-        const std::uint32_t mx = g.get(1);
-        if (doc_.type(mx) != kNil) sym.max = get_int(mx, q.field("max"));
-        symbol_input_.push_back(get_int(g.get(2), q.field("input")));
-        symbol_dim_.push_back(get_int(g.get(3), q.field("dim")));
-        cv.symbols.emplace_back(std::string(doc_.str(k[a])), sym);
-      }
-    }
+      cv.ops.emplace_back(std::string(key), std::move(s));
+    });
+    each_entry(f.get(4), p.field("symbols"), [&](std::string_view key, std::uint32_t v, const Path& q) {
+      Fields g(doc_, v, q, "Symbol", {"min", "max", "input", "dim"});
+      Symbol sym;
+      sym.min = get_int(g.get(0), q.field("min"));
+      const std::uint32_t mx = g.get(1);
+      if (doc_.type(mx) != kNil) sym.max = get_int(mx, q.field("max"));
+      symbol_input_.push_back(get_int(g.get(2), q.field("input")));
+      symbol_dim_.push_back(get_int(g.get(3), q.field("dim")));
+      cv.symbols.emplace_back(std::string(key), sym);
+    });
     a_->core = std::move(cv);
   }
 
