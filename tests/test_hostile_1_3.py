@@ -229,3 +229,30 @@ def test_an_index_naming_a_fifo_or_a_directory_says_what_it_is(tmp_path):
     os.unlink(tmp_path / "a.safetensors")
     os.mkdir(tmp_path / "a.safetensors")
     assert f"the checkpoint file {tmp_path / 'a.safetensors'} is a directory" in _export_from(index, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ slice maths
+
+def test_a_slice_of_a_dimension_near_int64_max_does_not_overflow(tmp_path):
+    # I8[0, 2^63 - 1] holds 0 bytes and is valid; Shard(1) over mesh [65536]: s = ceil((2^63 - 1) / 65536) = 2^47,
+    # so rank 65535 holds columns [65535 * 2^47, 2^63 - 1), 2^47 - 1 of them ((c + 1) * s = 2^63 overflowed int64).
+    big = 2 ** 63 - 1
+
+    def fn(m, d):
+        MC.st_write(d / "big.safetensors", {"zz.big": ("I8", [0, big], b"")})
+        m["files"].append({"path": "big.safetensors", "role": "weights"})
+        m["tensors"].append({"name": "zz.big", "dtype": "I8", "shape": [0, big], "file": "big.safetensors",
+                             "key": "zz.big", "sha256": hashlib.sha256(b"").hexdigest(), "kind": "buffer",
+                             "requires_grad": False, "persistent": True,
+                             "placement": {"mesh": [65536], "dims": [{"kind": "shard", "dim": 1}],
+                                           "mesh_dim_names": []}})
+    d = crafted(tmp_path, "big", fn)
+    with fxlower.load(d, verify=True) as art:
+        assert tuple(art.tensor("zz.big", shard=(0, 65536)).shape) == (0, 2 ** 47)
+        assert tuple(art.tensor("zz.big", shard=(65535, 65536)).shape) == (0, 2 ** 47 - 1)
+    tool = RUN.parent / "fxlower-shard"
+    for rank, lo, hi in [(0, 0, 2 ** 47), (65534, 65534 * 2 ** 47, 65535 * 2 ** 47), (65535, 65535 * 2 ** 47, big)]:
+        r = subprocess.run([str(tool), str(d), "zz.big", str(rank), "65536", str(tmp_path / "out.bin")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"I8 [0, {hi - lo}] ranges [0, 0) [{lo}, {hi})"), r.stdout

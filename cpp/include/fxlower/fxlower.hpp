@@ -1551,7 +1551,10 @@ inline std::vector<std::pair<std::int64_t, std::int64_t>> shard_ranges(const std
     const std::int64_t m = placement.mesh[i];
     const std::int64_t size = len / m + (len % m != 0 ? 1 : 0);  // ceil, without overflow
     const std::int64_t a = range.first;
-    range = {a + std::min(coord[i] * size, len), a + std::min((coord[i] + 1) * size, len)};
+    // coord * size <= (m - 1) * ceil(len / m) never exceeds len + m; (coord + 1) * size can pass INT64_MAX when len
+    // is near it (a dimension of 2^63 - 1 in a tensor with a 0 dimension is valid), so the end is lo + size capped.
+    const std::int64_t lo = std::min(coord[i] * size, len);
+    range = {a + lo, a + (len - lo <= size ? len : lo + size)};
   }
   return ranges;
 }
