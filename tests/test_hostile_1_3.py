@@ -256,3 +256,17 @@ def test_a_slice_of_a_dimension_near_int64_max_does_not_overflow(tmp_path):
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"I8 [0, {hi - lo}] ranges [0, 0) [{lo}, {hi})"), r.stdout
+
+
+@pytest.mark.parametrize("mesh, dims, needle", [
+    ([2], [("shard", -1)], "shard dim -1 is outside [0, 2)"),  # was read as the last dimension, [(0, 10), (0, 2)]
+    ([2], [("shard", 5)], "shard dim 5 is outside [0, 2)"),  # was an IndexError
+    ([-1, -1], [("shard", 0), ("shard", 0)], "each size is an int in [1, 65536]"),  # was ranges (-10, -10)
+    ([2, 2], [("shard", 0)], "dims has 1 entries for a mesh of 2 dimensions"),  # was half applied
+])
+def test_shard_ranges_refuses_a_hand_built_placement_a_loaded_one_cannot_be(mesh, dims, needle):
+    from fxlower.format.schema import MeshDim, Placement
+    from fxlower.io.mapping import shard_ranges
+    with pytest.raises(ValueError) as e:
+        shard_ranges([10, 4], Placement(mesh=mesh, dims=[MeshDim(k, d) for k, d in dims]), 0)
+    assert needle in str(e.value)
