@@ -270,3 +270,17 @@ def test_shard_ranges_refuses_a_hand_built_placement_a_loaded_one_cannot_be(mesh
     with pytest.raises(ValueError) as e:
         shard_ranges([10, 4], Placement(mesh=mesh, dims=[MeshDim(k, d) for k, d in dims]), 0)
     assert needle in str(e.value)
+
+
+def test_messages_about_a_mesh_of_many_dimensions_stay_short(tmp_path, many_dims):
+    # A mesh is printed cut at 80 characters: 100,000 dimensions are not a 300 KB message.
+    with fxlower.load(many_dims) as art:
+        with pytest.raises(ValueError) as e:
+            art.tensor("b.weight", shard=(0, 2))
+        assert "world must be 1" in str(e.value) and len(str(e.value)) < 300
+    d = crafted(tmp_path, "over", lambda m, d: MC.tensor(m, "b.weight")["placement"].update(
+        mesh=[1] * 50_000 + [65537], dims=[{"kind": "replicate", "dim": -1}] * 50_001, mesh_dim_names=[]))
+    with pytest.raises(fxlower.FormatError) as e:
+        fxlower.load(d)
+    assert e.value.code == "tensor.placement" and "more than 65536 devices" in str(e.value)
+    assert len(str(e.value)) < 400

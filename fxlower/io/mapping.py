@@ -64,7 +64,7 @@ def shard_ranges(shape: tuple[int, ...] | list[int], placement: Placement, rank:
             raise ValueError(f"shard dim {d.dim!r:.40} is outside [0, {len(shape)}) for the shape {list(shape)}")
     world = math.prod(placement.mesh)
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world:
-        raise ValueError(f"rank {rank!r} is outside [0, {world}) for the mesh {list(placement.mesh)}")
+        raise ValueError(f"rank {rank!r} is outside [0, {world}) for the mesh {list(placement.mesh)!r:.80}")
     coords = []
     r = rank
     for m in reversed(placement.mesh):

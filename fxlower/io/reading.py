@@ -381,7 +381,7 @@ class _Validator:
                                   where + ".mesh")
             devices *= m
             if devices > MAX_MESH_DEVICES:
-                raise FormatError("tensor.placement", f"mesh {p.mesh} has more than {MAX_MESH_DEVICES} devices",
+                raise FormatError("tensor.placement", f"mesh {p.mesh!r:.80} has more than {MAX_MESH_DEVICES} devices",
                                   where + ".mesh")
         if len(p.dims) != len(p.mesh):
             raise FormatError("tensor.placement", f"dims has {len(p.dims)} entries for a mesh of "
