@@ -1144,6 +1144,13 @@ def invalid_1_3(vec) -> None:
          lambda m: tensor(m, "golden/outputs/0").__setitem__(
              "placement", {"mesh": [2], "dims": [{"kind": "replicate", "dim": -1}], "mesh_dim_names": []}))
 
+    # The weights tensor b.bias says kind "golden" (only tensors of the golden file have it; section 2.1, step 6).
+    edit(vec("tensor_kind_golden_in_weights", "schema.type", base="placements"),
+         lambda m: tensor(m, "b.bias").__setitem__("kind", "golden"))
+    # The golden tensor golden/outputs/0 says kind "buffer" (a golden file's tensors have kind "golden").
+    edit(vec("tensor_kind_buffer_in_golden", "schema.type", base="placements"),
+         lambda m: tensor(m, "golden/outputs/0").__setitem__("kind", "buffer"))
+
     def placement(name, code, fn):
         edit(vec(name, code, base="placements"), lambda m: fn(tensor(m, "b.weight")["placement"]))
     # mesh ["2", 3]: a str where an int is expected (step 4).

@@ -25,6 +25,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import threading
 
 from ..errors import CheckpointMismatchError, ExportError
@@ -251,10 +252,7 @@ def _from_files(source: str, files: list[str], weight_map: dict[str, str] | None
     tensors: dict[str, CheckpointTensor] = {}
     try:
         for path in files:
-            try:
-                f = open(path, "rb")
-            except OSError as e:
-                raise ExportError(f"cannot open the checkpoint file {path}: {e.strerror} (errno {e.errno})") from e
+            f = _open_regular(path, "the checkpoint file")
             opened[path] = f
             header = read_header(f, os.fstat(f.fileno()).st_size, path)
             for key, st in header.items():
@@ -280,6 +278,22 @@ def _from_files(source: str, files: list[str], weight_map: dict[str, str] | None
     return Checkpoint(source, tensors, opened)
 
 
+def _open_regular(path: str, what: str):
+    """``path`` opened for reading, refusing anything but a regular file before reading a byte: opening a FIFO
+    would block until a writer appears (``O_NONBLOCK`` returns at once), and a directory or device is no file of
+    tensors. Symlinks are followed: hub caches link every file of a snapshot to its blob."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ExportError(f"cannot open {what} {path}: {e.strerror} (errno {e.errno})") from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ExportError(f"{what} {path} is {kind}; give a regular .safetensors / index file")
+    return os.fdopen(fd, "rb")
+
+
 def _entry(key: str, path: str, st: StoredTensor) -> CheckpointTensor:
     return CheckpointTensor(name=key, file=path, dtype=st.dtype, shape=st.shape, begin=st.begin, end=st.end)
 
@@ -289,11 +303,11 @@ def _from_index(index: str) -> Checkpoint:
         return ExportError(f"the checkpoint index {index}: {msg}. It must be a JSON object with a \"weight_map\" "
                            f"object mapping each tensor name to a .safetensors file in the index's directory")
 
-    try:
-        with open(index, "rb") as f:
+    with _open_regular(index, "the checkpoint index") as f:
+        try:
             raw = f.read(_MAX_INDEX_BYTES + 1)
-    except OSError as e:
-        raise ExportError(f"cannot read the checkpoint index {index}: {e.strerror} (errno {e.errno})") from e
+        except OSError as e:
+            raise ExportError(f"cannot read the checkpoint index {index}: {e.strerror} (errno {e.errno})") from e
     if len(raw) > _MAX_INDEX_BYTES:
         raise bad(f"it is larger than {_MAX_INDEX_BYTES} bytes")
 
@@ -314,7 +328,7 @@ def _from_index(index: str) -> Checkpoint:
         weight_map[name] = os.path.join(os.path.dirname(index), file)
     files = sorted(set(weight_map.values()))
     for path in files:
-        if not os.path.isfile(path):
+        if not os.path.exists(path):  # a FIFO, directory or device is refused by _open_regular, by its kind
             raise bad(f"it names the file {os.path.relpath(path, base)}, which does not exist next to it")
     return _from_files(index, files, weight_map)
 

@@ -88,7 +88,7 @@ class Artifact:
         devices = math.prod(p.mesh)
         if world != devices:
             raise ValueError(f"shard=(rank={rank}, world={world}) for tensor '{name}', whose placement is over the "
-                             f"mesh {list(p.mesh)} of {devices} devices; world must be {devices}")
+                             f"mesh {list(p.mesh)!r:.80} of {devices} devices; world must be {devices}")
         return self._files.read_box(entry, shard_ranges(entry.shape, p, rank))
 
     def stored_bytes(self, name: str) -> memoryview:

@@ -51,11 +51,20 @@ def shard_ranges(shape: tuple[int, ...] | list[int], placement: Placement, rank:
     ``c_i``; ``replicate`` keeps the range.
 
     Raises:
-        ValueError: ``rank`` outside ``[0, prod(mesh))``.
+        ValueError: ``rank`` outside ``[0, prod(mesh))``; a placement built by hand that a loaded artifact could
+            not hold (a mesh size outside ``[1, 65536]``, ``dims`` not one per mesh dimension, a shard dim outside
+            the tensor's rank): never read a negative index from the end.
     """
+    if any(isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 65536 for m in placement.mesh):
+        raise ValueError(f"mesh {list(placement.mesh)!r:.80}: each size is an int in [1, 65536]")
+    if len(placement.dims) != len(placement.mesh):
+        raise ValueError(f"dims has {len(placement.dims)} entries for a mesh of {len(placement.mesh)} dimensions")
+    for d in placement.dims:
+        if d.kind == "shard" and not (type(d.dim) is int and 0 <= d.dim < len(shape)):
+            raise ValueError(f"shard dim {d.dim!r:.40} is outside [0, {len(shape)}) for the shape {list(shape)}")
     world = math.prod(placement.mesh)
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world:
-        raise ValueError(f"rank {rank!r} is outside [0, {world}) for the mesh {list(placement.mesh)}")
+        raise ValueError(f"rank {rank!r} is outside [0, {world}) for the mesh {list(placement.mesh)!r:.80}")
     coords = []
     r = rank
     for m in reversed(placement.mesh):

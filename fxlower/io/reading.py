@@ -15,6 +15,7 @@ Safety: no pickle, no ``eval``, no import of any module named in a file; this mo
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gc
 import keyword
 import math
@@ -203,6 +204,10 @@ def _open_member(dir_fd: int, name: str) -> int:
     except FileNotFoundError:
         raise FormatError("artifact.missing", "the file does not exist", name) from None
     except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):  # not a fault of the artifact: say so, never artifact.missing
+            raise OSError(e.errno, f"{name}: cannot open: {e.strerror}; a loaded artifact keeps one descriptor per "
+                          f"tensor file (a sharded artifact: one per shard), so raise the open-file limit "
+                          f"(ulimit -n, resource.setrlimit(RLIMIT_NOFILE)) above the number of files") from None
         try:
             st = os.lstat(name, dir_fd=dir_fd)
         except OSError:
@@ -376,7 +381,7 @@ class _Validator:
                                   where + ".mesh")
             devices *= m
             if devices > MAX_MESH_DEVICES:
-                raise FormatError("tensor.placement", f"mesh {p.mesh} has more than {MAX_MESH_DEVICES} devices",
+                raise FormatError("tensor.placement", f"mesh {p.mesh!r:.80} has more than {MAX_MESH_DEVICES} devices",
                                   where + ".mesh")
         if len(p.dims) != len(p.mesh):
             raise FormatError("tensor.placement", f"dims has {len(p.dims)} entries for a mesh of "
@@ -395,24 +400,27 @@ class _Validator:
                 raise FormatError("tensor.placement", f"mesh_dim_names has {len(names)} names for a mesh of "
                                   f"{len(p.mesh)} dimensions; give one per dimension or none",
                                   where + ".mesh_dim_names")
+            seen: set[str] = set()  # a set: a mesh of many size-1 dimensions has as many names (linear, not n^2)
             for i, n in enumerate(names):
                 if not _IDENT.match(n):
                     raise FormatError("tensor.placement", f"mesh dimension name {n!r:.60} is not an identifier "
                                       f"([A-Za-z_][A-Za-z0-9_]*)", f"{where}.mesh_dim_names[{i}]")
-                if n in names[:i]:
+                if n in seen:
                     raise FormatError("tensor.placement", f"mesh dimension name '{n}' appears twice",
                                       f"{where}.mesh_dim_names[{i}]")
+                seen.add(n)
 
     def tensor_files(self) -> None:
+        by_file: dict[str, list[Any]] = {f.path: [] for f in self.m.files}
+        for t in self.m.tensors:  # grouped once: per-file scans of the table would cost files x tensors
+            by_file[t.file].append(t)
         for f in self.m.files:
             fd = _open_member(self.d.fd, f.path)
             self.fds[f.path] = fd  # kept: tensors are read from this descriptor, never by path again
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 self.stored[f.path] = read_header(fh, os.fstat(fd).st_size, f.path)
-            keys = {t.key for t in self.m.tensors if t.file == f.path}
-            for t in self.m.tensors:
-                if t.file != f.path:
-                    continue
+            keys = {t.key for t in by_file[f.path]}
+            for t in by_file[f.path]:
                 info = self.stored[f.path].get(t.key)
                 if info is None:
                     raise FormatError("tensor.missing", f"tensor '{t.name}' has key '{t.key}', which the file "

@@ -1551,7 +1551,10 @@ inline std::vector<std::pair<std::int64_t, std::int64_t>> shard_ranges(const std
     const std::int64_t m = placement.mesh[i];
     const std::int64_t size = len / m + (len % m != 0 ? 1 : 0);  // ceil, without overflow
     const std::int64_t a = range.first;
-    range = {a + std::min(coord[i] * size, len), a + std::min((coord[i] + 1) * size, len)};
+    // coord * size <= (m - 1) * ceil(len / m) never exceeds len + m; (coord + 1) * size can pass INT64_MAX when len
+    // is near it (a dimension of 2^63 - 1 in a tensor with a 0 dimension is valid), so the end is lo + size capped.
+    const std::int64_t lo = std::min(coord[i] * size, len);
+    range = {a + lo, a + (len - lo <= size ? len : lo + size)};
   }
   return ranges;
 }
@@ -2611,6 +2614,7 @@ class Loader {
     schema();
     file_list();
     tensor_table();
+    for (std::size_t i = 0; i < a_->tensors.size(); ++i) tensors_by_file_[a_->tensors[i].file].push_back(i);
     for (std::size_t f = 0; f < a_->files.size(); ++f) tensor_file(f);
     graphs();
     if (!a_->graphs.empty()) signature();
@@ -3086,20 +3090,24 @@ class Loader {
     if (opts_.strict) {
       for (const std::string& name : list_directory(dirfd_.get(), a_->directory)) {
         if (name == kManifestFile) continue;
-        bool listed = false;
-        for (const FileEntry& f : a_->files) listed |= f.path == name;
-        if (!listed)
+        if (file_named(name) == nullptr)
           raise("artifact.extra_file", name, "the directory holds an entry the manifest does not list; remove it (or load "
                                              "with strict = false, which never opens it)");
       }
     }
   }
 
+  /// The listed file `path`, or nullptr. Indexed on first use (files are final after step 4): a linear scan per
+  /// tensor entry and tensor reference would cost files x tensors with thousands of shards.
   const FileEntry* file_named(const std::string& path) const {
-    for (const FileEntry& f : a_->files)
-      if (f.path == path) return &f;
-    return nullptr;
+    if (file_index_.size() != a_->files.size()) {
+      file_index_.clear();
+      for (const FileEntry& f : a_->files) file_index_.emplace(f.path, &f);
+    }
+    const auto it = file_index_.find(path);
+    return it == file_index_.end() ? nullptr : it->second;
   }
+  mutable std::unordered_map<std::string, const FileEntry*> file_index_;
 
   // ---------------------------------------------------------------------------------------------- tensor table
   void tensor_table() {
@@ -3132,6 +3140,13 @@ class Loader {
         fail("schema.type", q.field("kind"), "kind " + short_repr(kind) + " is not one of parameter, buffer, constant, golden" +
                                                  (k ? " (\"\" is for 1.0 files only)" : ""));
       t.kind = *k;
+      if (*k != TensorKind::unspecified) {  // "golden" exactly for the entries of the golden file (section 2.1)
+        const FileEntry* tf = file_named(t.file);
+        if ((*k == TensorKind::golden) != (tf->role == FileRole::golden))
+          fail("schema.type", q.field("kind"), "a tensor of kind " + kind + " in a " +
+                                                   (tf->role == FileRole::golden ? "golden" : "weights") +
+                                                   " file; golden tensors and only they have kind golden");
+      }
       if (t.requires_grad && t.kind != TensorKind::parameter)
         fail("schema.type", q.field("requires_grad"), "requires_grad is true on a " + std::string(kind.empty() ? "tensor without kind" : kind) +
                                                           "; only parameters may require grad");
@@ -3157,8 +3172,8 @@ class Loader {
     Placement& p = *t.placement;
     if (a_->format_minor < 3)
       fail("schema.unknown_field", pp, "the field 'placement' is new in format 1.3; this file is 1." + std::to_string(a_->format_minor));
-    const auto f = std::find_if(a_->files.begin(), a_->files.end(), [&t](const FileEntry& e) { return e.path == t.file; });
-    if (f == a_->files.end() || f->role != FileRole::weights)
+    const FileEntry* f = file_named(t.file);
+    if (f == nullptr || f->role != FileRole::weights)
       fail("schema.type", pp, "a tensor of a golden file has a placement; only tensors of weights files are placed (write nil)");
     const Path dp = pp.field("dims");
     for (std::size_t x = 0; x < p.dims.size(); ++x) {
@@ -3198,18 +3213,20 @@ class Loader {
       if (names.size() != p.mesh.size())
         fail("tensor.placement", np, "mesh_dim_names has " + std::to_string(names.size()) + " names for a mesh of " +
                                          std::to_string(p.mesh.size()) + " dimensions; give one per dimension or none");
+      std::unordered_set<std::string_view> seen;  // a mesh of many size-1 dimensions has as many names: linear
       for (std::size_t x = 0; x < names.size(); ++x) {
         const std::string& n = names[x];
         bool ok = !n.empty() && !(n[0] >= '0' && n[0] <= '9');
         for (char c : n) ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_');
         if (!ok) fail("tensor.placement", np.item(x), "mesh dimension name " + short_repr(n) + " is not an identifier ([A-Za-z_][A-Za-z0-9_]*)");
-        if (std::find(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(x), n) != names.begin() + static_cast<std::ptrdiff_t>(x))
+        if (!seen.insert(n).second)
           fail("tensor.placement", np.item(x), "mesh dimension name " + short_repr(n) + " appears twice");
       }
     }
   }
 
   // ---------------------------------------------------------------------------------------------- tensor files
+  std::unordered_map<std::string, std::vector<std::size_t>> tensors_by_file_;  // file -> table indices
   void tensor_file(std::size_t fi) {
     const FileEntry& f = a_->files[fi];
     struct stat st {};
@@ -3232,8 +3249,8 @@ class Loader {
     std::unordered_map<std::string, const StEntry*> by_key;
     for (const StEntry& e : sf.entries) by_key.emplace(e.name, &e);
     std::unordered_set<std::string> used;
-    for (Tensor& t : a_->tensors) {
-      if (t.file != f.path) continue;
+    for (std::size_t ti : tensors_by_file_[f.path]) {  // this file's entries in table order, grouped once
+      Tensor& t = a_->tensors[ti];
       const auto it = by_key.find(t.key);
       if (it == by_key.end())
         raise("tensor.missing", f.path, "tensor " + short_repr(t.name) + " has key " + short_repr(t.key) + ", which the file does not hold");
