@@ -409,6 +409,28 @@ std::string read_file(const std::string& p) {
   return s.str();
 }
 
+/// shard_ranges on placements built by hand (a loaded one is validated): torch.chunk's rule, and api.range for a
+/// placement the loader would have refused, as Python's fxlower.io.mapping.shard_ranges raises ValueError.
+void test_shard_ranges_by_hand() {
+  using fxlower::MeshDim;
+  fxlower::Placement p;
+  p.mesh = {4};
+  p.dims = {MeshDim{MeshDim::Kind::shard, 0}};
+  // torch.chunk of 10 rows into 4: ceil(10 / 4) = 3 -> [0,3) [3,6) [6,9) [9,10) (docs/format.md section 5.2)
+  const std::vector<std::pair<std::int64_t, std::int64_t>> rows[] = {{{0, 3}, {0, 4}}, {{3, 6}, {0, 4}},
+                                                                    {{6, 9}, {0, 4}}, {{9, 10}, {0, 4}}};
+  for (std::int64_t r = 0; r < 4; ++r) CHECK_EQ(fxlower::shard_ranges({10, 4}, p, r) == rows[r], true);
+  p.dims = {MeshDim{MeshDim::Kind::shard, 2}};
+  CHECK_EQ(code_of([&] { fxlower::shard_ranges({10, 4}, p, 0); }), "api.range");
+  p.dims = {MeshDim{MeshDim::Kind::shard, -1}};
+  CHECK_EQ(code_of([&] { fxlower::shard_ranges({10, 4}, p, 0); }), "api.range");
+  p.dims = {};
+  CHECK_EQ(code_of([&] { fxlower::shard_ranges({10, 4}, p, 0); }), "api.range");
+  p.dims = {MeshDim{MeshDim::Kind::replicate, -1}};
+  const std::vector<std::pair<std::int64_t, std::int64_t>> whole = {{0, 10}, {0, 4}};
+  CHECK_EQ(fxlower::shard_ranges({10, 4}, p, 3) == whole, true);
+}
+
 void test_everything(const std::string& dir) {
   const fxlower::Artifact a = fxlower::load(dir + "/valid/everything");
   CHECK_EQ(a.format_major(), 1);
@@ -811,6 +833,7 @@ int main(int argc, char** argv) {
   test_msgpack();
   test_msgpack_memory_cap();
   test_attr_types();
+  test_shard_ranges_by_hand();
   if (argc >= 2) {
     try {
       test_everything(argv[1]);

@@ -1535,6 +1535,14 @@ inline std::vector<std::pair<std::int64_t, std::int64_t>> shard_ranges(const std
   const std::int64_t world = placement.world();
   if (rank < 0 || rank >= world)
     detail::raise("api.range", "", "rank " + std::to_string(rank) + " is outside [0, " + std::to_string(world) + ")");
+  if (placement.dims.size() != placement.mesh.size())
+    detail::raise("api.range", "", std::to_string(placement.dims.size()) + " placement dims for a mesh of " +
+                                       std::to_string(placement.mesh.size()) + " dimensions");
+  for (const MeshDim& md : placement.dims)
+    if (md.kind == MeshDim::Kind::shard && (md.dim < 0 || static_cast<std::size_t>(md.dim) >= shape.size()))
+      detail::raise("api.range", "", "shard dim " + std::to_string(md.dim) + " is outside [0, " +
+                                         std::to_string(shape.size()) + ") for a tensor of rank " +
+                                         std::to_string(shape.size()));
   std::vector<std::int64_t> coord(placement.mesh.size());
   std::int64_t r = rank;
   for (std::size_t i = placement.mesh.size(); i-- > 0;) {
@@ -1543,9 +1551,9 @@ inline std::vector<std::pair<std::int64_t, std::int64_t>> shard_ranges(const std
   }
   std::vector<std::pair<std::int64_t, std::int64_t>> ranges;
   for (std::int64_t n : shape) ranges.emplace_back(0, n);
-  for (std::size_t i = 0; i < placement.dims.size() && i < coord.size(); ++i) {
+  for (std::size_t i = 0; i < placement.dims.size(); ++i) {
     const MeshDim& md = placement.dims[i];
-    if (md.kind != MeshDim::Kind::shard || md.dim < 0 || static_cast<std::size_t>(md.dim) >= ranges.size()) continue;
+    if (md.kind != MeshDim::Kind::shard) continue;
     auto& range = ranges[static_cast<std::size_t>(md.dim)];
     const std::int64_t len = range.second - range.first;
     const std::int64_t m = placement.mesh[i];
